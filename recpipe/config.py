@@ -1,0 +1,223 @@
+"""Typed params: params.yaml validated by pydantic models, one section per stage.
+
+Every model forbids unknown keys, so a typo in params.yaml or in a
+``--set key=value`` override fails loudly with the key's dotted path and what
+was expected. Nothing here does I/O at import time; only entry points call
+:func:`load_params`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from recpipe.errors import ConfigError
+
+#: Raw data kinds `recpipe data import` understands (``synthetic`` is generated, not read).
+SOURCE_KINDS: tuple[str, ...] = (
+    "movielens-100k",
+    "movielens-latest",
+    "yoochoose",
+    "session-tsv",
+    "diginetica",
+    "retailrocket",
+    "csv",
+    "parquet",
+)
+
+
+class StrictModel(BaseModel):
+    """Base of every params section: unknown keys are errors, values are re-validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ColumnMapping(StrictModel):
+    """Which source column holds each canonical events column (generic CSV / Parquet)."""
+
+    user_id: str | None = "user_id"
+    item_id: str = "item_id"
+    timestamp: str = "timestamp"
+    event_type: str | None = "event_type"
+    value: str | None = "value"
+    session_id: str | None = "session_id"
+
+
+class DataParams(StrictModel):
+    """Where the raw data comes from (the ``ingest`` stage)."""
+
+    source: Literal["synthetic", *SOURCE_KINDS] = "synthetic"  # type: ignore[valid-type]
+    path: str | None = Field(
+        default=None, description="raw data file or folder; unused for source=synthetic"
+    )
+    columns: ColumnMapping = Field(default_factory=ColumnMapping)
+    sep: str = Field(default=",", description="field separator of a generic CSV")
+    timestamp_unit: Literal["s", "ms", "us", "ns"] | None = Field(
+        default=None, description="epoch unit of a numeric timestamp column; null = ISO strings"
+    )
+    default_event_type: str = Field(
+        default="click", description="event type when the source has no event type column"
+    )
+    event_type_map: dict[str, str] = Field(
+        default_factory=dict, description="extra raw -> canonical event type spellings"
+    )
+    items_path: str | None = Field(default=None, description="optional items table (csv)")
+
+
+class SynthParams(StrictModel):
+    """The synthetic click-stream generator (the default data of `make run`)."""
+
+    seed: int = 42
+    n_users: int = Field(default=2000, gt=0)
+    n_items: int = Field(default=500, gt=1)
+    n_categories: int = Field(default=20, gt=0)
+    n_sessions: int = Field(default=10000, gt=0)
+    mean_session_length: float = Field(default=6.0, gt=1.0)
+    zipf_exponent: float = Field(default=1.1, gt=0.0)
+    follow_probability: float = Field(
+        default=0.7,
+        ge=0.0,
+        le=1.0,
+        description="chance that the next item follows the current item's successor list",
+    )
+    cart_probability: float = Field(default=0.08, ge=0.0, le=1.0)
+    purchase_probability: float = Field(default=0.3, ge=0.0, le=1.0)
+    start: str = "2026-01-01T00:00:00Z"
+    days: int = Field(default=30, gt=0)
+
+
+class ValidateParams(StrictModel):
+    """Great Expectations rules of the ``validate`` stage."""
+
+    on_failure: Literal["fail", "quarantine"] = "fail"
+    max_bad_fraction: float = Field(
+        default=0.01, ge=0.0, le=1.0, description="quarantine only while at most this share is bad"
+    )
+    event_types: list[str] = Field(
+        default_factory=lambda: ["view", "click", "cart", "purchase", "rating"]
+    )
+    rating_min: float = 0.5
+    rating_max: float = 5.0
+    min_timestamp: str = Field(default="1990-01-01T00:00:00Z", description="earliest sane event")
+    max_future_seconds: int = Field(
+        default=3600, ge=0, description="tolerated clock skew past now before an event is 'future'"
+    )
+    duplicates: Literal["allow", "forbid"] = Field(
+        default="forbid",
+        description="forbid: a repeated (user, item, timestamp, event_type, session) row is bad",
+    )
+    referential_integrity: bool = Field(
+        default=True, description="every event item must be in the items table (when it has rows)"
+    )
+
+    @field_validator("event_types")
+    @classmethod
+    def _non_empty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("event_types must list at least one event type")
+        return v
+
+
+class TrackingParams(StrictModel):
+    """MLflow tracking: a SQLite store in the workspace unless a URI is given."""
+
+    tracking_uri: str | None = Field(
+        default=None, description="null = sqlite:///<workspace>/mlflow.db"
+    )
+    experiment: str = "recpipe"
+
+
+class Params(StrictModel):
+    """All of params.yaml."""
+
+    data: DataParams = Field(default_factory=DataParams)
+    synth: SynthParams = Field(default_factory=SynthParams)
+    validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
+    tracking: TrackingParams = Field(default_factory=TrackingParams)
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    def dump(self) -> dict[str, Any]:
+        """Plain dict with params.yaml's key names (for logging and writing back)."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    lines = [f"invalid params ({origin}):"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  - {key}: unknown key (not a recpipe param; check the spelling)")
+        else:
+            got = e.get("input")
+            lines.append(f"  - {key}: {e['msg']} (got {got!r})")
+    return "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into a key path and a YAML-typed value."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. synth.seed=7)")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".")]
+    if not all(parts):
+        raise ConfigError(f"override key {key!r} is not a dotted path like data.source")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value {raw!r} is not valid YAML ({exc})") from exc
+    return parts, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``key=value`` override set (dicts created as needed)."""
+    out: dict[str, Any] = _deep_copy(raw)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                path = ".".join(parts[: i + 1])
+                raise ConfigError(f"override {text!r}: {path} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+
+def params_from_dict(raw: dict[str, Any], origin: str = "params") -> Params:
+    """Validate a plain dict into :class:`Params`, with a readable error."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, origin)) from None
+
+
+def load_params(path: str | Path | None = None, overrides: list[str] | None = None) -> Params:
+    """Read params.yaml (defaults when ``path`` is None), apply overrides, validate."""
+    raw: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"params file {str(path)!r} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"params file {str(path)!r} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"params file {str(path)!r} must hold a mapping, got {loaded!r}")
+        raw, origin = loaded, str(path)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+        origin += " with overrides " + ", ".join(overrides)
+    return params_from_dict(raw, origin)

@@ -1,0 +1,1 @@
+"""Raw data sources, the canonical schema and Parquet I/O."""

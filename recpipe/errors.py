@@ -1,0 +1,39 @@
+"""The small error hierarchy of recpipe.
+
+Every error message names the bad value and what was expected, so that a person
+can fix the input without reading a traceback (entry points print only the message).
+"""
+
+from __future__ import annotations
+
+
+class RecpipeError(Exception):
+    """Base class of every error recpipe raises on purpose."""
+
+
+class ConfigError(RecpipeError):
+    """params.yaml or an override is invalid (unknown key, wrong type, bad value)."""
+
+
+class DataImportError(RecpipeError):
+    """A raw data set cannot be read into the canonical tables (format problem)."""
+
+
+class DataValidationError(RecpipeError):
+    """Canonical tables failed validation; carries the report that names every failure."""
+
+    def __init__(self, message: str, report: object | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class FetchError(RecpipeError):
+    """A data set could not be downloaded or failed its checksum."""
+
+
+class ArtifactError(RecpipeError):
+    """An artifact directory is missing, incomplete or cannot be loaded."""
+
+
+class StageError(RecpipeError):
+    """A pipeline stage cannot run (missing inputs, unknown stage name)."""

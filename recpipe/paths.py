@@ -1,0 +1,71 @@
+"""Every artifact location, relative to one workspace root.
+
+These are the same paths dvc.yaml declares; ``tests/pipeline/test_dvc_consistency.py``
+keeps the two in step. Nothing is created at import time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Artifact locations under ``root`` (the project directory by default)."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | Path | None = None) -> Paths:
+        return cls(Path(root) if root is not None else Path.cwd())
+
+    def rel(self, path: Path) -> str:
+        """``path`` relative to the root, POSIX style (as written in dvc.yaml)."""
+        return path.relative_to(self.root).as_posix()
+
+    # data ---------------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def interim_dir(self) -> Path:
+        """Canonical tables as imported (output of ``ingest``); never modified after."""
+        return self.data_dir / "interim"
+
+    @property
+    def validated_dir(self) -> Path:
+        """Canonical tables that passed validation (bad rows removed only by quarantine)."""
+        return self.data_dir / "validated"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        """Rows that failed validation, with the reason, when quarantine is on."""
+        return self.data_dir / "quarantine"
+
+    # reports ------------------------------------------------------------
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def validation_json(self) -> Path:
+        return self.reports_dir / "validation.json"
+
+    @property
+    def validation_md(self) -> Path:
+        return self.reports_dir / "validation.md"
+
+    # tracking -----------------------------------------------------------
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.root / "mlruns"
+
+    @property
+    def params_file(self) -> Path:
+        return self.root / "params.yaml"

@@ -1,0 +1,38 @@
+"""Shared test set-up: telemetry off, real-data location, small helpers.
+
+Telemetry variables are set before any tool is imported by a test module.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+for _key, _value in {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    "OPENBLAS_NUM_THREADS": "1",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """Where the real data sets live: $RECPIPE_DATA_DIR, default ../shared/data."""
+    return Path(os.environ.get("RECPIPE_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def real_data() -> Path:
+    """The real data folder; skips the test cleanly when it is absent."""
+    root = shared_data_dir()
+    if not root.is_dir():
+        pytest.skip(f"real data not found at {root} (set RECPIPE_DATA_DIR)")
+    return root
