@@ -1,0 +1,70 @@
+"""The retraining flow: the pipeline's stage functions chained as Prefect tasks.
+
+This module orchestrates only: every step is a function of ``recpipe.stages``, the
+same one that ``recpipe stage NAME`` and dvc.yaml run. Later stages (features,
+training, evaluation, gate, packaging) join the chain as they land.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from recpipe import stages, tracking
+from recpipe.config import Params
+from recpipe.paths import Paths
+
+
+@task(name="ingest", cache_policy=NO_CACHE)
+def ingest_task(params: Params, paths: Paths) -> dict[str, Any]:
+    return stages.ingest(params, paths)
+
+
+@task(name="validate", cache_policy=NO_CACHE)
+def validate_task(params: Params, paths: Paths) -> dict[str, Any]:
+    try:
+        return stages.validate(params, paths)
+    finally:
+        if paths.validation_md.exists():
+            create_markdown_artifact(
+                paths.validation_md.read_text(),
+                key="validation-summary",
+                description="Great Expectations validation of the ingested data",
+            )
+
+
+@flow(name="recpipe-retrain")
+def retrain(
+    params_file: str | None = None,
+    overrides: list[str] | None = None,
+    root: str | None = None,
+) -> dict[str, Any]:
+    """Run the pipeline on the data that params name; one MLflow run per flow run.
+
+    ``params_file`` defaults to ``<root>/params.yaml``; ``overrides`` are ``key=value``
+    strings as for ``recpipe run --set``; ``root`` is the workspace (default: cwd).
+    """
+    logger = get_run_logger()
+    paths = Paths.at(root)
+    params = stages.workspace_params(paths, params_file, overrides)
+    with tracking.pipeline_run(params, paths, run_name="retrain") as run_id:
+        logger.info("MLflow run %s at %s", run_id, tracking.tracking_uri(params, paths))
+        manifest = ingest_task(params, paths)
+        logger.info(
+            "ingested %s events from %s", manifest["rows"]["events"], manifest["source"]
+        )
+        report = validate_task(params, paths)
+        logger.info("validation passed: %s", report["passed"])
+    return {
+        "mlflow_run_id": run_id,
+        "manifest": manifest,
+        "validation": {"passed": report["passed"], "counts": report.get("counts", {})},
+        "outputs": {
+            "data": str(paths.validated_dir),
+            "validation_report": str(paths.validation_md),
+            "mlflow": tracking.tracking_uri(params, paths),
+        },
+    }

@@ -1,0 +1,226 @@
+"""The ``recpipe`` command line (typer).
+
+Every command calls the same stage and library functions as dvc.yaml and the Prefect
+flow. Errors recpipe raises on purpose are printed as one readable message (no
+traceback) with a non-zero exit: 1 for data problems, 2 for bad params or usage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from recpipe.errors import ConfigError, DataValidationError, RecpipeError, StageError
+
+app = typer.Typer(
+    name="recpipe",
+    help="Workflow-orchestrated MLOps pipeline for deep-learning recommender systems.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Import, fetch or generate data sets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console(stderr=True)
+out = Console()
+
+T = TypeVar("T")
+
+ParamsOpt = Annotated[
+    Path | None, typer.Option("--params", "-p", help="params file (default: ROOT/params.yaml)")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="override a param: key=value (repeatable), e.g. synth.seed=7"),
+]
+RootOpt = Annotated[Path, typer.Option("--root", help="workspace directory for all outputs")]
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+) -> None:
+    """Configure logging once, for every command."""
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
+        force=True,
+    )
+    for noisy in ("alembic", "urllib3", "httpx", "great_expectations"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    """Run ``fn``; turn recpipe's own errors into a message and an exit code."""
+    try:
+        return fn()
+    except (ConfigError, StageError) as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except DataValidationError as exc:
+        console.print(f"[bold red]data validation failed[/]\n{exc}", highlight=False)
+        raise typer.Exit(1) from None
+    except RecpipeError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+def _params(root: Path, params_file: Path | None, overrides: list[str] | None) -> Any:
+    from recpipe.paths import Paths
+    from recpipe.stages import workspace_params
+
+    return workspace_params(Paths.at(root), params_file, overrides or [])
+
+
+@app.command()
+def run(
+    params_file: ParamsOpt = None,
+    overrides: SetOpt = None,
+    root: RootOpt = Path("."),
+) -> None:
+    """Run the retraining flow (Prefect) on the data that params name."""
+    # forward the library's log records to Prefect's run logs
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "recpipe")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+
+    def go() -> dict[str, Any]:
+        _params(root, params_file, overrides)  # fail fast on bad params, before Prefect starts
+        from flows.retrain import retrain
+
+        return retrain(
+            params_file=str(params_file) if params_file else None,
+            overrides=overrides or [],
+            root=str(root.resolve()),
+        )
+
+    summary = _guard(go)
+    outputs = summary["outputs"]
+    out.print("[bold green]recpipe run finished[/]")
+    out.print(f"  validated data:     {outputs['data']}")
+    out.print(f"  validation report:  {outputs['validation_report']}")
+    out.print(f"  MLflow run:         {summary['mlflow_run_id']} in {outputs['mlflow']}")
+    out.print(f"  look at runs with:  mlflow ui --backend-store-uri {outputs['mlflow']}")
+
+
+@app.command()
+def stage(
+    name: Annotated[str, typer.Argument(help="stage name, as in dvc.yaml")],
+    params_file: ParamsOpt = None,
+    overrides: SetOpt = None,
+    root: RootOpt = Path("."),
+) -> None:
+    """Run one pipeline stage (what dvc.yaml calls)."""
+    from recpipe.paths import Paths
+    from recpipe.stages import run_stage
+
+    def go() -> dict[str, Any]:
+        params = _params(root, params_file, overrides)
+        return run_stage(name, params, Paths.at(root.resolve()))
+
+    _guard(go)
+    out.print(f"stage {name} done")
+
+
+@app.command()
+def validate(
+    directory: Annotated[
+        Path | None, typer.Argument(help="canonical tables (default: ROOT/data/interim)")
+    ] = None,
+    params_file: ParamsOpt = None,
+    overrides: SetOpt = None,
+    root: RootOpt = Path("."),
+) -> None:
+    """Validate canonical tables; exit 0 when they pass, 1 with a report when not."""
+    from recpipe import stages
+    from recpipe.paths import Paths
+
+    def go() -> dict[str, Any]:
+        params = _params(root, params_file, overrides)
+        return stages.validate(params, Paths.at(root.resolve()), source_dir=directory)
+
+    report = _guard(go)
+    paths = Paths.at(root.resolve())
+    counts = report.get("counts", {})
+    out.print(
+        f"[green]validation passed[/]: {counts.get('events', '?')} events, "
+        f"{counts.get('quarantined', 0)} quarantined; report: {paths.validation_md}"
+    )
+
+
+@data_app.command("import")
+def data_import(
+    kind: Annotated[str, typer.Argument(help="movielens-100k, movielens-latest, yoochoose, "
+                                        "session-tsv, diginetica, retailrocket, csv, parquet")],
+    path: Annotated[Path, typer.Argument(help="raw data file or folder")],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="output folder (default: ROOT/data/interim)")
+    ] = None,
+    params_file: ParamsOpt = None,
+    overrides: SetOpt = None,
+    root: RootOpt = Path("."),
+) -> None:
+    """Convert a raw data set into canonical Parquet tables plus a manifest."""
+    from recpipe.data.schema import write_tables
+    from recpipe.data.sources import import_source
+    from recpipe.paths import Paths
+
+    def go() -> dict[str, Any]:
+        params = _params(root, params_file, overrides)
+        tables = import_source(kind, path, params.data)
+        return write_tables(tables, out_dir or Paths.at(root).interim_dir)
+
+    manifest = _guard(go)
+    out.print(json.dumps(manifest, indent=2))
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="public data set name, e.g. movielens-100k")],
+    cache_dir: Annotated[
+        Path | None, typer.Option("--cache", help="cache (default: $RECPIPE_CACHE_DIR)")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="download even when cached")] = False,
+) -> None:
+    """Download a public data set (sha256-checked, cached) and print its folder."""
+    from recpipe.data.fetch import default_cache_dir, fetch
+
+    folder = _guard(lambda: fetch(name, cache_dir or default_cache_dir(), force=force))
+    out.print(str(folder))
+
+
+@data_app.command("synth")
+def data_synth(
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="output folder (default: ROOT/data/interim)")
+    ] = None,
+    params_file: ParamsOpt = None,
+    overrides: SetOpt = None,
+    root: RootOpt = Path("."),
+) -> None:
+    """Generate the synthetic click-stream (params section `synth`) as canonical tables."""
+    from recpipe.data.schema import write_tables
+    from recpipe.data.synth import generate
+    from recpipe.paths import Paths
+
+    def go() -> dict[str, Any]:
+        params = _params(root, params_file, overrides)
+        return write_tables(generate(params.synth), out_dir or Paths.at(root).interim_dir)
+
+    manifest = _guard(go)
+    out.print(json.dumps(manifest, indent=2))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,153 @@
+"""One function per pipeline stage: ``(params, paths) -> summary`` that writes its outputs.
+
+These functions are the single code path behind ``recpipe stage NAME`` (what dvc.yaml
+calls), the Prefect tasks in ``flows/`` and the Python API. Each stage is declared in
+:data:`STAGES` with exactly the params sections, dependencies and outputs it reads and
+writes; a test keeps dvc.yaml in step with these declarations.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recpipe.config import Params, load_params
+from recpipe.errors import ConfigError, StageError
+from recpipe.paths import Paths
+
+log = logging.getLogger(__name__)
+
+StageFn = Callable[[Params, Paths], dict[str, Any]]
+
+
+def workspace_params(
+    paths: Paths, params_file: str | Path | None = None, overrides: list[str] | None = None
+) -> Params:
+    """Params of a workspace: ``params_file``, else ``<root>/params.yaml`` when it exists,
+    else the defaults; then the ``key=value`` overrides."""
+    if params_file is None and paths.params_file.exists():
+        params_file = paths.params_file
+    return load_params(params_file, overrides)
+
+
+def _reset_dir(path: Path) -> None:
+    """Empty ``path`` (an output this stage owns) so no stale file survives a re-run."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+
+
+def ingest(params: Params, paths: Paths) -> dict[str, Any]:
+    """Read the configured source into canonical Parquet tables under ``data/interim``.
+
+    ``data.source: synthetic`` generates the built-in click-stream from ``synth``;
+    any other source kind is imported from ``data.path``. Returns the manifest.
+    """
+    from recpipe.data.schema import write_tables
+
+    source = params.data.source
+    if source == "synthetic":
+        from recpipe.data.synth import generate
+
+        log.info("generating synthetic click-stream (seed %d)", params.synth.seed)
+        tables = generate(params.synth)
+    else:
+        from recpipe.data.sources import import_source
+
+        if not params.data.path:
+            raise ConfigError(
+                f"data.path is not set; data.source={source!r} needs the path of the raw data "
+                "(e.g. --set data.path=../shared/data/ml-100k)"
+            )
+        log.info("importing %s data from %s", source, params.data.path)
+        tables = import_source(source, params.data.path, params.data)
+    # import fully before touching the previous output: a failed import loses nothing
+    _reset_dir(paths.interim_dir)
+    return write_tables(tables, paths.interim_dir)
+
+
+def validate(params: Params, paths: Paths, source_dir: Path | None = None) -> dict[str, Any]:
+    """Validate canonical tables with Great Expectations.
+
+    Always writes ``reports/validation.json`` and ``reports/validation.md`` and the
+    quarantine folder. When the data passes (or quarantine keeps the bad share within
+    tolerance) the clean tables go to ``data/validated``; otherwise that folder is left
+    empty and :class:`~recpipe.errors.DataValidationError` is raised with the summary.
+    The input tables are never modified.
+    """
+    from recpipe.data.schema import read_tables, write_tables
+    from recpipe.validation import raise_if_failed, validate_tables, write_quarantine, write_report
+
+    in_dir = Path(source_dir) if source_dir is not None else paths.interim_dir
+    tables = read_tables(in_dir)
+    outcome = validate_tables(tables, params.validate_)
+    paths.reports_dir.mkdir(parents=True, exist_ok=True)
+    write_report(outcome, paths.validation_json, paths.validation_md)
+    _reset_dir(paths.quarantine_dir)
+    write_quarantine(outcome, paths.quarantine_dir)
+    _reset_dir(paths.validated_dir)
+    raise_if_failed(outcome)
+    if outcome.success:
+        # nothing removed: copy the files byte for byte rather than re-encode them
+        for src in in_dir.iterdir():
+            if src.is_file():
+                shutil.copy2(src, paths.validated_dir / src.name)
+    else:
+        write_tables(outcome.clean, paths.validated_dir)
+    return outcome.report
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What one stage reads and writes, as declared in dvc.yaml."""
+
+    name: str
+    func: StageFn
+    params: tuple[str, ...]
+    code: tuple[str, ...]
+    deps: Callable[[Paths], list[Path]] = field(default=lambda p: [])
+    outs: Callable[[Paths], list[Path]] = field(default=lambda p: [])
+    metrics: Callable[[Paths], list[Path]] = field(default=lambda p: [])
+    plain_outs: Callable[[Paths], list[Path]] = field(default=lambda p: [])
+    """Outputs kept in the workspace only (``cache: false``), e.g. human reports."""
+
+
+STAGES: dict[str, StageSpec] = {
+    spec.name: spec
+    for spec in (
+        StageSpec(
+            name="ingest",
+            func=ingest,
+            params=("data", "synth"),
+            code=("recpipe/stages.py", "recpipe/data"),
+            outs=lambda p: [p.interim_dir],
+        ),
+        StageSpec(
+            name="validate",
+            func=validate,
+            params=("validate",),
+            code=("recpipe/stages.py", "recpipe/validation"),
+            deps=lambda p: [p.interim_dir],
+            outs=lambda p: [p.validated_dir, p.quarantine_dir],
+            metrics=lambda p: [p.validation_json],
+            plain_outs=lambda p: [p.validation_md],
+        ),
+    )
+}
+
+
+def get_stage(name: str) -> StageSpec:
+    """The stage called ``name``; a clear error for an unknown one."""
+    try:
+        return STAGES[name]
+    except KeyError:
+        raise StageError(f"unknown stage {name!r}; known: {sorted(STAGES)}") from None
+
+
+def run_stage(name: str, params: Params, paths: Paths) -> dict[str, Any]:
+    """Run one stage by name (the entry point of ``recpipe stage NAME``)."""
+    return get_stage(name).func(params, paths)
