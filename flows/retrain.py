@@ -53,9 +53,7 @@ def retrain(
     with tracking.pipeline_run(params, paths, run_name="retrain") as run_id:
         logger.info("MLflow run %s at %s", run_id, tracking.tracking_uri(params, paths))
         manifest = ingest_task(params, paths)
-        logger.info(
-            "ingested %s events from %s", manifest["rows"]["events"], manifest["source"]
-        )
+        logger.info("ingested %s events from %s", manifest["rows"]["events"], manifest["source"])
         report = validate_task(params, paths)
         logger.info("validation passed: %s", report["passed"])
     return {

@@ -161,8 +161,13 @@ def validate(
 
 @data_app.command("import")
 def data_import(
-    kind: Annotated[str, typer.Argument(help="movielens-100k, movielens-latest, yoochoose, "
-                                        "session-tsv, diginetica, retailrocket, csv, parquet")],
+    kind: Annotated[
+        str,
+        typer.Argument(
+            help="movielens-100k, movielens-latest, yoochoose, "
+            "session-tsv, diginetica, retailrocket, csv, parquet"
+        ),
+    ],
     path: Annotated[Path, typer.Argument(help="raw data file or folder")],
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="output folder (default: ROOT/data/interim)")

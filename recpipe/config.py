@@ -83,6 +83,18 @@ class SynthParams(StrictModel):
         le=1.0,
         description="chance that the next item follows the current item's successor list",
     )
+    n_successors: int = Field(
+        default=4,
+        ge=1,
+        description="size of each item's fixed successor list (the learnable sequential signal)",
+    )
+    intent_probability: float = Field(
+        default=0.6,
+        ge=0.0,
+        le=1.0,
+        description="chance that a non-following item comes from the session's intent category "
+        "(one of the user's preferred categories) rather than from global popularity",
+    )
     cart_probability: float = Field(default=0.08, ge=0.0, le=1.0)
     purchase_probability: float = Field(default=0.3, ge=0.0, le=1.0)
     start: str = "2026-01-01T00:00:00Z"

@@ -11,7 +11,6 @@ import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from recpipe.config import Params
@@ -31,7 +30,9 @@ def _experiment_id(name: str, paths: Paths) -> str:
     existing = mlflow.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
-    return mlflow.create_experiment(name, artifact_location=paths.mlflow_artifacts.resolve().as_uri())
+    return mlflow.create_experiment(
+        name, artifact_location=paths.mlflow_artifacts.resolve().as_uri()
+    )
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -58,7 +59,10 @@ def pipeline_run(params: Params, paths: Paths, run_name: str | None = None) -> I
     mlflow.set_tracking_uri(tracking_uri(params, paths))
     experiment_id = _experiment_id(params.tracking.experiment, paths)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
-        flat = {k: json.dumps(v) if isinstance(v, list) else v for k, v in _flatten(params.dump()).items()}
+        flat = {
+            k: json.dumps(v) if isinstance(v, list) else v
+            for k, v in _flatten(params.dump()).items()
+        }
         mlflow.log_params(flat)
         try:
             yield run.info.run_id
@@ -75,7 +79,10 @@ def log_outputs(paths: Paths) -> None:
         data = json.loads(manifest.read_text())
         mlflow.log_dict(data, "data/manifest.json")
         mlflow.set_tags(
-            {"data.source": data.get("source", ""), "data.content_hash": data.get("content_hash", "")}
+            {
+                "data.source": data.get("source", ""),
+                "data.content_hash": data.get("content_hash", ""),
+            }
         )
         mlflow.log_metrics({f"data.rows.{k}": float(v) for k, v in data.get("rows", {}).items()})
     if paths.validation_json.exists():

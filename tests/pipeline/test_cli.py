@@ -1,0 +1,89 @@
+"""The command line: stage commands, validation exit codes, readable errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from recpipe.cli import app
+from tests.pipeline.conftest import SMALL
+
+runner = CliRunner()
+
+
+def _sets(overrides: list[str]) -> list[str]:
+    return [arg for o in overrides for arg in ("--set", o)]
+
+
+def test_stage_ingest_then_validate(tmp_path: Path) -> None:
+    root = ["--root", str(tmp_path)]
+    res = runner.invoke(app, ["stage", "ingest", *root, *_sets(SMALL)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["validate", *root])
+    assert res.exit_code == 0, res.output
+    assert "validation passed" in res.output
+    assert (tmp_path / "data" / "validated" / "events.parquet").exists()
+
+
+def test_unknown_stage_and_bad_param_exit_2(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["stage", "nope", "--root", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "unknown stage 'nope'" in res.output and "ingest" in res.output
+    res = runner.invoke(app, ["stage", "ingest", "--root", str(tmp_path), "--set", "synth.sede=1"])
+    assert res.exit_code == 2
+    assert "synth.sede: unknown key" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_validate_corrupted_data_reports_without_traceback(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    res = runner.invoke(app, ["data", "synth", "--out", str(src), *_sets(SMALL)])
+    assert res.exit_code == 0, res.output
+    events = pd.read_parquet(src / "events.parquet")
+    events.loc[:4, "item_id"] = None
+    events.loc[5:6, "event_type"] = "teleport"
+    events.to_parquet(src / "events.parquet", index=False)
+
+    res = runner.invoke(app, ["validate", str(src), "--root", str(tmp_path)])
+    assert res.exit_code == 1
+    assert "Traceback" not in res.output
+    assert "item_id" in res.output and "teleport" in res.output
+    report = json.loads((tmp_path / "reports" / "validation.json").read_text())
+    assert report["passed"] is False
+    # the input is untouched
+    assert pd.read_parquet(src / "events.parquet")["item_id"].isna().sum() == 5
+
+
+@pytest.mark.realdata
+def test_import_movielens_100k_and_corrupted_copy(tmp_path: Path, real_data: Path) -> None:
+    out = tmp_path / "ml"
+    res = runner.invoke(
+        app, ["data", "import", "movielens-100k", str(real_data / "ml-100k"), "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["rows"]["events"] == 100_000
+    assert manifest["n_users"] == 943 and manifest["n_items"] == 1682
+    res = runner.invoke(app, ["validate", str(out), "--root", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+
+    # a corrupted copy: an out-of-range rating, a negative user id, a repeated row
+    bad = tmp_path / "ml-bad"
+    shutil.copytree(real_data / "ml-100k", bad)
+    with open(bad / "u.data", "a") as fh:
+        fh.write("1\t1\t9\t881250949\n-3\t2\t4\t881250949\n")
+        fh.write((real_data / "ml-100k" / "u.data").read_text().splitlines()[0] + "\n")
+    out_bad = tmp_path / "ml-bad-out"
+    res = runner.invoke(app, ["data", "import", "movielens-100k", str(bad), "--out", str(out_bad)])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out_bad / "manifest.json").read_text())["rows"]["events"] == 100_003
+    res = runner.invoke(app, ["validate", str(out_bad), "--root", str(tmp_path)])
+    assert res.exit_code == 1
+    assert "Traceback" not in res.output
+    for needle in ("value", "user_id", "unique"):
+        assert needle in res.output

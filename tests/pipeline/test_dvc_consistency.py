@@ -1,0 +1,76 @@
+"""dvc.yaml, Paths and the stage functions agree, on paper and in what stages write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from recpipe.config import Params
+from recpipe.paths import Paths
+from recpipe.stages import STAGES, run_stage
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _entries(items: list) -> dict[str, dict]:
+    """dvc.yaml list entries (plain strings or {path: {options}}) as {path: options}."""
+    out: dict[str, dict] = {}
+    for item in items or []:
+        if isinstance(item, str):
+            out[item] = {}
+        else:
+            ((path, opts),) = item.items()
+            out[path] = opts or {}
+    return out
+
+
+def test_dvc_yaml_declares_exactly_what_stages_declare() -> None:
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    paths = Paths.at(REPO)
+    assert set(dvc) == set(STAGES)
+    for name, spec in STAGES.items():
+        stage = dvc[name]
+        assert stage["cmd"] == f"recpipe stage {name}"
+        assert set(stage.get("params", [])) == set(spec.params), name
+        deps = set(spec.code) | {paths.rel(p) for p in spec.deps(paths)}
+        assert set(stage["deps"]) == deps, name
+        outs = _entries(stage.get("outs", []))
+        cached = {p for p, o in outs.items() if o.get("cache", True)}
+        uncached = {p for p, o in outs.items() if not o.get("cache", True)}
+        assert cached == {paths.rel(p) for p in spec.outs(paths)}, name
+        assert uncached == {paths.rel(p) for p in spec.plain_outs(paths)}, name
+        metrics = _entries(stage.get("metrics", []))
+        assert set(metrics) == {paths.rel(p) for p in spec.metrics(paths)}, name
+        for code in spec.code:
+            assert (REPO / code).exists(), f"{name}: code dep {code} does not exist"
+
+
+def test_params_sections_exist() -> None:
+    sections = set(Params().dump())
+    for spec in STAGES.values():
+        assert set(spec.params) <= sections, spec.name
+
+
+def test_stages_write_exactly_their_declared_outputs(
+    small_params: Params, workspace: Paths
+) -> None:
+    """Run every stage in order in an empty workspace and compare files with declarations."""
+    root = workspace.root
+    produced: set[Path] = set()
+    for name, spec in STAGES.items():
+        before = {p for p in root.rglob("*") if p.is_file()}
+        run_stage(name, small_params, workspace)
+        written = {p for p in root.rglob("*") if p.is_file()} - before
+        declared = spec.outs(workspace) + spec.metrics(workspace) + spec.plain_outs(workspace)
+        for out in declared:
+            assert out.exists(), f"{name} did not write {workspace.rel(out)}"
+        for path in written:
+            assert any(path == d or d in path.parents for d in declared), (
+                f"{name} wrote undeclared {workspace.rel(path)}"
+            )
+        for dep in spec.deps(workspace):
+            assert any(dep == p or dep in p.parents for p in produced), (
+                f"{name} depends on {workspace.rel(dep)}, which no earlier stage wrote"
+            )
+        produced |= set(declared)

@@ -1,0 +1,82 @@
+"""`dvc repro` runs ingest and validate from a clean clone (slow: a real DVC run)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.pipeline.conftest import SMALL
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, f"{cmd} failed:\n{res.stdout}\n{res.stderr}"
+    return res
+
+
+@pytest.fixture
+def clone(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A clean copy of the project's files (what a clone holds) in a new git repository."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    dest = tmp_path / "clone"
+    for rel in files:
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.update(
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t",
+    )
+    # small synthetic data keeps the run short
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    for override in SMALL:
+        key, value = override.split("=")
+        section, name = key.split(".")
+        params[section][name] = yaml.safe_load(value)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params))
+    _run(["git", "init", "-q"], dest, env)
+    _run(["git", "add", "-A"], dest, env)
+    _run(["git", "commit", "-qm", "clone"], dest, env)
+    return dest, env
+
+
+def test_dvc_repro_runs_ingest_and_validate(clone: tuple[Path, dict[str, str]]) -> None:
+    dest, env = clone
+    dvc = [sys.executable, "-m", "dvc"]
+    _run([*dvc, "repro"], dest, env)
+    assert (dest / "data" / "validated" / "events.parquet").exists()
+    lock = yaml.safe_load((dest / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {"ingest", "validate"}
+    # nothing changed: a second repro runs no stage
+    res = _run([*dvc, "repro"], dest, env)
+    assert "didn't change, skipping" in res.stdout or "up to date" in res.stdout
+    # one validate param changed: only validate re-runs
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["validate"]["max_future_seconds"] = 7200
+    (dest / "params.yaml").write_text(yaml.safe_dump(params))
+    res = _run([*dvc, "repro"], dest, env)
+    assert "Running stage 'validate'" in res.stdout
+    assert "Running stage 'ingest'" not in res.stdout
+    _run([*dvc, "push"], dest, env)
+    assert any((dest / "dvc-remote").rglob("*"))

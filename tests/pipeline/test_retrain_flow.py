@@ -1,0 +1,59 @@
+"""`recpipe run`'s flow end to end on small synthetic data, under the Prefect test harness."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from recpipe.errors import DataValidationError
+from recpipe.paths import Paths
+from tests.pipeline.conftest import SMALL
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def _mlflow_runs(paths: Paths) -> pd.DataFrame:
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{paths.mlflow_db}")
+    return mlflow.search_runs(experiment_names=["recpipe"])
+
+
+def test_retrain_flow_ingests_validates_and_tracks(workspace: Paths) -> None:
+    from flows.retrain import retrain
+
+    summary = retrain(overrides=SMALL, root=str(workspace.root))
+
+    manifest = json.loads((workspace.interim_dir / "manifest.json").read_text())
+    assert manifest["source"] == "synthetic"
+    assert summary["manifest"]["rows"]["events"] == manifest["rows"]["events"] > 0
+    assert summary["validation"]["passed"] is True
+    validated = pd.read_parquet(workspace.validated_dir / "events.parquet")
+    assert len(validated) == manifest["rows"]["events"]  # nothing lost
+    assert json.loads(workspace.validation_json.read_text())["passed"] is True
+
+    runs = _mlflow_runs(workspace)
+    assert len(runs) == 1
+    run = runs.iloc[0]
+    assert run["run_id"] == summary["mlflow_run_id"]
+    assert run["params.synth.n_users"] == "60"
+    assert run["tags.validation.passed"] == "True"
+    assert run["tags.data.content_hash"] == manifest["content_hash"]
+    assert run["metrics.data.rows.events"] == manifest["rows"]["events"]
+
+
+def test_retrain_flow_stops_at_failed_validation(workspace: Paths) -> None:
+    from flows.retrain import retrain
+
+    # every synthetic event is a 'view': allowing only purchases makes validation fail
+    bad = [*SMALL, "validate.event_types=[purchase]"]
+    with pytest.raises(DataValidationError):
+        retrain(overrides=bad, root=str(workspace.root))
+    report = json.loads(workspace.validation_json.read_text())
+    assert report["passed"] is False
+    assert not any(workspace.validated_dir.iterdir())  # nothing downstream gets bad data
+    runs = _mlflow_runs(workspace)
+    assert len(runs) == 1 and runs.iloc[0]["status"] == "FAILED"
+    assert runs.iloc[0]["tags.validation.passed"] == "False"
