@@ -1,0 +1,301 @@
+"""Generic event tables: any CSV (``csv``) or Parquet (``parquet``) file with a column mapping.
+
+The mapping is :class:`recpipe.config.ColumnMapping` (``data.columns`` in params.yaml):
+for each canonical events column, the source column that holds it, or ``null``
+when the source has none. Missing columns are filled as follows: ``event_type`` ->
+``data.default_event_type``, ``value`` -> 1.0, ``user_id`` / ``session_id`` -> null.
+
+Column rules:
+
+* ``item_id`` and ``timestamp`` must be present.
+* An optional column (``user_id``, ``event_type``, ``value``, ``session_id``) mapped to
+  a source column of *another* name must be present; one mapped to its own name
+  (the default) is used when present and treated as absent otherwise (logged), so
+  a plain ``user_id,item_id,timestamp`` file imports with no configuration.
+* Timestamps: ``data.timestamp_unit`` (``s``/``ms``/``us``/``ns``) for epoch numbers,
+  ``null`` for ISO 8601 strings (naive = UTC). Parquet timestamp columns are used
+  as they are (naive = UTC).
+* Ids are read as text (any spelling is an id); Parquet integer ids become strings.
+* Event types are normalised with ``data.event_type_map`` as extra aliases; unknown
+  spellings are kept for validation.
+
+``path`` is a file, or a folder whose ``*.csv`` files (sorted) are concatenated;
+for Parquet, a file or a folder (dataset) of Parquet files.
+
+``data.items_path`` (optional) is a CSV (``data.sep``) or Parquet items table whose
+item id column is ``item_id`` or the events' mapped item column. Every column is
+kept; a text ``categories`` column of ``A|B`` strings becomes a list column.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from recpipe.config import ColumnMapping, DataParams
+from recpipe.data._io import (
+    Col,
+    ColumnKind,
+    build_events,
+    event_types,
+    read_delimited,
+    split_list,
+    timestamps,
+    to_float,
+)
+from recpipe.data.schema import CanonicalTables, empty_items
+from recpipe.errors import DataImportError
+
+log = logging.getLogger(__name__)
+
+_OPTIONAL = ("user_id", "event_type", "value", "session_id")
+_SEP_ALIASES = {"\\t": "\t", "tab": "\t", "TAB": "\t"}
+
+
+def resolve_mapping(columns: ColumnMapping) -> tuple[dict[str, str], set[str]]:
+    """Canonical -> source column for mapped columns, and the set that must be present.
+
+    ``item_id`` and ``timestamp`` are always required; optional columns only when
+    mapped to a source column of another name (see the module docstring).
+    """
+    mapping: dict[str, str] = {}
+    required = {"item_id", "timestamp"}
+    for name in ("user_id", "item_id", "timestamp", "event_type", "value", "session_id"):
+        source = getattr(columns, name)
+        if source is None:
+            continue
+        mapping[name] = source
+        if source != name:
+            required.add(name)
+    return mapping, required
+
+
+def _null_hint(name: str) -> str:
+    return f"; set data.columns.{name}: null if the source has no such column"
+
+
+def _sep(options: DataParams) -> str:
+    return _SEP_ALIASES.get(options.sep, options.sep)
+
+
+def _timestamp_kind(unit: str | None) -> ColumnKind:
+    if unit is None:
+        return "str"
+    return "int" if unit == "ns" else "float"
+
+
+def _assemble(
+    frame: pd.DataFrame,
+    present: set[str],
+    timestamp: pd.Series,
+    options: DataParams,
+    where: str,
+) -> pd.DataFrame:
+    """Canonical events from a frame whose columns carry canonical names."""
+    if "event_type" in present:
+        etype: pd.Series | str = event_types(frame["event_type"], options.event_type_map)
+    else:
+        etype = str(event_types(pd.Series([options.default_event_type]), options.event_type_map)[0])
+    value: pd.Series | float = 1.0
+    if "value" in present:
+        value = to_float(frame["value"], column=options.columns.value or "value", where=where)
+    return build_events(
+        frame["user_id"] if "user_id" in present else None,
+        frame["item_id"],
+        timestamp,
+        etype,
+        value,
+        frame["session_id"] if "session_id" in present else None,
+    )
+
+
+# ----------------------------------------------------------------------- CSV ---
+
+
+def import_csv(path: Path, options: DataParams) -> CanonicalTables:
+    """Import a delimited events table with ``options.columns`` (see the module docstring)."""
+    what = "csv"
+    path = Path(path)
+    files = _csv_files(path)
+    mapping, required = resolve_mapping(options.columns)
+    kinds: dict[str, ColumnKind] = {
+        "user_id": "id",
+        "item_id": "id",
+        "session_id": "id",
+        "event_type": "str",
+        "value": "float",
+        "timestamp": _timestamp_kind(options.timestamp_unit),
+    }
+    parts = []
+    for file in files:
+        # one Col per distinct source column (two canonical columns may share one)
+        cols: dict[str, Col] = {}
+        for name, src in mapping.items():
+            hint = (
+                "" if name in ("item_id", "timestamp") else f" (mapped to {name}){_null_hint(name)}"
+            )
+            if src not in cols:
+                cols[src] = Col(src, kinds[name], required=name in required, hint=hint)
+            elif name in required and not cols[src].required:
+                cols[src] = Col(src, cols[src].kind, required=True, hint=hint)
+        raw = read_delimited(file, list(cols.values()), sep=_sep(options), what=what)
+        absent = set(raw.attrs["absent"])
+        present = {name for name, src in mapping.items() if src not in absent}
+        for name in sorted(set(mapping) - present):
+            log.info(
+                "%s: %s has no column %r for %s; using the default",
+                what,
+                file,
+                mapping[name],
+                name,
+            )
+        frame = pd.DataFrame({name: raw[mapping[name]] for name in present})
+        where = f"{what} {file}"
+        ts = timestamps(
+            frame["timestamp"], options.timestamp_unit, column=mapping["timestamp"], where=where
+        )
+        parts.append(_assemble(frame, present, ts, options, where))
+        log.info("%s: %d events from %s", what, len(raw), file)
+    events = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    items, item_files = _items(options)
+    return CanonicalTables(
+        events=events, items=items, source=what, input_files=[*files, *item_files]
+    )
+
+
+def _csv_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.glob("*.csv") if p.is_file())
+        if not files:
+            raise DataImportError(
+                f"csv: no *.csv file in folder {str(path)!r}; expected a delimited events "
+                "file (or a folder of *.csv part files)"
+            )
+        return files
+    raise DataImportError(
+        f"csv: {str(path)!r} does not exist; expected a delimited events file "
+        "(or a folder of *.csv part files)"
+    )
+
+
+# ------------------------------------------------------------------- Parquet ---
+
+
+def _open_dataset(path: Path, what: str) -> pads.Dataset:
+    if not path.exists():
+        raise DataImportError(
+            f"{what}: {str(path)!r} does not exist; expected a Parquet file or a folder of them"
+        )
+    try:
+        return pads.dataset(path, format="parquet")
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataImportError(
+            f"{what}: {str(path)!r} is not readable as Parquet ({exc}); expected a Parquet "
+            "file or a folder of Parquet files"
+        ) from None
+
+
+def _arrow_to_series(column: pa.ChunkedArray) -> pd.Series:
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    if pa.types.is_integer(column.type) or pa.types.is_large_string(column.type):
+        column = column.cast(pa.string())
+    if pa.types.is_string(column.type):
+        return column.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
+    return column.to_pandas()
+
+
+def _parquet_timestamps(
+    column: pa.ChunkedArray, options: DataParams, name: str, where: str
+) -> pd.Series:
+    if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
+        series = pd.Series(column.to_pandas())
+        if pa.types.is_date(column.type):
+            series = pd.to_datetime(series)
+        if series.dt.tz is None:
+            series = series.dt.tz_localize("UTC")
+        return series.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+        values = pd.Series(column.to_pandas())
+    else:
+        values = _arrow_to_series(column)
+    return timestamps(values, options.timestamp_unit, column=name, where=where)
+
+
+def import_parquet(path: Path, options: DataParams) -> CanonicalTables:
+    """Import a Parquet events table with ``options.columns`` (see the module docstring)."""
+    what = "parquet"
+    path = Path(path)
+    dataset = _open_dataset(path, what)
+    mapping, required = resolve_mapping(options.columns)
+    found = list(dataset.schema.names)
+    present = {name for name, src in mapping.items() if src in found}
+    for name in sorted(required - present):
+        raise DataImportError(
+            f"{what}: {str(path)!r} lacks column {mapping[name]!r} (mapped to {name}); "
+            f"columns found: {found}"
+            + ("" if name in ("item_id", "timestamp") else _null_hint(name))
+        )
+    try:
+        table = dataset.to_table(columns=sorted({mapping[n] for n in present}))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataImportError(f"{what}: cannot read {str(path)!r}: {exc}") from None
+    if table.num_rows == 0:
+        raise DataImportError(f"{what}: {str(path)!r} has no rows")
+    where = f"{what} {path}"
+    ts = _parquet_timestamps(
+        table.column(mapping["timestamp"]), options, mapping["timestamp"], where
+    )
+    frame = pd.DataFrame({name: _arrow_to_series(table.column(mapping[name])) for name in present})
+    events = _assemble(frame, present, ts, options, where)
+    files = sorted(Path(f) for f in dataset.files)
+    log.info("%s: %d events from %s", what, len(events), path)
+    items, item_files = _items(options)
+    return CanonicalTables(
+        events=events, items=items, source=what, input_files=[*files, *item_files]
+    )
+
+
+# --------------------------------------------------------------------- items ---
+
+
+def _items(options: DataParams) -> tuple[pd.DataFrame, list[Path]]:
+    """The optional items table of ``options.items_path``."""
+    if options.items_path is None:
+        return empty_items(), []
+    path = Path(options.items_path)
+    item_col = options.columns.item_id
+    if path.suffix.lower() in (".parquet", ".pq"):
+        dataset = _open_dataset(path, "items")
+        names = list(dataset.schema.names)
+        key = "item_id" if "item_id" in names else item_col
+        if key not in names:
+            raise DataImportError(
+                f"items: {str(path)!r} lacks column 'item_id' (or {item_col!r}); "
+                f"columns found: {names}"
+            )
+        table = dataset.to_table()
+        items = pd.DataFrame({n: _arrow_to_series(table.column(n)) for n in names})
+    else:
+        spellings = () if item_col == "item_id" else (item_col,)
+        items = read_delimited(
+            path,
+            [Col("item_id", "id", aliases=spellings)],
+            sep=_sep(options),
+            what="items",
+            allow_no_rows=True,
+            extra_columns=True,
+        )
+        key = "item_id"
+    items = items.rename(columns={key: "item_id"})
+    if "categories" in items and pd.api.types.is_string_dtype(items["categories"]):
+        items["categories"] = split_list(items["categories"], "|")
+    items.attrs.clear()
+    log.info("items: %d rows from %s", len(items), path)
+    return items, [path]
