@@ -52,6 +52,7 @@ is sorted by time, as a real log would be. Every ``value`` is 1.0.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from recpipe.config import SynthParams
 from recpipe.data.schema import CanonicalTables
@@ -67,105 +69,106 @@ log = logging.getLogger(__name__)
 
 #: Built-in categories and their vocabularies (extra categories get made-up words).
 CATEGORY_VOCAB: dict[str, tuple[str, ...]] = {
-    "electronics": (
-        "wireless", "bluetooth", "charger", "battery", "usb", "speaker", "headphones",
-        "screen", "hdmi", "adapter", "cable", "portable", "smart", "digital", "remote",
-    ),
-    "books": (
-        "novel", "paperback", "hardcover", "author", "chapter", "edition", "story",
-        "mystery", "biography", "fiction", "poetry", "anthology", "illustrated", "saga",
-        "memoir",
-    ),
-    "kitchen": (
-        "pan", "knife", "skillet", "blender", "espresso", "grinder", "kettle", "cutlery",
-        "nonstick", "spatula", "oven", "baking", "mug", "teapot", "cookware",
-    ),
-    "sports": (
-        "running", "trainer", "yoga", "dumbbell", "fitness", "racket", "ball", "cycling",
-        "helmet", "jersey", "gym", "treadmill", "sweatband", "marathon", "kettlebell",
-    ),
-    "toys": (
-        "puzzle", "lego", "doll", "plush", "building", "blocks", "toddler", "playset",
-        "figure", "rc", "kite", "marbles", "crayons", "boardgame", "teddy",
-    ),
-    "garden": (
-        "hose", "planter", "seeds", "shovel", "lawn", "mower", "pruner", "compost",
-        "watering", "greenhouse", "trellis", "mulch", "rake", "sprinkler", "bulbs",
-    ),
-    "beauty": (
-        "lipstick", "serum", "moisturizer", "mascara", "fragrance", "skincare", "cleanser",
-        "shampoo", "conditioner", "nail", "blush", "toner", "perfume", "eyeliner", "balm",
-    ),
-    "fashion": (
-        "dress", "jacket", "denim", "sneakers", "scarf", "leather", "cotton", "blouse",
-        "skirt", "boots", "sweater", "hoodie", "linen", "belt", "handbag",
-    ),
-    "music": (
-        "guitar", "vinyl", "strings", "amplifier", "drum", "piano", "keyboard", "ukulele",
-        "microphone", "album", "pedal", "violin", "metronome", "tuner", "chords",
-    ),
-    "games": (
-        "console", "controller", "gamepad", "multiplayer", "rpg", "shooter", "joystick",
-        "arcade", "quest", "level", "dlc", "headset", "esports", "strategy", "platformer",
-    ),
-    "pets": (
-        "dog", "cat", "leash", "collar", "kibble", "litter", "aquarium", "treats", "chew",
-        "kennel", "grooming", "catnip", "harness", "birdseed", "hamster",
-    ),
-    "office": (
-        "stapler", "notebook", "pen", "binder", "desk", "printer", "envelope", "folder",
-        "marker", "calculator", "planner", "paperclip", "ergonomic", "whiteboard", "toner",
-    ),
-    "automotive": (
-        "tire", "wiper", "motor", "oil", "brake", "headlight", "dashcam", "jumper",
-        "wrench", "spark", "engine", "seatcover", "polish", "carwash", "bumper",
-    ),
-    "health": (
-        "vitamin", "supplement", "protein", "thermometer", "bandage", "probiotic",
-        "massage", "omega", "capsules", "sanitizer", "mask", "inhaler", "herbal",
-        "wellness", "electrolyte",
-    ),
-    "baby": (
-        "diaper", "stroller", "pacifier", "crib", "onesie", "bottle", "teether", "wipes",
-        "bib", "carrier", "rattle", "swaddle", "highchair", "nursery", "formula",
-    ),
-    "grocery": (
-        "coffee", "tea", "pasta", "olive", "chocolate", "cereal", "snack", "spices",
-        "honey", "organic", "granola", "rice", "sauce", "beans", "flour",
-    ),
-    "tools": (
-        "drill", "hammer", "screwdriver", "saw", "toolbox", "pliers", "socket", "cordless",
-        "sander", "clamp", "level", "chisel", "workbench", "grinder", "multimeter",
-    ),
-    "outdoor": (
-        "tent", "backpack", "hiking", "camping", "sleepingbag", "lantern", "compass",
-        "canoe", "fishing", "trekking", "stove", "hammock", "waterproof", "trail", "binoculars",
-    ),
-    "jewelry": (
-        "necklace", "ring", "bracelet", "earrings", "silver", "gold", "pendant", "gemstone",
-        "diamond", "charm", "anklet", "brooch", "pearl", "sterling", "locket",
-    ),
-    "movies": (
-        "bluray", "dvd", "director", "thriller", "comedy", "documentary", "boxset",
-        "remastered", "cinema", "drama", "animated", "horror", "criterion", "sequel",
-        "soundtrack",
-    ),
-    "home": (
-        "lamp", "cushion", "curtain", "rug", "candle", "vase", "duvet", "pillow", "shelf",
-        "mirror", "blanket", "frame", "clock", "throw", "decor",
-    ),
-    "crafts": (
-        "yarn", "knitting", "sewing", "fabric", "glue", "beads", "canvas", "paint", "brush",
-        "embroidery", "scrapbook", "stencil", "crochet", "quilting", "easel",
-    ),
+    name: tuple(words.split())
+    for name, words in {
+        "electronics": (
+            "wireless bluetooth charger battery usb speaker headphones screen hdmi "
+            "adapter cable portable smart digital remote"
+        ),
+        "books": (
+            "novel paperback hardcover author chapter edition story mystery biography "
+            "fiction poetry anthology illustrated saga memoir"
+        ),
+        "kitchen": (
+            "pan knife skillet blender espresso grinder kettle cutlery nonstick spatula "
+            "oven baking mug teapot cookware"
+        ),
+        "sports": (
+            "running trainer yoga dumbbell fitness racket ball cycling helmet jersey gym "
+            "treadmill sweatband marathon kettlebell"
+        ),
+        "toys": (
+            "puzzle lego doll plush building blocks toddler playset figure rc kite marbles "
+            "crayons boardgame teddy"
+        ),
+        "garden": (
+            "hose planter seeds shovel lawn mower pruner compost watering greenhouse "
+            "trellis mulch rake sprinkler bulbs"
+        ),
+        "beauty": (
+            "lipstick serum moisturizer mascara fragrance skincare cleanser shampoo "
+            "conditioner nail blush toner perfume eyeliner balm"
+        ),
+        "fashion": (
+            "dress jacket denim sneakers scarf leather cotton blouse skirt boots sweater "
+            "hoodie linen belt handbag"
+        ),
+        "music": (
+            "guitar vinyl strings amplifier drum piano keyboard ukulele microphone album "
+            "pedal violin metronome tuner chords"
+        ),
+        "games": (
+            "console controller gamepad multiplayer rpg shooter joystick arcade quest level "
+            "dlc headset esports strategy platformer"
+        ),
+        "pets": (
+            "dog cat leash collar kibble litter aquarium treats chew kennel grooming catnip "
+            "harness birdseed hamster"
+        ),
+        "office": (
+            "stapler notebook pen binder desk printer envelope folder marker calculator "
+            "planner paperclip ergonomic whiteboard toner"
+        ),
+        "automotive": (
+            "tire wiper motor oil brake headlight dashcam jumper wrench spark engine "
+            "seatcover polish carwash bumper"
+        ),
+        "health": (
+            "vitamin supplement protein thermometer bandage probiotic massage omega "
+            "capsules sanitizer mask inhaler herbal wellness electrolyte"
+        ),
+        "baby": (
+            "diaper stroller pacifier crib onesie bottle teether wipes bib carrier rattle "
+            "swaddle highchair nursery formula"
+        ),
+        "grocery": (
+            "coffee tea pasta olive chocolate cereal snack spices honey organic granola "
+            "rice sauce beans flour"
+        ),
+        "tools": (
+            "drill hammer screwdriver saw toolbox pliers socket cordless sander clamp level "
+            "chisel workbench grinder multimeter"
+        ),
+        "outdoor": (
+            "tent backpack hiking camping sleepingbag lantern compass canoe fishing "
+            "trekking stove hammock waterproof trail binoculars"
+        ),
+        "jewelry": (
+            "necklace ring bracelet earrings silver gold pendant gemstone diamond charm "
+            "anklet brooch pearl sterling locket"
+        ),
+        "movies": (
+            "bluray dvd director thriller comedy documentary boxset remastered cinema "
+            "drama animated horror criterion sequel soundtrack"
+        ),
+        "home": (
+            "lamp cushion curtain rug candle vase duvet pillow shelf mirror blanket frame "
+            "clock throw decor"
+        ),
+        "crafts": (
+            "yarn knitting sewing fabric glue beads canvas paint brush embroidery "
+            "scrapbook stencil crochet quilting easel"
+        ),
+    }.items()
 }
 
 #: Words any item text may use (they carry no category information).
-GENERIC_WORDS: tuple[str, ...] = (
-    "new", "best", "premium", "classic", "quality", "set", "pack", "value", "durable",
-    "gift", "design", "lightweight", "compact", "deluxe", "essential", "original",
-    "everyday", "great", "easy", "pro", "black", "white", "blue", "red", "large", "small",
+_GENERIC_TEXT = (
+    "new best premium classic quality set pack value durable gift design lightweight "
+    "compact deluxe essential original everyday great easy pro black white blue red "
+    "large small"
 )
+GENERIC_WORDS: tuple[str, ...] = tuple(_GENERIC_TEXT.split())
 
 COUNTRIES: tuple[str, ...] = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "PL", "SE", "CA")
 _COUNTRY_WEIGHTS = np.array([0.30, 0.14, 0.13, 0.10, 0.08, 0.07, 0.06, 0.05, 0.03, 0.04])
@@ -241,8 +244,10 @@ def _sample_from_weights(weights: np.ndarray, n: int, rng: np.random.Generator) 
 
 
 def _ids(prefix: str, n: int) -> pa.Array:
+    """``prefix`` + zero-padded 0..n-1 (same width, so ids sort like their numbers)."""
     width = len(str(max(n - 1, 0)))
-    return pa.array([f"{prefix}{i:0{width}d}" for i in range(n)], type=pa.string())
+    digits = pc.utf8_lpad(pa.array(np.arange(n)).cast(pa.string()), width=width, padding="0")
+    return pc.binary_join_element_wise(prefix, digits, "")
 
 
 def _category_names_and_vocab(n: int) -> tuple[list[str], list[tuple[str, ...]]]:
@@ -298,26 +303,12 @@ def _make_catalogue(params: SynthParams, rng: np.random.Generator) -> _Catalogue
     has_second = rng.random(n_items) < _SECONDARY_CATEGORY_SHARE
     second = (category + rng.integers(1, max(n_cat, 2), n_items)) % n_cat
     has_second &= second != category
-    titles, texts, cats = [], [], []
-    text_len = rng.integers(8, 17, n_items)
-    for i in range(n_items):
-        words = vocab[category[i]]
-        n_words = int(text_len[i])
-        from_cat = rng.random(n_words) < _TEXT_CATEGORY_SHARE
-        picks_cat = rng.integers(0, len(words), n_words)
-        picks_gen = rng.integers(0, len(GENERIC_WORDS), n_words)
-        text = [
-            words[picks_cat[j]] if from_cat[j] else GENERIC_WORDS[picks_gen[j]]
-            for j in range(n_words)
-        ]
-        if has_second[i]:
-            other = vocab[second[i]]
-            text.append(other[int(rng.integers(0, len(other)))])
-        t = rng.integers(0, len(words), 2)
-        adjective = GENERIC_WORDS[int(rng.integers(0, len(GENERIC_WORDS)))]
-        titles.append(f"{adjective.capitalize()} {words[t[0]]} {words[t[1]]}")
-        texts.append(" ".join(text))
-        cats.append([names[category[i]], names[second[i]]] if has_second[i] else [names[category[i]]])
+    titles, texts = _item_texts(category, second, has_second, vocab, rng)
+    name_arr = np.asarray(names, dtype=object)
+    cats = [
+        [name_arr[c], name_arr[s]] if h else [name_arr[c]]
+        for c, s, h in zip(category, second, has_second, strict=True)
+    ]
     frame = pd.DataFrame(
         {
             "item_id": pd.Series(pd.arrays.ArrowStringArray(_ids("i", n_items))),
@@ -328,6 +319,40 @@ def _make_catalogue(params: SynthParams, rng: np.random.Generator) -> _Catalogue
         }
     )
     return _Catalogue(category, popularity, successors, propensity, sampler, frame)
+
+
+def _item_texts(
+    category: np.ndarray,
+    second: np.ndarray,
+    has_second: np.ndarray,
+    vocab: list[tuple[str, ...]],
+    rng: np.random.Generator,
+) -> tuple[list[str], list[str]]:
+    """Titles and texts: category words mixed with generic ones (random draws vectorised)."""
+    n_items = len(category)
+    width = max(len(v) for v in vocab)
+    # (n_cat, width) word matrix; shorter vocabularies repeat their words
+    table = np.array([[v[j % len(v)] for j in range(width)] for v in vocab], dtype=object)
+    generic = np.asarray(GENERIC_WORDS, dtype=object)
+    text_len = rng.integers(8, 17, n_items)
+    owner = np.repeat(np.arange(n_items), text_len)
+    n_words = len(owner)
+    from_cat = rng.random(n_words) < _TEXT_CATEGORY_SHARE
+    words = np.where(
+        from_cat,
+        table[category[owner], rng.integers(0, width, n_words)],
+        generic[rng.integers(0, len(generic), n_words)],
+    )
+    extra = table[second, rng.integers(0, width, n_items)]  # a secondary-category word
+    title_words = table[category[:, None], rng.integers(0, width, (n_items, 2))]
+    adjective = generic[rng.integers(0, len(generic), n_items)]
+    ends = np.cumsum(text_len)
+    texts, titles = [], []
+    for i, (lo, hi) in enumerate(zip(ends - text_len, ends, strict=True)):
+        text = " ".join(words[lo:hi])
+        texts.append(f"{text} {extra[i]}" if has_second[i] else text)
+        titles.append(f"{adjective[i].capitalize()} {title_words[i, 0]} {title_words[i, 1]}")
+    return titles, texts
 
 
 def _make_successors(
@@ -461,7 +486,7 @@ def generate(params: SynthParams) -> CanonicalTables:
     follow_idx = np.flatnonzero(follow)
     follow_idx = follow_idx[np.argsort(pos[follow_idx], kind="stable")]
     bounds = np.searchsorted(pos[follow_idx], np.arange(1, int(length.max()) + 1))
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):  # position by position
+    for lo, hi in itertools.pairwise(bounds):  # position by position
         idx = follow_idx[lo:hi]
         item[idx] = catalogue.successors[item[idx - 1], succ_slot[idx]]
 
