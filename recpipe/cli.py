@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from recpipe.errors import ConfigError, DataValidationError, RecpipeError, StageError
 
@@ -30,7 +31,7 @@ data_app = typer.Typer(help="Import, fetch or generate data sets.", no_args_is_h
 app.add_typer(data_app, name="data")
 
 console = Console(stderr=True)
-out = Console()
+out = Console(soft_wrap=True)
 
 T = TypeVar("T")
 
@@ -67,13 +68,13 @@ def _guard(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except (ConfigError, StageError) as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     except DataValidationError as exc:
-        console.print(f"[bold red]data validation failed[/]\n{exc}", highlight=False)
+        console.print(f"[bold red]data validation failed[/]\n{escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
     except RecpipeError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
 
 
