@@ -133,6 +133,69 @@ class ValidateParams(StrictModel):
         return v
 
 
+SPLIT_KINDS: tuple[str, ...] = ("session", "global_temporal", "user_temporal", "leave_last_out")
+
+
+class SessionsParams(StrictModel):
+    """Sessionization, frequency filtering and splits (the ``sessions`` stage)."""
+
+    use_source_sessions: bool = Field(
+        default=True, description="keep the source's session ids where it has them"
+    )
+    gap_minutes: float = Field(
+        default=30.0, gt=0.0, description="inactivity gap that splits a user's stream"
+    )
+    collapse_repeats: bool = Field(
+        default=False, description="merge immediate repeats of the same item in a session"
+    )
+    min_item_support: int = Field(
+        default=5, ge=1, description="drop items with fewer events (GRU4Rec preprocessing)"
+    )
+    min_session_length: int = Field(
+        default=2, ge=1, description="drop shorter sessions (session split only)"
+    )
+    splits: list[Literal[*SPLIT_KINDS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(SPLIT_KINDS),
+        description="splits to build; one that does not apply to the data is skipped, with why",
+    )
+    test_days: float = Field(default=1.0, gt=0.0, description="session split: last N days test")
+    valid_days: float = Field(
+        default=1.0, ge=0.0, description="session split: the N days before test are validation"
+    )
+    global_test_fraction: float = Field(
+        default=0.2, gt=0.0, lt=1.0, description="global temporal: share of events after cut-off"
+    )
+    global_valid_fraction: float = Field(
+        default=0.1, ge=0.0, lt=1.0, description="global temporal: share before it for validation"
+    )
+    user_test_fraction: float = Field(
+        default=0.2, gt=0.0, lt=1.0, description="per-user temporal: each user's last share"
+    )
+    user_valid_fraction: float = Field(
+        default=0.1, ge=0.0, lt=1.0, description="per-user temporal: the share before it"
+    )
+
+
+class FeaturesParams(StrictModel):
+    """Id maps, context and content features (the ``features`` stage)."""
+
+    min_item_count: int = Field(
+        default=1, ge=1, description="items seen fewer times in train map to the unknown slot"
+    )
+    min_user_count: int = Field(
+        default=1, ge=1, description="users seen fewer times in train map to the unknown slot"
+    )
+    gap_buckets: int = Field(
+        default=16, ge=2, description="log2 buckets of the time since the previous event"
+    )
+    text_buckets: int = Field(
+        default=1 << 18, ge=16, description="feature-hashing space of text n-grams"
+    )
+    word_ngrams: list[int] = Field(default_factory=lambda: [1, 2])
+    char_ngrams: list[int] = Field(default_factory=lambda: [3])
+    hash_seed: int = Field(default=0, description="seed of the stable (not Python) hash")
+
+
 class TrackingParams(StrictModel):
     """MLflow tracking: a SQLite store in the workspace unless a URI is given."""
 
@@ -148,6 +211,8 @@ class Params(StrictModel):
     data: DataParams = Field(default_factory=DataParams)
     synth: SynthParams = Field(default_factory=SynthParams)
     validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
+    sessions: SessionsParams = Field(default_factory=SessionsParams)
+    features: FeaturesParams = Field(default_factory=FeaturesParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)

@@ -44,6 +44,24 @@ class Paths:
         """Rows that failed validation, with the reason, when quarantine is on."""
         return self.data_dir / "quarantine"
 
+    @property
+    def sessions_dir(self) -> Path:
+        """Sessionized, frequency-filtered events (output of ``sessions``)."""
+        return self.data_dir / "sessions"
+
+    @property
+    def splits_dir(self) -> Path:
+        """One folder per split kind with ``train``/``valid``/``test`` Parquet files."""
+        return self.data_dir / "splits"
+
+    def split_dir(self, kind: str) -> Path:
+        return self.splits_dir / kind
+
+    @property
+    def features_dir(self) -> Path:
+        """Id maps, encoded splits and content features (output of ``features``)."""
+        return self.data_dir / "features"
+
     # reports ------------------------------------------------------------
     @property
     def reports_dir(self) -> Path:
@@ -56,6 +74,14 @@ class Paths:
     @property
     def validation_md(self) -> Path:
         return self.reports_dir / "validation.md"
+
+    @property
+    def splits_json(self) -> Path:
+        return self.reports_dir / "splits.json"
+
+    @property
+    def features_json(self) -> Path:
+        return self.reports_dir / "features.json"
 
     # tracking -----------------------------------------------------------
     @property

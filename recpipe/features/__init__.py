@@ -1,0 +1,1 @@
+"""Id maps, context and content features, feature hashing, model inputs."""

@@ -1,0 +1,1 @@
+"""Sessionization, leak-free splits and session-parallel batching."""
