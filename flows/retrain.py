@@ -36,6 +36,16 @@ def validate_task(params: Params, paths: Paths) -> dict[str, Any]:
             )
 
 
+@task(name="sessions", cache_policy=NO_CACHE)
+def sessions_task(params: Params, paths: Paths) -> dict[str, Any]:
+    return stages.sessions(params, paths)
+
+
+@task(name="features", cache_policy=NO_CACHE)
+def features_task(params: Params, paths: Paths) -> dict[str, Any]:
+    return stages.features(params, paths)
+
+
 @flow(name="recpipe-retrain")
 def retrain(
     params_file: str | None = None,
@@ -56,12 +66,18 @@ def retrain(
         logger.info("ingested %s events from %s", manifest["rows"]["events"], manifest["source"])
         report = validate_task(params, paths)
         logger.info("validation passed: %s", report["passed"])
+        splits = sessions_task(params, paths)
+        features = features_task(params, paths)
     return {
         "mlflow_run_id": run_id,
         "manifest": manifest,
         "validation": {"passed": report["passed"], "counts": report.get("counts", {})},
+        "splits": {k: v.get("skipped", "built") for k, v in splits["splits"].items()},
+        "features": features,
         "outputs": {
             "data": str(paths.validated_dir),
+            "splits": str(paths.splits_json),
+            "features": str(paths.features_dir),
             "validation_report": str(paths.validation_md),
             "mlflow": tracking.tracking_uri(params, paths),
         },

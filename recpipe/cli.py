@@ -30,7 +30,7 @@ app = typer.Typer(
 data_app = typer.Typer(help="Import, fetch or generate data sets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 T = TypeVar("T")
@@ -111,6 +111,8 @@ def run(
     out.print("[bold green]recpipe run finished[/]")
     out.print(f"  validated data:     {outputs['data']}")
     out.print(f"  validation report:  {outputs['validation_report']}")
+    out.print(f"  split report:       {outputs['splits']}")
+    out.print(f"  features:           {outputs['features']}")
     out.print(f"  MLflow run:         {summary['mlflow_run_id']} in {outputs['mlflow']}")
     out.print(f"  look at runs with:  mlflow ui --backend-store-uri {outputs['mlflow']}")
 

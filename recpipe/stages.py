@@ -8,6 +8,7 @@ writes; a test keeps dvc.yaml in step with these declarations.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from collections.abc import Callable
@@ -101,6 +102,58 @@ def validate(params: Params, paths: Paths, source_dir: Path | None = None) -> di
     return outcome.report
 
 
+SPLIT_PARTS: tuple[str, ...] = ("train", "valid", "test")
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def sessions(params: Params, paths: Paths) -> dict[str, Any]:
+    """Sessionize validated events, filter rare items and short sessions, build the splits.
+
+    Writes ``data/sessions/events.parquet``, one folder per split under ``data/splits/``
+    (``train``/``valid``/``test`` Parquet) and ``reports/splits.json`` with each split's
+    statistics, dropped counts with reasons and the leakage checks. A split that does
+    not apply to the data is reported as skipped, with the reason.
+    """
+    from recpipe.data.schema import read_tables
+    from recpipe.sessions.sessionize import filter_support, sessionize
+    from recpipe.sessions.splits import SkippedSplit, build_splits, check_leakage
+
+    sp = params.sessions
+    tables = read_tables(paths.validated_dir)
+    events = sessionize(tables.events, sp)
+    events, filter_stats = filter_support(events, sp.min_item_support, 1)
+    _reset_dir(paths.sessions_dir)
+    events.to_parquet(paths.sessions_dir / "events.parquet", index=False)
+
+    _reset_dir(paths.splits_dir)
+    report: dict[str, Any] = {"events": len(events), "filter": filter_stats, "splits": {}}
+    for kind, result in build_splits(events, sp).items():
+        if isinstance(result, SkippedSplit):
+            log.info("split %s skipped: %s", kind, result.reason)
+            report["splits"][kind] = {"skipped": result.reason}
+            continue
+        out = paths.split_dir(kind)
+        out.mkdir(parents=True)
+        for part in SPLIT_PARTS:
+            getattr(result, part).to_parquet(out / f"{part}.parquet", index=False)
+        leakage = check_leakage(result, kind)
+        report["splits"][kind] = {"stats": result.stats, "leakage": leakage}
+        log.info(
+            "split %s: %s train / %s valid / %s test events; leak-free: %s",
+            kind,
+            len(result.train),
+            len(result.valid),
+            len(result.test),
+            all(leakage.values()),
+        )
+    _write_json(paths.splits_json, report)
+    return report
+
+
 @dataclass(frozen=True)
 class StageSpec:
     """What one stage reads and writes, as declared in dvc.yaml."""
@@ -135,6 +188,15 @@ STAGES: dict[str, StageSpec] = {
             outs=lambda p: [p.validated_dir, p.quarantine_dir],
             metrics=lambda p: [p.validation_json],
             plain_outs=lambda p: [p.validation_md],
+        ),
+        StageSpec(
+            name="sessions",
+            func=sessions,
+            params=("sessions",),
+            code=("recpipe/stages.py", "recpipe/sessions"),
+            deps=lambda p: [p.validated_dir],
+            outs=lambda p: [p.sessions_dir, p.splits_dir],
+            metrics=lambda p: [p.splits_json],
         ),
     )
 }

@@ -95,3 +95,17 @@ def log_outputs(paths: Paths) -> None:
         )
     if paths.validation_md.exists():
         mlflow.log_artifact(str(paths.validation_md), "validation")
+    if paths.splits_json.exists():
+        splits = json.loads(paths.splits_json.read_text())
+        mlflow.log_dict(splits, "splits/splits.json")
+        for kind, entry in splits.get("splits", {}).items():
+            rows = entry.get("stats", {}).get("rows", {})
+            mlflow.log_metrics(
+                {f"split.{kind}.{part}": float(n) for part, n in rows.items() if _is_number(n)}
+            )
+    if paths.features_json.exists():
+        mlflow.log_dict(json.loads(paths.features_json.read_text()), "features/features.json")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
