@@ -6,6 +6,7 @@ Telemetry variables are set before any tool is imported by a test module.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ for _key, _value in {
     "DVC_NO_ANALYTICS": "1",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
     "OPENBLAS_NUM_THREADS": "1",
+    # hypothesis keeps its cache outside the working tree
+    "HYPOTHESIS_STORAGE_DIRECTORY": os.path.join(tempfile.gettempdir(), "recpipe-hypothesis"),
 }.items():
     os.environ.setdefault(_key, _value)
 
