@@ -154,6 +154,69 @@ def sessions(params: Params, paths: Paths) -> dict[str, Any]:
     return report
 
 
+def features(params: Params, paths: Paths) -> dict[str, Any]:
+    """Fit id maps on each split's training part; encode every part; encode item content.
+
+    For each split folder under ``data/splits`` writes ``data/features/<split>/`` with
+    ``item_map.parquet``, ``user_map.parquet``, encoded ``train``/``valid``/``test`` and
+    ``meta.json``; the content encoders and the encoded item and user content go to
+    ``data/features/content/``; ``reports/features.json`` summarises it all.
+    """
+    import pandas as pd
+
+    from recpipe.data.schema import read_tables
+    from recpipe.features.content import ContentEncoder, UserEncoder
+    from recpipe.features.encode import encode_events, encoding_stats
+    from recpipe.features.idmap import N_RESERVED, PAD, UNK, IdMap
+
+    fp = params.features
+    if not paths.splits_dir.is_dir():
+        raise StageError(f"no splits at {paths.splits_dir}; run the sessions stage first")
+    tables = read_tables(paths.validated_dir)
+    _reset_dir(paths.features_dir)
+    report: dict[str, Any] = {"splits": {}}
+    for split_dir in sorted(d for d in paths.splits_dir.iterdir() if d.is_dir()):
+        kind = split_dir.name
+        parts = {part: pd.read_parquet(split_dir / f"{part}.parquet") for part in SPLIT_PARTS}
+        items = IdMap.fit(parts["train"]["item_id"], fp.min_item_count)
+        users = IdMap.fit(parts["train"]["user_id"], fp.min_user_count)
+        out = paths.features_dir / kind
+        out.mkdir(parents=True)
+        items.save(out / "item_map.parquet")
+        users.save(out / "user_map.parquet")
+        stats = {}
+        for part, frame in parts.items():
+            encoded = encode_events(frame, items, users, fp.gap_buckets)
+            encoded.to_parquet(out / f"{part}.parquet", index=False)
+            stats[part] = encoding_stats(encoded)
+        meta = {
+            "split": kind,
+            "n_items": len(items),
+            "n_users": len(users),
+            "reserved": {"pad": PAD, "unk": UNK, "n_reserved": N_RESERVED},
+            "gap_buckets": fp.gap_buckets,
+            "parts": stats,
+        }
+        _write_json(out / "meta.json", meta)
+        report["splits"][kind] = meta
+        log.info(
+            "features %s: %d items, %d users (with reserved slots)", kind, len(items), len(users)
+        )
+
+    content_dir = paths.features_dir / "content"
+    item_encoder = ContentEncoder.from_params(fp).fit(tables.items)
+    item_encoder.save(content_dir / "item_encoder")
+    item_encoder.transform(tables.items).save(content_dir / "items")
+    user_encoder = UserEncoder().fit(tables.users)
+    user_encoder.save(content_dir / "user_encoder")
+    report["content"] = {
+        "items": item_encoder.summary(),
+        "users": user_encoder.summary(),
+    }
+    _write_json(paths.features_json, report)
+    return report
+
+
 @dataclass(frozen=True)
 class StageSpec:
     """What one stage reads and writes, as declared in dvc.yaml."""
@@ -197,6 +260,15 @@ STAGES: dict[str, StageSpec] = {
             deps=lambda p: [p.validated_dir],
             outs=lambda p: [p.sessions_dir, p.splits_dir],
             metrics=lambda p: [p.splits_json],
+        ),
+        StageSpec(
+            name="features",
+            func=features,
+            params=("features",),
+            code=("recpipe/stages.py", "recpipe/features"),
+            deps=lambda p: [p.validated_dir, p.splits_dir],
+            outs=lambda p: [p.features_dir],
+            metrics=lambda p: [p.features_json],
         ),
     )
 }

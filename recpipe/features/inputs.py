@@ -27,12 +27,12 @@ order each epoch. Give each rank's :class:`NegativeSampler` its own seed.
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from recpipe.features.hashing import hash_pairs
 from recpipe.features.sampling import NegativeSampler
 
 log = logging.getLogger(__name__)
@@ -47,11 +47,6 @@ DEFAULT_CROSSES: tuple[tuple[str, str], ...] = (
 
 DEFAULT_CROSS_BUCKETS = 1 << 18
 _BASE_FIELDS = ("user", "item", "category")
-
-_U64 = np.uint64
-_GOLDEN = _U64(0x9E3779B97F4A7C15)
-_MIX1 = _U64(0xBF58476D1CE4E5B9)
-_MIX2 = _U64(0x94D049BB133111EB)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -110,21 +105,6 @@ def _as_index_array(name: str, values: np.ndarray, n: int | None = None) -> np.n
     return arr.astype(np.int64, copy=False)
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """The splitmix64 finaliser on a uint64 array (wrapping arithmetic)."""
-    z = x + _GOLDEN
-    z = (z ^ (z >> _U64(30))) * _MIX1
-    z = (z ^ (z >> _U64(27))) * _MIX2
-    return z ^ (z >> _U64(31))
-
-
-def _cross_salt(name: str, seed: int) -> np.ndarray:
-    """A (1,) uint64 key from the hash seed and a stable checksum of the cross name."""
-    key = np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=_U64)
-    key = _splitmix64(key) ^ _U64(zlib.crc32(name.encode()))
-    return _splitmix64(key)
-
-
 def hash_cross(
     a: np.ndarray, b: np.ndarray, *, n_buckets: int, seed: int = 0, name: str = ""
 ) -> np.ndarray:
@@ -150,12 +130,7 @@ def hash_cross(
     np.ndarray
         (N,) int64 bucket ids.
     """
-    if n_buckets < 1:
-        raise ValueError(f"n_buckets must be >= 1, got {n_buckets}")
-    a64 = np.asarray(a).astype(np.int64, copy=False).view(_U64)
-    b64 = np.asarray(b).astype(np.int64, copy=False).view(_U64)
-    h = _splitmix64(_splitmix64(a64 ^ _cross_salt(name, seed)) ^ b64)
-    return (h % _U64(n_buckets)).astype(np.int64)
+    return hash_pairs(a, b, n_buckets, seed, name=name)
 
 
 def cross_name(a: str, b: str) -> str:

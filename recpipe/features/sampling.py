@@ -26,11 +26,9 @@ import logging
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from recpipe.features.idmap import N_RESERVED
 
-# The id-map convention (PAD = 0, UNK = 1; real items start at index 2). Defined
-# here until recpipe.features.idmap owns it.
-N_RESERVED = 2
+log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_SIZE = 10_000_000
 _MAX_REJECTION_ROUNDS = 1000

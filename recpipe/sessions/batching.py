@@ -31,11 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from recpipe.features.idmap import PAD
 
-# The id-map padding index (PAD = 0). Defined here until recpipe.features.idmap
-# owns it.
-PAD = 0
+log = logging.getLogger(__name__)
 
 
 def _check_offsets(offsets: np.ndarray) -> np.ndarray:

@@ -1,0 +1,182 @@
+"""Id maps: reserved slots, deterministic order, unknown handling, persistence."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recpipe.errors import ArtifactError
+from recpipe.features.idmap import N_RESERVED, PAD, UNK, IdMap
+
+ids_text = st.text(min_size=0, max_size=12)
+
+
+def test_reserved_constants():
+    assert (PAD, UNK, N_RESERVED) == (0, 1, 2)
+
+
+def test_fit_orders_by_count_then_id_and_ignores_nulls():
+    values = pd.Series(["b", "c", "a", "c", None, "b", "c", "d"], dtype="string")
+    m = IdMap.fit(values)
+    assert m.ids.tolist() == ["c", "b", "a", "d"]  # 3, 2, then the 1s by id
+    assert m.encode(["c", "b", "a", "d"]).tolist() == [2, 3, 4, 5]
+    assert len(m) == 4 + N_RESERVED
+    assert m.counts.tolist() == [0, 0, 3, 2, 1, 1]
+    assert m.counts.dtype == np.int64
+
+
+def test_min_count_sends_rare_ids_to_unk():
+    m = IdMap.fit(pd.Series(["a", "a", "b", "c", "c", "c"]), min_count=2)
+    assert m.ids.tolist() == ["c", "a"]
+    assert m.encode(["a", "b", "c"]).tolist() == [3, UNK, 2]
+    with pytest.raises(ValueError, match="min_count"):
+        IdMap.fit(pd.Series(["a"]), min_count=0)
+
+
+def test_unknown_and_null_encode_to_unk_never_crash():
+    m = IdMap.fit(pd.Series(["x", "y"]))
+    got = m.encode(pd.Series(["y", "nope", None, "x", ""], dtype="string"))
+    assert got.tolist() == [3, UNK, UNK, 2, UNK]
+    assert got.dtype == np.int64
+    assert m.encode([]).shape == (0,)
+    assert m.encode(np.array(["x"])).tolist() == [2]
+    assert m.encode(pd.Series(["x", "zz"], dtype="category")).tolist() == [2, UNK]
+    assert m.encode(pd.Series(["x", None], dtype=object)).tolist() == [2, UNK]
+
+
+def test_non_string_ids_are_compared_as_strings():
+    m = IdMap.fit(pd.Series([10, 20, 10]))
+    assert m.ids.tolist() == ["10", "20"]
+    assert m.encode(["10", "20"]).tolist() == m.encode(pd.Series([10, 20])).tolist() == [2, 3]
+
+
+def test_decode_reserved_to_none_and_rejects_out_of_range():
+    m = IdMap.fit(pd.Series(["a", "b", "b"]))
+    assert m.decode([PAD, UNK, 2, 3]).tolist() == [None, None, "b", "a"]
+    assert m.decode(np.array([[2, 3]])).shape == (1, 2)
+    with pytest.raises(ValueError, match="outside"):
+        m.decode([len(m)])
+    with pytest.raises(ValueError, match="outside"):
+        m.decode([-1])
+    with pytest.raises(ValueError, match="integers"):
+        m.decode([1.5])
+
+
+def test_fit_is_deterministic_under_shuffling():
+    rng = np.random.default_rng(0)
+    values = pd.Series(rng.choice([f"i{k}" for k in range(50)], 2000), dtype="string")
+    a = IdMap.fit(values)
+    b = IdMap.fit(values.sample(frac=1.0, random_state=3).reset_index(drop=True))
+    assert a == b
+    assert np.array_equal(a.encode(values), b.encode(values))
+
+
+def test_empty_and_all_null_fits():
+    for values in (pd.Series([], dtype="string"), pd.Series([None, None], dtype="string")):
+        m = IdMap.fit(values)
+        assert len(m) == N_RESERVED and m.n_ids == 0
+        assert m.encode(["a", None]).tolist() == [UNK, UNK]
+        assert m.counts.tolist() == [0, 0]
+
+
+def test_constructor_rejects_bad_ids():
+    with pytest.raises(ValueError, match="distinct"):
+        IdMap(ids=np.array(["a", "a"], dtype=object), id_counts=np.array([1, 1]))
+    with pytest.raises(ValueError, match="null"):
+        IdMap(ids=np.array(["a", None], dtype=object), id_counts=np.array([1, 1]))
+    with pytest.raises(ValueError, match="shape"):
+        IdMap(ids=np.array(["a"], dtype=object), id_counts=np.array([1, 1]))
+
+
+def test_contains():
+    m = IdMap.fit(pd.Series(["a"]))
+    assert "a" in m and "b" not in m and 3 not in m
+
+
+def test_save_load_round_trip(tmp_path):
+    m = IdMap.fit(pd.Series(["é", "a b", "", "😀", "a b", "x" * 300]), min_count=1)
+    path = m.save(tmp_path / "nested" / "item_map.parquet")
+    loaded = IdMap.load(path)
+    assert loaded == m
+    assert loaded.ids.tolist() == m.ids.tolist()
+    assert loaded.counts.tolist() == m.counts.tolist()
+    assert loaded.min_count == m.min_count
+    assert [p.name for p in path.parent.iterdir()] == ["item_map.parquet"]  # no temp file left
+
+
+def test_save_load_keeps_min_count_and_empty_map(tmp_path):
+    m = IdMap.fit(pd.Series(["a", "a", "b"]), min_count=2)
+    assert IdMap.load(m.save(tmp_path / "m.parquet")).min_count == 2
+    empty = IdMap.fit(pd.Series([], dtype="string"))
+    assert IdMap.load(empty.save(tmp_path / "e.parquet")) == empty
+
+
+def test_load_missing_or_corrupt_raises_artifact_error(tmp_path):
+    missing = tmp_path / "nope.parquet"
+    with pytest.raises(ArtifactError, match=r"nope\.parquet"):
+        IdMap.load(missing)
+    garbage = tmp_path / "garbage.parquet"
+    garbage.write_bytes(b"not parquet at all")
+    with pytest.raises(ArtifactError, match=r"garbage\.parquet"):
+        IdMap.load(garbage)
+    other = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"x": [1, 2]}), other)
+    with pytest.raises(ArtifactError, match=r"other\.parquet"):
+        IdMap.load(other)
+
+
+def test_load_rejects_duplicate_ids(tmp_path):
+    path = IdMap.fit(pd.Series(["a", "b"])).save(tmp_path / "m.parquet")
+    table = pq.read_table(path)
+    broken = pa.table({"id": ["a", "a"], "count": [1, 1]}).replace_schema_metadata(
+        table.schema.metadata
+    )
+    pq.write_table(broken, path)
+    with pytest.raises(ArtifactError, match="corrupt"):
+        IdMap.load(path)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(ids_text, st.none()), max_size=40), st.integers(1, 3))
+def test_property_fit_encode_decode(values, min_count):
+    m = IdMap.fit(pd.Series(values, dtype="string"), min_count=min_count)
+    codes = m.encode(values)
+    assert codes.shape == (len(values),)
+    assert ((codes >= UNK) & (codes < len(m))).all()
+    assert PAD not in codes
+    # every real index decodes to an id that encodes back to the same index
+    valid = np.arange(N_RESERVED, len(m))
+    assert m.encode(m.decode(valid)).tolist() == valid.tolist()
+    # known values decode to themselves; everything else is UNK
+    counts = pd.Series([v for v in values if v is not None], dtype=object).value_counts()
+    for v, code in zip(values, codes, strict=True):
+        if v is not None and counts[v] >= min_count:
+            assert m.decode([code])[0] == v
+        else:
+            assert code == UNK
+    assert sum(m.counts) == sum(c for c in counts if c >= min_count)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(ids_text, st.none()), max_size=30))
+def test_property_any_strings_encode(values):
+    m = IdMap.fit(pd.Series(["a", "b", "c", "a"]))
+    codes = m.encode(values)
+    assert codes.shape == (len(values),)
+    assert set(codes.tolist()) <= {UNK, 2, 3, 4}
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(ids_text, max_size=20))
+def test_property_save_load_round_trip(values):
+    m = IdMap.fit(pd.Series(values, dtype="string"))
+    with tempfile.TemporaryDirectory() as tmp:
+        assert IdMap.load(m.save(Path(tmp) / "m.parquet")) == m
