@@ -37,3 +37,7 @@ class ArtifactError(RecpipeError):
 
 class StageError(RecpipeError):
     """A pipeline stage cannot run (missing inputs, unknown stage name)."""
+
+
+class SplitError(RecpipeError):
+    """Events cannot be split as asked (e.g. an empty test part); names the params to change."""

@@ -99,9 +99,13 @@ def log_outputs(paths: Paths) -> None:
         splits = json.loads(paths.splits_json.read_text())
         mlflow.log_dict(splits, "splits/splits.json")
         for kind, entry in splits.get("splits", {}).items():
-            rows = entry.get("stats", {}).get("rows", {})
+            parts = entry.get("stats", {}).get("parts", {})
             mlflow.log_metrics(
-                {f"split.{kind}.{part}": float(n) for part, n in rows.items() if _is_number(n)}
+                {
+                    f"split.{kind}.{part}.rows": float(stats["rows"])
+                    for part, stats in parts.items()
+                    if _is_number(stats.get("rows"))
+                }
             )
     if paths.features_json.exists():
         mlflow.log_dict(json.loads(paths.features_json.read_text()), "features/features.json")

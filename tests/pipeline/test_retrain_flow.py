@@ -57,3 +57,19 @@ def test_retrain_flow_stops_at_failed_validation(workspace: Paths) -> None:
     runs = _mlflow_runs(workspace)
     assert len(runs) == 1 and runs.iloc[0]["status"] == "FAILED"
     assert runs.iloc[0]["tags.validation.passed"] == "False"
+
+
+def test_retrain_flow_writes_leak_free_splits_and_features(workspace: Paths) -> None:
+    from flows.retrain import retrain
+
+    summary = retrain(overrides=SMALL, root=str(workspace.root))
+    report = json.loads(workspace.splits_json.read_text())
+    for kind, entry in report["splits"].items():
+        assert summary["splits"][kind] == "built"
+        assert all(entry["leakage"].values()), (kind, entry["leakage"])
+        meta = json.loads((workspace.features_dir / kind / "meta.json").read_text())
+        train = pd.read_parquet(workspace.features_dir / kind / "train.parquet")
+        assert len(train) == meta["parts"]["train"]["rows"] == entry["stats"]["parts"]["train"]["rows"]
+        assert train["item_idx"].between(2, meta["n_items"] - 1).all()  # no reserved slot in train
+    runs = _mlflow_runs(workspace)
+    assert runs.iloc[0]["metrics.split.session.test.rows"] > 0

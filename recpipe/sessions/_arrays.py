@@ -1,0 +1,280 @@
+"""Integer views of event columns and fast row selection (private to recpipe.sessions).
+
+Sessionization and splitting never compare strings row by row: id columns are
+dictionary-encoded once into ``int32`` codes (Arrow hash tables), timestamps are
+``int64`` nanoseconds, orderings are stable counting/radix sorts, and output
+frames are assembled column by column with Arrow ``take``/``filter`` and NumPy
+fancy indexing (several times faster than ``DataFrame.take`` / boolean
+indexing on Arrow-backed string columns, whose per-call overhead dominates).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+try:  # pandas' O(n + k) counting sort (C); a private but long-stable helper
+    from pandas._libs.algos import groupsort_indexer as _groupsort_indexer
+except ImportError:  # pragma: no cover - depends on the pandas build
+    _groupsort_indexer = None
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+NS_PER_MINUTE = 60_000_000_000
+NS_PER_DAY = 86_400_000_000_000
+_RLE_SAMPLE = 65_536  # values sampled to decide whether run-length encoding pays
+
+
+@dataclass(frozen=True)
+class Codes:
+    """Dictionary codes of one id column.
+
+    Attributes
+    ----------
+    codes : numpy.ndarray
+        ``int32`` code per row, ``-1`` for a null.
+    uniques : pyarrow.Array
+        The distinct non-null values (``large_string``); row ``i`` holds
+        ``uniques[codes[i]]``.
+    """
+
+    codes: np.ndarray
+    uniques: pa.Array
+
+    @property
+    def n_uniques(self) -> int:
+        return len(self.uniques)
+
+    @property
+    def has_null(self) -> bool:
+        return bool(len(self.codes)) and bool((self.codes < 0).any())
+
+    def subset(self, rows: np.ndarray) -> Codes:
+        """Codes of a row subset (positions or a boolean mask); same dictionary."""
+        return Codes(self.codes[rows], self.uniques)
+
+    def n_distinct(self, rows: np.ndarray | None = None) -> int:
+        """Distinct non-null values among ``rows`` (all rows when ``None``)."""
+        c = self.codes if rows is None else self.codes[rows]
+        c = c[c >= 0]
+        if not len(c):
+            return 0
+        return int(np.count_nonzero(np.bincount(c, minlength=self.n_uniques)))
+
+
+def to_arrow(series: pd.Series) -> pa.Array:
+    """One contiguous Arrow array of a column (no copy for single-chunk Arrow columns)."""
+    values = series.array
+    out = pa.array(values) if hasattr(values, "__arrow_array__") else None
+    if out is None or not (pa.types.is_string(out.type) or pa.types.is_large_string(out.type)):
+        out = pa.array(series.astype("string").array)
+    if isinstance(out, pa.ChunkedArray):
+        out = out.combine_chunks() if out.num_chunks != 1 else out.chunk(0)
+    if pa.types.is_string(out.type):
+        out = out.cast(pa.large_string())
+    return out
+
+
+def encode(series: pd.Series) -> Codes:
+    """Dictionary-encode an id column into ``int32`` codes (first-appearance order).
+
+    Where values come in runs (session ids of a sessionized table; users in
+    session order) the column is run-length encoded first and only the run
+    values are hashed, several times faster; the codes are identical either way.
+    """
+    arr = to_arrow(series)
+    n = len(arr)
+    if n == 0:
+        return Codes(np.empty(0, np.int32), pa.array([], type=pa.large_string()))
+    if n >= 2**31:
+        raise ValueError(f"at most 2**31 - 1 rows can be encoded, got {n}")
+    sample = arr.slice(0, min(n, _RLE_SAMPLE))
+    changes = pc.sum(pc.not_equal(sample.slice(1), sample.slice(0, len(sample) - 1))).as_py()
+    if (changes or 0) * 2 < len(sample):
+        ree = pc.run_end_encode(arr)
+        enc = ree.values.dictionary_encode()
+        run_codes = pc.fill_null(enc.indices, -1).to_numpy()
+        lengths = np.diff(ree.run_ends.to_numpy(), prepend=0)
+        codes = np.repeat(run_codes, lengths)
+    else:
+        enc = arr.dictionary_encode()
+        codes = pc.fill_null(enc.indices, -1).to_numpy()
+    return Codes(codes.astype(np.int32, copy=False), large(enc.dictionary))
+
+
+def encode_parts(series: list[pd.Series]) -> list[Codes]:
+    """Encode several columns with one shared dictionary (codes comparable across them)."""
+    chunks = pa.chunked_array([to_arrow(s) for s in series], pa.large_string())
+    codes = encode(pd.Series(pd.arrays.ArrowStringArray(chunks)))
+    bounds = np.cumsum([0] + [len(s) for s in series])
+    return [codes.subset(slice(a, b)) for a, b in itertools.pairwise(bounds)]
+
+
+def large(values: pa.Array) -> pa.Array:
+    """``values`` as ``large_string`` (the type of pandas' Arrow string columns)."""
+    return values if pa.types.is_large_string(values.type) else values.cast(pa.large_string())
+
+
+def string_array(values: pa.Array) -> pd.arrays.ArrowStringArray:
+    """A pandas ``string`` array over Arrow ``values`` without copying."""
+    return pd.arrays.ArrowStringArray(large(values))
+
+
+def timestamps_ns(series: pd.Series) -> np.ndarray:
+    """UTC timestamps as ``int64`` nanoseconds since the epoch (any datetime unit)."""
+    if not isinstance(series.dtype, pd.DatetimeTZDtype):
+        series = pd.to_datetime(series, utc=True)
+    return series.to_numpy(dtype="datetime64[ns]").view(np.int64)
+
+
+def iso(ns: int | np.integer | None) -> str | None:
+    """ISO 8601 of nanoseconds since the epoch (UTC); ``None`` stays ``None``."""
+    return None if ns is None else pd.Timestamp(int(ns), unit="ns", tz="UTC").isoformat()
+
+
+def round_half_up(x: np.ndarray | float) -> np.ndarray:
+    """Round to the nearest integer, halves up (deterministic, unlike banker's rounding)."""
+    return np.floor(np.asarray(x, dtype=np.float64) + 0.5).astype(np.int64)
+
+
+def max_threads() -> int:
+    """Threads for column-parallel work: the CPUs this process may use, at most 4."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
+
+
+def parallel_map(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """``[fn(x) for x in items]``, on threads when there is more than one item.
+
+    Arrow kernels and NumPy copies release the GIL, so independent columns are
+    hashed or gathered side by side; results keep the order of ``items``.
+    """
+    work = list(items)
+    workers = min(len(work), max_threads())
+    if workers <= 1:
+        return [fn(x) for x in work]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="recpipe-sessions") as pool:
+        return list(pool.map(fn, work))
+
+
+# --------------------------------------------------------------------------- ordering
+def _radix_argsort(keys: np.ndarray, n_keys: int) -> np.ndarray:
+    """LSD radix sort on 16-bit digits (NumPy's stable sort is a radix sort for them)."""
+    order = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")
+    shift = 16
+    while (n_keys - 1) >> shift:
+        digit = ((keys[order] >> shift) & 0xFFFF).astype(np.uint16)
+        order = order[np.argsort(digit, kind="stable")]
+        shift += 16
+    return order
+
+
+def stable_argsort(keys: np.ndarray, n_keys: int, *, counting: bool = True) -> np.ndarray:
+    """Stable ``argsort`` of integer keys in ``[0, n_keys)``.
+
+    A counting sort (pandas' C ``groupsort_indexer``, O(n + n_keys), ~5x faster
+    than NumPy on millions of rows) when available and ``counting``; otherwise a
+    NumPy radix sort on 16-bit digits. Both give the same permutation.
+    """
+    n = len(keys)
+    if n_keys <= 1 or n <= 1:
+        return np.arange(n, dtype=np.intp)
+    if n_keys <= 1 << 8:
+        return np.argsort(keys.astype(np.uint8), kind="stable")
+    if counting and _groupsort_indexer is not None and n_keys <= 4 * n + 1024:
+        indexer, _ = _groupsort_indexer(keys.astype(np.intp, copy=False), n_keys)
+        return np.asarray(indexer)
+    return _radix_argsort(keys, n_keys)
+
+
+def group_time_order(keys: np.ndarray, n_keys: int, ts: np.ndarray) -> np.ndarray:
+    """Positions sorted by ``(key, timestamp, row)``: ties keep the input row order.
+
+    When the rows of each key already come in time order (a time-sorted log, or
+    a sessionized table whose sessions do not overlap per user) one stable sort
+    by key is enough; that is checked, and otherwise the rows are sorted by time
+    first.
+    """
+    n = len(ts)
+    if n < 2:
+        return np.arange(n, dtype=np.intp)
+    if bool((ts[1:] >= ts[:-1]).all()):
+        return stable_argsort(keys, n_keys)
+    order = stable_argsort(keys, n_keys)
+    t, k = ts[order], keys[order]
+    if bool(((t[1:] >= t[:-1]) | (k[1:] != k[:-1])).all()):
+        return order
+    by_time = np.argsort(ts, kind="stable")  # timsort: fast on presorted runs
+    return by_time[stable_argsort(keys[by_time], n_keys)]
+
+
+# --------------------------------------------------------------------------- rows
+def take_rows(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+    """Rows of ``frame`` (positions or a boolean mask), fresh ``RangeIndex``, dtypes kept.
+
+    A contiguous run of rows is a slice (shared with ``frame`` under pandas'
+    copy-on-write). Otherwise columns are gathered one by one: Arrow
+    ``take``/``filter`` for Arrow-backed columns, NumPy for NumPy-backed and
+    datetime columns, ``Series.take`` for anything else.
+    """
+    n = len(frame)
+    if rows.dtype == bool:
+        if len(rows) != n:
+            raise ValueError(f"mask of length {len(rows)} for {n} rows")
+        mask: np.ndarray | None = rows
+        k = int(np.count_nonzero(rows))
+        start = int(np.argmax(rows)) if k else 0
+        contiguous = k == 0 or bool(rows[start : start + k].all())
+        positions = None
+    else:
+        mask = None
+        positions = rows
+        k = len(positions)
+        start = int(positions[0]) if k else 0
+        contiguous = k == 0 or (positions[-1] - start + 1 == k and _is_run(positions))
+    if contiguous:
+        return frame.iloc[start : start + k].reset_index(drop=True)
+    pa_mask = pa.array(mask) if mask is not None else None
+    pa_idx = pa.array(positions) if mask is None else None
+
+    def pick(name: Any) -> Any:
+        col = frame[name]
+        values = col.array
+        if isinstance(values, pd.arrays.ArrowStringArray | pd.arrays.ArrowExtensionArray):
+            arr = pa.array(values)
+            return type(values)(arr.filter(pa_mask) if pa_mask is not None else arr.take(pa_idx))
+        if isinstance(col.dtype, pd.DatetimeTZDtype):
+            raw = col.to_numpy(dtype=f"datetime64[{col.dt.unit}]")
+            if mask is not None:
+                ints = pa.array(raw.view(np.int64)).filter(pa_mask).to_numpy()
+                picked = ints.view(raw.dtype)
+            else:
+                picked = raw[positions]
+            utc = pd.Series(picked, copy=False).dt.tz_localize("UTC")
+            return utc.dt.tz_convert(col.dt.tz).array
+        if isinstance(col.dtype, np.dtype):
+            raw = col.to_numpy()
+            if mask is not None and raw.dtype.kind in "biuf":  # Arrow's filter: no copy in
+                return pa.array(raw).filter(pa_mask).to_numpy(zero_copy_only=False)
+            return raw[mask] if mask is not None else raw[positions]
+        return col.take(np.flatnonzero(mask) if positions is None else positions).array
+
+    names = list(frame.columns)
+    return pd.DataFrame(dict(zip(names, parallel_map(pick, names), strict=True)), copy=False)
+
+
+def _is_run(positions: np.ndarray) -> bool:
+    return bool((np.diff(positions) == 1).all())

@@ -1,0 +1,813 @@
+"""Leak-free train / validation / test splits of sessionized events.
+
+Four protocols, each a pure function ``(events, params) -> SplitResult``:
+
+``session``
+    The GRU4Rec / session-rec protocol for next-item prediction (Hidasi et al.,
+    "Session-based Recommendations with Recurrent Neural Networks", ICLR 2016;
+    Ludewig, Latifi & Jannach, "Empirical analysis of session-based
+    recommendation algorithms", UMUAI 31, 2021): support filter, then sessions
+    *starting* in the last ``test_days`` are test, those starting in the
+    ``valid_days`` before are validation; valid/test events on items unseen in
+    train are dropped, then valid/test sessions shorter than 2.
+``global_temporal``
+    One cut-off time for everybody (Campos, Díez & Cantador, "Time-aware
+    recommender systems: a comprehensive survey and analysis of existing
+    evaluation protocols", UMUAI 24, 2014): the last ``global_test_fraction`` of
+    the events in time is test. No test event is at or before any train event.
+``user_temporal``
+    Per user, the last ``user_test_fraction`` of the user's events is test
+    (a "leave the last N% out" protocol, Campos et al. 2014): every user with
+    two or more events is evaluated, which a global cut-off cannot give on
+    data such as MovieLens 100K.
+``leave_last_out``
+    Per user, the last event is test and the one before valid (e.g. He et al.,
+    "Neural Collaborative Filtering", WWW 2017; Kang & McAuley, "Self-Attentive
+    Sequential Recommendation", ICDM 2018).
+
+:func:`build_splits` runs those named in ``params.splits`` on one shared
+integer encoding of the table, and returns :class:`SkippedSplit` (with the
+reason) for a split the data cannot support. :func:`check_leakage` re-derives
+the protocol's invariants from the three frames alone, for the report.
+
+Every part keeps the input's row order and columns, with a fresh ``RangeIndex``.
+``stats`` always satisfies ``sum(parts rows) + sum(dropped) == input_rows``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recpipe.config import SPLIT_KINDS, SessionsParams
+from recpipe.errors import SplitError
+from recpipe.sessions._arrays import (
+    NS_PER_DAY,
+    Codes,
+    encode,
+    encode_parts,
+    group_time_order,
+    iso,
+    parallel_map,
+    round_half_up,
+    take_rows,
+    timestamps_ns,
+)
+from recpipe.sessions.sessionize import support_mask
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "PART_NAMES",
+    "SkippedSplit",
+    "SplitResult",
+    "build_splits",
+    "check_leakage",
+    "global_temporal_split",
+    "iter_splits",
+    "leave_last_out_split",
+    "session_split",
+    "user_temporal_split",
+]
+
+PART_NAMES: tuple[str, ...] = ("train", "valid", "test")
+_TRAIN, _VALID, _TEST, _DROPPED = 0, 1, 2, 3
+
+
+@dataclass(frozen=True, eq=False)
+class SplitResult:
+    """The three parts of one split and its JSON-able statistics.
+
+    Attributes
+    ----------
+    train, valid, test : pandas.DataFrame
+        Disjoint row subsets of the input (``valid`` may be empty), input order,
+        fresh ``RangeIndex``.
+    stats : dict
+        ``kind``, ``params`` (the params used), ``input_rows``, ``cutoffs``
+        (ISO times, or the per-user rule), ``parts`` (``rows``, ``users``,
+        ``items``, ``sessions``, ``time_range`` of each part), ``dropped``
+        (rows by reason) and ``dropped_total``, plus protocol extras.
+    """
+
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return str(self.stats.get("kind", ""))
+
+    def parts(self) -> dict[str, pd.DataFrame]:
+        """``{"train": ..., "valid": ..., "test": ...}``."""
+        return {"train": self.train, "valid": self.valid, "test": self.test}
+
+
+@dataclass(frozen=True)
+class SkippedSplit:
+    """A split that does not apply to the data (e.g. user splits without user ids)."""
+
+    reason: str
+    kind: str = ""
+
+
+# --------------------------------------------------------------------------- shared encoding
+class _Table:
+    """A frame with lazily computed integer views of its columns.
+
+    :func:`build_splits` makes one and hands it to every split, so each string
+    column is hashed once however many splits run.
+    """
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self.n = len(frame)
+        self._cache: dict[str, Any] = {}
+
+    def _get(self, key: str, make: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    @property
+    def ts(self) -> np.ndarray:
+        return self._get("ts", lambda: timestamps_ns(self.frame["timestamp"]))
+
+    @property
+    def user(self) -> Codes:
+        return self._get("user", lambda: encode(self.frame["user_id"]))
+
+    @property
+    def item(self) -> Codes:
+        return self._get("item", lambda: encode(self.frame["item_id"]))
+
+    @property
+    def session(self) -> Codes:
+        return self._get("session", lambda: encode(self.frame["session_id"]))
+
+    def prefetch(self, *keys: str) -> None:
+        """Encode several id columns at once, on threads (Arrow hashing releases the GIL)."""
+        todo = [k for k in keys if k not in self._cache]
+        column = {"user": "user_id", "item": "item_id", "session": "session_id"}
+        for key, codes in zip(
+            todo, parallel_map(lambda k: encode(self.frame[column[k]]), todo), strict=True
+        ):
+            self._cache[key] = codes
+
+    @property
+    def has_user(self) -> np.ndarray:
+        return self._get("has_user", lambda: self.frame["user_id"].notna().to_numpy())
+
+    @property
+    def has_session(self) -> np.ndarray:
+        return self._get("has_session", lambda: self.frame["session_id"].notna().to_numpy())
+
+    def user_rank(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per row, how many events of its user come after it; and each user's event count.
+
+        "After" is by timestamp, ties in input order. Rows without a user get -1.
+        """
+
+        def make() -> tuple[np.ndarray, np.ndarray]:
+            codes, n_users = self.user.codes, self.user.n_uniques
+            has = codes >= 0
+            rows = None if bool(has.all()) else np.flatnonzero(has)
+            keys = codes if rows is None else codes[rows]
+            counts = np.bincount(keys, minlength=n_users)
+            order = group_time_order(keys, n_users, self.ts if rows is None else self.ts[rows])
+            ends = np.cumsum(counts).astype(np.int32)  # one past each user's last position
+            rank = ends[keys[order]] - 1 - np.arange(len(order), dtype=np.int32)
+            after = np.full(self.n, -1, np.int32)
+            after[order if rows is None else rows[order]] = rank
+            return after, counts
+
+        return self._get("user_rank", make)
+
+
+def _not_applicable(kind: str, table: _Table) -> str | None:
+    """Why ``kind`` cannot run on this table, or ``None`` when it can."""
+    if table.n == 0:
+        return "no events"
+    if kind == "session":
+        missing = int(np.count_nonzero(~table.has_session))
+        if missing == table.n:
+            return "no session ids (the events are not sessionized; run sessionize first)"
+        if missing:
+            return f"{missing} of {table.n} events have no session id; run sessionize first"
+        return None
+    if not table.has_user.any():
+        return f"no user ids (all {table.n} user_id values are null: session-only data)"
+    return None
+
+
+# --------------------------------------------------------------------------- statistics
+def _presence(codes: Codes, part: np.ndarray) -> np.ndarray:
+    """``(4, n_uniques)`` bool: which ids occur in train, valid, test and dropped rows."""
+    k = max(codes.n_uniques, 1)
+    c, p = codes.codes, part
+    if codes.has_null:
+        ok = c >= 0
+        c, p = c[ok], p[ok]
+    dtype = np.int32 if 4 * k < 2**31 else np.int64
+    index = p.astype(dtype) * dtype(k)
+    index += c
+    return (np.bincount(index, minlength=4 * k) > 0).reshape(4, k)
+
+
+def _parts_stats(table: _Table, part: np.ndarray) -> tuple[dict[str, Any], dict[str, int]]:
+    """Per-part rows, distinct users/items/sessions and time range; cold-start counts.
+
+    One counting pass per id column for all parts at once.
+    """
+    users = _presence(table.user, part)
+    items = _presence(table.item, part)
+    has_sessions = bool(table.has_session.any())
+    sessions = _presence(table.session, part) if has_sessions else None
+    rows = np.bincount(part, minlength=4)
+    stats: dict[str, Any] = {}
+    for name, code in (("train", _TRAIN), ("valid", _VALID), ("test", _TEST)):
+        ts = table.ts[part == code] if rows[code] else np.empty(0, np.int64)
+        stats[name] = {
+            "rows": int(rows[code]),
+            "users": int(users[code].sum()),
+            "items": int(items[code].sum()),
+            "sessions": int(sessions[code].sum()) if sessions is not None else 0,
+            "time_range": {
+                "min": iso(ts.min()) if len(ts) else None,
+                "max": iso(ts.max()) if len(ts) else None,
+            },
+        }
+    cold: dict[str, int] = {
+        "test_users": int(users[_TEST].sum()),
+        "test_users_with_train": int((users[_TEST] & users[_TRAIN]).sum()),
+    }
+    for name, code in (("valid", _VALID), ("test", _TEST)):
+        new_items = items[code] & ~items[_TRAIN]
+        cold[f"{name}_items_not_in_train"] = int(new_items.sum())
+        cold[f"{name}_users_not_in_train"] = int((users[code] & ~users[_TRAIN]).sum())
+        item_codes = table.item.codes
+        in_part = part == code
+        cold[f"{name}_rows_with_item_not_in_train"] = int(
+            np.count_nonzero(new_items[item_codes[in_part & (item_codes >= 0)]])
+        )
+    return stats, cold
+
+
+def _finish(
+    kind: str,
+    table: _Table,
+    part: np.ndarray,
+    params: dict[str, Any],
+    cutoffs: dict[str, Any],
+    dropped: dict[str, int],
+    extra: dict[str, Any] | None = None,
+    t0: float | None = None,
+) -> SplitResult:
+    """Materialise the parts of ``part`` (per-row part code) and assemble the stats."""
+    parts, cold = _parts_stats(table, part)
+    stats: dict[str, Any] = {
+        "kind": kind,
+        "params": params,
+        "input_rows": table.n,
+        "cutoffs": cutoffs,
+        "parts": parts,
+        "dropped": {k: int(v) for k, v in dropped.items()},
+        "dropped_total": int(sum(dropped.values())),
+    }
+    if extra:
+        stats.update(extra)
+    if kind != "session":  # held-out users/items absent from train are kept: report them
+        stats["test_users"] = cold.pop("test_users")
+        stats["test_users_with_train"] = cold.pop("test_users_with_train")
+        stats["cold_start"] = cold
+    accounted = sum(p["rows"] for p in parts.values()) + stats["dropped_total"]
+    if accounted != table.n:  # pragma: no cover - an internal invariant
+        raise AssertionError(f"{kind} split lost rows: {accounted} accounted of {table.n}")
+    frames = [take_rows(table.frame, part == code) for code in (_TRAIN, _VALID, _TEST)]
+    log.info(
+        "%s split: train %d, valid %d, test %d rows; dropped %s%s",
+        kind,
+        *(len(f) for f in frames),
+        stats["dropped"],
+        "" if t0 is None else f" in {time.perf_counter() - t0:.2f} s",
+    )
+    return SplitResult(frames[0], frames[1], frames[2], stats)
+
+
+def _empty_test(kind: str, detail: str, change: str) -> SplitError:
+    return SplitError(f"{kind} split: the test part is empty ({detail}); {change}")
+
+
+# --------------------------------------------------------------------------- session split
+def session_split(events: pd.DataFrame, params: SessionsParams) -> SplitResult:
+    """The GRU4Rec / session-rec next-item split by session start time.
+
+    Parameters
+    ----------
+    events : pandas.DataFrame
+        Sessionized events (:func:`~recpipe.sessions.sessionize.sessionize`):
+        ``session_id`` filled on every row; *not* support-filtered (the split
+        applies the filter itself).
+    params : SessionsParams
+        ``min_item_support``, ``min_session_length``, ``test_days``, ``valid_days``.
+
+    Returns
+    -------
+    SplitResult
+        ``stats["dropped"]`` has ``item_support`` and ``session_length`` (the
+        filter), then ``valid_unseen_item``, ``valid_short_session``,
+        ``test_unseen_item`` and ``test_short_session``; ``stats["filter"]``
+        is :func:`~recpipe.sessions.sessionize.filter_support`'s stats.
+
+    Raises
+    ------
+    SplitError
+        The events have no session ids, or the test or train part is empty.
+
+    Notes
+    -----
+    Steps (Hidasi et al., ICLR 2016; Ludewig et al., UMUAI 2021):
+
+    1. :func:`~recpipe.sessions.sessionize.filter_support` with
+       ``min_item_support`` then ``min_session_length``.
+    2. ``tmax`` = the last remaining timestamp; a session's start is its first
+       remaining event. Sessions starting at or after ``tmax - test_days`` are
+       test, those starting at or after ``tmax - test_days - valid_days`` are
+       validation, the rest train. So every test session starts after every
+       train (and valid) session, and a session is never cut in two. GRU4Rec's
+       and session-rec's scripts assign a session by its *last* event instead;
+       the two differ only for sessions that straddle the cut-off.
+    3. In valid and test, events whose item has no train event are dropped,
+       then sessions left with fewer than 2 events (a next-item prediction
+       needs a prefix; fixed by the protocol, whatever ``min_session_length``).
+       The validation part is filtered against train only, not train + valid.
+    """
+    return _session_split(_Table(events), params)
+
+
+def _session_split(table: _Table, params: SessionsParams) -> SplitResult:
+    t0 = time.perf_counter()
+    kind = "session"
+    reason = _not_applicable(kind, table)
+    if reason:
+        raise SplitError(f"{kind} split: {reason}")
+    table.prefetch("user", "item", "session")
+    keep, filter_stats = support_mask(
+        table.item, table.session, params.min_item_support, params.min_session_length
+    )
+    if not keep.any():
+        raise _empty_test(
+            kind,
+            "no event survives the support filter",
+            "lower sessions.min_item_support or sessions.min_session_length",
+        )
+    ts, session = table.ts, table.session.codes
+    tmax = int(ts[keep].max())
+    test_start = tmax - round(params.test_days * NS_PER_DAY)
+    valid_start = test_start - round(params.valid_days * NS_PER_DAY)
+    start = np.full(table.session.n_uniques, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(start, session[keep], ts[keep])
+    session_part = np.where(
+        start >= test_start, _TEST, np.where(start >= valid_start, _VALID, _TRAIN)
+    ).astype(np.int8)
+    part = np.where(keep, session_part[session], _DROPPED).astype(np.int8)
+
+    train = part == _TRAIN
+    if not train.any():
+        raise SplitError(
+            f"{kind} split: the train part is empty (every session starts after "
+            f"{iso(valid_start)}); lower sessions.test_days={params.test_days} or "
+            f"sessions.valid_days={params.valid_days}"
+        )
+    item = table.item.codes
+    seen = np.zeros(table.item.n_uniques, bool)
+    seen[item[train]] = True
+    dropped = {
+        "item_support": filter_stats["dropped"]["item_support"],
+        "session_length": filter_stats["dropped"]["session_length"],
+    }
+    held_out = {}
+    candidates = np.flatnonzero(part > _TRAIN)  # valid, test (and dropped) rows only
+    candidates = candidates[part[candidates] != _DROPPED]
+    for name, code in (("valid", _VALID), ("test", _TEST)):
+        rows = candidates[part[candidates] == code]
+        unseen = ~seen[item[rows]]
+        part[rows[unseen]] = _DROPPED
+        rows = rows[~unseen]
+        lengths = np.bincount(session[rows], minlength=table.session.n_uniques)
+        short = lengths[session[rows]] < 2
+        part[rows[short]] = _DROPPED
+        dropped[f"{name}_unseen_item"] = int(np.count_nonzero(unseen))
+        dropped[f"{name}_short_session"] = int(np.count_nonzero(short))
+        held_out[name] = int(np.count_nonzero(lengths >= 2))
+    if held_out["test"] == 0:
+        n_test_sessions = int(np.count_nonzero(session_part[np.unique(session[keep])] == _TEST))
+        raise _empty_test(
+            kind,
+            f"{n_test_sessions} session(s) start at or after {iso(test_start)} = last event "
+            f"{iso(tmax)} - test_days={params.test_days}, none with 2+ events on train items",
+            "increase sessions.test_days, or lower sessions.valid_days / sessions.min_item_support",
+        )
+    cutoffs = {
+        "tmax": iso(tmax),
+        "valid_start": iso(valid_start),
+        "test_start": iso(test_start),
+        "rule": "a session belongs to the part its first event falls in",
+    }
+    used = {
+        k: getattr(params, k)
+        for k in ("min_item_support", "min_session_length", "test_days", "valid_days")
+    }
+    return _finish(kind, table, part, used, cutoffs, dropped, {"filter": filter_stats}, t0)
+
+
+# --------------------------------------------------------------------------- global temporal
+def global_temporal_split(events: pd.DataFrame, params: SessionsParams) -> SplitResult:
+    """One cut-off time for all users: the last events in time are test.
+
+    Parameters
+    ----------
+    events : pandas.DataFrame
+        Canonical events with user ids (events without a user are dropped, counted
+        as ``null_user``).
+    params : SessionsParams
+        ``global_test_fraction``, ``global_valid_fraction``.
+
+    Returns
+    -------
+    SplitResult
+        ``stats["cutoffs"]``: ``test_after`` (test = events strictly after it)
+        and ``valid_after`` (valid = events after it and at or before
+        ``test_after``); ``stats["cold_start"]``: users and items of valid/test
+        with no train event (kept; evaluation slices them).
+
+    Raises
+    ------
+    SplitError
+        No user ids, or the test or train part is empty.
+
+    Notes
+    -----
+    With ``m`` events sorted by time, ``test_after`` is the timestamp of event
+    number ``m - round(m * global_test_fraction)`` (1-based, round half up), and
+    ``valid_after`` that of ``m - round(m * (global_test_fraction +
+    global_valid_fraction))``. Events *at* a cut-off go to the earlier part,
+    so every test timestamp is strictly greater than every valid and train
+    timestamp and every valid timestamp strictly greater than every train one;
+    with ties at a cut-off the test share comes out a little below the target
+    (the achieved shares are in ``stats["fractions"]``). Cold-start users and
+    items are kept in test (Campos et al., UMUAI 2014).
+    """
+    return _global_temporal_split(_Table(events), params)
+
+
+def _global_temporal_split(table: _Table, params: SessionsParams) -> SplitResult:
+    t0 = time.perf_counter()
+    kind = "global_temporal"
+    reason = _not_applicable(kind, table)
+    if reason:
+        raise SplitError(f"{kind} split: {reason}")
+    table.prefetch("user", "item", "session")
+    has_user = table.has_user
+    ts_u = table.ts[has_user]
+    m = len(ts_u)
+    n_test = int(round_half_up(m * params.global_test_fraction))
+    n_held = int(round_half_up(m * (params.global_test_fraction + params.global_valid_fraction)))
+    if n_test == 0:
+        raise _empty_test(
+            kind,
+            f"round({m} events x global_test_fraction={params.global_test_fraction}) = 0",
+            "increase sessions.global_test_fraction",
+        )
+    if n_held >= m:
+        raise SplitError(
+            f"{kind} split: the train part is empty (global_test_fraction + "
+            f"global_valid_fraction = {params.global_test_fraction + params.global_valid_fraction} "
+            f"of {m} events); lower sessions.global_valid_fraction or global_test_fraction"
+        )
+    k_test, k_valid = m - n_test - 1, m - n_held - 1  # 0-based order statistics
+    kth = np.partition(ts_u, sorted({k_valid, k_test}))
+    test_after, valid_after = int(kth[k_test]), int(kth[k_valid])
+    ts = table.ts
+    part = np.full(table.n, _TRAIN, np.int8)
+    part[ts > valid_after] = _VALID
+    part[ts > test_after] = _TEST
+    part[~has_user] = _DROPPED
+    if not (part == _TEST).any():
+        raise _empty_test(
+            kind,
+            f"every event is at or before the cut-off {iso(test_after)}: the last "
+            f"{n_test} events share the last timestamp",
+            "increase sessions.global_test_fraction",
+        )
+    if not (part == _TRAIN).any():
+        raise SplitError(
+            f"{kind} split: the train part is empty (all events share the first timestamp "
+            f"{iso(valid_after)}); lower sessions.global_valid_fraction"
+        )
+    counts = np.bincount(part, minlength=4)
+    cutoffs = {
+        "valid_after": iso(valid_after),
+        "test_after": iso(test_after),
+        "rule": "train <= valid_after < valid <= test_after < test",
+    }
+    extra = {
+        "fractions": {
+            name: round(float(counts[code]) / m, 6)
+            for name, code in (("train", _TRAIN), ("valid", _VALID), ("test", _TEST))
+        },
+    }
+    used = {
+        "global_test_fraction": params.global_test_fraction,
+        "global_valid_fraction": params.global_valid_fraction,
+    }
+    dropped = {"null_user": int(table.n - m)}
+    return _finish(kind, table, part, used, cutoffs, dropped, extra, t0)
+
+
+# --------------------------------------------------------------------------- per-user splits
+def user_temporal_split(events: pd.DataFrame, params: SessionsParams) -> SplitResult:
+    """Per user, the last share of the user's events (in time) is test.
+
+    Parameters
+    ----------
+    events : pandas.DataFrame
+        Canonical events with user ids (events without a user are dropped, counted
+        as ``null_user``).
+    params : SessionsParams
+        ``user_test_fraction``, ``user_valid_fraction``.
+
+    Returns
+    -------
+    SplitResult
+        ``stats["users_by_events"]`` counts users with 1, 2 and 3+ events;
+        ``stats["cold_start"]`` counts valid/test items with no train event.
+
+    Raises
+    ------
+    SplitError
+        No user ids, or no user has two events (empty test part).
+
+    Notes
+    -----
+    A user with ``c >= 2`` events, ordered by time (ties in input order), has
+    ``n_test = min(max(round(c * user_test_fraction), 1), c - 1)`` test events
+    (the last ones) and ``n_valid = min(round(c * user_valid_fraction), c - 1 -
+    n_test)`` validation events just before them, rounding halves up; so each
+    such user has at least one train and one test event, and every test
+    timestamp is >= every train timestamp of the same user. A user with one
+    event stays in train. This is the per-user "last N%" protocol of Campos et
+    al., UMUAI 2014; unlike a global cut-off it evaluates every user.
+    """
+    return _per_user_split(_Table(events), params, "user_temporal")
+
+
+def leave_last_out_split(events: pd.DataFrame, params: SessionsParams) -> SplitResult:
+    """Per user, the last event is test and the one before it validation.
+
+    Parameters
+    ----------
+    events : pandas.DataFrame
+        Canonical events with user ids (events without a user are dropped, counted
+        as ``null_user``).
+    params : SessionsParams
+        Unused (the protocol has no knobs); kept for a uniform signature.
+
+    Returns
+    -------
+    SplitResult
+
+    Raises
+    ------
+    SplitError
+        No user ids, or no user has two events.
+
+    Notes
+    -----
+    Users with 3+ events: last -> test, second last -> valid, the rest train;
+    with 2 events: last -> test, first -> train; with 1 event: train. "Last"
+    is by timestamp, ties in input order. The leave-one-out protocol of He et
+    al. (WWW 2017) and Kang & McAuley (ICDM 2018), without sampled negatives
+    (evaluation ranks all items).
+    """
+    return _per_user_split(_Table(events), params, "leave_last_out")
+
+
+def _per_user_split(table: _Table, params: SessionsParams, kind: str) -> SplitResult:
+    t0 = time.perf_counter()
+    reason = _not_applicable(kind, table)
+    if reason:
+        raise SplitError(f"{kind} split: {reason}")
+    table.prefetch("user", "item", "session")
+    after, count = table.user_rank()  # per row; per user
+    if kind == "user_temporal":
+        n_test = np.maximum(round_half_up(count * params.user_test_fraction), 1)
+        n_test = np.minimum(n_test, count - 1)
+        n_valid = np.minimum(round_half_up(count * params.user_valid_fraction), count - 1 - n_test)
+        n_valid = np.maximum(n_valid, 0)
+        used: dict[str, Any] = {
+            "user_test_fraction": params.user_test_fraction,
+            "user_valid_fraction": params.user_valid_fraction,
+        }
+        rule = (
+            "per user with c >= 2 events: last min(max(round(c * user_test_fraction), 1), c - 1) "
+            "test, the round(c * user_valid_fraction) before valid (train keeps >= 1); "
+            "round half up; 1 event: train"
+        )
+    else:
+        n_test = (count >= 2).astype(np.int64)
+        n_valid = (count >= 3).astype(np.int64)
+        used = {}
+        rule = "per user: last event test (2+ events), the one before valid (3+ events)"
+    # per user: test if after < n_test, valid if after < n_test + n_valid
+    codes = table.user.codes
+    has = after >= 0
+    part = np.full(table.n, _DROPPED, np.int8)
+    user = codes[has]
+    rank = after[has]
+    part[has] = np.where(
+        rank < n_test.astype(np.int32)[user],
+        _TEST,
+        np.where(rank < (n_test + n_valid).astype(np.int32)[user], _VALID, _TRAIN),
+    )
+    if not np.any(n_test):
+        raise _empty_test(
+            kind,
+            "no user has 2 or more events",
+            "use data with repeat users, or the session split (sessions.splits)",
+        )
+    extra = {
+        "users_by_events": {
+            "1": int(np.count_nonzero(count == 1)),
+            "2": int(np.count_nonzero(count == 2)),
+            "3+": int(np.count_nonzero(count >= 3)),
+        },
+    }
+    dropped = {"null_user": int(np.count_nonzero(~has))}
+    return _finish(kind, table, part, used, {"rule": rule}, dropped, extra, t0)
+
+
+# --------------------------------------------------------------------------- all splits
+_SPLITS: dict[str, Callable[[_Table, SessionsParams], SplitResult]] = {
+    "session": _session_split,
+    "global_temporal": _global_temporal_split,
+    "user_temporal": lambda t, p: _per_user_split(t, p, "user_temporal"),
+    "leave_last_out": lambda t, p: _per_user_split(t, p, "leave_last_out"),
+}
+assert set(_SPLITS) == set(SPLIT_KINDS)
+
+
+def iter_splits(
+    events: pd.DataFrame, params: SessionsParams
+) -> Iterator[tuple[str, SplitResult | SkippedSplit]]:
+    """:func:`build_splits` one split at a time, as ``(kind, result)`` pairs.
+
+    The encoding of ``events`` is still shared; a caller that writes each split
+    and lets it go holds one split in memory instead of all of them (the
+    ``sessions`` stage on large logs).
+    """
+    table = _Table(events)
+    if len(events):
+        table.prefetch("user", "item", "session")
+    for kind in dict.fromkeys(params.splits):
+        reason = _not_applicable(kind, table)
+        if reason:
+            log.info("%s split skipped: %s", kind, reason)
+            yield kind, SkippedSplit(reason=reason, kind=kind)
+        else:
+            yield kind, _SPLITS[kind](table, params)
+
+
+def build_splits(
+    events: pd.DataFrame, params: SessionsParams
+) -> dict[str, SplitResult | SkippedSplit]:
+    """Run every split named in ``params.splits`` on one shared encoding of ``events``.
+
+    Parameters
+    ----------
+    events : pandas.DataFrame
+        Sessionized events, not support-filtered (the session split filters
+        them itself; the user splits keep every event).
+    params : SessionsParams
+
+    Returns
+    -------
+    dict
+        ``{kind: SplitResult | SkippedSplit}`` in the order of ``params.splits``.
+        A split the data cannot support (user splits on anonymous session data;
+        the session split on events without session ids) is a
+        :class:`SkippedSplit` with the reason.
+
+    Raises
+    ------
+    SplitError
+        A split that applies comes out with an empty test (or train) part; the
+        message names the params to change.
+    """
+    return dict(iter_splits(events, params))
+
+
+# --------------------------------------------------------------------------- leakage
+def check_leakage(result: SplitResult, kind: str) -> dict[str, bool]:
+    """Re-check a split's invariants from its three frames alone.
+
+    Parameters
+    ----------
+    result : SplitResult
+    kind : str
+        One of :data:`~recpipe.config.SPLIT_KINDS`.
+
+    Returns
+    -------
+    dict
+        ``{invariant: bool}`` (JSON-able), all ``True`` for a sound split:
+
+        * every kind: ``test_nonempty``;
+        * ``session``: ``test_after_train`` / ``valid_after_train`` /
+          ``test_after_valid`` (every session start of the later part is after
+          every session start of the earlier one), ``sessions_disjoint``,
+          ``test_items_in_train``, ``valid_items_in_train``,
+          ``heldout_sessions_min_length_2``;
+        * ``global_temporal``: the same three ``*_after_*`` on event timestamps
+          (strictly greater);
+        * ``user_temporal`` / ``leave_last_out``: ``test_after_train_per_user``,
+          ``valid_after_train_per_user``, ``test_after_valid_per_user`` (>=,
+          per user) and ``test_users_in_train``; ``leave_last_out`` also
+          ``one_test_event_per_user`` and ``at_most_one_valid_event_per_user``.
+    """
+    if kind not in SPLIT_KINDS:
+        raise ValueError(f"unknown split kind {kind!r}; known: {list(SPLIT_KINDS)}")
+    parts = [result.train, result.valid, result.test]
+    ts = [timestamps_ns(p["timestamp"]) for p in parts]
+    checks: dict[str, bool] = {"test_nonempty": len(result.test) > 0}
+    pairs = (("test_after_train", 0, 2), ("valid_after_train", 0, 1), ("test_after_valid", 1, 2))
+    if kind == "session":
+        sessions = encode_parts([p["session_id"] for p in parts])
+        items = encode_parts([p["item_id"] for p in parts])
+        n_sessions = sessions[0].n_uniques
+        starts = []
+        for codes, t in zip(sessions, ts, strict=True):
+            start = np.full(n_sessions, np.iinfo(np.int64).max, np.int64)
+            np.minimum.at(start, codes.codes, t)
+            starts.append(start[np.unique(codes.codes)])
+        for name, a, b in pairs:
+            checks[name] = _all_after(starts[b], starts[a], strict=True)
+        present = [np.bincount(c.codes, minlength=n_sessions) > 0 for c in sessions]
+        checks["sessions_disjoint"] = not bool(
+            (present[0] & present[1]).any()
+            or (present[0] & present[2]).any()
+            or (present[1] & present[2]).any()
+        )
+        train_items = np.zeros(items[0].n_uniques, bool)
+        train_items[items[0].codes] = True
+        checks["test_items_in_train"] = bool(train_items[items[2].codes].all())
+        checks["valid_items_in_train"] = bool(train_items[items[1].codes].all())
+        checks["heldout_sessions_min_length_2"] = all(
+            bool((np.bincount(c.codes)[np.unique(c.codes)] >= 2).all()) for c in sessions[1:]
+        )
+    elif kind == "global_temporal":
+        for name, a, b in pairs:
+            checks[name] = _all_after(ts[b], ts[a], strict=True)
+    else:
+        users = encode_parts([p["user_id"] for p in parts])
+        n_users = users[0].n_uniques
+        lo, hi = [], []
+        for codes, t in zip(users, ts, strict=True):
+            c = codes.codes
+            ok = c >= 0
+            first = np.full(n_users, np.iinfo(np.int64).max, np.int64)
+            last = np.full(n_users, np.iinfo(np.int64).min, np.int64)
+            np.minimum.at(first, c[ok], t[ok])
+            np.maximum.at(last, c[ok], t[ok])
+            lo.append(first)
+            hi.append(last)
+        for name, a, b in pairs:
+            # per user present in both parts: first of the later >= last of the earlier
+            both = (hi[a] > np.iinfo(np.int64).min) & (lo[b] < np.iinfo(np.int64).max)
+            checks[f"{name}_per_user"] = bool((lo[b][both] >= hi[a][both]).all())
+        test_users = np.unique(users[2].codes[users[2].codes >= 0])
+        in_train = np.zeros(n_users, bool)
+        in_train[users[0].codes[users[0].codes >= 0]] = True
+        checks["test_users_in_train"] = bool(in_train[test_users].all())
+        if kind == "leave_last_out":
+            for name, codes in (
+                ("one_test_event_per_user", users[2]),
+                ("at_most_one_valid_event_per_user", users[1]),
+            ):
+                c = codes.codes[codes.codes >= 0]
+                checks[name] = bool((np.bincount(c, minlength=1) <= 1).all())
+    return checks
+
+
+def _all_after(later: np.ndarray, earlier: np.ndarray, *, strict: bool) -> bool:
+    """Every value of ``later`` after every value of ``earlier`` (vacuous if one is empty)."""
+    if not len(later) or not len(earlier):
+        return True
+    return bool(later.min() > earlier.max()) if strict else bool(later.min() >= earlier.max())
