@@ -142,6 +142,11 @@ class SessionsParams(StrictModel):
     use_source_sessions: bool = Field(
         default=True, description="keep the source's session ids where it has them"
     )
+    event_types: list[str] | None = Field(
+        default=None,
+        description="event types kept for sessions and splits; null = all "
+        "(e.g. [view] for the DIGINETICA view protocol)",
+    )
     gap_minutes: float = Field(
         default=30.0, gt=0.0, description="inactivity gap that splits a user's stream"
     )

@@ -124,13 +124,24 @@ def sessions(params: Params, paths: Paths) -> dict[str, Any]:
 
     sp = params.sessions
     tables = read_tables(paths.validated_dir)
-    events = sessionize(tables.events, sp)
+    events = tables.events
+    type_filter: dict[str, Any] = {"kept": sp.event_types, "dropped": 0}
+    if sp.event_types is not None:
+        keep = events["event_type"].isin(sp.event_types).to_numpy()
+        type_filter["dropped"] = int((~keep).sum())
+        events = events[keep].reset_index(drop=True)
+    events = sessionize(events, sp)
     events, filter_stats = filter_support(events, sp.min_item_support, 1)
     _reset_dir(paths.sessions_dir)
     events.to_parquet(paths.sessions_dir / "events.parquet", index=False)
 
     _reset_dir(paths.splits_dir)
-    report: dict[str, Any] = {"events": len(events), "filter": filter_stats, "splits": {}}
+    report: dict[str, Any] = {
+        "events": len(events),
+        "event_type_filter": type_filter,
+        "filter": filter_stats,
+        "splits": {},
+    }
     for kind, result in build_splits(events, sp).items():
         if isinstance(result, SkippedSplit):
             log.info("split %s skipped: %s", kind, result.reason)

@@ -1,4 +1,4 @@
-"""`dvc repro` runs ingest and validate from a clean clone (slow: a real DVC run)."""
+"""`dvc repro` runs the pipeline from a clean clone (slow: a real DVC run)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from recpipe.stages import STAGES
 from tests.pipeline.conftest import SMALL
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,13 +62,14 @@ def clone(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return dest, env
 
 
-def test_dvc_repro_runs_ingest_and_validate(clone: tuple[Path, dict[str, str]]) -> None:
+def test_dvc_repro_runs_the_pipeline(clone: tuple[Path, dict[str, str]]) -> None:
     dest, env = clone
     dvc = [sys.executable, "-m", "dvc"]
     _run([*dvc, "repro"], dest, env)
     assert (dest / "data" / "validated" / "events.parquet").exists()
     lock = yaml.safe_load((dest / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"ingest", "validate"}
+    assert set(lock["stages"]) == set(STAGES)
+    assert (dest / "data" / "features" / "session" / "train.parquet").exists()
     # nothing changed: a second repro runs no stage
     res = _run([*dvc, "repro"], dest, env)
     assert "didn't change, skipping" in res.stdout or "up to date" in res.stdout
@@ -78,5 +80,12 @@ def test_dvc_repro_runs_ingest_and_validate(clone: tuple[Path, dict[str, str]]) 
     res = _run([*dvc, "repro"], dest, env)
     assert "Running stage 'validate'" in res.stdout
     assert "Running stage 'ingest'" not in res.stdout
+    # a features param: only features re-runs
+    params["features"]["gap_buckets"] = 8
+    (dest / "params.yaml").write_text(yaml.safe_dump(params))
+    res = _run([*dvc, "repro"], dest, env)
+    assert "Running stage 'features'" in res.stdout
+    for upstream in ("ingest", "validate", "sessions"):
+        assert f"Running stage '{upstream}'" not in res.stdout
     _run([*dvc, "push"], dest, env)
     assert any((dest / "dvc-remote").rglob("*"))

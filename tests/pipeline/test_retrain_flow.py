@@ -69,7 +69,8 @@ def test_retrain_flow_writes_leak_free_splits_and_features(workspace: Paths) -> 
         assert all(entry["leakage"].values()), (kind, entry["leakage"])
         meta = json.loads((workspace.features_dir / kind / "meta.json").read_text())
         train = pd.read_parquet(workspace.features_dir / kind / "train.parquet")
-        assert len(train) == meta["parts"]["train"]["rows"] == entry["stats"]["parts"]["train"]["rows"]
+        split_rows = entry["stats"]["parts"]["train"]["rows"]
+        assert len(train) == meta["parts"]["train"]["rows"] == split_rows
         assert train["item_idx"].between(2, meta["n_items"] - 1).all()  # no reserved slot in train
     runs = _mlflow_runs(workspace)
     assert runs.iloc[0]["metrics.split.session.test.rows"] > 0
