@@ -120,7 +120,7 @@ def sessions(params: Params, paths: Paths) -> dict[str, Any]:
     """
     from recpipe.data.schema import read_tables
     from recpipe.sessions.sessionize import filter_support, sessionize
-    from recpipe.sessions.splits import SkippedSplit, build_splits, check_leakage
+    from recpipe.sessions.splits import SkippedSplit, check_leakage, iter_splits
 
     sp = params.sessions
     tables = read_tables(paths.validated_dir)
@@ -142,7 +142,7 @@ def sessions(params: Params, paths: Paths) -> dict[str, Any]:
         "filter": filter_stats,
         "splits": {},
     }
-    for kind, result in build_splits(events, sp).items():
+    for kind, result in iter_splits(events, sp):  # one split in memory at a time
         if isinstance(result, SkippedSplit):
             log.info("split %s skipped: %s", kind, result.reason)
             report["splits"][kind] = {"skipped": result.reason}

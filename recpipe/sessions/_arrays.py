@@ -195,8 +195,12 @@ def stable_argsort(keys: np.ndarray, n_keys: int, *, counting: bool = True) -> n
     if n_keys <= 1 << 8:
         return np.argsort(keys.astype(np.uint8), kind="stable")
     if counting and _groupsort_indexer is not None and n_keys <= 4 * n + 1024:
-        indexer, _ = _groupsort_indexer(keys.astype(np.intp, copy=False), n_keys)
-        return np.asarray(indexer)
+        try:
+            indexer, _ = _groupsort_indexer(keys.astype(np.intp, copy=False), n_keys)
+        except (TypeError, ValueError):  # pragma: no cover - a changed private signature
+            pass
+        else:
+            return np.asarray(indexer)
     return _radix_argsort(keys, n_keys)
 
 
@@ -250,8 +254,7 @@ def take_rows(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
     pa_mask = pa.array(mask) if mask is not None else None
     pa_idx = pa.array(positions) if mask is None else None
 
-    def pick(name: Any) -> Any:
-        col = frame[name]
+    def pick(col: pd.Series) -> Any:
         values = col.array
         if isinstance(values, pd.arrays.ArrowStringArray | pd.arrays.ArrowExtensionArray):
             arr = pa.array(values)
@@ -273,7 +276,8 @@ def take_rows(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
         return col.take(np.flatnonzero(mask) if positions is None else positions).array
 
     names = list(frame.columns)
-    return pd.DataFrame(dict(zip(names, parallel_map(pick, names), strict=True)), copy=False)
+    columns = [frame[name] for name in names]  # pandas objects touched on this thread only
+    return pd.DataFrame(dict(zip(names, parallel_map(pick, columns), strict=True)), copy=False)
 
 
 def _is_run(positions: np.ndarray) -> bool:

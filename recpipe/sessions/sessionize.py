@@ -403,7 +403,7 @@ def filter_support(
     A null ``item_id`` counts as an unsupported item.
     """
     columns = ["item_id", "session_id"] if min_session_length > 1 else ["item_id"]
-    codes = parallel_map(lambda c: encode(events[c]), columns)
+    codes = parallel_map(encode, [events[c] for c in columns])
     mask, stats = support_mask(
         codes[0], codes[1] if len(codes) > 1 else None, min_item_support, min_session_length
     )

@@ -156,9 +156,8 @@ class _Table:
         """Encode several id columns at once, on threads (Arrow hashing releases the GIL)."""
         todo = [k for k in keys if k not in self._cache]
         column = {"user": "user_id", "item": "item_id", "session": "session_id"}
-        for key, codes in zip(
-            todo, parallel_map(lambda k: encode(self.frame[column[k]]), todo), strict=True
-        ):
+        series = [self.frame[column[k]] for k in todo]
+        for key, codes in zip(todo, parallel_map(encode, series), strict=True):
             self._cache[key] = codes
 
     @property
@@ -221,10 +220,13 @@ def _presence(codes: Codes, part: np.ndarray) -> np.ndarray:
     return (np.bincount(index, minlength=4 * k) > 0).reshape(4, k)
 
 
-def _parts_stats(table: _Table, part: np.ndarray) -> tuple[dict[str, Any], dict[str, int]]:
+def _parts_stats(
+    table: _Table, part: np.ndarray, frames: list[pd.DataFrame]
+) -> tuple[dict[str, Any], dict[str, int]]:
     """Per-part rows, distinct users/items/sessions and time range; cold-start counts.
 
-    One counting pass per id column for all parts at once.
+    One counting pass per id column for all parts at once; time ranges from the
+    parts' own (already materialised) timestamps.
     """
     users = _presence(table.user, part)
     items = _presence(table.item, part)
@@ -232,8 +234,8 @@ def _parts_stats(table: _Table, part: np.ndarray) -> tuple[dict[str, Any], dict[
     sessions = _presence(table.session, part) if has_sessions else None
     rows = np.bincount(part, minlength=4)
     stats: dict[str, Any] = {}
-    for name, code in (("train", _TRAIN), ("valid", _VALID), ("test", _TEST)):
-        ts = table.ts[part == code] if rows[code] else np.empty(0, np.int64)
+    for name, code, frame in zip(PART_NAMES, (_TRAIN, _VALID, _TEST), frames, strict=True):
+        ts = timestamps_ns(frame["timestamp"])
         stats[name] = {
             "rows": int(rows[code]),
             "users": int(users[code].sum()),
@@ -271,7 +273,8 @@ def _finish(
     t0: float | None = None,
 ) -> SplitResult:
     """Materialise the parts of ``part`` (per-row part code) and assemble the stats."""
-    parts, cold = _parts_stats(table, part)
+    frames = [take_rows(table.frame, part == code) for code in (_TRAIN, _VALID, _TEST)]
+    parts, cold = _parts_stats(table, part, frames)
     stats: dict[str, Any] = {
         "kind": kind,
         "params": params,
@@ -290,7 +293,6 @@ def _finish(
     accounted = sum(p["rows"] for p in parts.values()) + stats["dropped_total"]
     if accounted != table.n:  # pragma: no cover - an internal invariant
         raise AssertionError(f"{kind} split lost rows: {accounted} accounted of {table.n}")
-    frames = [take_rows(table.frame, part == code) for code in (_TRAIN, _VALID, _TEST)]
     log.info(
         "%s split: train %d, valid %d, test %d rows; dropped %s%s",
         kind,
@@ -313,8 +315,10 @@ def session_split(events: pd.DataFrame, params: SessionsParams) -> SplitResult:
     ----------
     events : pandas.DataFrame
         Sessionized events (:func:`~recpipe.sessions.sessionize.sessionize`):
-        ``session_id`` filled on every row; *not* support-filtered (the split
-        applies the filter itself).
+        ``session_id`` filled on every row. Unfiltered, or item-filtered only
+        (``filter_support(events, min_item_support, 1)``, as the sessions stage
+        does: re-applying the item filter to such a table drops nothing); the
+        split applies the whole GRU4Rec filter itself.
     params : SessionsParams
         ``min_item_support``, ``min_session_length``, ``test_days``, ``valid_days``.
 
@@ -445,8 +449,11 @@ def global_temporal_split(events: pd.DataFrame, params: SessionsParams) -> Split
     SplitResult
         ``stats["cutoffs"]``: ``test_after`` (test = events strictly after it)
         and ``valid_after`` (valid = events after it and at or before
-        ``test_after``); ``stats["cold_start"]``: users and items of valid/test
-        with no train event (kept; evaluation slices them).
+        ``test_after``); ``stats["fractions"]``: the shares achieved;
+        ``stats["test_users"]`` and ``stats["test_users_with_train"]`` (the
+        users a user model can be evaluated on); ``stats["cold_start"]``: users
+        and items of valid/test with no train event (kept; evaluation slices
+        them). The per-user splits report the same user and cold-start counts.
 
     Raises
     ------
@@ -693,8 +700,9 @@ def build_splits(
     Parameters
     ----------
     events : pandas.DataFrame
-        Sessionized events, not support-filtered (the session split filters
-        them itself; the user splits keep every event).
+        Sessionized events, unfiltered or item-filtered only (the session split
+        applies the GRU4Rec filter itself; see :func:`session_split`); the user
+        splits keep every event they are given.
     params : SessionsParams
 
     Returns

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from recpipe.config import SessionsParams
 from recpipe.errors import SplitError
-from recpipe.sessions.sessionize import sessionize
+from recpipe.sessions.sessionize import filter_support, sessionize
 from recpipe.sessions.splits import (
     SkippedSplit,
     SplitResult,
@@ -133,10 +133,10 @@ params_strategy = st.builds(
     user_test_fraction=st.sampled_from([0.2, 0.34, 0.5]),
     user_valid_fraction=st.sampled_from([0.0, 0.2]),
 )
-SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=session_rows(), p=params_strategy)
 def test_session_split_matches_reference(rows, p):
     ev = sessionize(events_frame(rows), p)
@@ -220,7 +220,7 @@ def test_user_splits_match_reference(rows, p, kind):
         assert test["timestamp"].min() >= train["timestamp"].max()
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(rows=st.lists(row_strategy, min_size=8, max_size=60), p=params_strategy)
 def test_build_splits_is_deterministic_and_matches_single_splits(rows, p):
     ev = sessionize(events_frame(rows), p)
@@ -314,6 +314,19 @@ def test_session_split_hand_example():
     }
     assert result.parts().keys() == filtered.parts().keys()
     assert_accounted(filtered, ev)
+
+
+def test_session_split_on_item_filtered_events_is_the_same_split():
+    """The sessions stage item-filters first; the split's own item filter is then a no-op."""
+    ev = sessionize(session_events(), SessionsParams())
+    p = SessionsParams(min_item_support=3, test_days=1.0, valid_days=1.0)
+    direct = session_split(ev, p)
+    item_filtered, fstats = filter_support(ev, p.min_item_support, 1)
+    staged = session_split(item_filtered, p)
+    for name in ("train", "valid", "test"):
+        assert rows_of(staged.parts()[name]) == rows_of(direct.parts()[name])
+    assert staged.stats["dropped"]["item_support"] == 0
+    assert fstats["dropped"]["item_support"] == direct.stats["dropped"]["item_support"]
 
 
 def test_session_split_boundaries():
