@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
-import resource
 import sys
 import tempfile
 import time
@@ -33,35 +32,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from _common import peak_rss_mib, synth_params_for
 from rich.console import Console
 from rich.table import Table
 
 log = logging.getLogger("bench.ingest")
-
-
-def synth_params_for(n_events: int, seed: int) -> Any:
-    """SynthParams whose expected event count is ``n_events`` (sizes scale with it)."""
-    from recpipe.config import SynthParams
-
-    base = SynthParams(seed=seed)
-    funnel = 1.0 + base.cart_probability * (1.0 + base.purchase_probability)
-    n_sessions = max(1, round(n_events / (base.mean_session_length * funnel)))
-    n_items = int(min(50_000, max(500, n_events // 250)))
-    n_users = int(min(200_000, max(2_000, n_events // 50)))
-    n_categories = int(min(50, max(20, n_items // 400)))
-    return base.model_copy(
-        update={
-            "n_sessions": n_sessions,
-            "n_items": n_items,
-            "n_users": n_users,
-            "n_categories": n_categories,
-        }
-    )
-
-
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def iso_ms(epoch_ms: np.ndarray) -> pa.Array:

@@ -27,7 +27,6 @@ import functools
 import gc
 import logging
 import multiprocessing
-import resource
 import sys
 import tempfile
 import time
@@ -35,35 +34,11 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from _common import peak_rss_mib, synth_params_for
 from rich.console import Console
 from rich.table import Table
 
 log = logging.getLogger("bench.sessions")
-
-
-def synth_params_for(n_events: int, seed: int) -> Any:
-    """SynthParams whose expected event count is ``n_events`` (as bench/ingest.py sizes them)."""
-    from recpipe.config import SynthParams
-
-    base = SynthParams(seed=seed)
-    funnel = 1.0 + base.cart_probability * (1.0 + base.purchase_probability)
-    n_sessions = max(1, round(n_events / (base.mean_session_length * funnel)))
-    n_items = int(min(50_000, max(500, n_events // 250)))
-    n_users = int(min(200_000, max(2_000, n_events // 50)))
-    n_categories = int(min(50, max(20, n_items // 400)))
-    return base.model_copy(
-        update={
-            "n_sessions": n_sessions,
-            "n_items": n_items,
-            "n_users": n_users,
-            "n_categories": n_categories,
-        }
-    )
-
-
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def prepare(n_events: int, seed: int, out_dir: str) -> dict[str, Any]:
