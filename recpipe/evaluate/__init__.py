@@ -1,0 +1,1 @@
+"""Evaluation core: full-ranking ranks with conservative ties, metrics, significance tests."""
