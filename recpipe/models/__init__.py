@@ -48,12 +48,23 @@ __all__ = [
 @cache
 def _registry() -> dict[str, type[Recommender]]:
     """Build :data:`MODELS` once: every model class, checked against the contract."""
+    from recpipe.baselines.implicit_mf import ALS, BPR
     from recpipe.baselines.itemknn import ItemKNN
     from recpipe.baselines.markov import MarkovChain, SequentialRules
     from recpipe.baselines.popularity import Popularity, RecentPopularity
+    from recpipe.baselines.sknn import SessionKNN
 
     models: dict[str, type[Recommender]] = {}
-    for model in (Popularity, RecentPopularity, ItemKNN, MarkovChain, SequentialRules):
+    for model in (
+        Popularity,
+        RecentPopularity,
+        ItemKNN,
+        MarkovChain,
+        SequentialRules,
+        SessionKNN,
+        ALS,
+        BPR,
+    ):
         model.check_contract()
         if model.name in models:
             raise TypeError(
