@@ -1,8 +1,8 @@
 """The retraining flow: the pipeline's stage functions chained as Prefect tasks.
 
 This module orchestrates only: every step is a function of ``recpipe.stages``, the
-same one that ``recpipe stage NAME`` and dvc.yaml run. Later stages (features,
-training, evaluation, gate, packaging) join the chain as they land.
+same one that ``recpipe stage NAME`` and dvc.yaml run. Later stages (training,
+gate, packaging) join the chain as they land.
 """
 
 from __future__ import annotations
@@ -46,6 +46,19 @@ def features_task(params: Params, paths: Paths) -> dict[str, Any]:
     return stages.features(params, paths)
 
 
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate_task(params: Params, paths: Paths) -> dict[str, Any]:
+    try:
+        return stages.evaluate(params, paths)
+    finally:
+        if paths.leaderboard_md.exists():
+            create_markdown_artifact(
+                paths.leaderboard_md.read_text(),
+                key="leaderboard",
+                description="Baselines on every evaluated split (full ranking)",
+            )
+
+
 @flow(name="recpipe-retrain")
 def retrain(
     params_file: str | None = None,
@@ -68,16 +81,20 @@ def retrain(
         logger.info("validation passed: %s", report["passed"])
         splits = sessions_task(params, paths)
         features = features_task(params, paths)
+        evaluation = evaluate_task(params, paths)
     return {
         "mlflow_run_id": run_id,
         "manifest": manifest,
         "validation": {"passed": report["passed"], "counts": report.get("counts", {})},
         "splits": {k: v.get("skipped", "built") for k, v in splits["splits"].items()},
         "features": features,
+        "evaluation": evaluation,
         "outputs": {
             "data": str(paths.validated_dir),
             "splits": str(paths.splits_json),
             "features": str(paths.features_dir),
+            "leaderboard": str(paths.leaderboard_md),
+            "metrics": str(paths.metrics_json),
             "validation_report": str(paths.validation_md),
             "mlflow": tracking.tracking_uri(params, paths),
         },

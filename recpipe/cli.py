@@ -113,6 +113,8 @@ def run(
     out.print(f"  validation report:  {outputs['validation_report']}")
     out.print(f"  split report:       {outputs['splits']}")
     out.print(f"  features:           {outputs['features']}")
+    out.print(f"  leaderboard:        {outputs['leaderboard']}")
+    out.print(f"  metrics:            {outputs['metrics']}")
     out.print(f"  MLflow run:         {summary['mlflow_run_id']} in {outputs['mlflow']}")
     out.print(f"  look at runs with:  mlflow ui --backend-store-uri {outputs['mlflow']}")
 

@@ -201,6 +201,24 @@ class FeaturesParams(StrictModel):
     hash_seed: int = Field(default=0, description="seed of the stable (not Python) hash")
 
 
+class EvaluateParams(StrictModel):
+    """Baselines and metrics of the ``evaluate`` stage."""
+
+    models: list[str] = Field(
+        default_factory=lambda: ["pop", "recent_pop", "itemknn", "markov", "sr", "sknn", "als"],
+        description="registered models to fit and evaluate on every split",
+    )
+    model_configs: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-model options, e.g. {als: {factors: 32}}"
+    )
+    splits: list[Literal[*SPLIT_KINDS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["session", "user_temporal"],
+        description="splits to evaluate on (those the sessions stage built)",
+    )
+    ks: list[int] = Field(default_factory=lambda: [5, 10, 20])
+    primary_metric: str = Field(default="recall@20", description="the leaderboard's order")
+
+
 class TrackingParams(StrictModel):
     """MLflow tracking: a SQLite store in the workspace unless a URI is given."""
 
@@ -218,6 +236,7 @@ class Params(StrictModel):
     validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
     sessions: SessionsParams = Field(default_factory=SessionsParams)
     features: FeaturesParams = Field(default_factory=FeaturesParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)

@@ -83,6 +83,24 @@ class Paths:
     def features_json(self) -> Path:
         return self.reports_dir / "features.json"
 
+    @property
+    def metrics_json(self) -> Path:
+        """``{model: {"recall@20": ...}}`` on the first evaluated split (DVC metrics)."""
+        return self.reports_dir / "metrics.json"
+
+    @property
+    def evaluation_json(self) -> Path:
+        """Every split's results, slices and timings."""
+        return self.reports_dir / "evaluation.json"
+
+    @property
+    def leaderboard_md(self) -> Path:
+        return self.reports_dir / "leaderboard.md"
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.reports_dir / "plots"
+
     # tracking -----------------------------------------------------------
     @property
     def mlflow_db(self) -> Path:

@@ -228,6 +228,53 @@ def features(params: Params, paths: Paths) -> dict[str, Any]:
     return report
 
 
+def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
+    """Fit the configured baselines on each split and evaluate them with full ranking.
+
+    Writes ``reports/evaluation.json`` (every split), ``reports/metrics.json``
+    (``{model: metrics}`` on the first evaluated split), ``reports/leaderboard.md`` and
+    metric@K plots under ``reports/plots/``.
+    """
+    from recpipe.evaluate.leaderboard import (
+        evaluate_models,
+        leaderboard_markdown,
+        plot_metric_curves,
+    )
+    from recpipe.models.base import DataMeta, Interactions
+
+    ep = params.evaluate
+    results: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
+    for kind in ep.splits:
+        folder = paths.features_dir / kind
+        if not folder.is_dir():
+            skipped[kind] = "the sessions stage did not build this split"
+            continue
+        meta = DataMeta.from_features(folder)
+        data = {p: Interactions.from_parquet(folder / f"{p}.parquet") for p in SPLIT_PARTS}
+        results[kind] = evaluate_models(kind, data, meta, ep.models, ep.model_configs, ep.ks)
+    if not results:
+        raise StageError(
+            f"none of evaluate.splits={ep.splits} was built ({skipped}); "
+            "set evaluate.splits to splits the data supports"
+        )
+    _reset_dir(paths.plots_dir)
+    for kind, models in results.items():
+        for metric in ("recall", "ndcg"):
+            plot_metric_curves(
+                models, metric, ep.ks, paths.plots_dir / f"{kind}_{metric}.png", f"{kind} split"
+            )
+    first = next(iter(results))
+    metrics = {m: e["metrics"] for m, e in results[first].items() if "metrics" in e}
+    _write_json(paths.metrics_json, metrics)
+    report = {"primary_split": first, "results": results, "skipped_splits": skipped}
+    _write_json(paths.evaluation_json, report)
+    columns = [f"{m}@{k}" for m in ("recall", "mrr", "ndcg") for k in ep.ks]
+    columns += [f"coverage@{max(ep.ks)}", f"popularity_bias@{max(ep.ks)}"]
+    paths.leaderboard_md.write_text(leaderboard_markdown(results, ep.primary_metric, columns))
+    return report
+
+
 @dataclass(frozen=True)
 class StageSpec:
     """What one stage reads and writes, as declared in dvc.yaml."""
@@ -280,6 +327,15 @@ STAGES: dict[str, StageSpec] = {
             deps=lambda p: [p.validated_dir, p.splits_dir],
             outs=lambda p: [p.features_dir],
             metrics=lambda p: [p.features_json],
+        ),
+        StageSpec(
+            name="evaluate",
+            func=evaluate,
+            params=("evaluate",),
+            code=("recpipe/stages.py", "recpipe/evaluate", "recpipe/models", "recpipe/baselines"),
+            deps=lambda p: [p.features_dir],
+            metrics=lambda p: [p.metrics_json, p.evaluation_json],
+            plain_outs=lambda p: [p.leaderboard_md, p.plots_dir],
         ),
     )
 }

@@ -107,6 +107,22 @@ def log_outputs(paths: Paths) -> None:
                     if _is_number(stats.get("rows"))
                 }
             )
+    if paths.evaluation_json.exists():
+        evaluation = json.loads(paths.evaluation_json.read_text())
+        mlflow.log_dict(evaluation, "evaluation/evaluation.json")
+        for split, models in evaluation.get("results", {}).items():
+            mlflow.log_metrics(
+                {
+                    f"{split}.{model}.{key.replace('@', '_at_')}": float(value)
+                    for model, entry in models.items()
+                    for key, value in entry.get("metrics", {}).items()
+                    if _is_number(value)
+                }
+            )
+        if paths.leaderboard_md.exists():
+            mlflow.log_artifact(str(paths.leaderboard_md), "evaluation")
+        if paths.plots_dir.is_dir():
+            mlflow.log_artifacts(str(paths.plots_dir), "evaluation/plots")
     if paths.features_json.exists():
         mlflow.log_dict(json.loads(paths.features_json.read_text()), "features/features.json")
 

@@ -74,3 +74,10 @@ def test_retrain_flow_writes_leak_free_splits_and_features(workspace: Paths) -> 
         assert train["item_idx"].between(2, meta["n_items"] - 1).all()  # no reserved slot in train
     runs = _mlflow_runs(workspace)
     assert runs.iloc[0]["metrics.split.session.test.rows"] > 0
+    # the leaderboard: every baseline evaluated, metrics.json keyed by model
+    metrics = json.loads(workspace.metrics_json.read_text())
+    assert {"pop", "markov", "itemknn"} <= set(metrics)
+    assert metrics["markov"]["recall@20"] > metrics["pop"]["recall@20"]  # planted sequences
+    assert "| markov |" in workspace.leaderboard_md.read_text()
+    assert (workspace.plots_dir / "session_recall.png").exists()
+    assert runs.iloc[0]["metrics.session.markov.recall_at_20"] == metrics["markov"]["recall@20"]

@@ -14,14 +14,23 @@ from recpipe.stages import STAGES, run_stage
 pytestmark = pytest.mark.realdata
 
 CASES = {
-    "movielens-100k": ("ml-100k", ["user_temporal", "global_temporal", "leave_last_out"], []),
-    "session-tsv": ("yoochoose-rsc15-100k", ["session"], []),
+    "movielens-100k": (
+        "ml-100k",
+        ["user_temporal", "global_temporal", "leave_last_out"],
+        ["evaluate.splits=[user_temporal]"],
+    ),
+    "session-tsv": ("yoochoose-rsc15-100k", ["session"], ["evaluate.splits=[session]"]),
     # the SR-GNN protocol: views only, the last 7 days test (a few purchases carry
     # timeframe offsets of months, which would leave the last days empty)
     "diginetica": (
         "diginetica",
         ["session"],
-        ["sessions.event_types=[view]", "sessions.test_days=7", "sessions.valid_days=7"],
+        [
+            "sessions.event_types=[view]",
+            "sessions.test_days=7",
+            "sessions.valid_days=7",
+            "evaluate.splits=[session]",
+        ],
     ),
 }
 
@@ -41,7 +50,7 @@ def test_real_data_through_features(source: str, real_data: Path, tmp_path: Path
         ],
     )
     paths = Paths.at(tmp_path)
-    for name in ("ingest", "validate", "sessions", "features"):
+    for name in ("ingest", "validate", "sessions", "features", "evaluate"):
         assert name in STAGES
         run_stage(name, params, paths)
 
@@ -56,6 +65,14 @@ def test_real_data_through_features(source: str, real_data: Path, tmp_path: Path
         # test items of the session split are all known to the id map (unseen were dropped)
         if kind == "session":
             assert meta["parts"]["test"]["unknown_item_share"] == 0.0
+    # every applicable baseline is on the leaderboard, and beats chance
+    metrics = json.loads(paths.metrics_json.read_text())
+    expected = {"pop", "itemknn", "als"} | (
+        set() if source == "movielens-100k" else {"markov", "sr", "sknn"}
+    )
+    assert expected <= set(metrics)
+    for name, values in metrics.items():
+        assert 0.0 < values["recall@20"] <= 1.0, name
     if source == "session-tsv":
         # session-only data: no user ids, so user splits are skipped with a reason
         for kind in ("global_temporal", "user_temporal", "leave_last_out"):
