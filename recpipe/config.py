@@ -205,7 +205,16 @@ class EvaluateParams(StrictModel):
     """Baselines and metrics of the ``evaluate`` stage."""
 
     models: list[str] = Field(
-        default_factory=lambda: ["pop", "recent_pop", "itemknn", "markov", "sr", "sknn", "als"],
+        default_factory=lambda: [
+            "pop",
+            "recent_pop",
+            "itemknn",
+            "markov",
+            "sr",
+            "sknn",
+            "als",
+            "bpr",
+        ],
         description="registered models to fit and evaluate on every split",
     )
     model_configs: dict[str, dict[str, Any]] = Field(
