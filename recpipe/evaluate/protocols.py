@@ -45,7 +45,7 @@ from recpipe.evaluate.metrics import (
 )
 from recpipe.evaluate.ranking import chunked_top_k, target_ranks, top_k
 from recpipe.features.context import EVENT_TYPE_INDEX
-from recpipe.features.idmap import N_RESERVED
+from recpipe.features.idmap import N_RESERVED, UNK
 from recpipe.models.base import DataMeta, Interactions, Queries, Recommender
 from recpipe.sessions.batching import prefixes
 
@@ -172,7 +172,8 @@ def next_item(
         ``per_query``: the per-query arrays, one entry per (prefix, target) pair in
         event order; ``slices``: ``"purchase"`` (targets that are purchase events) and
         ``"cold_items"`` (targets with train count ``< cold_threshold``; UNK targets
-        count 0, so they are cold).
+        count 0, so they are cold) and ``"new_users"`` (sessions of users unknown in
+        train, including anonymous ones).
 
     Raises
     ------
@@ -225,6 +226,7 @@ def next_item(
     slices = {
         "purchase": _slice(per_query, test.event_type_idx[target_pos] == _PURCHASE),
         "cold_items": _slice(per_query, counts[targets] < cold_threshold),
+        "new_users": _slice(per_query, test.user_idx[target_pos] == UNK),
     }
     log.info(
         "next_item %s: %d queries, %s",

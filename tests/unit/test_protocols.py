@@ -202,3 +202,14 @@ def test_evaluate_model_dispatch(planted_data):
         assert got.protocol == "user_topk" and "map@10" in got.metrics
     with pytest.raises(ValueError, match="unknown split kind"):
         evaluate_model(markov, "random", data, meta)
+
+
+def test_new_users_slice_counts_sessions_of_unknown_users():
+    train = interactions([[2, 3, 4, 5]], users=[2])
+    meta = DataMeta.from_interactions(train, n_items=6, n_users=4)
+    # the second session belongs to a user unknown in train (UNK = 1)
+    test = Interactions.from_frame(encoded_frame([[2, 3, 4], [5, 2]], users=[2, 1]))
+    result = next_item(Oracle(meta, test).fit(train), test, meta, ks=(1,))
+    assert result.n_queries == 3
+    new = result.slices["new_users"]
+    assert new["n"] == 1.0 and new["recall@1"] == 1.0
