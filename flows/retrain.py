@@ -7,6 +7,7 @@ gate, packaging) join the chain as they land.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -23,17 +24,18 @@ def ingest_task(params: Params, paths: Paths) -> dict[str, Any]:
     return stages.ingest(params, paths)
 
 
+def _publish(report: Path, key: str, description: str) -> None:
+    """Show a Markdown report a stage wrote (if any) as a Prefect artifact."""
+    if report.exists():
+        create_markdown_artifact(report.read_text(), key=key, description=description)
+
+
 @task(name="validate", cache_policy=NO_CACHE)
 def validate_task(params: Params, paths: Paths) -> dict[str, Any]:
     try:
         return stages.validate(params, paths)
-    finally:
-        if paths.validation_md.exists():
-            create_markdown_artifact(
-                paths.validation_md.read_text(),
-                key="validation-summary",
-                description="Great Expectations validation of the ingested data",
-            )
+    finally:  # a failed validation's report is the one people need to see
+        _publish(paths.validation_md, "validation-summary", "Great Expectations validation")
 
 
 @task(name="sessions", cache_policy=NO_CACHE)
@@ -48,15 +50,9 @@ def features_task(params: Params, paths: Paths) -> dict[str, Any]:
 
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(params: Params, paths: Paths) -> dict[str, Any]:
-    try:
-        return stages.evaluate(params, paths)
-    finally:
-        if paths.leaderboard_md.exists():
-            create_markdown_artifact(
-                paths.leaderboard_md.read_text(),
-                key="leaderboard",
-                description="Baselines on every evaluated split (full ranking)",
-            )
+    report = stages.evaluate(params, paths)
+    _publish(paths.leaderboard_md, "leaderboard", "Baselines on every split (full ranking)")
+    return report
 
 
 @flow(name="recpipe-retrain")
