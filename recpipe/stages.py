@@ -236,6 +236,7 @@ def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
     metric@K plots under ``reports/plots/``.
     """
     from recpipe.evaluate.leaderboard import (
+        compare_to_best,
         evaluate_models,
         leaderboard_markdown,
         plot_metric_curves,
@@ -244,6 +245,7 @@ def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
 
     ep = params.evaluate
     results: dict[str, dict[str, Any]] = {}
+    significance: dict[str, dict[str, Any]] = {}
     skipped: dict[str, str] = {}
     for kind in ep.splits:
         folder = paths.features_dir / kind
@@ -252,7 +254,10 @@ def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
             continue
         meta = DataMeta.from_features(folder)
         data = {p: Interactions.from_parquet(folder / f"{p}.parquet") for p in SPLIT_PARTS}
-        results[kind] = evaluate_models(kind, data, meta, ep.models, ep.model_configs, ep.ks)
+        results[kind], per_query = evaluate_models(
+            kind, data, meta, ep.models, ep.model_configs, ep.ks
+        )
+        significance[kind] = compare_to_best(per_query, ep.primary_metric)
     if not results:
         raise StageError(
             f"none of evaluate.splits={ep.splits} was built ({skipped}); "
@@ -267,11 +272,18 @@ def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
     first = next(iter(results))
     metrics = {m: e["metrics"] for m, e in results[first].items() if "metrics" in e}
     _write_json(paths.metrics_json, metrics)
-    report = {"primary_split": first, "results": results, "skipped_splits": skipped}
+    report = {
+        "primary_split": first,
+        "results": results,
+        "significance": significance,
+        "skipped_splits": skipped,
+    }
     _write_json(paths.evaluation_json, report)
     columns = [f"{m}@{k}" for m in ("recall", "mrr", "ndcg") for k in ep.ks]
     columns += [f"coverage@{max(ep.ks)}", f"popularity_bias@{max(ep.ks)}"]
-    paths.leaderboard_md.write_text(leaderboard_markdown(results, ep.primary_metric, columns))
+    paths.leaderboard_md.write_text(
+        leaderboard_markdown(results, ep.primary_metric, columns, significance)
+    )
     return report
 
 

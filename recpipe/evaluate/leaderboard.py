@@ -13,7 +13,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from recpipe.evaluate.protocols import NEXT_ITEM_SPLITS, evaluate_model
+from recpipe.evaluate.significance import paired_bootstrap
 from recpipe.models import build_model, get_model
 from recpipe.models.base import DataMeta, Interactions
 
@@ -32,14 +35,16 @@ def evaluate_models(
     models: Sequence[str],
     configs: Mapping[str, Mapping[str, Any]],
     ks: Sequence[int],
-) -> dict[str, dict[str, Any]]:
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
     """Fit each model on ``data["train"]`` and evaluate it with the split's protocol.
 
-    Returns ``{model: {"metrics", "slices", "n_queries", "fit_s", "eval_s"}}`` or
-    ``{model: {"skipped": reason}}`` for a model that cannot serve the protocol.
+    Returns ``{model: {"metrics", "slices", "n_queries", "fit_s", "eval_s"}}`` (or
+    ``{model: {"skipped": reason}}`` for a model that cannot serve the protocol) and
+    ``{model: per-query metric arrays}``, aligned across models, for significance tests.
     """
     needed = needed_query_kind(split_kind)
     out: dict[str, dict[str, Any]] = {}
+    per_query: dict[str, dict[str, np.ndarray]] = {}
     for name in models:
         kinds = get_model(name).query_kinds
         if needed not in kinds:
@@ -55,6 +60,7 @@ def evaluate_models(
         t1 = time.perf_counter()
         result = evaluate_model(model, split_kind, data, meta, ks)
         t2 = time.perf_counter()
+        per_query[name] = result.per_query
         out[name] = {
             "protocol": result.protocol,
             "metrics": result.metrics,
@@ -71,13 +77,51 @@ def evaluate_models(
             t1 - t0,
             t2 - t1,
         )
-    return out
+    return out, per_query
+
+
+def compare_to_best(
+    per_query: Mapping[str, Mapping[str, np.ndarray]],
+    metric: str,
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Paired bootstrap of every model against the best one on ``metric``.
+
+    Returns ``{"best": name, "metric": metric, "versus": {model: {mean_diff, low, high,
+    p_value}}}`` where ``mean_diff`` is model minus best (so negative: worse); empty
+    ``versus`` when fewer than two models report the metric.
+    """
+    scored = {m: q[metric] for m, q in per_query.items() if metric in q}
+    if not scored:
+        return {"best": None, "metric": metric, "versus": {}}
+    best = max(scored, key=lambda m: float(np.mean(scored[m])))
+    versus = {}
+    for name, values in scored.items():
+        if name == best:
+            continue
+        res = paired_bootstrap(values, scored[best], n_resamples=n_resamples, seed=seed)
+        versus[name] = {
+            "mean_diff": res.mean_diff,
+            "low": res.low,
+            "high": res.high,
+            "p_value": res.p_value,
+        }
+    return {"best": best, "metric": metric, "versus": versus}
 
 
 def leaderboard_markdown(
-    results: Mapping[str, Mapping[str, Mapping[str, Any]]], primary: str, columns: Sequence[str]
+    results: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    primary: str,
+    columns: Sequence[str],
+    significance: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> str:
-    """A Markdown leaderboard per split, best ``primary`` metric first."""
+    """A Markdown leaderboard per split, best ``primary`` metric first.
+
+    With ``significance`` (from :func:`compare_to_best` per split), a column gives each
+    model's 95% paired-bootstrap interval of its difference to the best model.
+    """
     lines = ["# Leaderboard", ""]
     for split, models in results.items():
         lines += [f"## {split}", ""]
@@ -86,14 +130,20 @@ def leaderboard_markdown(
             key=lambda item: -item[1]["metrics"].get(primary, float("-inf")),
         )
         shown = [c for c in columns if any(c in e["metrics"] for _, e in ranked)]
-        lines.append("| model | " + " | ".join(shown) + " | queries | fit s | eval s |")
-        lines.append("|---" * (len(shown) + 4) + "|")
+        versus = (significance or {}).get(split, {}).get("versus", {})
+        diff_col = f"{primary} vs best (95% CI)"
+        lines.append(
+            "| model | " + " | ".join(shown) + f" | {diff_col} | queries | fit s | eval s |"
+        )
+        lines.append("|---" * (len(shown) + 5) + "|")
         for name, entry in ranked:
             values = " | ".join(
                 f"{entry['metrics'][c]:.4f}" if c in entry["metrics"] else "" for c in shown
             )
+            v = versus.get(name)
+            diff = f"{v['mean_diff']:+.4f} [{v['low']:+.4f}, {v['high']:+.4f}]" if v else "best"
             lines.append(
-                f"| {name} | {values} | {entry['n_queries']} | {entry['fit_s']} | "
+                f"| {name} | {values} | {diff} | {entry['n_queries']} | {entry['fit_s']} | "
                 f"{entry['eval_s']} |"
             )
         skipped = {n: e["skipped"] for n, e in models.items() if "skipped" in e}

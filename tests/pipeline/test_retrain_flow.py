@@ -80,4 +80,7 @@ def test_retrain_flow_writes_leak_free_splits_and_features(workspace: Paths) -> 
     assert metrics["markov"]["recall@20"] > metrics["pop"]["recall@20"]  # planted sequences
     assert "| markov |" in workspace.leaderboard_md.read_text()
     assert (workspace.plots_dir / "session_recall.png").exists()
+    evaluation = json.loads(workspace.evaluation_json.read_text())
+    best = max(metrics, key=lambda m: metrics[m]["recall@20"])
+    assert evaluation["significance"]["session"]["best"] == best
     assert runs.iloc[0]["metrics.session.markov.recall_at_20"] == metrics["markov"]["recall@20"]
