@@ -214,6 +214,7 @@ class EvaluateParams(StrictModel):
             "sknn",
             "als",
             "bpr",
+            "bias",
         ],
         description="registered models to fit and evaluate on every split",
     )

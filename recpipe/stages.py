@@ -280,7 +280,7 @@ def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
     }
     _write_json(paths.evaluation_json, report)
     columns = [f"{m}@{k}" for m in ("recall", "mrr", "ndcg") for k in ep.ks]
-    columns += [f"coverage@{max(ep.ks)}", f"popularity_bias@{max(ep.ks)}"]
+    columns += [f"coverage@{max(ep.ks)}", f"popularity_bias@{max(ep.ks)}", "rmse", "mae"]
     paths.leaderboard_md.write_text(
         leaderboard_markdown(results, ep.primary_metric, columns, significance)
     )

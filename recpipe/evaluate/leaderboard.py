@@ -59,11 +59,14 @@ def evaluate_models(
             continue
         t1 = time.perf_counter()
         result = evaluate_model(model, split_kind, data, meta, ks)
+        metrics = dict(result.metrics)
+        if getattr(model, "predicts_ratings", False):
+            metrics.update(_rating_metrics(model, data["test"], meta, name))
         t2 = time.perf_counter()
         per_query[name] = result.per_query
         out[name] = {
             "protocol": result.protocol,
-            "metrics": result.metrics,
+            "metrics": metrics,
             "slices": result.slices,
             "n_queries": result.n_queries,
             "fit_s": round(t1 - t0, 3),
@@ -73,11 +76,22 @@ def evaluate_models(
             "%s on %s: %s in %.1f s fit + %.1f s eval",
             name,
             split_kind,
-            ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items() if k.endswith("@20")),
+            ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.endswith("@20")),
             t1 - t0,
             t2 - t1,
         )
     return out, per_query
+
+
+def _rating_metrics(model: Any, test: Interactions, meta: DataMeta, name: str) -> dict[str, float]:
+    """RMSE / MAE of a rating predictor on the test ratings; {} when there are none."""
+    from recpipe.evaluate.protocols import rating
+
+    try:
+        return dict(rating(model, test, meta).metrics)
+    except ValueError as exc:  # no rating events in this split
+        log.info("%s: no rating metrics (%s)", name, exc)
+        return {}
 
 
 def compare_to_best(

@@ -41,6 +41,7 @@ from recpipe.evaluate.metrics import (
     coverage,
     next_item_per_query,
     popularity_bias,
+    rating_metrics,
     topk_per_query,
 )
 from recpipe.evaluate.ranking import chunked_top_k, target_ranks, top_k
@@ -57,6 +58,7 @@ __all__ = [
     "ProtocolResult",
     "evaluate_model",
     "next_item",
+    "rating",
     "user_topk",
 ]
 
@@ -66,6 +68,7 @@ NEXT_ITEM_SPLITS: frozenset[str] = frozenset({"session"})
 USER_TOPK_SPLITS: frozenset[str] = frozenset({"user_temporal", "global_temporal", "leave_last_out"})
 
 _PURCHASE = EVENT_TYPE_INDEX["purchase"]
+_RATING = EVENT_TYPE_INDEX["rating"]
 
 
 @dataclass
@@ -86,7 +89,7 @@ class ProtocolResult:
     n_queries : int
         Number of evaluated queries.
     protocol : str
-        ``"next_item"`` or ``"user_topk"``.
+        ``"next_item"``, ``"user_topk"`` or ``"rating"``.
     skipped_users : int
         Test users left out of :func:`user_topk` (unknown user, or no known test item).
     """
@@ -354,6 +357,101 @@ def user_topk(
         protocol="user_topk",
         skipped_users=skipped,
     )
+
+
+# ---------------------------------------------------------------------- rating
+def rating(
+    model: Recommender,
+    test: Interactions,
+    meta: DataMeta,
+    *,
+    chunk_size: int = 4096,
+) -> ProtocolResult:
+    """Rating prediction: RMSE and MAE over the test ``rating`` events.
+
+    Each rating event ``(u, i, r)`` is one query: the prediction is
+    ``model.score(Queries.for_users([u]), candidates=[[i]])``, i.e. the model's user
+    score of the item, read as a predicted rating (meaningful for models with
+    :attr:`~recpipe.models.base.Recommender.predicts_ratings`).
+
+    Parameters
+    ----------
+    model : Recommender
+        A fitted model that scores ``user`` queries.
+    test : Interactions
+        The test events; only those of event type ``rating`` are evaluated, their
+        ``value`` being the true rating.
+    meta : DataMeta
+        Sizes of the split (unused but for the common protocol signature).
+    chunk_size : int, default 4096
+        Ratings predicted at a time.
+
+    Returns
+    -------
+    ProtocolResult
+        ``metrics``: ``{"rmse", "mae"}``; ``per_query``: ``"squared_error"`` and
+        ``"absolute_error"`` of each rating, in test event order; ``slices``: empty;
+        ``n_queries``: the number of test ratings.
+
+    Raises
+    ------
+    ValueError
+        The test data holds no rating event, the model cannot score user queries,
+        or ``chunk_size`` is invalid.
+
+    Notes
+    -----
+    Ratings of unknown users or items are **kept**, not skipped, so that the query
+    set is the same for every model. An unknown user (``UNK``) gets the model's own
+    fallback (``bias``: global mean + item bias). An unknown or ``PAD`` item is a
+    reserved slot, which :meth:`~recpipe.models.base.Recommender.score` scores
+    ``-inf``; its rating is predicted with item bias 0 instead: the model's
+    ``user_baseline(users)`` when it has one (``bias``: ``mu + b_u``), otherwise the
+    mean of the user's scores over the real items.
+    """
+    _check_chunk(chunk_size)
+    if "user" not in model.query_kinds:
+        raise ValueError(
+            f"model {model.name!r} cannot score 'user' queries (supports "
+            f"{sorted(model.query_kinds)}); rating evaluation needs them"
+        )
+    rated = np.flatnonzero(test.event_type_idx == _RATING)
+    n = len(rated)
+    if n == 0:
+        raise ValueError("no rating events in the test data; the rating protocol needs them")
+    users = test.user_idx[rated].astype(np.int64)
+    items = test.item_idx[rated].astype(np.int64)
+    truth = test.value[rated].astype(np.float64)
+    pred = np.empty(n, dtype=np.float64)
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        pred[start:stop] = model.score(
+            Queries.for_users(users[start:stop]), candidates=items[start:stop, None]
+        )[:, 0]
+    reserved = items < N_RESERVED
+    if reserved.any():
+        log.info("rating: %d of %d test ratings are of unknown items", reserved.sum(), n)
+        pred[reserved] = _no_item_prediction(model, users[reserved], chunk_size)
+    metrics = rating_metrics(pred, truth)
+    err = pred - truth
+    per_query = {"squared_error": err**2, "absolute_error": np.abs(err)}
+    log.info("rating %s: %d ratings, rmse=%.4f", model.name, n, metrics["rmse"])
+    return ProtocolResult(
+        metrics=metrics, per_query=per_query, slices={}, n_queries=n, protocol="rating"
+    )
+
+
+def _no_item_prediction(model: Recommender, users: np.ndarray, chunk_size: int) -> np.ndarray:
+    """Predicted ratings of ``users`` for an item the model knows nothing of (bias 0)."""
+    baseline = getattr(model, "user_baseline", None)
+    if callable(baseline):
+        return np.asarray(baseline(users), dtype=np.float64)
+    out = np.empty(len(users), dtype=np.float64)
+    for start in range(0, len(users), chunk_size):
+        stop = min(start + chunk_size, len(users))
+        scores = model.score(Queries.for_users(users[start:stop]))[:, N_RESERVED:]
+        out[start:stop] = scores.mean(axis=1)
+    return out
 
 
 # ---------------------------------------------------------------------- dispatch

@@ -48,6 +48,7 @@ __all__ = [
 @cache
 def _registry() -> dict[str, type[Recommender]]:
     """Build :data:`MODELS` once: every model class, checked against the contract."""
+    from recpipe.baselines.bias import BiasBaseline
     from recpipe.baselines.implicit_mf import ALS, BPR
     from recpipe.baselines.itemknn import ItemKNN
     from recpipe.baselines.markov import MarkovChain, SequentialRules
@@ -64,6 +65,7 @@ def _registry() -> dict[str, type[Recommender]]:
         SessionKNN,
         ALS,
         BPR,
+        BiasBaseline,
     ):
         model.check_contract()
         if model.name in models:

@@ -758,6 +758,8 @@ class Recommender(ABC):
     name: ClassVar[str]
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     query_kinds: ClassVar[frozenset[str]]
+    #: Whether user scores are predicted ratings (evaluable by the ``rating`` protocol).
+    predicts_ratings: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig | Mapping[str, Any] | None, meta: DataMeta) -> None:
         if not isinstance(meta, DataMeta):

@@ -73,6 +73,9 @@ def test_real_data_through_features(source: str, real_data: Path, tmp_path: Path
     assert expected <= set(metrics)
     for name, values in metrics.items():
         assert 0.0 < values["recall@20"] <= 1.0, name
+    if source == "movielens-100k":
+        # the rating predictor's error on the per-user temporal split (ratings 1-5)
+        assert 0.8 < metrics["bias"]["rmse"] < 1.2
     if source == "session-tsv":
         # session-only data: no user ids, so user splits are skipped with a reason
         for kind in ("global_temporal", "user_temporal", "leave_last_out"):
