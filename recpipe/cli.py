@@ -85,6 +85,25 @@ def _params(root: Path, params_file: Path | None, overrides: list[str] | None) -
     return workspace_params(Paths.at(root), params_file, overrides or [])
 
 
+def _write_canonical(
+    root: Path,
+    params_file: Path | None,
+    overrides: list[str] | None,
+    out_dir: Path | None,
+    make_tables: Callable[[Any], Any],
+) -> None:
+    """Build canonical tables from the params, write them (default ROOT/data/interim) and
+    print the manifest: the shared body of `data import` and `data synth`."""
+    from recpipe.data.schema import write_tables
+    from recpipe.paths import Paths
+
+    def go() -> dict[str, Any]:
+        tables = make_tables(_params(root, params_file, overrides))
+        return write_tables(tables, out_dir or Paths.at(root).interim_dir)
+
+    out.print(json.dumps(_guard(go), indent=2))
+
+
 @app.command()
 def run(
     params_file: ParamsOpt = None,
@@ -182,17 +201,11 @@ def data_import(
     root: RootOpt = Path("."),
 ) -> None:
     """Convert a raw data set into canonical Parquet tables plus a manifest."""
-    from recpipe.data.schema import write_tables
     from recpipe.data.sources import import_source
-    from recpipe.paths import Paths
 
-    def go() -> dict[str, Any]:
-        params = _params(root, params_file, overrides)
-        tables = import_source(kind, path, params.data)
-        return write_tables(tables, out_dir or Paths.at(root).interim_dir)
-
-    manifest = _guard(go)
-    out.print(json.dumps(manifest, indent=2))
+    _write_canonical(
+        root, params_file, overrides, out_dir, lambda p: import_source(kind, path, p.data)
+    )
 
 
 @data_app.command("fetch")
@@ -220,16 +233,9 @@ def data_synth(
     root: RootOpt = Path("."),
 ) -> None:
     """Generate the synthetic click-stream (params section `synth`) as canonical tables."""
-    from recpipe.data.schema import write_tables
     from recpipe.data.synth import generate
-    from recpipe.paths import Paths
 
-    def go() -> dict[str, Any]:
-        params = _params(root, params_file, overrides)
-        return write_tables(generate(params.synth), out_dir or Paths.at(root).interim_dir)
-
-    manifest = _guard(go)
-    out.print(json.dumps(manifest, indent=2))
+    _write_canonical(root, params_file, overrides, out_dir, lambda p: generate(p.synth))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -119,17 +119,12 @@ def sessions(params: Params, paths: Paths) -> dict[str, Any]:
     not apply to the data is reported as skipped, with the reason.
     """
     from recpipe.data.schema import read_tables
-    from recpipe.sessions.sessionize import filter_support, sessionize
+    from recpipe.sessions.sessionize import filter_support, select_event_types, sessionize
     from recpipe.sessions.splits import SkippedSplit, check_leakage, iter_splits
 
     sp = params.sessions
     tables = read_tables(paths.validated_dir)
-    events = tables.events
-    type_filter: dict[str, Any] = {"kept": sp.event_types, "dropped": 0}
-    if sp.event_types is not None:
-        keep = events["event_type"].isin(sp.event_types).to_numpy()
-        type_filter["dropped"] = int((~keep).sum())
-        events = events[keep].reset_index(drop=True)
+    events, type_filter = select_event_types(tables.events, sp.event_types)
     events = sessionize(events, sp)
     events, filter_stats = filter_support(events, sp.min_item_support, 1)
     _reset_dir(paths.sessions_dir)

@@ -462,3 +462,19 @@ def support_mask(
         stats["dropped"]["session_length"],
     )
     return keep, stats
+
+
+def select_event_types(
+    events: pd.DataFrame, event_types: list[str] | None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Keep only events of ``event_types`` (all when None); report how many were dropped.
+
+    Session models are often trained on one event type (e.g. the views of the
+    DIGINETICA protocol); the dropped count goes into the split report.
+    """
+    stats: dict[str, Any] = {"kept": event_types, "dropped": 0}
+    if event_types is None:
+        return events, stats
+    keep = events["event_type"].isin(event_types).to_numpy()
+    stats["dropped"] = int((~keep).sum())
+    return events[keep].reset_index(drop=True), stats

@@ -358,3 +358,15 @@ def test_take_rows_keeps_dtypes_and_slices():
     sliced = take_rows(ev, np.array([1, 2, 3]))
     pd.testing.assert_frame_equal(sliced, ev.iloc[1:4].reset_index(drop=True))
     assert len(take_rows(ev, np.zeros(6, bool))) == 0
+
+
+def test_select_event_types_keeps_only_listed_types_and_counts_the_rest():
+    from recpipe.sessions.sessionize import select_event_types
+
+    ev = pd.DataFrame({"event_type": pd.Series(["view", "cart", "view", "purchase"])})
+    kept, stats = select_event_types(ev, ["view"])
+    assert kept["event_type"].tolist() == ["view", "view"]
+    assert stats == {"kept": ["view"], "dropped": 2}
+    same, stats = select_event_types(ev, None)
+    assert same is ev and stats["dropped"] == 0
+    assert len(ev) == 4  # the input is untouched
