@@ -41,3 +41,7 @@ class StageError(RecpipeError):
 
 class SplitError(RecpipeError):
     """Events cannot be split as asked (e.g. an empty test part); names the params to change."""
+
+
+class TrainingError(RecpipeError):
+    """Training cannot go on (a NaN or infinite loss, an unusable device); names where."""

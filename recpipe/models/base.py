@@ -44,6 +44,7 @@ complete)::
     data.npz             DataMeta.item_counts
     item_map.parquet     the split's item / user id maps, when DataMeta carries them
     user_map.parquet
+    item_categories.npz  the items' multi-hot categories, when DataMeta carries them
     ...                  the model's state, written by ``_save_state`` (npz files read
                          with ``allow_pickle=False``, or torch state dicts)
     meta.json            format, recpipe version, model name, DataMeta sizes, created_at,
@@ -95,6 +96,7 @@ META_FILE = "meta.json"
 DATA_FILE = "data.npz"
 ITEM_MAP_FILE = "item_map.parquet"
 USER_MAP_FILE = "user_map.parquet"
+CATEGORIES_FILE = "item_categories.npz"
 _BASE_FILES = (CONFIG_FILE, DATA_FILE, META_FILE)
 
 #: What reading a damaged state file raises (numpy, zip, torch.load), turned into ArtifactError.
@@ -168,6 +170,10 @@ class DataMeta:
     item_map, user_map : IdMap or None
         The split's id maps, copied into saved artifacts so that a served model can
         translate ids; ``None`` for data built in memory.
+    item_categories : scipy.sparse.csr_matrix or None
+        (n_items, n_categories) float32 multi-hot categories of each item index
+        (column 0: unknown category; reserved rows and items without content are
+        empty), from the features stage's item content; copied into artifacts.
 
     Examples
     --------
@@ -182,6 +188,7 @@ class DataMeta:
     split: str = ""
     item_map: IdMap | None = field(default=None, repr=False)
     user_map: IdMap | None = field(default=None, repr=False)
+    item_categories: sp.csr_matrix | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         n_items, n_users = int(self.n_items), int(self.n_users)
@@ -203,6 +210,13 @@ class DataMeta:
         ):
             if idmap is not None and len(idmap) != size:
                 raise ValueError(f"{what}_map has {len(idmap)} slots, expected n_{what}s={size}")
+        if self.item_categories is not None:
+            cats = sp.csr_matrix(self.item_categories, dtype=np.float32)
+            if cats.shape[0] != n_items or cats.shape[1] < 1:
+                raise ValueError(
+                    f"item_categories must have shape ({n_items}, n_categories), got {cats.shape}"
+                )
+            object.__setattr__(self, "item_categories", cats)
         object.__setattr__(self, "n_items", n_items)
         object.__setattr__(self, "n_users", n_users)
         object.__setattr__(self, "item_counts", counts)
@@ -237,6 +251,7 @@ class DataMeta:
         meta = _read_json(directory / "meta.json", "features meta")
         item_map = IdMap.load(directory / ITEM_MAP_FILE)
         user_map = IdMap.load(directory / USER_MAP_FILE)
+        categories = _item_categories(directory.parent / "content" / "items", item_map)
         try:
             return cls(
                 n_items=int(meta["n_items"]),
@@ -245,6 +260,7 @@ class DataMeta:
                 split=str(meta.get("split", directory.name)),
                 item_map=item_map,
                 user_map=user_map,
+                item_categories=categories,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(
@@ -285,6 +301,19 @@ class DataMeta:
     def sizes(self) -> dict[str, Any]:
         """The JSON-able part: ``{"split", "n_items", "n_users"}``."""
         return {"split": self.split, "n_items": self.n_items, "n_users": self.n_users}
+
+
+def _item_categories(content_dir: Path, item_map: IdMap) -> sp.csr_matrix | None:
+    """Item categories aligned to ``item_map``, or None when there are none to use."""
+    if not content_dir.is_dir():
+        return None
+    from recpipe.features.content import ItemContent, align
+
+    content = align(ItemContent.load(content_dir), item_map)
+    cats = sp.csr_matrix(content.categories, dtype=np.float32)
+    if cats.nnz == 0 or cats.shape[1] < 2:  # only the "unknown" column: no information
+        return None
+    return cats
 
 
 # ---------------------------------------------------------------------- Interactions
@@ -984,6 +1013,10 @@ class Recommender(ABC):
                 self.meta.item_map.save(tmp / ITEM_MAP_FILE)
             if self.meta.user_map is not None:
                 self.meta.user_map.save(tmp / USER_MAP_FILE)
+            if self.meta.item_categories is not None:
+                save_arrays(
+                    tmp / CATEGORIES_FILE, **csr_to_arrays("categories", self.meta.item_categories)
+                )
             self._save_state(tmp)
             files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
             meta = {
@@ -1114,6 +1147,11 @@ def _load_data_meta(path: Path, meta: Mapping[str, Any]) -> DataMeta:
     counts = load_arrays(path / DATA_FILE, ["item_counts"])["item_counts"]
     item_map = IdMap.load(path / ITEM_MAP_FILE) if (path / ITEM_MAP_FILE).is_file() else None
     user_map = IdMap.load(path / USER_MAP_FILE) if (path / USER_MAP_FILE).is_file() else None
+    categories = None
+    if (path / CATEGORIES_FILE).is_file():
+        arrays = load_arrays(path / CATEGORIES_FILE, csr_keys("categories"))
+        shape = tuple(int(x) for x in arrays["categories_shape"])
+        categories = csr_from_arrays(arrays, "categories", (shape[0], shape[1]))
     try:
         return DataMeta(
             n_items=int(data["n_items"]),
@@ -1122,6 +1160,7 @@ def _load_data_meta(path: Path, meta: Mapping[str, Any]) -> DataMeta:
             split=str(data.get("split", "")),
             item_map=item_map,
             user_map=user_map,
+            item_categories=categories,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"model artifact {str(path)!r}: inconsistent data meta: {exc}") from exc

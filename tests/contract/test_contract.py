@@ -45,6 +45,9 @@ MODEL_NAMES = sorted(MODELS)
 #: towards the lowest index, which is POPULAR (2); it is checked properly in
 #: tests/unit/test_rating.py.
 NON_PERSONALISED = {"pop", "recent_pop", "bias"}
+#: Rating regressors: every planted value is 1.0, so the planted ranking is noise for
+#: them; their ranking of held-out ratings is checked in tests/unit/test_mf.py.
+RATING_ONLY = {"mf_explicit"}
 #: Settings that keep a model's fit within the suite's time budget (defaults otherwise).
 CONTRACT_CONFIGS: dict[str, dict] = {
     # POPULAR is in every session that holds A, exactly as often as B: plain V-SKNN ties
@@ -200,6 +203,8 @@ def test_same_seed_same_scores(name, data):
 def test_planted_answer_ranks_first(fitted, data):
     train = data[0]
     kinds = fitted.query_kinds
+    if fitted.name in RATING_ONLY:
+        pytest.skip(f"{fitted.name} regresses ratings; checked on ratings in tests/unit/test_mf.py")
     if fitted.name in NON_PERSONALISED:
         for kind in sorted(kinds):
             top = fitted.score(queries(kind)).argmax(axis=1)

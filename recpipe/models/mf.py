@@ -1,0 +1,390 @@
+"""Matrix factorization in torch: user and item embeddings with biases, four objectives.
+
+=================  ==========================================================================
+``mf_explicit``    ratings regression: MSE on the rating events (predicts ratings)
+``mf_bce``         implicit feedback as classification: BCE, K sampled negatives per positive
+``mf_bpr``         implicit feedback as ranking: BPR with uniform or popularity-sampled
+                   negatives (Rendle et al. 2009)
+``mf_wals``        implicit feedback as weighted regression (iALS / WALS, Hu, Koren &
+                   Volinsky 2008): confidence ``1 + alpha * r`` on observed cells, weight
+                   ``unobserved_weight`` on every other cell, the loss over all items
+                   computed exactly with the Gramian (:func:`.losses.weighted_full_loss`)
+=================  ==========================================================================
+
+The score of user u for item i is :math:`p_u \\cdot q_i + b_u + b_i + g`. Every model
+scores ``user`` queries (top-K for a known user); the implicit ones early-stop on
+Recall@20 of the validation part, ``mf_explicit`` on its RMSE. Positives of the
+implicit models are the distinct (user, item) pairs of the training part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from recpipe.features.idmap import N_RESERVED
+from recpipe.features.inputs import TripletBatch, shard_order, triplet_batches
+from recpipe.features.sampling import NegativeSampler
+from recpipe.models.base import Interactions, Queries
+from recpipe.models.losses import bpr_loss, mse_loss, sampled_bce_loss, weighted_full_loss
+from recpipe.models.torch_base import (
+    TorchModelConfig,
+    TorchRecommender,
+    drop_reserved,
+    user_item_csr,
+)
+from recpipe.train.device import to_device
+
+_USER = frozenset({"user"})
+
+
+class MFModule(torch.nn.Module):
+    """User and item embeddings (D) with user, item and global biases.
+
+    Parameters
+    ----------
+    n_users, n_items : int
+        Table sizes (reserved slots included).
+    factors : int
+        D.
+    init_std : float
+        Standard deviation of the normal initialisation of the factors.
+    """
+
+    def __init__(self, n_users: int, n_items: int, factors: int, init_std: float) -> None:
+        super().__init__()
+        self.user = torch.nn.Embedding(n_users, factors)
+        self.item = torch.nn.Embedding(n_items, factors)
+        self.user_bias = torch.nn.Embedding(n_users, 1)
+        self.item_bias = torch.nn.Embedding(n_items, 1)
+        self.global_bias = torch.nn.Parameter(torch.zeros(1))
+        torch.nn.init.normal_(self.user.weight, std=init_std)
+        torch.nn.init.normal_(self.item.weight, std=init_std)
+        torch.nn.init.zeros_(self.user_bias.weight)
+        torch.nn.init.zeros_(self.item_bias.weight)
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores of (B,) users for (B,) items, or (B, C) items per user -> (B,) / (B, C)."""
+        u = self.user(users)
+        v = self.item(items)
+        b_i = self.item_bias(items).squeeze(-1)
+        b_u = self.user_bias(users).squeeze(-1) + self.global_bias
+        if items.dim() == 2:
+            return torch.einsum("bd,bcd->bc", u, v) + b_i + b_u[:, None]
+        return (u * v).sum(-1) + b_i + b_u
+
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        """(B, n_items) scores of every item for (B,) users."""
+        u = self.user(users)
+        b_u = self.user_bias(users) + self.global_bias
+        return u @ self.item.weight.T + self.item_bias.weight.T + b_u
+
+    def augmented(
+        self, users: torch.Tensor, items: slice | torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Vectors whose dot product is the full score, biases folded in:
+        ``[p_u, 1, b_u + g]`` (B, D + 2) and ``[q_i, b_i, 1]`` (I, D + 2)."""
+        p = self.user(users)
+        ones_u = torch.ones_like(p[:, :1])
+        p_aug = torch.cat([p, ones_u, self.user_bias(users) + self.global_bias], dim=1)
+        q = self.item.weight[items]
+        q_aug = torch.cat([q, self.item_bias.weight[items], torch.ones_like(q[:, :1])], dim=1)
+        return p_aug, q_aug
+
+
+class MFConfig(TorchModelConfig):
+    """Options shared by the factorization models."""
+
+    factors: int = Field(default=64, ge=1, description="D: size of the user and item factors")
+    init_std: float = Field(default=0.05, gt=0, description="std of the factors' initialisation")
+    l2: float = Field(default=1e-5, ge=0, description="L2 penalty on the batch's factors")
+    learning_rate: float = Field(default=3e-3, gt=0)
+    epochs: int = Field(default=40, ge=1)
+    patience: int | None = Field(default=4, ge=1)
+
+
+class _MF(TorchRecommender):
+    """Shared parts: the module, user scoring, the L2 penalty."""
+
+    Config: ClassVar[type[MFConfig]] = MFConfig
+    query_kinds: ClassVar[frozenset[str]] = _USER
+
+    def _build_module(self) -> MFModule:
+        cfg = self.config
+        return MFModule(self.meta.n_users, self.meta.n_items, cfg.factors, cfg.init_std)
+
+    def _score_users(self, module: torch.nn.Module, users: torch.Tensor) -> torch.Tensor:
+        return module.score_all(users)
+
+    def _score_tensor(
+        self, module: torch.nn.Module, queries: Queries, device: torch.device
+    ) -> torch.Tensor:
+        return module.score_all(to_device(queries.users, device))
+
+    def _penalty(self, module: MFModule, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Mean squared norm of the factors in the batch, times ``l2``."""
+        if self.config.l2 == 0:
+            return torch.zeros((), device=users.device)
+        u = module.user(users).pow(2).sum(-1).mean()
+        v = module.item(items).pow(2).sum(-1).mean()
+        return self.config.l2 * (u + v)
+
+
+# ---------------------------------------------------------------------- explicit
+class MFExplicitConfig(MFConfig):
+    """Options of ``mf_explicit``."""
+
+    l2: float = Field(default=0.05, ge=0)
+    learning_rate: float = Field(default=2e-3, gt=0)
+    batch_size: int = Field(default=512, ge=1)
+    factors: int = Field(default=32, ge=1)
+
+
+class MFExplicit(_MF):
+    """Rating prediction by MSE on the training events' values (ratings).
+
+    Early stopping follows the RMSE on the validation events of known users and
+    items. On implicit data (every value 1) it learns little: use the implicit models.
+    """
+
+    name: ClassVar[str] = "mf_explicit"
+    Config: ClassVar[type[MFExplicitConfig]] = MFExplicitConfig
+    predicts_ratings: ClassVar[bool] = True
+    monitor: ClassVar[str] = "rmse"
+    monitor_mode: ClassVar[Literal["max", "min"]] = "min"
+
+    def _prepare(self, train: Interactions, valid: Interactions | None) -> None:
+        keep = (train.user_idx >= N_RESERVED) & (train.item_idx >= N_RESERVED)
+        self._users = train.user_idx[keep].astype(np.int64)
+        self._items = train.item_idx[keep].astype(np.int64)
+        self._values = train.value[keep].astype(np.float32)
+        self._mean = float(self._values.mean()) if self._values.size else 0.0
+
+    def _build_module(self) -> MFModule:
+        module = super()._build_module()
+        with torch.no_grad():
+            module.global_bias.fill_(getattr(self, "_mean", 0.0))
+        return module
+
+    def _fit(self, train: Interactions, valid: Interactions | None) -> None:
+        self._prepare(train, valid)  # the global mean initialises the module
+        super()._fit(train, valid)
+
+    def _n_batches(self, epoch: int) -> int:
+        return -(-self._users.shape[0] // self.config.batch_size)
+
+    def _batches(self, epoch: int) -> Iterator[tuple[np.ndarray, ...]]:
+        order = shard_order(
+            self._users.shape[0],
+            batch_size=self.config.batch_size,
+            shuffle=True,
+            seed=self.config.seed * 7919 + epoch,
+        )
+        step = self.config.batch_size
+        for start in range(0, order.shape[0], step):
+            idx = order[start : start + step]
+            yield self._users[idx], self._items[idx], self._values[idx]
+
+    def _step(
+        self, module: torch.nn.Module, batch: Any, device: torch.device
+    ) -> tuple[torch.Tensor, int]:
+        users, items, values = (to_device(a, device) for a in batch)
+        pred = module(users, items)
+        loss = mse_loss(pred, values) + self._penalty(module, users, items)
+        return loss, int(users.shape[0])
+
+    def _validator(self, train: Interactions, valid: Interactions) -> Any:
+        keep = (valid.user_idx >= N_RESERVED) & (valid.item_idx >= N_RESERVED)
+        if not keep.any():
+            return None
+        users = valid.user_idx[keep].astype(np.int64)
+        items = valid.item_idx[keep].astype(np.int64)
+        values = valid.value[keep].astype(np.float32)
+
+        def rmse(module: torch.nn.Module, device: torch.device) -> Mapping[str, float]:
+            pred = module(to_device(users, device), to_device(items, device)).float().cpu()
+            return {"rmse": float(torch.sqrt(torch.mean((pred - torch.from_numpy(values)) ** 2)))}
+
+        return rmse
+
+
+# ---------------------------------------------------------------------- sampled implicit
+class SampledMFConfig(MFConfig):
+    """Options of the implicit models with sampled negatives."""
+
+    negatives: int = Field(default=4, ge=1, description="K: sampled negatives per positive")
+    sampling: Literal["uniform", "popularity"] = Field(
+        default="uniform", description="negatives uniformly, or by train popularity^alpha"
+    )
+    sampling_alpha: float = Field(
+        default=0.75, ge=0, description="exponent on the popularity (sampling=popularity)"
+    )
+
+
+class _SampledMF(_MF):
+    """Implicit MF trained on (user, positive, K negatives) minibatches."""
+
+    Config: ClassVar[type[SampledMFConfig]] = SampledMFConfig
+
+    def _prepare(self, train: Interactions, valid: Interactions | None) -> None:
+        pairs = user_item_csr(train, self.meta.n_users, self.meta.n_items).tocoo()
+        if pairs.nnz == 0:
+            raise ValueError(f"{self.name}: no (known user, known item) pair to train on")
+        self._users = pairs.row.astype(np.int64)
+        self._items = pairs.col.astype(np.int64)
+
+    def _n_batches(self, epoch: int) -> int:
+        return -(-self._users.shape[0] // self.config.batch_size)
+
+    def _batches(self, epoch: int) -> Iterator[TripletBatch]:
+        cfg = self.config
+        alpha = 0.0 if cfg.sampling == "uniform" else cfg.sampling_alpha
+        n_draws = self._users.shape[0] * cfg.negatives
+        sampler = NegativeSampler(
+            self.meta.item_counts,
+            alpha=alpha,
+            seed=cfg.seed * 1_000_003 + epoch,
+            cache_size=max(n_draws, 1),
+        )
+        return triplet_batches(
+            self._users,
+            self._items,
+            n_negatives=cfg.negatives,
+            batch_size=cfg.batch_size,
+            sampler=sampler,
+            seed=cfg.seed * 7919 + epoch,
+            exclude_positive=True,
+        )
+
+    def _scores(
+        self, module: MFModule, batch: TripletBatch, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        users = to_device(batch.users, device)
+        pos = to_device(batch.positives, device)
+        neg = to_device(batch.negatives, device)
+        items = torch.cat([pos[:, None], neg], dim=1)  # (B, 1 + K)
+        scores = module(users, items)
+        penalty = self._penalty(module, users, items.reshape(-1))
+        return scores[:, 0], scores[:, 1:], penalty
+
+
+class MFBCE(_SampledMF):
+    """Implicit feedback as classification: BCE over positives and sampled negatives."""
+
+    name: ClassVar[str] = "mf_bce"
+
+    def _step(
+        self, module: torch.nn.Module, batch: TripletBatch, device: torch.device
+    ) -> tuple[torch.Tensor, int]:
+        pos, neg, penalty = self._scores(module, batch, device)
+        return sampled_bce_loss(pos, neg) + penalty, len(batch)
+
+
+class MFBPRConfig(SampledMFConfig):
+    """Options of ``mf_bpr``."""
+
+    negatives: int = Field(default=4, ge=1)
+
+
+class MFBPR(_SampledMF):
+    """Implicit feedback as ranking: BPR pairs (positive, each sampled negative)."""
+
+    name: ClassVar[str] = "mf_bpr"
+    Config: ClassVar[type[MFBPRConfig]] = MFBPRConfig
+
+    def _step(
+        self, module: torch.nn.Module, batch: TripletBatch, device: torch.device
+    ) -> tuple[torch.Tensor, int]:
+        pos, neg, penalty = self._scores(module, batch, device)
+        return bpr_loss(pos, neg) + penalty, len(batch)
+
+
+# ---------------------------------------------------------------------- weighted (iALS)
+class MFWeightedConfig(MFConfig):
+    """Options of ``mf_wals``; ``batch_size`` counts users."""
+
+    batch_size: int = Field(default=128, ge=1, description="users per minibatch")
+    alpha: float = Field(
+        default=2.0, ge=0, description="confidence of an observed cell: 1 + alpha * r"
+    )
+    unobserved_weight: float = Field(
+        default=0.05, gt=0, description="w0: weight of every unobserved cell"
+    )
+    strength: Literal["count", "value", "log"] = Field(
+        default="count",
+        description="r: number of events, sum of event values, or log(1 + events)",
+    )
+
+
+class MFWeighted(_MF):
+    """Weighted matrix factorization over all cells (iALS objective), by minibatch gradient.
+
+    Each minibatch is a set of users; its loss covers every item, the unobserved
+    ones through the Gramian of the item factors (biases folded into the vectors),
+    so no negative is sampled.
+    """
+
+    name: ClassVar[str] = "mf_wals"
+    Config: ClassVar[type[MFWeightedConfig]] = MFWeightedConfig
+
+    def _prepare(self, train: Interactions, valid: Interactions | None) -> None:
+        cfg = self.config
+        weighted = cfg.strength == "value"
+        m = train.user_item_matrix(self.meta.n_users, self.meta.n_items, weighted=weighted)
+        if cfg.strength in ("count", "log"):
+            m = _event_counts(train, self.meta.n_users, self.meta.n_items)
+        m = drop_reserved(m)
+        if m.nnz == 0:
+            raise ValueError(f"{self.name}: no (known user, known item) pair to train on")
+        r = np.log1p(m.data) if cfg.strength == "log" else m.data
+        m.data = (1.0 + cfg.alpha * r).astype(np.float32)
+        self._confidence = m
+        self._train_users = np.flatnonzero(np.diff(m.indptr) > 0).astype(np.int64)
+
+    def _n_batches(self, epoch: int) -> int:
+        return -(-self._train_users.shape[0] // self.config.batch_size)
+
+    def _batches(self, epoch: int) -> Iterator[tuple[np.ndarray, ...]]:
+        order = shard_order(
+            self._train_users.shape[0],
+            batch_size=self.config.batch_size,
+            shuffle=True,
+            seed=self.config.seed * 7919 + epoch,
+        )
+        step = self.config.batch_size
+        for start in range(0, order.shape[0], step):
+            users = self._train_users[order[start : start + step]]
+            block = self._confidence[users].tocoo()
+            yield (
+                users,
+                block.row.astype(np.int64),
+                (block.col - N_RESERVED).astype(np.int64),
+                block.data.astype(np.float32),
+            )
+
+    def _step(
+        self, module: torch.nn.Module, batch: Any, device: torch.device
+    ) -> tuple[torch.Tensor, int]:
+        users, rows, cols, conf = (to_device(a, device) for a in batch)
+        p, q = module.augmented(users, slice(N_RESERVED, None))
+        loss = weighted_full_loss(p, q, rows, cols, conf, self.config.unobserved_weight)
+        b = users.shape[0]
+        penalty = torch.zeros((), device=device)
+        if self.config.l2:
+            share = b / max(self._train_users.shape[0], 1)
+            penalty = self.config.l2 * (
+                module.user(users).pow(2).sum() + share * module.item.weight.pow(2).sum()
+            )
+        return (loss + penalty) / b, int(b)
+
+
+def _event_counts(data: Interactions, n_users: int, n_items: int) -> Any:
+    """(n_users, n_items) number of events of each user on each item."""
+    import scipy.sparse as sp
+
+    ones = np.ones(len(data), dtype=np.float32)
+    return sp.csr_matrix((ones, (data.user_idx, data.item_idx)), shape=(n_users, n_items))

@@ -1,0 +1,310 @@
+"""The base of every torch model: the contract's hooks on top of the shared training loop.
+
+A torch model subclasses :class:`TorchRecommender` and provides
+
+- ``_build_module()``: a fresh ``torch.nn.Module`` (sizes from ``self.meta``);
+- ``_prepare(train, valid)``: numpy arrays its batches need (called once per fit);
+- ``_batches(epoch)``: one epoch of minibatches, a pure function of the epoch and
+  ``config.seed`` (so that a resumed run sees the same batches);
+- ``_step(module, batch, device) -> (loss, n_examples)``: its loss on one batch;
+- ``_score_tensor(module, queries, device) -> (B, n_items)`` tensor of scores;
+
+and optionally ``_validator(train, valid)`` (default: Recall@20 of user queries on the
+validation part's new items, for early stopping) and ``_save_extra`` / ``_load_extra``
+for state that is not in the module (e.g. a lookup table).
+
+:meth:`TorchRecommender.fit` takes, beyond the contract's ``(train, valid)``, a
+checkpoint folder (resume after a kill), a progress flag and a per-epoch callback;
+the train stage passes them. The artifact holds ``weights.pt`` (the module's state
+dict, read back with ``torch.load(weights_only=True)``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Self
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from pydantic import ConfigDict, Field
+
+from recpipe.errors import ArtifactError
+from recpipe.features.idmap import N_RESERVED
+from recpipe.models.base import Interactions, ModelConfig, Queries, Recommender
+from recpipe.train.device import resolve_device, seed_everything, to_device
+from recpipe.train.loop import EpochCallback, TrainConfig, Trainer, TrainResult
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "weights.pt"
+VALID_K = 20
+
+
+class TorchModelConfig(ModelConfig, TrainConfig):
+    """Config of a torch model: the loop's options plus the model's own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_valid_queries: int = Field(
+        default=2000, ge=1, description="validation queries sampled for early stopping"
+    )
+    score_batch_size: int = Field(default=512, ge=1, description="queries scored at a time")
+
+
+def fingerprint(config: ModelConfig, *arrays: np.ndarray) -> str:
+    """A short hash of a config and data arrays (names a checkpoint's run)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode())
+    for arr in arrays:
+        a = np.ascontiguousarray(arr)
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def user_item_csr(data: Interactions, n_users: int, n_items: int) -> sp.csr_matrix:
+    """Binary (n_users, n_items) matrix of ``data`` without the reserved slots."""
+    return drop_reserved(data.user_item_matrix(n_users, n_items))
+
+
+def drop_reserved(matrix: sp.spmatrix) -> sp.csr_matrix:
+    """A copy of a (users, items) matrix without the reserved rows' and columns' entries."""
+    m = sp.coo_matrix(matrix)
+    keep = (m.row >= N_RESERVED) & (m.col >= N_RESERVED)
+    out = sp.csr_matrix((m.data[keep], (m.row[keep], m.col[keep])), shape=m.shape)
+    out.sum_duplicates()
+    out.eliminate_zeros()
+    return out
+
+
+class UserRecallValidator:
+    """Recall@K of user queries on the validation part, for early stopping.
+
+    The relevant items of a user are their validation items that are not in their
+    training history; training items are excluded from the ranking. At most
+    ``max_queries`` users are sampled (seeded), and they are scored in chunks.
+    """
+
+    def __init__(
+        self,
+        score_users: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
+        train: Interactions,
+        valid: Interactions,
+        n_users: int,
+        n_items: int,
+        *,
+        k: int = VALID_K,
+        max_queries: int = 2000,
+        seed: int = 0,
+        chunk: int = 256,
+    ) -> None:
+        seen = user_item_csr(train, n_users, n_items)
+        rel = user_item_csr(valid, n_users, n_items)
+        rel = (rel - rel.multiply(seen)).tocsr()
+        rel.eliminate_zeros()
+        users = np.flatnonzero(np.diff(rel.indptr) > 0)
+        if users.shape[0] > max_queries:
+            rng = np.random.default_rng(seed)
+            users = np.sort(rng.choice(users, size=max_queries, replace=False))
+        self.users = users
+        self.seen = seen[users]
+        self.relevant = rel[users]
+        self.k = min(k, n_items - N_RESERVED)
+        self.chunk = chunk
+        self.score_users = score_users
+        self.key = f"recall@{k}"
+
+    def __len__(self) -> int:
+        return int(self.users.shape[0])
+
+    def __call__(self, module: torch.nn.Module, device: torch.device) -> dict[str, float]:
+        if len(self) == 0:
+            return {self.key: float("nan")}
+        hits = np.zeros(len(self))
+        for start in range(0, len(self), self.chunk):
+            rows = slice(start, start + self.chunk)
+            users = to_device(self.users[rows].astype(np.int64), device)
+            scores = self.score_users(module, users).float()
+            scores[:, :N_RESERVED] = -torch.inf
+            seen = self.seen[rows].tocoo()
+            scores[
+                to_device(seen.row.astype(np.int64), device),
+                to_device(seen.col.astype(np.int64), device),
+            ] = -torch.inf
+            top = torch.topk(scores, self.k, dim=1).indices.cpu().numpy()
+            rel = self.relevant[rows]
+            hit = np.asarray(rel[np.arange(top.shape[0])[:, None], top]).sum(axis=1)
+            hits[rows] = hit
+        n_rel = np.diff(self.relevant.indptr)
+        return {self.key: float(np.mean(hits / n_rel))}
+
+
+class TorchRecommender(Recommender):
+    """A model trained by :class:`recpipe.train.loop.Trainer` (see the module docstring)."""
+
+    Config: ClassVar[type[ModelConfig]] = TorchModelConfig
+    #: The validation metric early stopping follows, and whether higher is better.
+    monitor: ClassVar[str] = f"recall@{VALID_K}"
+    monitor_mode: ClassVar[Literal["max", "min"]] = "max"
+
+    def __init__(self, config: Any, meta: Any) -> None:
+        super().__init__(config, meta)
+        self.module: torch.nn.Module | None = None
+        self.training: TrainResult | None = None
+        self._run_options: dict[str, Any] = {}
+        self._device: torch.device | None = None
+
+    # hooks -------------------------------------------------------------------
+    def _build_module(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def _prepare(self, train: Interactions, valid: Interactions | None) -> None:
+        """Precompute what :meth:`_batches` needs (numpy arrays on the instance)."""
+
+    def _batches(self, epoch: int) -> Iterable[Any]:
+        raise NotImplementedError
+
+    def _n_batches(self, epoch: int) -> int | None:
+        """Number of batches of an epoch, for the progress bar (None: unknown)."""
+        return None
+
+    def _step(
+        self, module: torch.nn.Module, batch: Any, device: torch.device
+    ) -> tuple[torch.Tensor, int]:
+        raise NotImplementedError
+
+    def _score_tensor(
+        self, module: torch.nn.Module, queries: Queries, device: torch.device
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _score_users(self, module: torch.nn.Module, users: torch.Tensor) -> torch.Tensor:
+        """(B, n_items) scores of user indices (models that score user queries)."""
+        raise NotImplementedError
+
+    def _validator(
+        self, train: Interactions, valid: Interactions
+    ) -> Callable[[torch.nn.Module, torch.device], Mapping[str, float]] | None:
+        """The early-stopping validation; default: Recall@20 of user queries."""
+        if "user" not in self.query_kinds:
+            return None
+        validator = UserRecallValidator(
+            self._score_users,
+            train,
+            valid,
+            self.meta.n_users,
+            self.meta.n_items,
+            max_queries=self.config.max_valid_queries,
+            seed=self.config.seed,
+        )
+        return validator if len(validator) else None
+
+    def _save_extra(self, path: Path) -> None:
+        """Write state that is not in the module (default: nothing)."""
+
+    def _load_extra(self, path: Path) -> None:
+        """Read what :meth:`_save_extra` wrote."""
+
+    # fit ---------------------------------------------------------------------
+    def fit(
+        self,
+        train: Interactions,
+        valid: Interactions | None = None,
+        *,
+        checkpoint_dir: Path | str | None = None,
+        progress: bool = False,
+        on_epoch: EpochCallback | None = None,
+    ) -> Self:
+        """Train on ``train``, early-stopping on ``valid`` (see :meth:`Recommender.fit`).
+
+        Parameters
+        ----------
+        checkpoint_dir : Path, optional
+            Checkpoint after every epoch here, and resume from a matching checkpoint.
+        progress : bool, default False
+            Show a rich progress bar.
+        on_epoch : callable, optional
+            Receives each epoch's record (loss, examples/s, validation metrics).
+        """
+        self._run_options = {
+            "checkpoint_dir": checkpoint_dir,
+            "progress": progress,
+            "on_epoch": on_epoch,
+        }
+        try:
+            return super().fit(train, valid)
+        finally:
+            self._run_options = {}
+
+    def _fit(self, train: Interactions, valid: Interactions | None) -> None:
+        cfg = self.config
+        seed_everything(cfg.seed)
+        module = self._build_module()
+        self._prepare(train, valid)
+        validate = self._validator(train, valid) if valid is not None and len(valid) else None
+        trainer = Trainer(
+            cfg.train_options(),
+            seed=cfg.seed,
+            name=self.name,
+            fingerprint=fingerprint(cfg, train.user_idx, train.item_idx, train.value),
+            **self._run_options,
+        )
+        self.training = trainer.fit(
+            module,
+            batches=self._batches,
+            step=self._step,
+            validate=validate,
+            monitor=self.monitor if validate is not None else None,
+            mode=self.monitor_mode,
+            n_batches=self._n_batches,
+        )
+        trainer.clear_checkpoint()
+        self.module = module
+        self._device = trainer.device
+
+    # score -------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Where the module runs (set by fit / load)."""
+        if self._device is None:
+            self._device = resolve_device(self.config.device)
+        return self._device
+
+    def _score(self, queries: Queries) -> np.ndarray:
+        assert self.module is not None
+        self.module.eval()
+        out = np.empty((len(queries), self.meta.n_items), dtype=np.float32)
+        step = self.config.score_batch_size
+        with torch.no_grad():
+            for start in range(0, len(queries), step):
+                part = queries.take(slice(start, start + step))
+                scores = self._score_tensor(self.module, part, self.device)
+                out[start : start + len(part)] = scores.float().cpu().numpy()
+        return out
+
+    # persistence ---------------------------------------------------------------
+    def _save_state(self, path: Path) -> None:
+        assert self.module is not None
+        state = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
+        torch.save(state, path / WEIGHTS_FILE)
+        self._save_extra(path)
+
+    def _load_state(self, path: Path) -> None:
+        file = path / WEIGHTS_FILE
+        if not file.is_file():
+            raise ArtifactError(f"model artifact {str(path)!r} lacks {WEIGHTS_FILE}")
+        self._load_extra(path)
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as exc:  # the unpickler raises many kinds on a damaged file
+            raise ArtifactError(f"{str(file)!r} is not a readable torch state dict: {exc}") from exc
+        if not isinstance(state, dict):
+            raise ArtifactError(f"{str(file)!r} does not hold a state dict")
+        module = self._build_module()
+        module.load_state_dict(state)  # RuntimeError on missing keys / wrong shapes
+        self.module = module.to(self.device).eval()

@@ -1,0 +1,429 @@
+"""One training loop for every torch model in recpipe.
+
+A model hands the loop its ``torch.nn.Module`` and three callables: ``batches(epoch)``
+(one epoch of minibatches, a pure function of the epoch number and the model's seed),
+``step(module, batch, device) -> (loss, n_examples)`` (the model's own step: its loss
+on one batch) and optionally ``validate(module, device) -> {metric: value}``. The
+loop does the rest:
+
+- device from the config (``auto``: CUDA when present), bf16 autocast on CUDA;
+- seeding; on the CPU the same seed gives the same weights;
+- optimiser (Adam, AdamW, Adagrad, SGD), gradient clipping by global norm;
+- a NaN or infinite loss raises :class:`~recpipe.errors.TrainingError` naming the
+  epoch and the step;
+- validation after each epoch, early stopping on the monitored metric with
+  ``patience``, and the best epoch's weights restored at the end;
+- a checkpoint after each epoch (written atomically). A run that was killed
+  resumes from the last checkpoint whose fingerprint (model config and data) matches,
+  and ends with the same weights as an uninterrupted run: the epoch's batches
+  depend on the epoch number only, and the torch RNG state is checkpointed;
+- a rich progress bar when asked (the CLI) and one log line per epoch (which the
+  Prefect flow forwards to its run logs); ``on_epoch`` receives each epoch's record
+  (the train stage logs it to MLflow).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from recpipe.errors import TrainingError
+from recpipe.train.device import autocast, resolve_device, rng_state, seed_everything, set_rng_state
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.pt"
+Batch = Any
+StepFn = Callable[[torch.nn.Module, Batch, torch.device], tuple[torch.Tensor, int]]
+ValidateFn = Callable[[torch.nn.Module, torch.device], Mapping[str, float]]
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+class TrainConfig(BaseModel):
+    """Options of the training loop, shared by every torch model's config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(default=20, ge=1, description="most epochs to train")
+    batch_size: int = Field(default=1024, ge=1, description="examples per minibatch")
+    optimizer: Literal["adam", "adamw", "adagrad", "sgd"] = "adam"
+    learning_rate: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0, description="optimiser weight decay")
+    grad_clip: float | None = Field(
+        default=5.0, gt=0, description="clip the global gradient norm to this (null: off)"
+    )
+    patience: int | None = Field(
+        default=3, ge=1, description="stop after this many epochs without improvement (null: off)"
+    )
+    device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
+    amp: bool = Field(default=True, description="bf16 autocast on CUDA (ignored on CPU)")
+
+    def train_options(self) -> TrainConfig:
+        """Just the loop's options (a model config subclassing this carries more)."""
+        return TrainConfig(**{k: getattr(self, k) for k in TrainConfig.model_fields})
+
+
+@dataclass
+class TrainResult:
+    """What a training run did."""
+
+    history: list[dict[str, Any]]
+    """One record per epoch: epoch, loss, examples, seconds, examples_per_s, metrics."""
+    best_epoch: int | None
+    best_metric: float | None
+    monitor: str | None
+    stopped_early: bool
+    resumed_from: int | None
+    device: str
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able summary (no per-step data)."""
+        return {
+            "epochs": len(self.history),
+            "best_epoch": self.best_epoch,
+            "best_metric": self.best_metric,
+            "monitor": self.monitor,
+            "stopped_early": self.stopped_early,
+            "resumed_from": self.resumed_from,
+            "device": self.device,
+            "seconds": round(self.seconds, 3),
+            "history": self.history,
+        }
+
+
+def make_optimizer(config: TrainConfig, module: torch.nn.Module) -> torch.optim.Optimizer:
+    """The optimiser that ``config`` names over ``module``'s parameters."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    lr, wd = config.learning_rate, config.weight_decay
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    if config.optimizer == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=wd)
+    return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=0.9)
+
+
+def _state_copy(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+class _Progress:
+    """A rich progress bar over the steps of each epoch (or nothing)."""
+
+    def __init__(self, enabled: bool, name: str) -> None:
+        self._bar = None
+        self._name = name
+        if enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[loss]}"),
+                transient=False,
+            )
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[_Progress]:
+        if self._bar is None:
+            yield self
+            return
+        with self._bar:
+            yield self
+
+    def epoch(self, epoch: int, epochs: int, total: int | None) -> Any:
+        if self._bar is None:
+            return None
+        return self._bar.add_task(f"{self._name} {epoch + 1}/{epochs}", total=total, loss="")
+
+    def advance(self, task: Any, loss: float | None) -> None:
+        if self._bar is not None and task is not None:
+            self._bar.update(task, advance=1, loss="" if loss is None else f"loss {loss:.4f}")
+
+
+class Trainer:
+    """Fit a module with the model's step, validating, checkpointing and stopping early.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        Loop options (a model config that subclasses TrainConfig works too).
+    seed : int
+        Seed of torch's RNG for the run (weights init happens before, in the model).
+    name : str
+        Shown in logs, progress and errors.
+    checkpoint_dir : Path, optional
+        Where ``checkpoint.pt`` goes after each epoch; None: no checkpoints.
+    fingerprint : str
+        Identifies config + data; a checkpoint with another fingerprint is ignored.
+    progress : bool
+        Show a rich progress bar (for terminals).
+    on_epoch : callable, optional
+        Called with each epoch's record after validation.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        seed: int = 0,
+        name: str = "model",
+        checkpoint_dir: Path | str | None = None,
+        fingerprint: str = "",
+        progress: bool = False,
+        on_epoch: EpochCallback | None = None,
+    ) -> None:
+        self.config = config
+        self.seed = int(seed)
+        self.name = name
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.fingerprint = fingerprint
+        self.progress = progress
+        self.on_epoch = on_epoch
+        self.device = resolve_device(config.device)
+
+    # checkpoints -----------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.checkpoint_dir / CHECKPOINT_FILE if self.checkpoint_dir is not None else None
+
+    def _save_checkpoint(self, state: dict[str, Any]) -> None:
+        path = self.checkpoint_path
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    def _load_checkpoint(self) -> dict[str, Any] | None:
+        path = self.checkpoint_path
+        if path is None or not path.is_file():
+            return None
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a torn or foreign file: start afresh, say so
+            log.warning("%s: ignoring unreadable checkpoint %s (%s)", self.name, path, exc)
+            return None
+        if not isinstance(state, dict) or state.get("fingerprint") != self.fingerprint:
+            log.info(
+                "%s: checkpoint %s is from another config or data; starting afresh", self.name, path
+            )
+            return None
+        return state
+
+    def clear_checkpoint(self) -> None:
+        """Remove the checkpoint (after a completed run)."""
+        path = self.checkpoint_path
+        if path is not None and path.exists():
+            path.unlink()
+
+    # the loop --------------------------------------------------------------------
+    def fit(
+        self,
+        module: torch.nn.Module,
+        *,
+        batches: Callable[[int], Iterable[Batch]],
+        step: StepFn,
+        validate: ValidateFn | None = None,
+        monitor: str | None = None,
+        mode: Literal["max", "min"] = "max",
+        n_batches: Callable[[int], int | None] | None = None,
+    ) -> TrainResult:
+        """Train ``module`` in place; returns the history. The best epoch's weights
+        (by ``monitor``) are in ``module`` at the end.
+
+        Raises
+        ------
+        TrainingError
+            A loss is NaN or infinite (the message names epoch and step), or the
+            validation does not report ``monitor``.
+        """
+        cfg = self.config
+        device = self.device
+        module.to(device)
+        optimizer = make_optimizer(cfg, module)
+        seed_everything(self.seed)
+        history: list[dict[str, Any]] = []
+        best_metric: float | None = None
+        best_epoch: int | None = None
+        best_state: dict[str, torch.Tensor] | None = None
+        bad_epochs = 0
+        start_epoch = 0
+        resumed_from: int | None = None
+        stopped_early = False
+
+        checkpoint = self._load_checkpoint()
+        if checkpoint is not None:
+            module.load_state_dict(checkpoint["module"])
+            module.to(device)
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            history = list(checkpoint["history"])
+            best_metric = checkpoint["best_metric"]
+            best_epoch = checkpoint["best_epoch"]
+            best_state = checkpoint["best_state"]
+            bad_epochs = int(checkpoint["bad_epochs"])
+            stopped_early = bool(checkpoint["stopped_early"])
+            set_rng_state(checkpoint["rng"])
+            start_epoch = resumed_from = int(checkpoint["epoch"]) + 1
+            log.info(
+                "%s: resuming after epoch %d from %s", self.name, start_epoch, self.checkpoint_path
+            )
+
+        t_start = time.perf_counter()
+        bar = _Progress(self.progress, self.name)
+        with bar.running():
+            for epoch in range(start_epoch, cfg.epochs):
+                if stopped_early:
+                    break
+                record = self._epoch(module, optimizer, epoch, batches, step, bar, n_batches)
+                if validate is not None:
+                    module.eval()
+                    with torch.no_grad(), autocast(device, cfg.amp):
+                        metrics = {k: float(v) for k, v in validate(module, device).items()}
+                    record["metrics"] = metrics
+                    if monitor is not None:
+                        if monitor not in metrics:
+                            raise TrainingError(
+                                f"{self.name}: validation reported {sorted(metrics)}, not the "
+                                f"monitored metric {monitor!r}"
+                            )
+                        value = metrics[monitor]
+                        better = best_metric is None or (
+                            value > best_metric if mode == "max" else value < best_metric
+                        )
+                        if better and math.isfinite(value):
+                            best_metric, best_epoch, bad_epochs = value, epoch, 0
+                            best_state = _state_copy(module)
+                        else:
+                            bad_epochs += 1
+                        if cfg.patience is not None and bad_epochs >= cfg.patience:
+                            stopped_early = True
+                history.append(record)
+                self._log_epoch(record, monitor)
+                if self.on_epoch is not None:
+                    self.on_epoch(record)
+                self._save_checkpoint(
+                    {
+                        "fingerprint": self.fingerprint,
+                        "epoch": epoch,
+                        "module": module.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "history": history,
+                        "best_metric": best_metric,
+                        "best_epoch": best_epoch,
+                        "best_state": best_state,
+                        "bad_epochs": bad_epochs,
+                        "stopped_early": stopped_early,
+                        "rng": rng_state(),
+                    }
+                )
+        if best_state is not None:
+            module.load_state_dict(best_state)
+        module.eval()
+        result = TrainResult(
+            history=history,
+            best_epoch=best_epoch,
+            best_metric=best_metric,
+            monitor=monitor,
+            stopped_early=stopped_early,
+            resumed_from=resumed_from,
+            device=str(device),
+            seconds=time.perf_counter() - t_start,
+        )
+        if stopped_early:
+            log.info(
+                "%s: early stop after epoch %d; best %s %.4f at epoch %d",
+                self.name,
+                history[-1]["epoch"] if history else -1,
+                monitor,
+                best_metric if best_metric is not None else float("nan"),
+                best_epoch if best_epoch is not None else -1,
+            )
+        return result
+
+    def _epoch(
+        self,
+        module: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        epoch: int,
+        batches: Callable[[int], Iterable[Batch]],
+        step: StepFn,
+        bar: _Progress,
+        n_batches: Callable[[int], int | None] | None,
+    ) -> dict[str, Any]:
+        cfg = self.config
+        device = self.device
+        module.train()
+        task = bar.epoch(epoch, cfg.epochs, n_batches(epoch) if n_batches else None)
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        examples = 0
+        t0 = time.perf_counter()
+        for i, batch in enumerate(batches(epoch)):
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(device, cfg.amp):
+                loss, count = step(module, batch, device)
+            loss = loss.float()
+            if not bool(torch.isfinite(loss)):
+                raise TrainingError(
+                    f"{self.name}: the loss is {loss.item()} at epoch {epoch + 1}, step {i + 1}; "
+                    f"lower learning_rate (now {cfg.learning_rate}) or set grad_clip "
+                    f"(now {cfg.grad_clip})"
+                )
+            loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+            optimizer.step()
+            total += loss.detach().double() * count
+            examples += int(count)
+            bar.advance(task, float(loss.detach()) if bar._bar is not None else None)
+        seconds = time.perf_counter() - t0
+        mean = float(total.item()) / examples if examples else float("nan")
+        return {
+            "epoch": epoch,
+            "loss": mean,
+            "examples": examples,
+            "seconds": round(seconds, 4),
+            "examples_per_s": examples / seconds if seconds > 0 else float("nan"),
+        }
+
+    def _log_epoch(self, record: Mapping[str, Any], monitor: str | None) -> None:
+        metrics = record.get("metrics", {})
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        log.info(
+            "%s epoch %d/%d: loss %.5f%s, %d examples in %.1f s (%.0f/s)",
+            self.name,
+            record["epoch"] + 1,
+            self.config.epochs,
+            record["loss"],
+            f", {shown}" if shown else "",
+            record["examples"],
+            record["seconds"],
+            record["examples_per_s"],
+        )
+
+
+def copy_config(config: TrainConfig, **changes: Any) -> TrainConfig:
+    """``config`` with ``changes`` (validated)."""
+    return type(config).model_validate({**config.model_dump(), **changes})

@@ -1,0 +1,180 @@
+"""Matrix factorization models: their losses by hand, the exact Gramian loss, training."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from recpipe.models import build_model
+from recpipe.models.base import DataMeta, Queries
+from recpipe.models.losses import (
+    bpr_loss,
+    mse_loss,
+    sampled_bce_loss,
+    weighted_full_loss,
+    weighted_full_loss_bruteforce,
+)
+from recpipe.models.mf import MFModule
+from tests.contract.planted import HELD_OUT_ITEM, HELD_OUT_USER, N_ITEMS, interactions, planted
+
+
+def _sig(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+# ---------------------------------------------------------------------- losses by hand
+def test_mse_by_hand():
+    got = mse_loss(torch.tensor([3.0, 1.0]), torch.tensor([4.0, 1.5]))
+    assert got.item() == pytest.approx((1.0 + 0.25) / 2)
+
+
+def test_sampled_bce_by_hand():
+    pos = torch.tensor([2.0, -1.0])
+    neg = torch.tensor([[0.5, -3.0], [1.0, 0.0]])
+    expected = (
+        -(
+            math.log(_sig(2.0))
+            + math.log(_sig(-1.0))
+            + math.log(1 - _sig(0.5))
+            + math.log(1 - _sig(-3.0))
+            + math.log(1 - _sig(1.0))
+            + math.log(1 - _sig(0.0))
+        )
+        / 6
+    )
+    assert sampled_bce_loss(pos, neg).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_bpr_by_hand():
+    pos = torch.tensor([2.0, 0.0])
+    neg = torch.tensor([[1.0, 3.0], [-1.0, 0.0]])
+    diffs = [1.0, -1.0, 1.0, 0.0]
+    expected = -sum(math.log(_sig(d)) for d in diffs) / 4
+    assert bpr_loss(pos, neg).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_weighted_loss_by_hand():
+    # one user p = (1, 0); items q0 = (0.5, 0), q1 = (0, 2), q2 = (1, 1); observed: q2 with c=3
+    users = torch.tensor([[1.0, 0.0]])
+    items = torch.tensor([[0.5, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    rows, cols, conf = torch.tensor([0]), torch.tensor([2]), torch.tensor([3.0])
+    # scores 0.5, 0, 1: observed 3 * (1 - 1)^2 = 0; unobserved 0.1 * (0.25 + 0)
+    expected = 0.1 * 0.25
+    for fn in (weighted_full_loss, weighted_full_loss_bruteforce):
+        assert fn(users, items, rows, cols, conf, 0.1).item() == pytest.approx(expected)
+
+
+def test_gramian_loss_equals_the_brute_force_sum_over_all_items():
+    gen = torch.Generator().manual_seed(0)
+    users = torch.randn(7, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    items = torch.randn(40, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    cells = torch.randperm(7 * 40, generator=gen)[:60]
+    rows, cols = cells // 40, cells % 40
+    conf = 1 + 4 * torch.rand(60, generator=gen, dtype=torch.float64)
+    fast = weighted_full_loss(users, items, rows, cols, conf, 0.3)
+    slow = weighted_full_loss_bruteforce(users, items, rows, cols, conf, 0.3)
+    assert fast.item() == pytest.approx(slow.item(), rel=1e-10)
+    g_fast = torch.autograd.grad(fast, (users, items))
+    g_slow = torch.autograd.grad(slow, (users, items))
+    for a, b in zip(g_fast, g_slow, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_augmented_vectors_fold_the_biases_in():
+    module = MFModule(6, 9, 4, init_std=0.5)
+    with torch.no_grad():
+        module.user_bias.weight.normal_()
+        module.item_bias.weight.normal_()
+        module.global_bias.fill_(0.7)
+    users = torch.tensor([2, 5])
+    p, q = module.augmented(users, slice(2, None))
+    torch.testing.assert_close(p @ q.T, module.score_all(users)[:, 2:])
+    torch.testing.assert_close(
+        module(users, torch.tensor([3, 8])), module.score_all(users)[[0, 1], [3, 8]]
+    )
+
+
+# ---------------------------------------------------------------------- training
+@pytest.mark.parametrize("name", ["mf_bce", "mf_bpr", "mf_wals"])
+def test_loss_falls_when_overfitting_one_batch(name):
+    train, _, meta = planted()
+    model = build_model(name, {"batch_size": 100_000, "learning_rate": 0.05}, meta)
+    model._prepare(train, None)
+    torch.manual_seed(0)
+    module = model._build_module()
+    batch = next(iter(model._batches(0)))
+    opt = torch.optim.Adam(module.parameters(), lr=0.05)
+    losses = []
+    for _ in range(100):
+        opt.zero_grad()
+        loss, _ = model._step(module, batch, torch.device("cpu"))
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_training_resumes_after_a_kill_with_the_same_weights(tmp_path):
+    train, valid, meta = planted()
+    config = {"epochs": 6, "patience": None, "device": "cpu"}
+    whole = build_model("mf_bpr", config, meta).fit(train, valid)
+
+    class Killed(Exception):
+        pass
+
+    def die_at_epoch_3(record):
+        if record["epoch"] == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        build_model("mf_bpr", config, meta).fit(
+            train, valid, checkpoint_dir=tmp_path, on_epoch=die_at_epoch_3
+        )
+    resumed = build_model("mf_bpr", config, meta).fit(train, valid, checkpoint_dir=tmp_path)
+    assert resumed.training.resumed_from == 3
+    q = Queries.for_users([2, 5, 9])
+    np.testing.assert_array_equal(resumed.score(q), whole.score(q))
+    assert not any(tmp_path.iterdir())  # the checkpoint goes once the run completes
+
+
+def test_popularity_sampling_and_uniform_differ():
+    train, valid, meta = planted()
+    q = Queries.for_users([2, 9])
+    uni = build_model("mf_bce", {"epochs": 3}, meta).fit(train, valid).score(q)
+    pop = build_model("mf_bce", {"epochs": 3, "sampling": "popularity"}, meta)
+    assert not np.array_equal(pop.fit(train, valid).score(q), uni)
+
+
+def test_explicit_mf_learns_ratings():
+    """Users 2..7 rate block A high and block B low; users 8..13 the other way round."""
+    rng = np.random.default_rng(0)
+    sessions, users, values = [], [], []
+    for user in range(2, 14):
+        likes_a = user < 8
+        for _ in range(6):
+            items = rng.choice(np.arange(4, 12), size=3, replace=False).tolist()
+            if user == HELD_OUT_USER:
+                items = [i for i in items if i != HELD_OUT_ITEM] or [4]
+            sessions.append(items)
+            users.append(user)
+            values.append([5.0 if (i < 8) == likes_a else 1.0 for i in items])
+    train = interactions(sessions, users=users, values=values)
+    meta = DataMeta.from_interactions(train, n_items=N_ITEMS, n_users=14)
+    valid = interactions([[4, 9], [5, 10]], users=[3, 12], values=[[5.0, 1.0], [1.0, 5.0]])
+    model = build_model("mf_explicit", {"epochs": 60, "learning_rate": 0.02}, meta)
+    model.fit(train, valid)
+    assert model.training.monitor == "rmse"
+    scores = model.score(Queries.for_users([HELD_OUT_USER, 12]))
+    assert scores[0, HELD_OUT_ITEM] > 3.5  # a block-A item the user never rated
+    assert scores[0, 9] < 2.5 and scores[1, 9] > 3.5
+
+
+def test_implicit_models_refuse_data_without_known_pairs():
+    train = interactions([[1, 1]], users=[1])  # UNK users and items only
+    meta = DataMeta.from_interactions(train, n_items=N_ITEMS, n_users=14)
+    for name in ("mf_bpr", "mf_wals"):
+        with pytest.raises(ValueError, match="no \\(known user, known item\\) pair"):
+            build_model(name, {}, meta).fit(train)
