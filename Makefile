@@ -41,6 +41,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/train.py
 
 clean:
-	rm -rf data/interim data/validated data/quarantine reports mlruns mlflow.db
+	rm -rf data/interim data/validated data/quarantine reports mlruns mlflow.db models checkpoints

@@ -48,6 +48,11 @@ def features_task(params: Params, paths: Paths) -> dict[str, Any]:
     return stages.features(params, paths)
 
 
+@task(name="train", cache_policy=NO_CACHE)
+def train_task(params: Params, paths: Paths, model: str) -> dict[str, Any]:
+    return stages.train(params, paths, model)[model]
+
+
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(params: Params, paths: Paths) -> dict[str, Any]:
     report = stages.evaluate(params, paths)
@@ -77,6 +82,10 @@ def retrain(
         logger.info("validation passed: %s", report["passed"])
         splits = sessions_task(params, paths)
         features = features_task(params, paths)
+        training = {
+            model: train_task.with_options(name=f"train-{model}")(params, paths, model)
+            for model in params.train.candidates
+        }
         evaluation = evaluate_task(params, paths)
     return {
         "mlflow_run_id": run_id,
@@ -84,11 +93,13 @@ def retrain(
         "validation": {"passed": report["passed"], "counts": report.get("counts", {})},
         "splits": {k: v.get("skipped", "built") for k, v in splits["splits"].items()},
         "features": features,
+        "training": training,
         "evaluation": evaluation,
         "outputs": {
             "data": str(paths.validated_dir),
             "splits": str(paths.splits_json),
             "features": str(paths.features_dir),
+            "models": str(paths.models_dir),
             "leaderboard": str(paths.leaderboard_md),
             "metrics": str(paths.metrics_json),
             "validation_report": str(paths.validation_md),

@@ -132,6 +132,7 @@ def run(
     out.print(f"  validation report:  {outputs['validation_report']}")
     out.print(f"  split report:       {outputs['splits']}")
     out.print(f"  features:           {outputs['features']}")
+    out.print(f"  trained models:     {outputs['models']}")
     out.print(f"  leaderboard:        {outputs['leaderboard']}")
     out.print(f"  metrics:            {outputs['metrics']}")
     out.print(f"  MLflow run:         {summary['mlflow_run_id']} in {outputs['mlflow']}")
@@ -144,6 +145,9 @@ def stage(
     params_file: ParamsOpt = None,
     overrides: SetOpt = None,
     root: RootOpt = Path("."),
+    model: Annotated[
+        str | None, typer.Option(help="train stage: the one candidate to train (dvc.yaml foreach)")
+    ] = None,
 ) -> None:
     """Run one pipeline stage (what dvc.yaml calls)."""
     from recpipe.paths import Paths
@@ -151,7 +155,10 @@ def stage(
 
     def go() -> dict[str, Any]:
         params = _params(root, params_file, overrides)
-        return run_stage(name, params, Paths.at(root.resolve()))
+        options: dict[str, Any] = {}
+        if model is not None or name == "train":
+            options = {"model": model, "progress": out.is_terminal}
+        return run_stage(name, params, Paths.at(root.resolve()), **options)
 
     _guard(go)
     out.print(f"stage {name} done")

@@ -229,6 +229,29 @@ class EvaluateParams(StrictModel):
     primary_metric: str = Field(default="recall@20", description="the leaderboard's order")
 
 
+class TrainParams(StrictModel):
+    """Deep candidates of the ``train`` stage (one dvc.yaml stage per candidate)."""
+
+    candidates: list[str] = Field(
+        default_factory=lambda: ["mf_bpr", "mf_wals", "wide_deep", "deepfm"],
+        description="registered models to train; each gets models/<name>/",
+    )
+    model_configs: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-model options, e.g. {mf_bpr: {factors: 32}}"
+    )
+    splits: list[Literal[*SPLIT_KINDS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["session", "user_temporal"],
+        description="splits to train on (each model on those its queries suit)",
+    )
+    device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N, for every model")
+    max_epochs: int | None = Field(
+        default=None, ge=1, description="cap on every candidate's epochs (null: their own)"
+    )
+    checkpoints: bool = Field(
+        default=True, description="checkpoint each epoch; resume after a kill"
+    )
+
+
 class TrackingParams(StrictModel):
     """MLflow tracking: a SQLite store in the workspace unless a URI is given."""
 
@@ -246,6 +269,7 @@ class Params(StrictModel):
     validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
     sessions: SessionsParams = Field(default_factory=SessionsParams)
     features: FeaturesParams = Field(default_factory=FeaturesParams)
+    train: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
 

@@ -64,6 +64,19 @@ class Paths:
 
     # reports ------------------------------------------------------------
     @property
+    def models_dir(self) -> Path:
+        """Trained candidates: ``models/<name>/<split>/`` artifacts (train stage)."""
+        return self.root / "models"
+
+    def model_dir(self, name: str) -> Path:
+        """One candidate's folder: an artifact per split and ``training.json``."""
+        return self.models_dir / name
+
+    def checkpoint_dir(self, name: str, split: str) -> Path:
+        """Training checkpoints of one candidate on one split (not a DVC output)."""
+        return self.root / "checkpoints" / name / split
+
+    @property
     def reports_dir(self) -> Path:
         return self.root / "reports"
 

@@ -223,8 +223,149 @@ def features(params: Params, paths: Paths) -> dict[str, Any]:
     return report
 
 
+def _remove_empty(folder: Path | None, root: Path) -> None:
+    """Remove ``folder`` and its empty parents up to ``root`` (after a completed run)."""
+    while folder is not None and folder != root and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
+
+
+def _candidate_config(params: Params, name: str, cls: type) -> dict[str, Any]:
+    """A candidate's options: ``train.model_configs[name]`` with the stage-wide device
+    and epoch cap applied (torch models only)."""
+    from recpipe.models.torch_base import TorchRecommender
+
+    config = dict(params.train.model_configs.get(name, {}))
+    if issubclass(cls, TorchRecommender):
+        config.setdefault("device", params.train.device)
+        cap = params.train.max_epochs
+        if cap is not None:
+            config["epochs"] = min(int(config.get("epochs", cls.Config().epochs)), cap)
+    return config
+
+
+def train(
+    params: Params,
+    paths: Paths,
+    model: str | None = None,
+    *,
+    progress: bool = False,
+    on_epoch: Callable[[str, str, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train deep candidates on each split of ``train.splits`` their queries suit.
+
+    ``model`` names one candidate (what each dvc.yaml ``train@<name>`` stage runs);
+    None trains every one of ``train.candidates``. Each candidate gets
+    ``models/<name>/<split>/`` (a model artifact) and ``models/<name>/training.json``
+    (per-epoch history, best epoch, device, time). Checkpoints go to
+    ``checkpoints/<name>/<split>/`` during training, so a killed run resumes. With an
+    active MLflow run (the retraining flow) each candidate and split is logged as a
+    nested run: config, per-epoch metrics, the artifact.
+    """
+    from recpipe import tracking
+    from recpipe.evaluate.leaderboard import needed_query_kind
+    from recpipe.models import MODELS, build_model, get_model
+    from recpipe.models.base import DataMeta, Interactions
+    from recpipe.models.torch_base import TorchRecommender
+
+    tp = params.train
+    names = [model] if model is not None else list(tp.candidates)
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        raise StageError(
+            f"unknown candidate model(s) {unknown} (train.candidates or --model); "
+            f"known: {sorted(MODELS)}"
+        )
+    summary: dict[str, Any] = {}
+    for name in names:
+        cls = get_model(name)
+        config = _candidate_config(params, name, cls)
+        out = paths.model_dir(name)
+        _reset_dir(out)
+        report: dict[str, Any] = {"model": name, "config": config, "splits": {}}
+        for kind in tp.splits:
+            folder = paths.features_dir / kind
+            needed = needed_query_kind(kind)
+            if not folder.is_dir():
+                report["splits"][kind] = {"skipped": "the sessions stage did not build this split"}
+                continue
+            if needed not in cls.query_kinds:
+                report["splits"][kind] = {
+                    "skipped": f"scores {sorted(cls.query_kinds)} queries; {kind} needs {needed}"
+                }
+                continue
+            meta = DataMeta.from_features(folder)
+            data = {
+                p: Interactions.from_parquet(folder / f"{p}.parquet") for p in ("train", "valid")
+            }
+            candidate = build_model(name, config, meta)
+            log.info("training %s on the %s split", name, kind)
+            with tracking.candidate_run(
+                name, kind, candidate.config.model_dump(mode="json")
+            ) as run:
+
+                def epoch_done(
+                    record: dict[str, Any], name: str = name, kind: str = kind, run: Any = run
+                ) -> None:
+                    if run is not None:
+                        run.on_epoch(record)
+                    if on_epoch is not None:
+                        on_epoch(name, kind, record)
+
+                if isinstance(candidate, TorchRecommender):
+                    checkpoints = paths.checkpoint_dir(name, kind) if tp.checkpoints else None
+                    candidate.fit(
+                        data["train"],
+                        data["valid"],
+                        checkpoint_dir=checkpoints,
+                        progress=progress,
+                        on_epoch=epoch_done,
+                    )
+                    entry = candidate.training.summary() if candidate.training else {}
+                else:
+                    candidate.fit(data["train"], data["valid"])
+                    entry = {}
+                    _remove_empty(checkpoints, paths.root)
+                artifact = candidate.save(out / kind)
+                if run is not None:
+                    run.finish(artifact, entry)
+            report["splits"][kind] = entry | {"artifact": paths.rel(artifact)}
+        _write_json(out / "training.json", report)
+        summary[name] = report
+    return summary
+
+
+def _load_candidates(
+    params: Params, paths: Paths, kind: str, meta: Any
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """The trained candidates of one split (``models/<name>/<kind>/``) and their
+    training seconds. A candidate trained on other features is an error."""
+    from recpipe.models.base import Recommender
+
+    loaded: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    for name in params.train.candidates:
+        artifact = paths.model_dir(name) / kind
+        if not artifact.is_dir():
+            continue
+        model = Recommender.load(artifact)
+        if model.meta.sizes() != meta.sizes():
+            raise StageError(
+                f"candidate {name!r} at {paths.rel(artifact)} was trained on other features "
+                f"({model.meta.sizes()}, now {meta.sizes()}); re-run the train stage"
+            )
+        loaded[name] = model
+        report = paths.model_dir(name) / "training.json"
+        if report.is_file():
+            entry = json.loads(report.read_text()).get("splits", {}).get(kind, {})
+            if isinstance(entry.get("seconds"), int | float):
+                seconds[name] = round(float(entry["seconds"]), 3)
+    return loaded, seconds
+
+
 def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
-    """Fit the configured baselines on each split and evaluate them with full ranking.
+    """Fit the configured baselines on each split and evaluate them, with the deep
+    candidates the train stage left in ``models/`` (``train.candidates``), by full ranking.
 
     Writes ``reports/evaluation.json`` (every split), ``reports/metrics.json``
     (``{model: metrics}`` on the first evaluated split), ``reports/leaderboard.md`` and
@@ -249,9 +390,13 @@ def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
             continue
         meta = DataMeta.from_features(folder)
         data = {p: Interactions.from_parquet(folder / f"{p}.parquet") for p in SPLIT_PARTS}
+        candidates, trained_s = _load_candidates(params, paths, kind, meta)
         results[kind], per_query = evaluate_models(
-            kind, data, meta, ep.models, ep.model_configs, ep.ks
+            kind, data, meta, ep.models, ep.model_configs, ep.ks, fitted=candidates
         )
+        for name, seconds in trained_s.items():
+            if "fit_s" in results[kind].get(name, {}):
+                results[kind][name]["fit_s"] = seconds
         significance[kind] = compare_to_best(per_query, ep.primary_metric)
     if not results:
         raise StageError(
@@ -295,6 +440,24 @@ class StageSpec:
     metrics: Callable[[Paths], list[Path]] = field(default=lambda p: [])
     plain_outs: Callable[[Paths], list[Path]] = field(default=lambda p: [])
     """Outputs kept in the workspace only (``cache: false``), e.g. human reports."""
+    foreach: str | None = None
+    """A dvc.yaml ``foreach`` list (one stage per item, ``cmd: recpipe stage NAME --model
+    ${item}``); ``outs`` then take the item as second argument."""
+
+    def items(self, params: Params) -> list[str]:
+        """The ``foreach`` items these params give (``[]`` for a plain stage)."""
+        if self.foreach is None:
+            return []
+        value: Any = params.dump()
+        for key in self.foreach.removeprefix("${").removesuffix("}").split("."):
+            value = value[key]
+        return [str(v) for v in value]
+
+    def all_outs(self, paths: Paths, params: Params) -> list[Path]:
+        """Cached outputs, one set per ``foreach`` item for a foreach stage."""
+        if self.foreach is None:
+            return self.outs(paths)
+        return [o for item in self.items(params) for o in self.outs(paths, item)]  # type: ignore[call-arg]
 
 
 STAGES: dict[str, StageSpec] = {
@@ -336,11 +499,20 @@ STAGES: dict[str, StageSpec] = {
             metrics=lambda p: [p.features_json],
         ),
         StageSpec(
+            name="train",
+            func=train,
+            params=("train",),
+            code=("recpipe/stages.py", "recpipe/train", "recpipe/models"),
+            deps=lambda p: [p.features_dir],
+            outs=lambda p, item="${item}": [p.model_dir(item)],
+            foreach="${train.candidates}",
+        ),
+        StageSpec(
             name="evaluate",
             func=evaluate,
-            params=("evaluate",),
+            params=("evaluate", "train.candidates"),
             code=("recpipe/stages.py", "recpipe/evaluate", "recpipe/models", "recpipe/baselines"),
-            deps=lambda p: [p.features_dir],
+            deps=lambda p: [p.features_dir, p.models_dir],
             metrics=lambda p: [p.metrics_json, p.evaluation_json],
             plain_outs=lambda p: [p.leaderboard_md, p.plots_dir],
         ),
@@ -356,6 +528,13 @@ def get_stage(name: str) -> StageSpec:
         raise StageError(f"unknown stage {name!r}; known: {sorted(STAGES)}") from None
 
 
-def run_stage(name: str, params: Params, paths: Paths) -> dict[str, Any]:
-    """Run one stage by name (the entry point of ``recpipe stage NAME``)."""
-    return get_stage(name).func(params, paths)
+def run_stage(name: str, params: Params, paths: Paths, **options: Any) -> dict[str, Any]:
+    """Run one stage by name (the entry point of ``recpipe stage NAME``).
+
+    ``options`` go to stages that take them (``train``: ``model``, ``progress``).
+    """
+    spec = get_stage(name)
+    given = {k: v for k, v in options.items() if v is not None}
+    if given and spec.foreach is None:
+        raise StageError(f"stage {name!r} takes no options, got {sorted(given)}")
+    return spec.func(params, paths, **given)

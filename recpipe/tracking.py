@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -129,3 +130,57 @@ def log_outputs(paths: Paths) -> None:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def run_active() -> bool:
+    """Whether an MLflow run is active in this thread (without importing mlflow if unused)."""
+    if "mlflow" not in sys.modules:
+        return False
+    import mlflow
+
+    return mlflow.active_run() is not None
+
+
+class CandidateLog:
+    """Logs one candidate's training into a nested MLflow run (see :func:`candidate_run`)."""
+
+    def on_epoch(self, record: dict[str, Any]) -> None:
+        """Per-epoch metrics: loss, examples/s, validation metrics (``valid.recall_at_20``)."""
+        import mlflow
+
+        metrics = {"loss": record["loss"], "examples_per_s": record["examples_per_s"]}
+        for key, value in record.get("metrics", {}).items():
+            metrics[f"valid.{key.replace('@', '_at_')}"] = value
+        mlflow.log_metrics(
+            {k: float(v) for k, v in metrics.items() if _is_number(v)}, step=record["epoch"]
+        )
+
+    def finish(self, artifact: Any, summary: dict[str, Any]) -> None:
+        """The training summary and the model artifact directory."""
+        import mlflow
+
+        mlflow.log_dict(summary, "training.json")
+        for key in ("best_epoch", "best_metric", "seconds"):
+            if _is_number(summary.get(key)):
+                mlflow.log_metric(f"train.{key}", float(summary[key]))
+        mlflow.log_artifacts(str(artifact), "model")
+
+
+@contextmanager
+def candidate_run(model: str, split: str, config: dict[str, Any]) -> Iterator[CandidateLog | None]:
+    """A nested MLflow run for one candidate on one split, when a pipeline run is active.
+
+    Yields None when no MLflow run is active (a stage run by DVC or by hand): stages
+    then train without tracking, as they write nothing outside their outputs.
+    """
+    if not run_active():
+        yield None
+        return
+    import mlflow
+
+    with mlflow.start_run(run_name=f"train-{model}-{split}", nested=True):
+        mlflow.set_tags({"recpipe.stage": "train", "recpipe.model": model, "recpipe.split": split})
+        mlflow.log_params(
+            {k: json.dumps(v) if isinstance(v, list) else v for k, v in _flatten(config).items()}
+        )
+        yield CandidateLog()

@@ -19,6 +19,9 @@ for _key, _value in {
     "DVC_NO_ANALYTICS": "1",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
     "OPENBLAS_NUM_THREADS": "1",
+    # torch's intra-op threads: the test models are tiny, and two threads that compete
+    # with another process for two cores run many times slower than one
+    "OMP_NUM_THREADS": "1",
     # hypothesis keeps its cache outside the working tree
     "HYPOTHESIS_STORAGE_DIRECTORY": os.path.join(tempfile.gettempdir(), "recpipe-hypothesis"),
 }.items():

@@ -18,7 +18,7 @@ import numpy as np
 from recpipe.evaluate.protocols import NEXT_ITEM_SPLITS, evaluate_model
 from recpipe.evaluate.significance import paired_bootstrap
 from recpipe.models import build_model, get_model
-from recpipe.models.base import DataMeta, Interactions
+from recpipe.models.base import DataMeta, Interactions, Recommender
 
 log = logging.getLogger(__name__)
 
@@ -35,36 +35,50 @@ def evaluate_models(
     models: Sequence[str],
     configs: Mapping[str, Mapping[str, Any]],
     ks: Sequence[int],
+    *,
+    fitted: Mapping[str, Recommender] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
     """Fit each model on ``data["train"]`` and evaluate it with the split's protocol.
 
-    Returns ``{model: {"metrics", "slices", "n_queries", "fit_s", "eval_s"}}`` (or
-    ``{model: {"skipped": reason}}`` for a model that cannot serve the protocol) and
-    ``{model: per-query metric arrays}``, aligned across models, for significance tests.
+    ``fitted`` adds models trained elsewhere (the train stage's candidates, by name),
+    evaluated as they are. Returns ``{model: {"metrics", "slices", "n_queries",
+    "fit_s", "eval_s", "role"}}`` (``role``: ``baseline`` fitted here, or
+    ``candidate``), or ``{model: {"skipped": reason}}`` for a model that cannot serve
+    the protocol, and ``{model: per-query metric arrays}``, aligned across models, for
+    significance tests.
     """
     needed = needed_query_kind(split_kind)
     out: dict[str, dict[str, Any]] = {}
     per_query: dict[str, dict[str, np.ndarray]] = {}
-    for name in models:
-        kinds = get_model(name).query_kinds
+    entries: list[tuple[str, Recommender | None]] = [(n, None) for n in models]
+    entries += list((fitted or {}).items())
+    for name, model in entries:
+        kinds = get_model(name).query_kinds if model is None else model.query_kinds
         if needed not in kinds:
             out[name] = {"skipped": f"scores {sorted(kinds)} queries; {split_kind} needs {needed}"}
             continue
         t0 = time.perf_counter()
-        model = build_model(name, configs.get(name, {}), meta)
-        try:
-            model.fit(data["train"], data.get("valid"))
-        except ValueError as exc:  # e.g. user factors on session-only data
-            out[name] = {"skipped": str(exc)}
-            continue
+        if model is None:
+            model = build_model(name, configs.get(name, {}), meta)
+            try:
+                model.fit(data["train"], data.get("valid"))
+            except ValueError as exc:  # e.g. user factors on session-only data
+                out[name] = {"skipped": str(exc)}
+                continue
+            role = "baseline"
+        else:
+            role = "candidate"
         t1 = time.perf_counter()
         result = evaluate_model(model, split_kind, data, meta, ks)
         metrics = dict(result.metrics)
         if getattr(model, "predicts_ratings", False):
             metrics.update(_rating_metrics(model, data["test"], meta, name))
+        if needed == "user" and getattr(model, "predicts_ctr", False):
+            metrics.update(_ctr_metrics(model, data["train"], data["test"], meta, name))
         t2 = time.perf_counter()
         per_query[name] = result.per_query
         out[name] = {
+            "role": role,
             "protocol": result.protocol,
             "metrics": metrics,
             "slices": result.slices,
@@ -91,6 +105,19 @@ def _rating_metrics(model: Any, test: Interactions, meta: DataMeta, name: str) -
         return dict(rating(model, test, meta).metrics)
     except ValueError as exc:  # no rating events in this split
         log.info("%s: no rating metrics (%s)", name, exc)
+        return {}
+
+
+def _ctr_metrics(
+    model: Any, train: Interactions, test: Interactions, meta: DataMeta, name: str
+) -> dict[str, float]:
+    """AUC / log loss of a click-probability model on the test pairs; {} when there are none."""
+    from recpipe.evaluate.protocols import ctr
+
+    try:
+        return dict(ctr(model, train, test, meta).metrics)
+    except ValueError as exc:  # no known test pair in this split
+        log.info("%s: no ctr metrics (%s)", name, exc)
         return {}
 
 
@@ -156,10 +183,13 @@ def leaderboard_markdown(
             )
             v = versus.get(name)
             diff = f"{v['mean_diff']:+.4f} [{v['low']:+.4f}, {v['high']:+.4f}]" if v else "best"
+            shown_name = f"{name} \\*" if entry.get("role") == "candidate" else name
             lines.append(
-                f"| {name} | {values} | {diff} | {entry['n_queries']} | {entry['fit_s']} | "
+                f"| {shown_name} | {values} | {diff} | {entry['n_queries']} | {entry['fit_s']} | "
                 f"{entry['eval_s']} |"
             )
+        if any(e.get("role") == "candidate" for _, e in ranked):
+            lines += ["", "\\* deep candidate from the train stage (fit s: its training time)"]
         skipped = {n: e["skipped"] for n, e in models.items() if "skipped" in e}
         if skipped:
             lines += ["", "Skipped: " + "; ".join(f"{n} ({why})" for n, why in skipped.items())]

@@ -54,6 +54,8 @@ def _registry() -> dict[str, type[Recommender]]:
     from recpipe.baselines.markov import MarkovChain, SequentialRules
     from recpipe.baselines.popularity import Popularity, RecentPopularity
     from recpipe.baselines.sknn import SessionKNN
+    from recpipe.models.ctr import DeepFM, WideAndDeep
+    from recpipe.models.mf import MFBCE, MFBPR, MFExplicit, MFWeighted
 
     models: dict[str, type[Recommender]] = {}
     for model in (
@@ -66,6 +68,12 @@ def _registry() -> dict[str, type[Recommender]]:
         ALS,
         BPR,
         BiasBaseline,
+        MFExplicit,
+        MFBCE,
+        MFBPR,
+        MFWeighted,
+        WideAndDeep,
+        DeepFM,
     ):
         model.check_contract()
         if model.name in models:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from recpipe.baselines._sparse import drop_reserved
 from recpipe.features.idmap import N_RESERVED
 from recpipe.features.inputs import TripletBatch, shard_order, triplet_batches
 from recpipe.features.sampling import NegativeSampler
@@ -34,7 +35,6 @@ from recpipe.models.losses import bpr_loss, mse_loss, sampled_bce_loss, weighted
 from recpipe.models.torch_base import (
     TorchModelConfig,
     TorchRecommender,
-    drop_reserved,
     user_item_csr,
 )
 from recpipe.train.device import to_device
@@ -216,6 +216,7 @@ class MFExplicit(_MF):
 class SampledMFConfig(MFConfig):
     """Options of the implicit models with sampled negatives."""
 
+    l2: float = Field(default=0.01, ge=0)
     negatives: int = Field(default=4, ge=1, description="K: sampled negatives per positive")
     sampling: Literal["uniform", "popularity"] = Field(
         default="uniform", description="negatives uniformly, or by train popularity^alpha"
@@ -308,11 +309,13 @@ class MFWeightedConfig(MFConfig):
     """Options of ``mf_wals``; ``batch_size`` counts users."""
 
     batch_size: int = Field(default=128, ge=1, description="users per minibatch")
+    learning_rate: float = Field(default=0.01, gt=0)
+    l2: float = Field(default=0.01, ge=0)
     alpha: float = Field(
-        default=2.0, ge=0, description="confidence of an observed cell: 1 + alpha * r"
+        default=1.0, ge=0, description="confidence of an observed cell: 1 + alpha * r"
     )
     unobserved_weight: float = Field(
-        default=0.05, gt=0, description="w0: weight of every unobserved cell"
+        default=0.2, gt=0, description="w0: weight of every unobserved cell"
     )
     strength: Literal["count", "value", "log"] = Field(
         default="count",
@@ -337,7 +340,7 @@ class MFWeighted(_MF):
         m = train.user_item_matrix(self.meta.n_users, self.meta.n_items, weighted=weighted)
         if cfg.strength in ("count", "log"):
             m = _event_counts(train, self.meta.n_users, self.meta.n_items)
-        m = drop_reserved(m)
+        m = drop_reserved(m, rows=True, cols=True)
         if m.nnz == 0:
             raise ValueError(f"{self.name}: no (known user, known item) pair to train on")
         r = np.log1p(m.data) if cfg.strength == "log" else m.data

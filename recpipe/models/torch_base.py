@@ -33,6 +33,7 @@ import scipy.sparse as sp
 import torch
 from pydantic import ConfigDict, Field
 
+from recpipe.baselines._sparse import drop_reserved
 from recpipe.errors import ArtifactError
 from recpipe.features.idmap import N_RESERVED
 from recpipe.models.base import Interactions, ModelConfig, Queries, Recommender
@@ -69,17 +70,7 @@ def fingerprint(config: ModelConfig, *arrays: np.ndarray) -> str:
 
 def user_item_csr(data: Interactions, n_users: int, n_items: int) -> sp.csr_matrix:
     """Binary (n_users, n_items) matrix of ``data`` without the reserved slots."""
-    return drop_reserved(data.user_item_matrix(n_users, n_items))
-
-
-def drop_reserved(matrix: sp.spmatrix) -> sp.csr_matrix:
-    """A copy of a (users, items) matrix without the reserved rows' and columns' entries."""
-    m = sp.coo_matrix(matrix)
-    keep = (m.row >= N_RESERVED) & (m.col >= N_RESERVED)
-    out = sp.csr_matrix((m.data[keep], (m.row[keep], m.col[keep])), shape=m.shape)
-    out.sum_duplicates()
-    out.eliminate_zeros()
-    return out
+    return drop_reserved(data.user_item_matrix(n_users, n_items), rows=True, cols=True)
 
 
 class UserRecallValidator:
@@ -136,10 +127,9 @@ class UserRecallValidator:
                 to_device(seen.row.astype(np.int64), device),
                 to_device(seen.col.astype(np.int64), device),
             ] = -torch.inf
-            top = torch.topk(scores, self.k, dim=1).indices.cpu().numpy()
-            rel = self.relevant[rows]
-            hit = np.asarray(rel[np.arange(top.shape[0])[:, None], top]).sum(axis=1)
-            hits[rows] = hit
+            top = np.array(torch.topk(scores, self.k, dim=1).indices.cpu())
+            rel = self.relevant[rows].toarray() > 0
+            hits[rows] = np.take_along_axis(rel, top, axis=1).sum(axis=1)
         n_rel = np.diff(self.relevant.indptr)
         return {self.key: float(np.mean(hits / n_rel))}
 

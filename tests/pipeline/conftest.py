@@ -16,6 +16,7 @@ SMALL = [
     "synth.n_categories=5",
     "synth.n_sessions=300",
     "synth.days=5",
+    "train.max_epochs=2",
 ]
 
 

@@ -68,8 +68,22 @@ def test_dvc_repro_runs_the_pipeline(clone: tuple[Path, dict[str, str]]) -> None
     _run([*dvc, "repro"], dest, env)
     assert (dest / "data" / "validated" / "events.parquet").exists()
     lock = yaml.safe_load((dest / "dvc.lock").read_text())
-    assert set(lock["stages"]) == set(STAGES)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    candidates = params["train"]["candidates"]
+    expected = {n for n, s in STAGES.items() if s.foreach is None}
+    expected |= {f"train@{c}" for c in candidates}  # one train stage per candidate
+    assert set(lock["stages"]) == expected
     assert (dest / "data" / "features" / "session" / "train.parquet").exists()
+    for name in candidates:
+        assert (dest / "models" / name / "training.json").is_file()
+    # one candidate's options changed: every train@ stage re-runs (they share the train
+    # section), and evaluate after them; nothing upstream
+    params["train"]["model_configs"] = {candidates[0]: {"factors": 8}}
+    (dest / "params.yaml").write_text(yaml.safe_dump(params))
+    res = _run([*dvc, "repro"], dest, env)
+    assert f"Running stage 'train@{candidates[0]}'" in res.stdout
+    assert "Running stage 'evaluate'" in res.stdout
+    assert "Running stage 'features'" not in res.stdout
     # nothing changed: a second repro runs no stage
     res = _run([*dvc, "repro"], dest, env)
     assert "didn't change, skipping" in res.stdout or "up to date" in res.stdout
