@@ -322,10 +322,10 @@ def train(
                         on_epoch=epoch_done,
                     )
                     entry = candidate.training.summary() if candidate.training else {}
+                    _remove_empty(checkpoints, paths.root)
                 else:
                     candidate.fit(data["train"], data["valid"])
                     entry = {}
-                    _remove_empty(checkpoints, paths.root)
                 artifact = candidate.save(out / kind)
                 if run is not None:
                     run.finish(artifact, entry)
@@ -421,6 +421,7 @@ def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
     _write_json(paths.evaluation_json, report)
     columns = [f"{m}@{k}" for m in ("recall", "mrr", "ndcg") for k in ep.ks]
     columns += [f"coverage@{max(ep.ks)}", f"popularity_bias@{max(ep.ks)}", "rmse", "mae"]
+    columns += ["auc", "logloss"]  # CTR models (wide_deep, deepfm) on user splits
     paths.leaderboard_md.write_text(
         leaderboard_markdown(results, ep.primary_metric, columns, significance)
     )
