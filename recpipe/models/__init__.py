@@ -55,6 +55,7 @@ def _registry() -> dict[str, type[Recommender]]:
     from recpipe.baselines.popularity import Popularity, RecentPopularity
     from recpipe.baselines.sknn import SessionKNN
     from recpipe.models.ctr import DeepFM, WideAndDeep
+    from recpipe.models.gru4rec import ContextualGRU4Rec, GRU4Rec
     from recpipe.models.mf import MFBCE, MFBPR, MFExplicit, MFWeighted
 
     models: dict[str, type[Recommender]] = {}
@@ -74,6 +75,8 @@ def _registry() -> dict[str, type[Recommender]]:
         MFWeighted,
         WideAndDeep,
         DeepFM,
+        GRU4Rec,
+        ContextualGRU4Rec,
     ):
         model.check_contract()
         if model.name in models:
