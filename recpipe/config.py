@@ -233,7 +233,14 @@ class TrainParams(StrictModel):
     """Deep candidates of the ``train`` stage (one dvc.yaml stage per candidate)."""
 
     candidates: list[str] = Field(
-        default_factory=lambda: ["mf_bpr", "mf_wals", "wide_deep", "deepfm"],
+        default_factory=lambda: [
+            "mf_bpr",
+            "mf_wals",
+            "wide_deep",
+            "deepfm",
+            "gru4rec",
+            "gru4rec_ctx",
+        ],
         description="registered models to train; each gets models/<name>/",
     )
     model_configs: dict[str, dict[str, Any]] = Field(
