@@ -46,7 +46,7 @@ def test_sknn_hand_checked_neighbour_scores():
     model = fit(SessionKNN, SESSIONS, {"pop_weight": 0.0, "remind": True})
     np.testing.assert_allclose(real(model.score(q))[0], [0.75, 1.25, 0.5, 0, 0, 0], rtol=1e-6)
     # without remind the prefix items are not recommended again
-    plain = fit(SessionKNN, SESSIONS, {"pop_weight": 0.0})
+    plain = fit(SessionKNN, SESSIONS, {"pop_weight": 0.0, "remind": False})
     np.testing.assert_allclose(real(plain.score(q))[0], [0, 0, 0.5, 0, 0, 0], rtol=1e-6)
     # same weights: sim(s0) = 2 / 2 = 1, sim(s1) = 1 / 2
     same = fit(SessionKNN, SESSIONS, {"pop_weight": 0.0, "remind": True, "weighting": "same"})
@@ -69,7 +69,7 @@ def test_sknn_k_sample_size_and_idf():
 
 
 def test_sknn_item_query_is_a_one_item_session_and_unknowns_fall_back():
-    model = fit(SessionKNN, SESSIONS, {"pop_weight": 0.0})
+    model = fit(SessionKNN, SESSIONS, {"pop_weight": 0.0, "remind": False})
     # [3]: sim(s0) = sim(s1) = 1 / sqrt(1 * 2)
     expected = [1 / math.sqrt(2), 0, 1 / math.sqrt(2), 0, 0, 0]
     np.testing.assert_allclose(real(model.score(Queries.for_items([3])))[0], expected, rtol=1e-6)
