@@ -12,7 +12,7 @@ fit times. Run::
 
     .venv/bin/python bench/session_leaderboard.py yoochoose
     .venv/bin/python bench/session_leaderboard.py diginetica --epochs 10
-    .venv/bin/python bench/session_leaderboard.py yoochoose --only gru4rec:cross_entropy
+    .venv/bin/python bench/session_leaderboard.py yoochoose --only gru4rec:cross_entropy gru4rec_ctx
 
 The data come from $RECPIPE_DATA_DIR (default ../shared/data).
 """
@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("dataset", choices=sorted(DATASETS))
     parser.add_argument("--epochs", type=int, default=10, help="epochs of every RNN")
-    parser.add_argument("--only", nargs="*", default=None, help="variant names to run")
+    parser.add_argument(
+        "--only", nargs="*", default=None, help="RNN variants to run (the baselines always run)"
+    )
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -115,9 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                 r["seconds"] for r in fitted[name].training.history
             )
             log.info("%s fitted in %.0f s (%.0f events/s)", name, seconds[name], rate)
-        baselines = BASELINES if args.only is None else []
         results, per_query = evaluate_models(
-            "session", data, meta, baselines, {}, [10, 20], fitted=fitted
+            "session", data, meta, BASELINES, {}, [10, 20], fitted=fitted
         )
         versus = compare_to_best(per_query, "recall@20").get("versus", {})
     print(
