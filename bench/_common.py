@@ -29,3 +29,17 @@ def synth_params_for(n_events: int, seed: int) -> Any:
 def peak_rss_mib() -> float:
     """Peak resident set size of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def build_features(overrides: list[str], split: str, workspace: Any) -> Any:
+    """Run ingest -> validate -> sessions -> features in ``workspace`` with ``overrides``
+    (``key=value``, as ``recpipe run --set``), building only ``split``; its features folder."""
+    from recpipe.config import load_params
+    from recpipe.paths import Paths
+    from recpipe.stages import run_stage
+
+    params = load_params(None, [*overrides, f"sessions.splits=[{split}]"])
+    paths = Paths.at(workspace)
+    for stage in ("ingest", "validate", "sessions", "features"):
+        run_stage(stage, params, paths)
+    return paths.features_dir / split

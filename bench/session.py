@@ -35,32 +35,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import build_features
 from rich.console import Console
 from rich.table import Table
 
 log = logging.getLogger("bench.session")
 REPO = Path(__file__).resolve().parents[1]
-
-
-def build_features(data_dir: Path, workspace: Path) -> Path:
-    """Run ingest -> validate -> sessions -> features on the sample; the split's folder."""
-    from recpipe.config import load_params
-    from recpipe.paths import Paths
-    from recpipe.stages import run_stage
-
-    params = load_params(
-        None,
-        [
-            "data.source=session-tsv",
-            f"data.path={data_dir}",
-            "validate.on_failure=quarantine",
-            "sessions.splits=[session]",
-        ],
-    )
-    paths = Paths.at(workspace)
-    for stage in ("ingest", "validate", "sessions", "features"):
-        run_stage(stage, params, paths)
-    return paths.features_dir / "session"
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
@@ -158,7 +138,11 @@ def main(argv: list[str] | None = None) -> int:
             config[key] = getattr(args, key)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        folder = build_features(data_dir, Path(tmp))
+        folder = build_features(
+            ["data.source=session-tsv", f"data.path={data_dir}", "validate.on_failure=quarantine"],
+            "session",
+            Path(tmp),
+        )
         prep_s = time.perf_counter() - t0
         r = run(folder, {"model": args.model, **config}, args.max_queries)
     cfg = r["model"].config

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from _common import build_features
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINES = ["pop", "itemknn", "sknn", "markov", "sr"]
@@ -53,18 +54,8 @@ DATASETS: dict[str, tuple[str, list[str]]] = {
 
 def build(dataset: str, data_root: Path, workspace: Path) -> Path:
     """The session split's features folder of ``dataset``, built in ``workspace``."""
-    from recpipe.config import load_params
-    from recpipe.paths import Paths
-    from recpipe.stages import run_stage
-
     folder, overrides = DATASETS[dataset]
-    params = load_params(
-        None, [*overrides, f"data.path={data_root / folder}", "sessions.splits=[session]"]
-    )
-    paths = Paths.at(workspace)
-    for stage in ("ingest", "validate", "sessions", "features"):
-        run_stage(stage, params, paths)
-    return paths.features_dir / "session"
+    return build_features([*overrides, f"data.path={data_root / folder}"], "session", workspace)
 
 
 def variants(epochs: int) -> dict[str, tuple[str, dict[str, Any]]]:

@@ -32,32 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import build_features
 from rich.console import Console
 from rich.table import Table
 
 log = logging.getLogger("bench.train")
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = ["mf_explicit", "mf_bce", "mf_bpr", "mf_wals", "wide_deep", "deepfm"]
-
-
-def build_features(data_dir: Path, workspace: Path) -> Path:
-    """Run ingest -> features on MovieLens 100K in ``workspace``; the split's folder."""
-    from recpipe.config import load_params
-    from recpipe.paths import Paths
-    from recpipe.stages import run_stage
-
-    params = load_params(
-        None,
-        [
-            "data.source=movielens-100k",
-            f"data.path={data_dir}",
-            "sessions.splits=[user_temporal]",
-        ],
-    )
-    paths = Paths.at(workspace)
-    for stage in ("ingest", "validate", "sessions", "features"):
-        run_stage(stage, params, paths)
-    return paths.features_dir / "user_temporal"
 
 
 def bench_model(name: str, folder: Path, device: str, epochs: int | None) -> dict[str, Any]:
@@ -147,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device {args.device}"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        folder = build_features(data_dir, Path(tmp))
+        folder = build_features(
+            ["data.source=movielens-100k", f"data.path={data_dir}"], "user_temporal", Path(tmp)
+        )
         rows = [bench_model(m, folder, args.device, args.epochs) for m in args.models]
         table = Table(title=f"MovieLens 100K, user_temporal split, device {args.device}")
         for col in ("model", "epochs", "best epoch", "examples/s", "fit s", "R@20", "NDCG@20"):

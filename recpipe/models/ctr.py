@@ -59,6 +59,8 @@ from recpipe.features.sampling import NegativeSampler
 from recpipe.models.base import (
     Interactions,
     Queries,
+    _check_range,
+    _int_array,
     expect_shape,
     load_arrays,
     save_arrays,
@@ -794,24 +796,14 @@ class CtrRecommender(TorchRecommender):
             The model is not fitted.
         """
         self._require_fitted()
-        users = np.asarray(users)
-        items = np.asarray(items)
-        if users.ndim != 1 or users.shape != items.shape:
+        users = _int_array(users, "users", 1)
+        items = _int_array(items, "items", 1)
+        if users.shape != items.shape:
             raise ValueError(
                 f"users and items must be aligned 1-D arrays, got {users.shape} and {items.shape}"
             )
-        if users.size and not (
-            np.issubdtype(users.dtype, np.integer) and np.issubdtype(items.dtype, np.integer)
-        ):
-            raise ValueError("users and items must hold integers")
-        users = users.astype(np.int64)
-        items = items.astype(np.int64)
-        for what, arr, size in (
-            ("users", users, self.meta.n_users),
-            ("items", items, self.meta.n_items),
-        ):
-            if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= size):
-                raise ValueError(f"{what} must lie in [0, {size}), got values outside")
+        _check_range(users, self.meta.n_users, "users")
+        _check_range(items, self.meta.n_items, "items")
         assert self.module is not None
         module = self.module.eval()
         out = np.empty(users.shape[0], dtype=np.float64)

@@ -125,6 +125,13 @@ class _MF(TorchRecommender):
     ) -> torch.Tensor:
         return module.score_all(to_device(queries.users, device))
 
+    def _shuffled(self, n: int, epoch: int) -> Iterator[np.ndarray]:
+        """Row indices of one epoch in minibatches: a permutation seeded by seed and epoch."""
+        step = self.config.batch_size
+        order = shard_order(n, batch_size=step, shuffle=True, seed=self.config.seed * 7919 + epoch)
+        for start in range(0, order.shape[0], step):
+            yield order[start : start + step]
+
     def _penalty(self, module: MFModule, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Mean squared norm of the factors in the batch, times ``l2``."""
         if self.config.l2 == 0:
@@ -178,15 +185,7 @@ class MFExplicit(_MF):
         return -(-self._users.shape[0] // self.config.batch_size)
 
     def _batches(self, epoch: int) -> Iterator[tuple[np.ndarray, ...]]:
-        order = shard_order(
-            self._users.shape[0],
-            batch_size=self.config.batch_size,
-            shuffle=True,
-            seed=self.config.seed * 7919 + epoch,
-        )
-        step = self.config.batch_size
-        for start in range(0, order.shape[0], step):
-            idx = order[start : start + step]
+        for idx in self._shuffled(self._users.shape[0], epoch):
             yield self._users[idx], self._items[idx], self._values[idx]
 
     def _step(
@@ -352,15 +351,8 @@ class MFWeighted(_MF):
         return -(-self._train_users.shape[0] // self.config.batch_size)
 
     def _batches(self, epoch: int) -> Iterator[tuple[np.ndarray, ...]]:
-        order = shard_order(
-            self._train_users.shape[0],
-            batch_size=self.config.batch_size,
-            shuffle=True,
-            seed=self.config.seed * 7919 + epoch,
-        )
-        step = self.config.batch_size
-        for start in range(0, order.shape[0], step):
-            users = self._train_users[order[start : start + step]]
+        for idx in self._shuffled(self._train_users.shape[0], epoch):
+            users = self._train_users[idx]
             block = self._confidence[users].tocoo()
             yield (
                 users,
