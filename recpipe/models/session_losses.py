@@ -33,14 +33,17 @@ B: rows (lanes) of the minibatch, N: shared sampled negatives.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 __all__ = [
     "LOSSES",
+    "accidental_hits",
     "bpr",
     "bpr_max",
     "cross_entropy",
+    "cross_entropy_hits",
     "negative_mask",
     "top1",
     "top1_max",
@@ -257,6 +260,66 @@ def cross_entropy(
     log_p = torch.log_softmax(corrected.masked_fill(~keep, float("-inf")), dim=1)
     per_row = -torch.diagonal(log_p)
     return _mean(per_row, weight)
+
+
+def accidental_hits(targets: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (row, column) pairs where a column other than the row's own holds its target.
+
+    The sparse form of the duplicate part of :func:`negative_mask`: with B rows and
+    M = B + N columns (``columns[:B]`` are the rows' targets), pair ``(b, j)`` is
+    returned when ``columns[j] == targets[b]`` and ``j != b``. Found by sorting the
+    columns and searching the targets in them, O((M + B) log M) instead of the B x M
+    comparison; computed in numpy with the minibatch, before it reaches the device.
+
+    Returns
+    -------
+    rows, cols : numpy.ndarray
+        (H,) int64 each, H the number of hits, ordered by row.
+    """
+    targets = np.asarray(targets, dtype=np.int64)
+    columns = np.asarray(columns, dtype=np.int64)
+    perm = np.argsort(columns, kind="stable")
+    ordered = columns[perm]
+    lo = np.searchsorted(ordered, targets, side="left")
+    counts = np.searchsorted(ordered, targets, side="right") - lo
+    rows = np.repeat(np.arange(targets.shape[0], dtype=np.int64), counts)
+    starts = np.cumsum(counts) - counts
+    cols = perm[lo[rows] + np.arange(rows.shape[0]) - starts[rows]].astype(np.int64)
+    keep = cols != rows
+    return rows[keep], cols[keep]
+
+
+def cross_entropy_hits(
+    logits: torch.Tensor,
+    hit_rows: torch.Tensor,
+    hit_cols: torch.Tensor,
+    active: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`cross_entropy` with the negatives given sparsely (the training fast path).
+
+    Equal to ``cross_entropy(logits, negative_mask(targets, samples, active), active,
+    log_q=...)`` when ``logits`` already holds the logQ-corrected scores with ``-inf``
+    in the in-batch columns of inactive rows, and ``(hit_rows, hit_cols)`` are the
+    :func:`accidental_hits`: those entries leave their row's softmax. It takes a few
+    passes over the (B, B + N) matrix instead of a dozen, which is most of a CPU
+    training step's time.
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        (B, B + N) float scores; modified in place at the hits.
+    hit_rows, hit_cols : torch.Tensor
+        (H,) int64 positions that are not negatives of their row.
+    active : torch.Tensor
+        (B,) bool rows that contribute a loss.
+    """
+    b = logits.shape[0]
+    if hit_rows.numel():
+        logits = logits.index_put((hit_rows, hit_cols), logits.new_tensor(float("-inf")))
+    per_row = F.cross_entropy(logits, torch.arange(b, device=logits.device), reduction="none")
+    weight = active.to(torch.bool) & torch.isfinite(per_row)
+    per_row = torch.where(weight, per_row, per_row.new_zeros(()))
+    return per_row.sum() / weight.sum().clamp_min(1).to(per_row.dtype)
 
 
 #: Loss name -> function, as the model config names them.

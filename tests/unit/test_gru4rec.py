@@ -17,9 +17,11 @@ from recpipe.models.base import DataMeta, Interactions, Queries
 from recpipe.models.gru4rec import CONTEXT_UNKNOWN, GRU4Rec, context_codes
 from recpipe.models.session_losses import (
     LOSSES,
+    accidental_hits,
     bpr,
     bpr_max,
     cross_entropy,
+    cross_entropy_hits,
     negative_mask,
     top1,
     top1_max,
@@ -119,6 +121,47 @@ def test_negative_mask_drops_the_target_duplicates_and_inactive_rows():
     ]
     assert mask.tolist() == expected
     assert negative_mask(torch.tensor([4, 4])).tolist() == [[False, False], [False, False]]
+
+
+def test_accidental_hits_are_the_sparse_duplicates_of_the_mask():
+    rng = np.random.default_rng(0)
+    targets = rng.integers(2, 12, size=16)
+    samples = rng.integers(2, 12, size=40)
+    columns = np.concatenate([targets, samples])
+    rows, cols = accidental_hits(targets, columns)
+    dense = columns[None, :] == targets[:, None]
+    np.fill_diagonal(dense[:, :16], False)
+    assert sorted(zip(rows.tolist(), cols.tolist(), strict=True)) == sorted(
+        zip(*np.nonzero(dense), strict=True)
+    )
+    empty = accidental_hits(np.array([3, 4]), np.array([3, 4, 5]))
+    assert empty[0].size == 0 and empty[1].size == 0
+
+
+def test_the_cross_entropy_fast_path_equals_the_masked_loss_and_its_gradient():
+    rng = np.random.default_rng(1)
+    b, n = 8, 30
+    targets = rng.integers(2, 10, size=b)
+    samples = rng.integers(2, 10, size=n)
+    active = torch.from_numpy(rng.random(b) > 0.25)
+    log_q = torch.from_numpy(rng.normal(size=b + n)).float()
+    base = torch.from_numpy(rng.normal(size=(b, b + n))).float()
+
+    dense_logits = base.clone().requires_grad_()
+    mask = negative_mask(torch.from_numpy(targets), torch.from_numpy(samples), active)
+    dense = cross_entropy(dense_logits, mask, active, log_q=log_q)
+    dense.backward()
+
+    fast_logits = base.clone().requires_grad_()
+    offset = -log_q.clone()
+    offset[:b] = offset[:b].masked_fill(~active, float("-inf"))
+    rows, cols = accidental_hits(targets, np.concatenate([targets, samples]))
+    fast = cross_entropy_hits(
+        fast_logits + offset, torch.from_numpy(rows), torch.from_numpy(cols), active
+    )
+    fast.backward()
+    assert fast.item() == pytest.approx(dense.item(), rel=1e-6)
+    torch.testing.assert_close(fast_logits.grad, dense_logits.grad)
 
 
 # Three rows, two samples; row 2 inactive, row 1's sample 6 is its target (see above).
