@@ -22,7 +22,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,ann]"
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -44,4 +44,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/train.py
 
 clean:
-	rm -rf data/interim data/validated data/quarantine reports mlruns mlflow.db models checkpoints
+	rm -rf data/interim data/validated data/quarantine reports mlruns mlflow.db mlflow.db.lock models checkpoints bentos

@@ -1,8 +1,9 @@
 """The retraining flow: the pipeline's stage functions chained as Prefect tasks.
 
 This module orchestrates only: every step is a function of ``recpipe.stages``, the
-same one that ``recpipe stage NAME`` and dvc.yaml run. Later stages (training,
-gate, packaging) join the chain as they land.
+same one that ``recpipe stage NAME`` and dvc.yaml run (``register``, which writes to
+the MLflow registry only, has no dvc.yaml stage). The run ends by packaging the
+champion (after this run's promotion, if any) as a Bento.
 """
 
 from __future__ import annotations
@@ -60,6 +61,24 @@ def evaluate_task(params: Params, paths: Paths) -> dict[str, Any]:
     return report
 
 
+@task(name="gate", cache_policy=NO_CACHE)
+def gate_task(params: Params, paths: Paths) -> dict[str, Any]:
+    report = stages.gate(params, paths)
+    _publish(paths.gate_md, "gate", "Gate decision: the best candidate against the rules")
+    return report
+
+
+@task(name="register", cache_policy=NO_CACHE)
+def register_task(params: Params, paths: Paths) -> dict[str, Any]:
+    return stages.register(params, paths)
+
+
+@task(name="package", cache_policy=NO_CACHE)
+def package_task(params: Params, paths: Paths) -> dict[str, Any]:
+    # nothing to serve yet (no champion, no gate candidate) is reported, not raised
+    return stages.package(params, paths, missing_ok=True)
+
+
 @flow(name="recpipe-retrain")
 def retrain(
     params_file: str | None = None,
@@ -87,6 +106,12 @@ def retrain(
             for model in params.train.candidates
         }
         evaluation = evaluate_task(params, paths)
+        gate = gate_task(params, paths)  # a failed gate is a decision: the run goes on
+        logger.info("gate %s: %s", "passed" if gate["passed"] else "NOT passed", gate["reasons"])
+        registry = register_task(params, paths)
+        logger.info("registry: %s", registry["message"])
+        package = package_task(params, paths)
+        logger.info("Bento: %s", package.get("bento_tag") or package.get("message"))
     return {
         "mlflow_run_id": run_id,
         "manifest": manifest,
@@ -95,6 +120,9 @@ def retrain(
         "features": features,
         "training": training,
         "evaluation": evaluation,
+        "gate": {k: gate[k] for k in ("passed", "reasons", "candidate", "champion")},
+        "registry": registry,
+        "package": package,
         "outputs": {
             "data": str(paths.validated_dir),
             "splits": str(paths.splits_json),
@@ -102,6 +130,7 @@ def retrain(
             "models": str(paths.models_dir),
             "leaderboard": str(paths.leaderboard_md),
             "metrics": str(paths.metrics_json),
+            "gate": str(paths.gate_md),
             "validation_report": str(paths.validation_md),
             "mlflow": tracking.tracking_uri(params, paths),
         },

@@ -61,6 +61,8 @@ def main(
     )
     for noisy in ("alembic", "urllib3", "httpx", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # MLflow draws a progress bar for every artifact download (the gate's champion)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _guard(fn: Callable[[], T]) -> T:
@@ -135,8 +137,31 @@ def run(
     out.print(f"  trained models:     {outputs['models']}")
     out.print(f"  leaderboard:        {outputs['leaderboard']}")
     out.print(f"  metrics:            {outputs['metrics']}")
+    gate, registry = summary["gate"], summary["registry"]
+    verdict = "[green]passed[/]" if gate["passed"] else "[yellow]not passed[/]"
+    out.print(f"  gate decision:      {verdict} - {outputs['gate']}")
+    if not gate["passed"]:
+        for reason in gate["reasons"]:
+            out.print(f"                      - {escape(reason)}")
+    versions = ", ".join(f"{k} v{v}" for k, v in registry["versions"].items()) or "none"
+    out.print(f"  registered:         {registry['registered_model']}: {versions}")
+    out.print(f"  registry:           {escape(registry['message'])}")
+    out.print(
+        f"  champion:           {_version(registry['champion'])} "
+        f"(previous: {_version(registry['previous'])})"
+    )
+    package = summary.get("package") or {}
+    if package.get("bento_tag"):
+        out.print(f"  Bento:              {package['bento_tag']} - {package['archive']}")
+        out.print(f"  serve it with:      {package['serve']} (GET /model, POST /recommend ...)")
+    else:
+        out.print(f"  Bento:              none - {escape(str(package.get('message')))}")
     out.print(f"  MLflow run:         {summary['mlflow_run_id']} in {outputs['mlflow']}")
     out.print(f"  look at runs with:  mlflow ui --backend-store-uri {outputs['mlflow']}")
+
+
+def _version(version: str | None) -> str:
+    return "none" if version is None else f"v{version}"
 
 
 @app.command()
@@ -188,6 +213,127 @@ def validate(
         f"[green]validation passed[/]: {counts.get('events', '?')} events, "
         f"{counts.get('quarantined', 0)} quarantined; report: {paths.validation_md}"
     )
+
+
+@app.command()
+def register(
+    params_file: ParamsOpt = None,
+    overrides: SetOpt = None,
+    root: RootOpt = Path("."),
+) -> None:
+    """Register every trained candidate in the MLflow registry; apply reports/gate.json.
+
+    The step `recpipe run` takes after the gate; run it yourself after `dvc repro`.
+    """
+    from recpipe import stages
+    from recpipe.paths import Paths
+
+    def go() -> dict[str, Any]:
+        return stages.register(_params(root, params_file, overrides), Paths.at(root.resolve()))
+
+    summary = _guard(go)
+    for key, version in summary["versions"].items():
+        out.print(f"registered {key} as {summary['registered_model']} v{version}")
+    out.print(escape(summary["message"]))
+
+
+@app.command()
+def promote(
+    version: Annotated[int, typer.Option("--version", help="registry version to make champion")],
+    reason: Annotated[str, typer.Option("--reason", help="why (recorded as a tag)")],
+    params_file: ParamsOpt = None,
+    overrides: SetOpt = None,
+    root: RootOpt = Path("."),
+) -> None:
+    """Make a registered version the champion by hand; the current one becomes `previous`.
+
+    Who, why and when are recorded as tags of the version (promotion.by / .reason / .at).
+    """
+    from recpipe.gates.registry import Registry
+    from recpipe.paths import Paths
+
+    def go() -> Any:
+        params = _params(root, params_file, overrides)
+        registry = Registry.for_workspace(params, Paths.at(root.resolve()))
+        return registry.promote(version, reason=reason, kind="manual")
+
+    result = _guard(go)
+    out.print(escape(result.message))
+
+
+@app.command()
+def rollback(
+    reason: Annotated[
+        str, typer.Option("--reason", help="why (recorded as a tag)")
+    ] = "manual rollback",
+    params_file: ParamsOpt = None,
+    overrides: SetOpt = None,
+    root: RootOpt = Path("."),
+) -> None:
+    """Make the `previous` version the champion again (who and why recorded as tags)."""
+    from recpipe.gates.registry import Registry
+    from recpipe.paths import Paths
+
+    def go() -> Any:
+        params = _params(root, params_file, overrides)
+        return Registry.for_workspace(params, Paths.at(root.resolve())).rollback(reason=reason)
+
+    result = _guard(go)
+    out.print(escape(result.message))
+
+
+@app.command()
+def serve(
+    port: Annotated[
+        int | None, typer.Option("--port", help="port (default: serve.port, 3000)")
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="interface to listen on")] = "127.0.0.1",
+    bento: Annotated[
+        str | None,
+        typer.Option("--bento", help="Bento tag (default: the one the package stage built)"),
+    ] = None,
+    params_file: ParamsOpt = None,
+    overrides: SetOpt = None,
+    root: RootOpt = Path("."),
+) -> None:
+    """Serve the packaged champion: `bentoml serve` of the latest Bento on 127.0.0.1.
+
+    The Bento is the one reports/package.json names (imported from bentos/recpipe.bento
+    when the local BentoML store lacks it), else the latest `recpipe` Bento in the store.
+    Endpoints: POST /recommend, /recommend/session, /similar; GET /model.
+    """
+    import signal
+    import subprocess
+
+    from recpipe.paths import Paths
+
+    paths = Paths.at(root.resolve())
+
+    def go() -> tuple[str, int]:
+        from recpipe.serve.package import resolve_bento
+
+        params = _params(root, params_file, overrides)
+        tag = bento
+        if tag is None and paths.package_json.is_file():
+            tag = json.loads(paths.package_json.read_text()).get("bento_tag")
+        return resolve_bento(tag, paths.bento_archive), port or params.serve.port
+
+    tag, chosen_port = _guard(go)
+    from recpipe.serve.package import serve_command
+
+    out.print(f"serving Bento {tag} on http://{host}:{chosen_port} (Ctrl-C stops it)")
+    child = subprocess.Popen(serve_command(tag, chosen_port, host))
+
+    def forward(signum: int, _frame: Any) -> None:
+        child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    try:
+        code = child.wait()
+    except KeyboardInterrupt:
+        child.send_signal(signal.SIGINT)
+        code = child.wait()
+    raise typer.Exit(code)
 
 
 @data_app.command("import")

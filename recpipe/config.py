@@ -133,7 +133,13 @@ class ValidateParams(StrictModel):
         return v
 
 
-SPLIT_KINDS: tuple[str, ...] = ("session", "global_temporal", "user_temporal", "leave_last_out")
+SPLIT_KINDS: tuple[str, ...] = (
+    "session",
+    "global_temporal",
+    "user_temporal",
+    "leave_last_out",
+    "cold_start",
+)
 
 
 class SessionsParams(StrictModel):
@@ -179,6 +185,26 @@ class SessionsParams(StrictModel):
     user_valid_fraction: float = Field(
         default=0.1, ge=0.0, lt=1.0, description="per-user temporal: the share before it"
     )
+    cold_item_fraction: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="cold start: share of the items with events after the global cut-off "
+        "whose every train and valid event is removed",
+    )
+    cold_user_fraction: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="cold start: share of the users with events after the global cut-off "
+        "whose every train and valid event is removed",
+    )
+    cold_seed: int = Field(default=0, ge=0, description="cold start: seed of the held-out draws")
+    cold_anonymous: Literal["drop", "session"] = Field(
+        default="session",
+        description="cold start: events without a user are dropped, or each anonymous "
+        "session counts as a user (session:<id>)",
+    )
 
 
 class FeaturesParams(StrictModel):
@@ -215,6 +241,8 @@ class EvaluateParams(StrictModel):
             "als",
             "bpr",
             "bias",
+            "category_pop",
+            "context_pop",
         ],
         description="registered models to fit and evaluate on every split",
     )
@@ -222,11 +250,17 @@ class EvaluateParams(StrictModel):
         default_factory=dict, description="per-model options, e.g. {als: {factors: 32}}"
     )
     splits: list[Literal[*SPLIT_KINDS]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: ["session", "user_temporal"],
+        default_factory=lambda: ["session", "user_temporal", "cold_start"],
         description="splits to evaluate on (those the sessions stage built)",
     )
     ks: list[int] = Field(default_factory=lambda: [5, 10, 20])
     primary_metric: str = Field(default="recall@20", description="the leaderboard's order")
+    cold_users_given: int = Field(
+        default=5,
+        ge=1,
+        description="cold_start split, cold_users protocol: a new user's first N test events "
+        "are the request, the later ones the targets",
+    )
 
 
 class TrainParams(StrictModel):
@@ -240,6 +274,7 @@ class TrainParams(StrictModel):
             "deepfm",
             "gru4rec",
             "gru4rec_ctx",
+            "content2cf",
         ],
         description="registered models to train; each gets models/<name>/",
     )
@@ -250,6 +285,10 @@ class TrainParams(StrictModel):
         default_factory=lambda: ["session", "user_temporal"],
         description="splits to train on (each model on those its queries suit)",
     )
+    model_splits: dict[str, list[Literal[*SPLIT_KINDS]]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: {"content2cf": ["user_temporal", "cold_start"]},
+        description="per-candidate splits instead of `splits`, e.g. content models on cold_start",
+    )
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N, for every model")
     max_epochs: int | None = Field(
         default=None, ge=1, description="cap on every candidate's epochs (null: their own)"
@@ -257,6 +296,102 @@ class TrainParams(StrictModel):
     checkpoints: bool = Field(
         default=True, description="checkpoint each epoch; resume after a kill"
     )
+
+
+class GateParams(StrictModel):
+    """Rules of the ``gate`` stage and the registry its decision moves (see recpipe.gates)."""
+
+    split: Literal[*SPLIT_KINDS] | None = Field(  # type: ignore[valid-type]
+        default="user_temporal",
+        description="the one split candidates, baselines and the champion are compared on "
+        "(the champion answers this split's queries: user_temporal = user top-K; session = "
+        "next item); null = the evaluate stage's primary split (the first it built)",
+    )
+    metric: str | None = Field(
+        default=None,
+        description="metric@K the rules compare; null = evaluate.primary_metric (the metric "
+        "the evaluate stage bootstraps, so any other value is an error)",
+    )
+    min_lift: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="relative lift the candidate needs over the best baseline (0.01 = 1%), "
+        "besides a paired-bootstrap 95% interval of the difference above zero",
+    )
+    champion_tolerance: float = Field(
+        default=0.01,
+        ge=0.0,
+        lt=1.0,
+        description="relative shortfall allowed against the champion re-evaluated on the "
+        "same split (0.01: at least 99% of its metric)",
+    )
+    latency_p99_ms: float = Field(
+        default=50.0, gt=0.0, description="budget: p99 of one in-process request, top-K"
+    )
+    latency_k: int = Field(default=20, ge=1, description="K of the timed top-K requests")
+    latency_requests: int = Field(
+        default=200, ge=10, description="timed single requests (after 20 warm-up ones)"
+    )
+    max_artifact_mb: float = Field(
+        default=200.0, gt=0.0, description="budget: size of the candidate's artifact (MiB)"
+    )
+    require_validation: bool = Field(
+        default=True, description="the run's data validation must have passed"
+    )
+    registered_model: str = Field(
+        default="recpipe",
+        min_length=1,
+        description="MLflow registered model holding every candidate as a version",
+    )
+
+
+class ServeParams(StrictModel):
+    """The ``package`` stage and the service (``recpipe serve``); see recpipe.serve.
+
+    The package stage copies these settings into the Bento's bundle, so a served model
+    never reads params.yaml.
+    """
+
+    fallback: Literal["context_pop", "pop"] = Field(
+        default="context_pop",
+        description="cold-start fallback fitted beside the champion: contextual popularity "
+        "(hour, weekday, event type, categories of the request's items) or plain popularity",
+    )
+    max_k: int = Field(default=100, ge=1, le=1000, description="largest k a request may ask")
+    max_session_length: int = Field(
+        default=50, ge=1, le=1000, description="most items a session (or context) may carry"
+    )
+    ann_min_items: int = Field(
+        default=200_000,
+        ge=1,
+        description="catalogues with at least this many items use the faiss ANN index (the "
+        "`ann` extra); smaller ones, or without faiss, exact top-K by a matrix product",
+    )
+    ann_index: Literal["ivf", "hnsw"] = Field(
+        default="ivf", description="faiss index of large catalogues: IVF (k-means cells) or HNSW"
+    )
+    ann_nlist: int | None = Field(
+        default=None, ge=1, description="IVF cells; null = sqrt(items), at most items / 39"
+    )
+    ann_nprobe: int = Field(default=32, ge=1, description="IVF cells searched per query")
+    hnsw_m: int = Field(default=32, ge=4, description="HNSW links per node")
+    hnsw_ef_search: int = Field(default=128, ge=1, description="HNSW search breadth")
+    quantize: Literal["none", "int8"] = Field(
+        default="none",
+        description="int8: item vectors stored as 8-bit codes (4x smaller; the package stage "
+        "reports the size and the recall@20 lost against float32)",
+    )
+    batch_max_size: int = Field(
+        default=64, ge=1, description="most session requests scored together (adaptive batching)"
+    )
+    batch_max_wait_ms: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=100.0,
+        description="wait for more requests before scoring a batch (0: score what has queued "
+        "while the previous batch ran: batches grow with the load, no added latency when idle)",
+    )
+    port: int = Field(default=3000, ge=1, le=65535, description="`recpipe serve` port")
 
 
 class TrackingParams(StrictModel):
@@ -278,7 +413,9 @@ class Params(StrictModel):
     features: FeaturesParams = Field(default_factory=FeaturesParams)
     train: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    gate: GateParams = Field(default_factory=GateParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
+    serve: ServeParams = Field(default_factory=ServeParams)
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 

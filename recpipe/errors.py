@@ -45,3 +45,21 @@ class SplitError(RecpipeError):
 
 class TrainingError(RecpipeError):
     """Training cannot go on (a NaN or infinite loss, an unusable device); names where."""
+
+
+class RegistryError(RecpipeError):
+    """The MLflow model registry cannot do what was asked (unknown version, no alias to
+    roll back to, an unreachable store, a promotion lock held too long); names the value."""
+
+
+class RequestError(RecpipeError, ValueError):
+    """A serving request breaks a limit or is inconsistent (k above the limit, a session
+    too long, lists of different lengths); ``field`` names the request field.
+
+    The service answers it with HTTP 400 and the message; unknown ids are not errors
+    (they take the cold-start path)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.reason = message

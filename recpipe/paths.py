@@ -114,6 +114,32 @@ class Paths:
     def plots_dir(self) -> Path:
         return self.reports_dir / "plots"
 
+    @property
+    def gate_json(self) -> Path:
+        """The gate decision: ``passed``, ``reasons``, ``candidate``, ``champion``, rules."""
+        return self.reports_dir / "gate.json"
+
+    @property
+    def gate_md(self) -> Path:
+        """The gate decision for people."""
+        return self.reports_dir / "gate.md"
+
+    # serving ------------------------------------------------------------
+    @property
+    def bentos_dir(self) -> Path:
+        """Exported Bentos (output of ``package``)."""
+        return self.root / "bentos"
+
+    @property
+    def bento_archive(self) -> Path:
+        """The served Bento exported as one archive (``bentoml export``), DVC-tracked."""
+        return self.bentos_dir / "recpipe.bento"
+
+    @property
+    def package_json(self) -> Path:
+        """What the package stage packaged: Bento and model tags, labels, index, sizes."""
+        return self.reports_dir / "package.json"
+
     # tracking -----------------------------------------------------------
     @property
     def mlflow_db(self) -> Path:
@@ -126,3 +152,13 @@ class Paths:
     @property
     def params_file(self) -> Path:
         return self.root / "params.yaml"
+
+    @property
+    def dvc_lock(self) -> Path:
+        """DVC's lineage record (hashed into every registered model version's tags)."""
+        return self.root / "dvc.lock"
+
+    @property
+    def manifest_json(self) -> Path:
+        """The ingest stage's data manifest (source, rows, content hash)."""
+        return self.interim_dir / "manifest.json"

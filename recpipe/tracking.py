@@ -71,8 +71,29 @@ def pipeline_run(params: Params, paths: Paths, run_name: str | None = None) -> I
             log_outputs(paths)
 
 
+@contextmanager
+def stage_run(params: Params, paths: Paths, run_name: str) -> Iterator[str]:
+    """The active MLflow run, or a new one in the workspace's experiment; yields its id.
+
+    Steps that log to MLflow by themselves (``register`` run by ``recpipe register``
+    after ``dvc repro``) use it; inside the retraining flow they log into the pipeline run.
+    """
+    import mlflow
+
+    active = mlflow.active_run() if run_active() else None
+    if active is not None:
+        yield active.info.run_id
+        return
+    mlflow.set_tracking_uri(tracking_uri(params, paths))
+    experiment_id = _experiment_id(params.tracking.experiment, paths)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        mlflow.set_tag("recpipe.stage", run_name)
+        yield run.info.run_id
+
+
 def log_outputs(paths: Paths) -> None:
-    """Log the data manifest and validation summary of the active run (those that exist)."""
+    """Log the reports of the active run that exist (data manifest, validation, splits,
+    evaluation, features, and this run's gate decision with a ``gate.passed`` tag)."""
     import mlflow
 
     manifest = paths.interim_dir / "manifest.json"
@@ -126,6 +147,15 @@ def log_outputs(paths: Paths) -> None:
             mlflow.log_artifacts(str(paths.plots_dir), "evaluation/plots")
     if paths.features_json.exists():
         mlflow.log_dict(json.loads(paths.features_json.read_text()), "features/features.json")
+    run = mlflow.active_run()
+    started_ms = run.info.start_time if run is not None else 0
+    # a gate report older than this run is a previous run's (this one stopped earlier)
+    if paths.gate_json.exists() and paths.gate_json.stat().st_mtime * 1000 >= started_ms:
+        gate = json.loads(paths.gate_json.read_text())
+        mlflow.log_dict(gate, "gate/gate.json")
+        mlflow.set_tag("gate.passed", str(gate.get("passed")))
+        if paths.gate_md.exists():
+            mlflow.log_artifact(str(paths.gate_md), "gate")
 
 
 def _is_number(value: object) -> bool:

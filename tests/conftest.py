@@ -27,6 +27,19 @@ for _key, _value in {
 }.items():
     os.environ.setdefault(_key, _value)
 
+# Tests never write into a person's BentoML store: every test process gets its own,
+# outside the working tree (a store inside the build context would end up in the Bento).
+_BENTOML_HOME = tempfile.mkdtemp(prefix="recpipe-test-bentoml-")
+os.environ["BENTOML_HOME"] = _BENTOML_HOME
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the test process's BentoML store."""
+    import shutil
+
+    shutil.rmtree(_BENTOML_HOME, ignore_errors=True)
+
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

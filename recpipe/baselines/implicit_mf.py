@@ -19,11 +19,20 @@ Scoring:
 
 - ``user``: the dot product of the user's factors with every item's factors (users
   without train events score 0, i.e. by the prior alone);
-- ``session`` / ``item`` (a one-item session): the query vector is the mean of the
-  L2-normalised factors of the prefix's known items, and item j scores its dot
-  product with j's normalised factors, i.e. the mean item-item cosine similarity to
-  the prefix. Items of the prefix score -2 (below every cosine) unless ``remind``; a
-  prefix with no known item scores 0 everywhere.
+- ``session`` / ``item`` (a one-item session): the request is represented by the
+  recency-weighted mean of its known items' vectors
+  (:func:`~recpipe.models.embedding.aggregate_items`: the most recent item weighs 1,
+  the one before ``decay``, then ``decay ** 2``, ...), the "unknown user as the
+  aggregate of the request's items" strategy of cold-start serving. With
+  ``session_scoring="cosine"`` (default) the vectors are the L2-normalised item
+  factors and item j scores its dot product with j's normalised factors, i.e. the
+  weighted mean item-item cosine similarity to the prefix. With
+  ``session_scoring="dot"`` the query vector is the weighted mean of the raw item
+  factors and item j scores its dot product with j's factors, plus j's item bias for
+  ``bpr`` (the bias column of ``implicit``'s factors gets weight 1, as for a user).
+  Items of the prefix score below every other item (-2 for cosines, the row's
+  minimum minus 1 for dot products) unless ``remind``. A row with no known item
+  (empty prefix, only unknown items) scores by popularity: the prior below, in [0, 1].
 
 A popularity prior of weight ``pop_weight`` (in [0, pop_weight]) breaks ties. Fits
 run on one thread with ``random_state = seed``, so the same config and data give the
@@ -34,7 +43,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -52,6 +61,7 @@ from recpipe.models.base import (
     load_arrays,
     save_arrays,
 )
+from recpipe.models.embedding import aggregate_items, has_known_items
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +81,18 @@ class ImplicitMFConfig(ModelConfig):
     )
     remind: bool = Field(default=False, description="also recommend the items of a prefix")
     pop_weight: float = Field(default=1e-6, ge=0, description="weight of the popularity prior")
+    decay: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="session / item queries: weight ratio between a prefix item and the next "
+        "more recent one (1: plain mean)",
+    )
+    session_scoring: Literal["cosine", "dot"] = Field(
+        default="cosine",
+        description="session / item queries: mean cosine to the prefix's normalised factors, "
+        "or dot product with the weighted mean of the raw factors (plus item bias)",
+    )
 
 
 class ALSConfig(ImplicitMFConfig):
@@ -98,6 +120,8 @@ class ImplicitMF(Recommender):
     name: ClassVar[str] = "implicit_mf"
     Config: ClassVar[type[ModelConfig]] = ImplicitMFConfig
     query_kinds: ClassVar[frozenset[str]] = QUERY_KINDS
+    #: Whether the last factor column is an item bias (users hold 1 there), as in BPR.
+    bias_column: ClassVar[bool] = False
     config: ImplicitMFConfig
 
     def _make(self) -> Any:
@@ -155,15 +179,88 @@ class ImplicitMF(Recommender):
                 )
             return self._user_factors[queries.users] @ self._item_factors.T + prior
         items = queries.items[:, None] if queries.kind == "item" else queries.items
-        known = items >= N_RESERVED
-        counts = known.sum(axis=1, keepdims=True)
-        vectors = (self._unit_items[items] * known[..., None]).sum(axis=1)
-        vectors /= np.maximum(counts, 1)
-        scores = vectors @ self._unit_items.T
+        scores = self.query_scores(items) + prior
+        fallback = ~has_known_items(items)
+        if fallback.any():
+            scores[fallback] = self._prior.astype(np.float32)
+        return scores
+
+    def item_vectors(self) -> np.ndarray:
+        """(n_items, D) item factors without the bias column, for cold-start similarity."""
+        factors = np.array(self.item_factors, dtype=np.float32)
+        return factors[:, :-1] if self.bias_column else factors
+
+    @property
+    def item_factors(self) -> np.ndarray:
+        """(n_items, D) float32 item factors, read-only (``bpr``: the last column is the
+        item bias, which users weigh 1).
+
+        Raises
+        ------
+        NotFittedError
+            The model is not fitted.
+        """
+        self._require_fitted()
+        view = self._item_factors.view()
+        view.flags.writeable = False
+        return view
+
+    def query_vectors(self, items: np.ndarray) -> np.ndarray:
+        """(B, D) query vectors of left-padded (B, T) item rows (session / item queries).
+
+        The recency-weighted mean (weight ratio ``decay``) of the rows' known items'
+        normalised (``session_scoring="cosine"``) or raw (``"dot"``) factors; with an
+        item-bias column (``bpr``, dot scoring) that column is set to 1, so that the
+        dot product adds each item's bias. Rows without a known item get the zero
+        vector (and the bias weight 1 where there is a bias column).
+
+        Parameters
+        ----------
+        items : numpy.ndarray
+            (B, T) item indices, PAD (0) on the left, most recent last.
+
+        Returns
+        -------
+        numpy.ndarray
+            (B, D) float32, D the number of factor columns.
+        """
+        self._require_fitted()
+        cosine = self.config.session_scoring == "cosine"
+        table = self._unit_items if cosine else self._item_factors
+        vectors = aggregate_items(table, items, self.config.decay)
+        if self.bias_column and not cosine:
+            vectors[:, -1] = 1.0
+        return vectors
+
+    def query_scores(self, items: np.ndarray) -> np.ndarray:
+        """(B, n_items) float32 scores of every item for left-padded (B, T) item rows.
+
+        The dot products of :meth:`query_vectors` with the item vectors; the rows'
+        own items are pushed below every other score unless ``remind``. Without the
+        popularity prior and without the fallback of rows with no known item (see
+        the module docstring), which :meth:`score` adds.
+
+        Parameters
+        ----------
+        items : numpy.ndarray
+            (B, T) left-padded item indices, most recent last (or (B,) single items).
+        """
+        self._require_fitted()
+        items = np.asarray(items, dtype=np.int64)
+        if items.ndim == 1:
+            items = items[:, None]
+        cosine = self.config.session_scoring == "cosine"
+        table = self._unit_items if cosine else self._item_factors
+        scores = (self.query_vectors(items) @ table.T).astype(np.float32)
         if not self.config.remind:
+            known = items >= N_RESERVED
             rows = np.broadcast_to(np.arange(items.shape[0])[:, None], items.shape)
-            scores[rows[known], items[known]] = _PREFIX_SCORE
-        return scores.astype(np.float32) + prior
+            if cosine:
+                low = np.full(items.shape[0], _PREFIX_SCORE, dtype=np.float32)
+            else:
+                low = scores[:, N_RESERVED:].min(axis=1, initial=0.0) - 1.0
+            scores[rows[known], items[known]] = low[rows[known]]
+        return scores
 
     def _save_state(self, path: Path) -> None:
         save_arrays(
@@ -216,6 +313,7 @@ class BPR(ImplicitMF):
 
     name: ClassVar[str] = "bpr"
     Config: ClassVar[type[ModelConfig]] = BPRConfig
+    bias_column: ClassVar[bool] = True
     config: BPRConfig
 
     def _make(self) -> Any:

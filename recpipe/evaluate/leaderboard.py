@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from recpipe.evaluate.protocols import NEXT_ITEM_SPLITS, evaluate_model
+from recpipe.evaluate.protocols import COLD_START_SPLITS, NEXT_ITEM_SPLITS, evaluate_model
 from recpipe.evaluate.significance import paired_bootstrap
 from recpipe.models import build_model, get_model
 from recpipe.models.base import DataMeta, Interactions, Recommender
@@ -24,8 +24,19 @@ log = logging.getLogger(__name__)
 
 
 def needed_query_kind(split_kind: str) -> str:
-    """The query kind a split's protocol scores: ``session`` or ``user``."""
+    """The query kind a split's main protocol scores: ``session`` or ``user``."""
     return "session" if split_kind in NEXT_ITEM_SPLITS else "user"
+
+
+def split_query_kinds(split_kind: str) -> frozenset[str]:
+    """The query kinds a split's protocols score; a model needs at least one of them.
+
+    ``cold_start``: ``user`` (user_topk, cold_items) and ``session`` (cold_users);
+    every other split: ``{needed_query_kind(split_kind)}``.
+    """
+    if split_kind in COLD_START_SPLITS:
+        return frozenset({"user", "session"})
+    return frozenset({needed_query_kind(split_kind)})
 
 
 def evaluate_models(
@@ -37,6 +48,8 @@ def evaluate_models(
     ks: Sequence[int],
     *,
     fitted: Mapping[str, Recommender] | None = None,
+    test_user_keys: np.ndarray | None = None,
+    cold_given: int = 5,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
     """Fit each model on ``data["train"]`` and evaluate it with the split's protocol.
 
@@ -46,16 +59,24 @@ def evaluate_models(
     ``candidate``), or ``{model: {"skipped": reason}}`` for a model that cannot serve
     the protocol, and ``{model: per-query metric arrays}``, aligned across models, for
     significance tests.
+
+    On the ``cold_start`` split a model is evaluated by every protocol of
+    :func:`~recpipe.evaluate.protocols.cold_start` whose query kind it scores
+    (``test_user_keys`` and ``cold_given`` go to its cold_users protocol); the
+    metrics hold ``cold_items/<metric>@K`` and ``cold_users/<metric>@K`` next to
+    user_topk's, the entry's ``skipped_protocols`` the reasons of those that could
+    not run, and a model none of them can evaluate is skipped with the reasons.
     """
-    needed = needed_query_kind(split_kind)
+    needed = split_query_kinds(split_kind)
+    wanted = " or ".join(sorted(needed))
     out: dict[str, dict[str, Any]] = {}
     per_query: dict[str, dict[str, np.ndarray]] = {}
     entries: list[tuple[str, Recommender | None]] = [(n, None) for n in models]
     entries += list((fitted or {}).items())
     for name, model in entries:
         kinds = get_model(name).query_kinds if model is None else model.query_kinds
-        if needed not in kinds:
-            out[name] = {"skipped": f"scores {sorted(kinds)} queries; {split_kind} needs {needed}"}
+        if not needed & kinds:
+            out[name] = {"skipped": f"scores {sorted(kinds)} queries; {split_kind} needs {wanted}"}
             continue
         t0 = time.perf_counter()
         if model is None:
@@ -69,11 +90,19 @@ def evaluate_models(
         else:
             role = "candidate"
         t1 = time.perf_counter()
-        result = evaluate_model(model, split_kind, data, meta, ks)
+        try:
+            result = evaluate_model(
+                model, split_kind, data, meta, ks, test_user_keys=test_user_keys, given=cold_given
+            )
+        except ValueError as exc:
+            if split_kind not in COLD_START_SPLITS:
+                raise
+            out[name] = {"skipped": str(exc)}  # no cold-start protocol could run
+            continue
         metrics = dict(result.metrics)
         if getattr(model, "predicts_ratings", False):
             metrics.update(_rating_metrics(model, data["test"], meta, name))
-        if needed == "user" and getattr(model, "predicts_ctr", False):
+        if "user" in needed & kinds and getattr(model, "predicts_ctr", False):
             metrics.update(_ctr_metrics(model, data["train"], data["test"], meta, name))
         t2 = time.perf_counter()
         per_query[name] = result.per_query
@@ -86,6 +115,8 @@ def evaluate_models(
             "fit_s": round(t1 - t0, 3),
             "eval_s": round(t2 - t1, 3),
         }
+        if result.skipped:
+            out[name]["skipped_protocols"] = dict(result.skipped)
         log.info(
             "%s on %s: %s in %.1f s fit + %.1f s eval",
             name,
@@ -182,7 +213,10 @@ def leaderboard_markdown(
                 f"{entry['metrics'][c]:.4f}" if c in entry["metrics"] else "" for c in shown
             )
             v = versus.get(name)
-            diff = f"{v['mean_diff']:+.4f} [{v['low']:+.4f}, {v['high']:+.4f}]" if v else "best"
+            if v:
+                diff = f"{v['mean_diff']:+.4f} [{v['low']:+.4f}, {v['high']:+.4f}]"
+            else:  # the best model, or one without the primary metric (cold_start)
+                diff = "best" if primary in entry["metrics"] else ""
             shown_name = f"{name} \\*" if entry.get("role") == "candidate" else name
             lines.append(
                 f"| {shown_name} | {values} | {diff} | {entry['n_queries']} | {entry['fit_s']} | "
@@ -193,6 +227,13 @@ def leaderboard_markdown(
         skipped = {n: e["skipped"] for n, e in models.items() if "skipped" in e}
         if skipped:
             lines += ["", "Skipped: " + "; ".join(f"{n} ({why})" for n, why in skipped.items())]
+        partial = [
+            f"{n} {protocol} ({why})"
+            for n, e in ranked
+            for protocol, why in e.get("skipped_protocols", {}).items()
+        ]
+        if partial:
+            lines += ["", "Protocols not run: " + "; ".join(partial)]
         lines.append("")
     return "\n".join(lines)
 

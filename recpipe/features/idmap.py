@@ -170,6 +170,43 @@ class IdMap:
         )
         return cls(ids=ids, id_counts=counts, min_count=min_count)
 
+    def extend(self, values: pd.Series | Sequence[Any] | np.ndarray) -> IdMap:
+        """A new map with the ids of ``values`` that this one lacks appended, count 0.
+
+        Used for catalogue items without training events (the ``cold_start``
+        split), so that a content model can rank them.
+
+        Parameters
+        ----------
+        values : pandas.Series, sequence or numpy.ndarray
+            (N,) ids; nulls, repeats and ids already in the map are ignored.
+
+        Returns
+        -------
+        IdMap
+            The same indices for the known ids; the new ids follow them, sorted by
+            id (code point order), with training count 0, so the order is still
+            "count descending, then id". ``min_count`` is kept. ``self`` is not
+            modified.
+
+        Examples
+        --------
+        >>> m = IdMap.fit(pd.Series(["b", "a", "b"])).extend(["z", "a", None, "c", "z"])
+        >>> m.ids.tolist(), m.counts.tolist()
+        (['b', 'a', 'c', 'z'], [0, 0, 2, 1, 0, 0])
+        """
+        arr = as_arrow_strings(values).drop_null()
+        distinct = pc.unique(arr)
+        new = distinct.filter(pc.invert(pc.is_in(distinct, value_set=self._value_set)))
+        new = new.take(pc.sort_indices(new))
+        added = new.to_numpy(zero_copy_only=False).astype(object)
+        log.debug("IdMap.extend: %d new ids (count 0) after %d known", len(added), self.n_ids)
+        return IdMap(
+            ids=np.concatenate([self.ids, added]),
+            id_counts=np.concatenate([self.id_counts, np.zeros(len(added), dtype=np.int64)]),
+            min_count=self.min_count,
+        )
+
     # mapping ------------------------------------------------------------
     def __len__(self) -> int:
         """Embedding table size: number of ids plus :data:`N_RESERVED`."""

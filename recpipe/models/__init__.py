@@ -49,11 +49,15 @@ __all__ = [
 def _registry() -> dict[str, type[Recommender]]:
     """Build :data:`MODELS` once: every model class, checked against the contract."""
     from recpipe.baselines.bias import BiasBaseline
+    from recpipe.baselines.category_pop import CategoryPopularity
+    from recpipe.baselines.context_pop import ContextPopularity
     from recpipe.baselines.implicit_mf import ALS, BPR
     from recpipe.baselines.itemknn import ItemKNN
     from recpipe.baselines.markov import MarkovChain, SequentialRules
     from recpipe.baselines.popularity import Popularity, RecentPopularity
     from recpipe.baselines.sknn import SessionKNN
+    from recpipe.models.content2cf import Content2CF
+    from recpipe.models.content2vec import Content2Vec
     from recpipe.models.ctr import DeepFM, WideAndDeep
     from recpipe.models.gru4rec import ContextualGRU4Rec, GRU4Rec
     from recpipe.models.mf import MFBCE, MFBPR, MFExplicit, MFWeighted
@@ -69,6 +73,8 @@ def _registry() -> dict[str, type[Recommender]]:
         ALS,
         BPR,
         BiasBaseline,
+        CategoryPopularity,
+        ContextPopularity,
         MFExplicit,
         MFBCE,
         MFBPR,
@@ -77,6 +83,8 @@ def _registry() -> dict[str, type[Recommender]]:
         DeepFM,
         GRU4Rec,
         ContextualGRU4Rec,
+        Content2CF,
+        Content2Vec,
     ):
         model.check_contract()
         if model.name in models:

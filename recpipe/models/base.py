@@ -26,7 +26,8 @@ Terms (B: batch of queries, T: prefix length, N: events, S: sessions, C: candida
 ============================  ==============================================================
 :class:`DataMeta`             n_items, n_users (table sizes with the reserved slots),
                               item_counts (train popularity by index), split name, and
-                              optionally the split's id maps (copied into artifacts)
+                              optionally the split's id maps (copied into artifacts),
+                              item categories, item content and its encoder
 :class:`Interactions`         the encoded events of one split part as (N,) arrays sorted by
                               (session, time), with CSR session ``offsets`` (S + 1,)
 :class:`Queries`              a batch of one kind: ``user`` (B,) users, ``session`` (B, T)
@@ -45,6 +46,9 @@ complete)::
     item_map.parquet     the split's item / user id maps, when DataMeta carries them
     user_map.parquet
     item_categories.npz  the items' multi-hot categories, when DataMeta carries them
+    item_content/        the items' encoded content (ItemContent.save) and the fitted
+    item_encoder/        ContentEncoder (ContentEncoder.save), for models whose class
+                         sets ``uses_content`` and when DataMeta carries them
     ...                  the model's state, written by ``_save_state`` (npz files read
                          with ``allow_pickle=False``, or torch state dicts)
     meta.json            format, recpipe version, model name, DataMeta sizes, created_at,
@@ -70,7 +74,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 import numpy as np
 import pandas as pd
@@ -80,6 +84,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from recpipe import __version__
 from recpipe.errors import ArtifactError, ConfigError, RecpipeError
 from recpipe.features.idmap import N_RESERVED, PAD, IdMap
+
+if TYPE_CHECKING:
+    from recpipe.features.content import ContentEncoder, ItemContent
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +104,8 @@ DATA_FILE = "data.npz"
 ITEM_MAP_FILE = "item_map.parquet"
 USER_MAP_FILE = "user_map.parquet"
 CATEGORIES_FILE = "item_categories.npz"
+ITEM_CONTENT_DIR = "item_content"
+ITEM_ENCODER_DIR = "item_encoder"
 _BASE_FILES = (CONFIG_FILE, DATA_FILE, META_FILE)
 
 #: What reading a damaged state file raises (numpy, zip, torch.load), turned into ArtifactError.
@@ -174,6 +183,14 @@ class DataMeta:
         (n_items, n_categories) float32 multi-hot categories of each item index
         (column 0: unknown category; reserved rows and items without content are
         empty), from the features stage's item content; copied into artifacts.
+    item_content : ItemContent or None
+        The items' encoded content (categories, hashed text, numeric attributes)
+        aligned to the item index: row ``i`` is item index ``i`` (``n_items`` rows;
+        reserved rows and items without content are empty). Copied into the
+        artifacts of models that set :attr:`Recommender.uses_content`.
+    item_encoder : ContentEncoder or None
+        The fitted encoder that produced ``item_content``, to encode new items the
+        same way (cold start at serving time); copied with ``item_content``.
 
     Examples
     --------
@@ -189,6 +206,8 @@ class DataMeta:
     item_map: IdMap | None = field(default=None, repr=False)
     user_map: IdMap | None = field(default=None, repr=False)
     item_categories: sp.csr_matrix | None = field(default=None, repr=False)
+    item_content: ItemContent | None = field(default=None, repr=False)
+    item_encoder: ContentEncoder | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         n_items, n_users = int(self.n_items), int(self.n_users)
@@ -217,6 +236,7 @@ class DataMeta:
                     f"item_categories must have shape ({n_items}, n_categories), got {cats.shape}"
                 )
             object.__setattr__(self, "item_categories", cats)
+        _check_content(self.item_content, self.item_encoder, n_items)
         object.__setattr__(self, "n_items", n_items)
         object.__setattr__(self, "n_users", n_users)
         object.__setattr__(self, "item_counts", counts)
@@ -235,12 +255,14 @@ class DataMeta:
         ----------
         directory : pathlib.Path or str
             ``data/features/<split>/`` holding ``meta.json``, ``item_map.parquet`` and
-            ``user_map.parquet``.
+            ``user_map.parquet``; the item content in ``../content/items/`` and its
+            encoder in ``../content/item_encoder/`` are read when present.
 
         Returns
         -------
         DataMeta
-            Sizes from meta.json, train counts and maps from the id maps.
+            Sizes from meta.json, train counts and maps from the id maps, item
+            content (aligned to the item map) and its encoder when present.
 
         Raises
         ------
@@ -251,7 +273,8 @@ class DataMeta:
         meta = _read_json(directory / "meta.json", "features meta")
         item_map = IdMap.load(directory / ITEM_MAP_FILE)
         user_map = IdMap.load(directory / USER_MAP_FILE)
-        categories = _item_categories(directory.parent / "content" / "items", item_map)
+        content = _item_content(directory.parent / "content" / "items", item_map)
+        encoder = _item_encoder(directory.parent / "content" / "item_encoder")
         try:
             return cls(
                 n_items=int(meta["n_items"]),
@@ -260,7 +283,9 @@ class DataMeta:
                 split=str(meta.get("split", directory.name)),
                 item_map=item_map,
                 user_map=user_map,
-                item_categories=categories,
+                item_categories=_item_categories(content),
+                item_content=content,
+                item_encoder=encoder,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(
@@ -303,17 +328,66 @@ class DataMeta:
         return {"split": self.split, "n_items": self.n_items, "n_users": self.n_users}
 
 
-def _item_categories(content_dir: Path, item_map: IdMap) -> sp.csr_matrix | None:
-    """Item categories aligned to ``item_map``, or None when there are none to use."""
+def _item_content(content_dir: Path, item_map: IdMap) -> ItemContent | None:
+    """The item content of the features stage aligned to ``item_map``, or None if absent."""
     if not content_dir.is_dir():
         return None
     from recpipe.features.content import ItemContent, align
 
     content = align(ItemContent.load(content_dir), item_map)
+    assert isinstance(content, ItemContent)
+    return content
+
+
+def _item_encoder(encoder_dir: Path) -> ContentEncoder | None:
+    """The fitted item encoder of the features stage, or None if absent."""
+    if not encoder_dir.is_dir():
+        return None
+    from recpipe.features.content import ContentEncoder
+
+    return ContentEncoder.load(encoder_dir)
+
+
+def _item_categories(content: ItemContent | None) -> sp.csr_matrix | None:
+    """The categories of aligned item content, or None when there are none to use."""
+    if content is None:
+        return None
     cats = sp.csr_matrix(content.categories, dtype=np.float32)
     if cats.nnz == 0 or cats.shape[1] < 2:  # only the "unknown" column: no information
         return None
     return cats
+
+
+def _check_content(
+    content: ItemContent | None, encoder: ContentEncoder | None, n_items: int
+) -> None:
+    """Raise if item content or its encoder do not fit a table of ``n_items`` items."""
+    if content is None and encoder is None:
+        return
+    from recpipe.features.content import ContentEncoder, ItemContent
+
+    if content is not None:
+        if not isinstance(content, ItemContent):
+            raise TypeError(f"item_content must be an ItemContent, got {type(content).__name__}")
+        if len(content) != n_items:
+            raise ValueError(
+                f"item_content must have one row per item index (n_items={n_items}), got "
+                f"{len(content)} rows; align it to the item map with "
+                "recpipe.features.content.align"
+            )
+    if encoder is not None:
+        if not isinstance(encoder, ContentEncoder):
+            raise TypeError(f"item_encoder must be a ContentEncoder, got {type(encoder).__name__}")
+        if not encoder.is_fitted:
+            raise ValueError("item_encoder must be fitted")
+        if content is not None:
+            got = (content.categories.shape[1], content.text.shape[1], list(content.numeric_names))
+            want = (encoder.n_categories, encoder.text_buckets, encoder.numeric_names)
+            if got != want:
+                raise ValueError(
+                    "item_content does not match item_encoder: (categories, text buckets, "
+                    f"numeric columns) {got} vs {want}"
+                )
 
 
 # ---------------------------------------------------------------------- Interactions
@@ -760,6 +834,9 @@ class Recommender(ABC):
         The config class (pydantic, ``extra="forbid"``).
     query_kinds : frozenset[str]
         The :class:`Queries` kinds the model can score.
+    uses_content : bool
+        Whether the model reads ``meta.item_content`` (default False); if so,
+        :meth:`save` copies the item content and its encoder into the artifact.
 
     Parameters
     ----------
@@ -789,6 +866,9 @@ class Recommender(ABC):
     query_kinds: ClassVar[frozenset[str]]
     #: Whether user scores are predicted ratings (evaluable by the ``rating`` protocol).
     predicts_ratings: ClassVar[bool] = False
+    #: Whether the model reads ``meta.item_content``; its artifacts then carry the item
+    #: content and encoder (other models' artifacts stay small).
+    uses_content: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig | Mapping[str, Any] | None, meta: DataMeta) -> None:
         if not isinstance(meta, DataMeta):
@@ -929,6 +1009,15 @@ class Recommender(ABC):
         out[cand < N_RESERVED] = -np.inf
         return out
 
+    def item_vectors(self) -> np.ndarray | None:
+        """(n_items, D) float32 vectors of the items, when the model has any.
+
+        The cold-start strategies (:mod:`recpipe.models.coldstart`) compare items and
+        aggregate request items by the cosine of these vectors. The default (models
+        without item embeddings: popularity, kNN, Markov) is None.
+        """
+        return None
+
     def _check_queries(self, queries: Queries) -> None:
         if not isinstance(queries, Queries):
             raise TypeError(f"queries must be Queries, got {type(queries).__name__}")
@@ -1017,6 +1106,11 @@ class Recommender(ABC):
                 save_arrays(
                     tmp / CATEGORIES_FILE, **csr_to_arrays("categories", self.meta.item_categories)
                 )
+            if type(self).uses_content:
+                if self.meta.item_content is not None:
+                    self.meta.item_content.save(tmp / ITEM_CONTENT_DIR)
+                if self.meta.item_encoder is not None:
+                    self.meta.item_encoder.save(tmp / ITEM_ENCODER_DIR)
             self._save_state(tmp)
             files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
             meta = {
@@ -1152,6 +1246,7 @@ def _load_data_meta(path: Path, meta: Mapping[str, Any]) -> DataMeta:
         arrays = load_arrays(path / CATEGORIES_FILE, csr_keys("categories"))
         shape = tuple(int(x) for x in arrays["categories_shape"])
         categories = csr_from_arrays(arrays, "categories", (shape[0], shape[1]))
+    content, encoder = _load_content(path)
     try:
         return DataMeta(
             n_items=int(data["n_items"]),
@@ -1161,9 +1256,30 @@ def _load_data_meta(path: Path, meta: Mapping[str, Any]) -> DataMeta:
             item_map=item_map,
             user_map=user_map,
             item_categories=categories,
+            item_content=content,
+            item_encoder=encoder,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"model artifact {str(path)!r}: inconsistent data meta: {exc}") from exc
+
+
+def _load_content(path: Path) -> tuple[ItemContent | None, ContentEncoder | None]:
+    """The item content and encoder an artifact holds (None for what it lacks)."""
+    content_dir, encoder_dir = path / ITEM_CONTENT_DIR, path / ITEM_ENCODER_DIR
+    if not (content_dir.is_dir() or encoder_dir.is_dir()):
+        return None, None
+    from recpipe.features.content import ContentEncoder, ItemContent
+
+    try:
+        content = ItemContent.load(content_dir) if content_dir.is_dir() else None
+        encoder = ContentEncoder.load(encoder_dir) if encoder_dir.is_dir() else None
+    except ArtifactError as exc:
+        raise ArtifactError(f"model artifact {str(path)!r}: {exc}") from exc
+    except _STATE_ERRORS as exc:
+        raise ArtifactError(
+            f"model artifact {str(path)!r}: cannot read the item content: {exc}"
+        ) from exc
+    return content, encoder
 
 
 def save_arrays(path: Path, **arrays: np.ndarray) -> Path:

@@ -120,6 +120,41 @@ class _MF(TorchRecommender):
     def _score_users(self, module: torch.nn.Module, users: torch.Tensor) -> torch.Tensor:
         return module.score_all(users)
 
+    def factors(self) -> tuple[np.ndarray, np.ndarray]:
+        """User and item vectors whose dot product is the model's score, biases folded in.
+
+        Returns
+        -------
+        users : numpy.ndarray
+            (n_users, D + 2) float32 rows ``[p_u, 1, b_u + g]``.
+        items : numpy.ndarray
+            (n_items, D + 2) float32 rows ``[q_i, b_i, 1]``.
+
+            ``users[u] @ items[i]`` equals the score of user u for item i
+            (:math:`p_u \\cdot q_i + b_u + b_i + g`). Dropping the last column of both
+            keeps ``p_u . q_i + b_i``, which ranks items for a user in the same order.
+            Rows of users and items without train events hold their initial values.
+
+        Raises
+        ------
+        NotFittedError
+            The model is not fitted.
+        """
+        self._require_fitted()
+        module = self.module
+        assert isinstance(module, MFModule)
+        with torch.no_grad():
+            users = torch.arange(self.meta.n_users, device=module.user.weight.device)
+            p, q = module.augmented(users, slice(None))
+        return (
+            p.float().cpu().numpy().astype(np.float32, copy=False),
+            q.float().cpu().numpy().astype(np.float32, copy=False),
+        )
+
+    def item_vectors(self) -> np.ndarray:
+        """(n_items, D) the item factors ``q_i`` (no bias), for cold-start similarity."""
+        return self.factors()[1][:, :-2]
+
     def _score_tensor(
         self, module: torch.nn.Module, queries: Queries, device: torch.device
     ) -> torch.Tensor:

@@ -38,7 +38,7 @@ from recpipe.errors import ArtifactError
 from recpipe.features.idmap import N_RESERVED
 from recpipe.models.base import Interactions, ModelConfig, Queries, Recommender
 from recpipe.train.device import resolve_device, seed_everything, to_device
-from recpipe.train.loop import EpochCallback, TrainConfig, Trainer, TrainResult
+from recpipe.train.loop import EpochCallback, TrainConfig, Trainer, TrainResult, ValidateFn
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +237,14 @@ class TorchRecommender(Recommender):
         module = self._build_module()
         self._prepare(train, valid)
         validate = self._validator(train, valid) if valid is not None and len(valid) else None
+        self._train_module(module, train, validate)
+
+    def _train_module(
+        self, module: torch.nn.Module, train: Interactions, validate: ValidateFn | None
+    ) -> None:
+        """Run the shared loop on ``module`` (this model's batches and step, checkpoints
+        and progress of :meth:`fit`); keep the result in ``module`` / ``training``."""
+        cfg = self.config
         trainer = Trainer(
             cfg.train_options(),
             seed=cfg.seed,

@@ -1,6 +1,6 @@
 """Leak-free train / validation / test splits of sessionized events.
 
-Four protocols, each a pure function ``(events, params) -> SplitResult``:
+Five protocols, each a pure function ``(events, params) -> SplitResult``:
 
 ``session``
     The GRU4Rec / session-rec protocol for next-item prediction (Hidasi et al.,
@@ -24,6 +24,13 @@ Four protocols, each a pure function ``(events, params) -> SplitResult``:
     Per user, the last event is test and the one before valid (e.g. He et al.,
     "Neural Collaborative Filtering", WWW 2017; Kang & McAuley, "Self-Attentive
     Sequential Recommendation", ICDM 2018).
+``cold_start``
+    The ``global_temporal`` cut-off, and a seeded share of the items and of the
+    users with events after it are held out whole: all their train and valid
+    events are removed, so they (like ids first seen after the cut-off) are
+    unknown to training, while test keeps every event after the cut-off (Schein
+    et al., "Methods and metrics for cold-start recommendations", SIGIR 2002).
+    The cold ids are in ``SplitResult.tables``.
 
 :func:`build_splits` runs those named in ``params.splits`` on one shared
 integer encoding of the table, and returns :class:`SkippedSplit` (with the
@@ -44,6 +51,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from recpipe.config import SPLIT_KINDS, SessionsParams
 from recpipe.errors import SplitError
@@ -69,6 +78,7 @@ __all__ = [
     "SplitResult",
     "build_splits",
     "check_leakage",
+    "cold_start_split",
     "global_temporal_split",
     "iter_splits",
     "leave_last_out_split",
@@ -94,12 +104,16 @@ class SplitResult:
         (ISO times, or the per-user rule), ``parts`` (``rows``, ``users``,
         ``items``, ``sessions``, ``time_range`` of each part), ``dropped``
         (rows by reason) and ``dropped_total``, plus protocol extras.
+    tables : dict of str to pandas.DataFrame
+        Extra per-split tables, written next to the parts as ``<name>.parquet``
+        (``cold_start``: ``cold_items`` and ``cold_users``); empty for the others.
     """
 
     train: pd.DataFrame
     valid: pd.DataFrame
     test: pd.DataFrame
     stats: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -271,6 +285,7 @@ def _finish(
     dropped: dict[str, int],
     extra: dict[str, Any] | None = None,
     t0: float | None = None,
+    tables: dict[str, pd.DataFrame] | None = None,
 ) -> SplitResult:
     """Materialise the parts of ``part`` (per-row part code) and assemble the stats."""
     frames = [take_rows(table.frame, part == code) for code in (_TRAIN, _VALID, _TEST)]
@@ -300,7 +315,7 @@ def _finish(
         stats["dropped"],
         "" if t0 is None else f" in {time.perf_counter() - t0:.2f} s",
     )
-    return SplitResult(frames[0], frames[1], frames[2], stats)
+    return SplitResult(frames[0], frames[1], frames[2], stats, dict(tables or {}))
 
 
 def _empty_test(kind: str, detail: str, change: str) -> SplitError:
@@ -475,13 +490,22 @@ def global_temporal_split(events: pd.DataFrame, params: SessionsParams) -> Split
     return _global_temporal_split(_Table(events), params)
 
 
-def _global_temporal_split(table: _Table, params: SessionsParams) -> SplitResult:
-    t0 = time.perf_counter()
-    kind = "global_temporal"
-    reason = _not_applicable(kind, table)
-    if reason:
-        raise SplitError(f"{kind} split: {reason}")
-    table.prefetch("user", "item", "session")
+def _global_cut(table: _Table, params: SessionsParams, kind: str) -> tuple[np.ndarray, int, int]:
+    """Per-row part codes of the global cut-off (null users dropped) and the two cut-offs.
+
+    Returns
+    -------
+    part : numpy.ndarray
+        (n,) int8 part code of each row.
+    test_after, valid_after : int
+        The cut-off timestamps (ns): test is strictly after ``test_after``, valid
+        after ``valid_after`` and at or before ``test_after``.
+
+    Raises
+    ------
+    SplitError
+        The test or train part comes out empty; the message names the param to change.
+    """
     has_user = table.has_user
     ts_u = table.ts[has_user]
     m = len(ts_u)
@@ -519,6 +543,18 @@ def _global_temporal_split(table: _Table, params: SessionsParams) -> SplitResult
             f"{kind} split: the train part is empty (all events share the first timestamp "
             f"{iso(valid_after)}); lower sessions.global_valid_fraction"
         )
+    return part, test_after, valid_after
+
+
+def _global_temporal_split(table: _Table, params: SessionsParams) -> SplitResult:
+    t0 = time.perf_counter()
+    kind = "global_temporal"
+    reason = _not_applicable(kind, table)
+    if reason:
+        raise SplitError(f"{kind} split: {reason}")
+    table.prefetch("user", "item", "session")
+    part, test_after, valid_after = _global_cut(table, params, kind)
+    m = int(np.count_nonzero(table.has_user))
     counts = np.bincount(part, minlength=4)
     cutoffs = {
         "valid_after": iso(valid_after),
@@ -537,6 +573,205 @@ def _global_temporal_split(table: _Table, params: SessionsParams) -> SplitResult
     }
     dropped = {"null_user": int(table.n - m)}
     return _finish(kind, table, part, used, cutoffs, dropped, extra, t0)
+
+
+# --------------------------------------------------------------------------- cold start
+def cold_start_split(events: pd.DataFrame, params: SessionsParams) -> SplitResult:
+    """A global cut-off that also holds out whole items and whole users (cold start).
+
+    Parameters
+    ----------
+    events : pandas.DataFrame
+        Canonical events with user ids (events without a user are dropped, counted
+        as ``null_user``).
+    params : SessionsParams
+        ``global_test_fraction``, ``global_valid_fraction`` (the cut-off, as in
+        :func:`global_temporal_split`), ``cold_item_fraction``,
+        ``cold_user_fraction`` and ``cold_seed``.
+
+    Returns
+    -------
+    SplitResult
+        ``tables["cold_items"]`` / ``tables["cold_users"]``: one row per cold
+        item / user (columns ``item_id`` / ``user_id`` (string), ``held_out``
+        (bool: drawn by the seed; else the id has test events but no train
+        event anyway: first seen after the train part, or only with held-out ids) and
+        ``test_rows`` (int64: its test events)), sorted by id;
+        ``stats["cold"]``: for ``items`` and ``users``, ``candidates`` (ids with
+        test events), ``held_out``, ``new``, ``cold`` (held out + new) and
+        ``test_rows`` (test events of cold ids), and ``test_rows_cold_item_or_user``;
+        ``stats["dropped"]``: ``null_user``, ``cold_item`` (train / valid events of
+        held-out items) and ``cold_user`` (those of held-out users, on warm items).
+
+    Raises
+    ------
+    SplitError
+        No user ids; the test or train part is empty; or the fractions hold out no
+        item and no user (too few events after the cut-off). :func:`build_splits`
+        reports each of these as a :class:`SkippedSplit` with the message.
+
+    Notes
+    -----
+    1. The global cut-off of :func:`global_temporal_split`: events strictly after
+       ``test_after`` are test, those after ``valid_after`` valid, the rest train.
+    2. Candidates: the items, and the users, with at least one test event. Sorted
+       by id, ``round(n * cold_item_fraction)`` items and ``round(n *
+       cold_user_fraction)`` users (halves up) are drawn without replacement by
+       ``numpy.random.default_rng([cold_seed, 0])`` (items) and ``[cold_seed, 1]``
+       (users): the draw depends on the ids and the seed only, not the row order.
+    3. Every train and valid event of a held-out item or user is dropped; test
+       keeps every event after the cut-off, of warm and cold items and users
+       alike. No held-out item or user appears in train or valid; items and users
+       first seen after the train part are cold too (``held_out`` false).
+    4. With ``cold_anonymous="session"`` (the default) an event without a user but
+       with a session gets the user id ``session:<session_id>`` first: on click logs
+       where most visitors are anonymous (DIGINETICA), each anonymous session is a
+       user, and a held-out or new one is a cold user.
+    """
+    return _cold_start_split(_Table(_anonymous_as_users(events, params)), params)
+
+
+def _anonymous_as_users(events: pd.DataFrame, params: SessionsParams) -> pd.DataFrame:
+    """``events`` with anonymous sessions' user ids set to ``session:<session_id>`` when
+    ``params.cold_anonymous == "session"`` (a copy; ``events`` itself when unchanged)."""
+    if params.cold_anonymous != "session" or "session_id" not in events:
+        return events
+    anonymous = (events["user_id"].isna() & events["session_id"].notna()).to_numpy()
+    if not anonymous.any():
+        return events
+    events = events.copy()
+    users = events["user_id"].astype("string")
+    users[anonymous] = "session:" + events.loc[anonymous, "session_id"].astype("string")
+    events["user_id"] = users
+    return events
+
+
+def _draw(
+    codes: Codes, candidates: np.ndarray, fraction: float, rng: np.random.Generator
+) -> np.ndarray:
+    """``round(len(candidates) * fraction)`` of ``candidates`` (codes), drawn in id order."""
+    n = int(round_half_up(len(candidates) * fraction))
+    if n == 0:
+        return np.zeros(0, np.int64)
+    order = pc.sort_indices(codes.uniques.take(pa.array(candidates))).to_numpy()
+    ordered = candidates[order]
+    return np.sort(ordered[rng.permutation(len(ordered))[:n]])
+
+
+def _cold_table(
+    column: str, codes: Codes, part: np.ndarray, held: np.ndarray
+) -> tuple[pd.DataFrame, dict[str, int], np.ndarray]:
+    """The cold ids of one id column: held out, or with test but no train events.
+
+    Returns the table (``column``, ``held_out``, ``test_rows``; sorted by id), the
+    counts of ``stats["cold"]`` and a ``(max(n_uniques, 1),)`` bool mask of the cold codes.
+    """
+    k = max(codes.n_uniques, 1)
+    c = codes.codes
+    ok = c >= 0
+    test_rows = np.bincount(c[ok & (part == _TEST)], minlength=k)
+    in_train = np.bincount(c[ok & (part == _TRAIN)], minlength=k) > 0
+    is_held = np.zeros(k, bool)
+    is_held[held] = True
+    is_cold = is_held | ((test_rows > 0) & ~in_train)
+    cold = np.flatnonzero(is_cold)
+    ids = pd.Series(codes.uniques.take(pa.array(cold)).to_pylist(), dtype="string")
+    frame = pd.DataFrame(
+        {column: ids, "held_out": is_held[cold], "test_rows": test_rows[cold].astype(np.int64)}
+    )
+    frame = frame.sort_values(column, kind="stable", ignore_index=True)
+    counts = {
+        "candidates": int(np.count_nonzero(test_rows)),
+        "held_out": len(held),
+        "new": int(len(cold) - len(held)),
+        "cold": len(cold),
+        "test_rows": int(test_rows[cold].sum()),
+    }
+    return frame, counts, is_cold
+
+
+def _mask_rows(codes: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(n,) bool: the row's code is marked in ``mask`` (null codes never are)."""
+    return (codes >= 0) & mask[np.maximum(codes, 0)]
+
+
+def _cold_start_split(table: _Table, params: SessionsParams) -> SplitResult:
+    t0 = time.perf_counter()
+    kind = "cold_start"
+    reason = _not_applicable(kind, table)
+    if reason:
+        raise SplitError(f"{kind} split: {reason}")
+    table.prefetch("user", "item", "session")
+    part, test_after, valid_after = _global_cut(table, params, kind)
+    item, user = table.item.codes, table.user.codes
+    test = part == _TEST
+    cand_items = np.unique(item[test & (item >= 0)]).astype(np.int64)
+    cand_users = np.unique(user[test]).astype(np.int64)  # test rows all have a user
+    held_items = _draw(
+        table.item,
+        cand_items,
+        params.cold_item_fraction,
+        np.random.default_rng([params.cold_seed, 0]),
+    )
+    held_users = _draw(
+        table.user,
+        cand_users,
+        params.cold_user_fraction,
+        np.random.default_rng([params.cold_seed, 1]),
+    )
+    if not len(held_items) and not len(held_users):
+        raise SplitError(
+            f"{kind} split: too few events after the cut-off {iso(test_after)} to hold out "
+            f"anything: round({len(cand_items)} items x cold_item_fraction="
+            f"{params.cold_item_fraction}) = 0 and round({len(cand_users)} users x "
+            f"cold_user_fraction={params.cold_user_fraction}) = 0; increase "
+            "sessions.cold_item_fraction or sessions.cold_user_fraction"
+        )
+    item_held = np.zeros(max(table.item.n_uniques, 1), bool)
+    item_held[held_items] = True
+    user_held = np.zeros(max(table.user.n_uniques, 1), bool)
+    user_held[held_users] = True
+    earlier = (part == _TRAIN) | (part == _VALID)
+    cold_item_rows = earlier & _mask_rows(item, item_held)
+    cold_user_rows = earlier & ~cold_item_rows & _mask_rows(user, user_held)
+    part[cold_item_rows | cold_user_rows] = _DROPPED
+    if not (part == _TRAIN).any():
+        raise SplitError(
+            f"{kind} split: the train part is empty once the held-out items and users are "
+            f"removed; lower sessions.cold_item_fraction={params.cold_item_fraction} or "
+            f"sessions.cold_user_fraction={params.cold_user_fraction}"
+        )
+    items_frame, item_counts, cold_items = _cold_table("item_id", table.item, part, held_items)
+    users_frame, user_counts, cold_users = _cold_table("user_id", table.user, part, held_users)
+    either = (part == _TEST) & (_mask_rows(item, cold_items) | _mask_rows(user, cold_users))
+    m = int(np.count_nonzero(table.has_user))
+    cutoffs = {
+        "valid_after": iso(valid_after),
+        "test_after": iso(test_after),
+        "rule": "train <= valid_after < valid <= test_after < test; train and valid lose "
+        "every event of a held-out item or user",
+    }
+    extra = {
+        "cold": {
+            "items": item_counts,
+            "users": user_counts,
+            "test_rows_cold_item_or_user": int(np.count_nonzero(either)),
+        }
+    }
+    used = {
+        "global_test_fraction": params.global_test_fraction,
+        "global_valid_fraction": params.global_valid_fraction,
+        "cold_item_fraction": params.cold_item_fraction,
+        "cold_user_fraction": params.cold_user_fraction,
+        "cold_seed": params.cold_seed,
+    }
+    dropped = {
+        "null_user": int(table.n - m),
+        "cold_item": int(np.count_nonzero(cold_item_rows)),
+        "cold_user": int(np.count_nonzero(cold_user_rows)),
+    }
+    tables = {"cold_items": items_frame, "cold_users": users_frame}
+    return _finish(kind, table, part, used, cutoffs, dropped, extra, t0, tables)
 
 
 # --------------------------------------------------------------------------- per-user splits
@@ -667,7 +902,10 @@ _SPLITS: dict[str, Callable[[_Table, SessionsParams], SplitResult]] = {
     "global_temporal": _global_temporal_split,
     "user_temporal": lambda t, p: _per_user_split(t, p, "user_temporal"),
     "leave_last_out": lambda t, p: _per_user_split(t, p, "leave_last_out"),
+    "cold_start": _cold_start_split,
 }
+#: Splits whose :class:`SplitError` means "not applicable to this data" (skipped, not raised).
+_SKIP_ON_ERROR: frozenset[str] = frozenset({"cold_start"})
 assert set(_SPLITS) == set(SPLIT_KINDS)
 
 
@@ -684,12 +922,23 @@ def iter_splits(
     if len(events):
         table.prefetch("user", "item", "session")
     for kind in dict.fromkeys(params.splits):
-        reason = _not_applicable(kind, table)
-        if reason:
-            log.info("%s split skipped: %s", kind, reason)
-            yield kind, SkippedSplit(reason=reason, kind=kind)
-        else:
-            yield kind, _SPLITS[kind](table, params)
+        this = table
+        if kind == "cold_start":
+            converted = _anonymous_as_users(events, params)
+            this = table if converted is events else _Table(converted)
+        reason = _not_applicable(kind, this)
+        if not reason:
+            try:
+                result = _SPLITS[kind](this, params)
+            except SplitError as exc:
+                if kind not in _SKIP_ON_ERROR:
+                    raise
+                reason = str(exc).removeprefix(f"{kind} split: ")
+            else:
+                yield kind, result
+                continue
+        log.info("%s split skipped: %s", kind, reason)
+        yield kind, SkippedSplit(reason=reason, kind=kind)
 
 
 def build_splits(
@@ -710,7 +959,8 @@ def build_splits(
     dict
         ``{kind: SplitResult | SkippedSplit}`` in the order of ``params.splits``.
         A split the data cannot support (user splits on anonymous session data;
-        the session split on events without session ids) is a
+        the session split on events without session ids; the cold-start split
+        on too few events, see :func:`cold_start_split`) is a
         :class:`SkippedSplit` with the reason.
 
     Raises
@@ -745,6 +995,12 @@ def check_leakage(result: SplitResult, kind: str) -> dict[str, bool]:
           ``heldout_sessions_min_length_2``;
         * ``global_temporal``: the same three ``*_after_*`` on event timestamps
           (strictly greater);
+        * ``cold_start``: those three, and, from ``result.tables``,
+          ``cold_items_not_in_train`` / ``cold_users_not_in_train`` (no event of a
+          cold id in train), ``held_out_items_not_in_valid`` /
+          ``held_out_users_not_in_valid`` and ``cold_items_in_test`` /
+          ``cold_users_in_test`` (every cold id has a test event); a missing or
+          malformed table makes its checks ``False``;
         * ``user_temporal`` / ``leave_last_out``: ``test_after_train_per_user``,
           ``valid_after_train_per_user``, ``test_after_valid_per_user`` (>=,
           per user) and ``test_users_in_train``; ``leave_last_out`` also
@@ -780,9 +1036,11 @@ def check_leakage(result: SplitResult, kind: str) -> dict[str, bool]:
         checks["heldout_sessions_min_length_2"] = all(
             bool((np.bincount(c.codes)[np.unique(c.codes)] >= 2).all()) for c in sessions[1:]
         )
-    elif kind == "global_temporal":
+    elif kind in ("global_temporal", "cold_start"):
         for name, a, b in pairs:
             checks[name] = _all_after(ts[b], ts[a], strict=True)
+        if kind == "cold_start":
+            checks.update(_cold_checks(result))
     else:
         users = encode_parts([p["user_id"] for p in parts])
         n_users = users[0].n_uniques
@@ -812,6 +1070,28 @@ def check_leakage(result: SplitResult, kind: str) -> dict[str, bool]:
                 c = codes.codes[codes.codes >= 0]
                 checks[name] = bool((np.bincount(c, minlength=1) <= 1).all())
     return checks
+
+
+def _cold_checks(result: SplitResult) -> dict[str, bool]:
+    """The cold-start invariants of :func:`check_leakage`, from ``result.tables``."""
+    out: dict[str, bool] = {}
+    for column, name in (("item_id", "items"), ("user_id", "users")):
+        keys = (
+            f"cold_{name}_not_in_train",
+            f"held_out_{name}_not_in_valid",
+            f"cold_{name}_in_test",
+        )
+        table = result.tables.get(f"cold_{name}")
+        if table is None or not {column, "held_out"} <= set(table.columns):
+            log.warning("cold_start split without a valid cold_%s table: checks fail", name)
+            out.update(dict.fromkeys(keys, False))
+            continue
+        ids = table[column]
+        held = ids[table["held_out"].to_numpy(dtype=bool)]
+        out[keys[0]] = not bool(result.train[column].isin(ids).any())
+        out[keys[1]] = not bool(result.valid[column].isin(held).any())
+        out[keys[2]] = bool(ids.isin(result.test[column]).all())
+    return out
 
 
 def _all_after(later: np.ndarray, earlier: np.ndarray, *, strict: bool) -> bool:

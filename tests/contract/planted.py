@@ -8,15 +8,22 @@ Layout of :func:`planted` (indices; 0 = PAD and 1 = UNK are reserved):
   ``HELD_OUT_ITEM`` (7), which its block-mates do.
 - Every other session ends with ``A`` (12) then ``B`` (13): A is always followed by B.
 - Items 14..17 never occur in train.
+- Item content (:func:`planted_content`, in ``meta.item_content``): the items of a
+  block share their block's category, title and price, A and B share theirs ("a pair
+  of matching socks"), POPULAR has its own; items 3 and 14..17 have no content. The
+  meta carries no ``item_categories``, so only models that read item content see it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
+from recpipe.features.content import ContentEncoder, ItemContent, align
+from recpipe.features.idmap import N_RESERVED, IdMap
 from recpipe.models.base import DataMeta, Interactions
 
 POPULAR = 2
@@ -97,6 +104,36 @@ def _planted_sessions(seed: int, sessions_per_user: int) -> tuple[list[list[int]
     return sessions, users
 
 
+#: Content of the planted items: (items, category, title, price).
+PLANTED_CONTENT = (
+    ((POPULAR,), "bestsellers", "famous bestseller", 5.0),
+    (BLOCK_A, "kitchen", "steel kitchen pan", 30.0),
+    (BLOCK_B, "garden", "green garden hose", 12.0),
+    ((A, B), "socks", "matching pair of socks", 8.0),
+)
+
+
+def planted_content(
+    counts: np.ndarray, *, text_buckets: int = 256
+) -> tuple[ItemContent, ContentEncoder]:
+    """(item content aligned to the planted item indices, its fitted encoder).
+
+    Item ``i`` has the id ``str(i)``; ``counts`` are the train counts by index.
+    """
+    rows = [
+        {"item_id": str(i), "categories": [cat], "title": title, "price": price}
+        for items, cat, title, price in PLANTED_CONTENT
+        for i in items
+    ]
+    frame = pd.DataFrame(rows)
+    encoder = ContentEncoder(text_buckets=text_buckets, word_ngrams=(1,), char_ngrams=()).fit(frame)
+    ids = np.array([str(i) for i in range(N_RESERVED, len(counts))], dtype=object)
+    idmap = IdMap(ids=ids, id_counts=np.asarray(counts)[N_RESERVED:])
+    content = align(encoder.transform(frame), idmap)
+    assert isinstance(content, ItemContent)
+    return content, encoder
+
+
 def planted(seed: int = 0) -> tuple[Interactions, Interactions, DataMeta]:
     """(train, valid, meta) of the planted data set."""
     train_sessions, train_users = _planted_sessions(seed, sessions_per_user=4)
@@ -109,4 +146,6 @@ def planted(seed: int = 0) -> tuple[Interactions, Interactions, DataMeta]:
         start_ns=[start + s * _HOUR for s in range(len(valid_sessions))],
     )
     meta = DataMeta.from_interactions(train, n_items=N_ITEMS, n_users=N_USERS, split="planted")
+    content, encoder = planted_content(meta.item_counts)
+    meta = replace(meta, item_content=content, item_encoder=encoder)
     return train, valid, meta

@@ -84,3 +84,41 @@ def test_retrain_flow_writes_leak_free_splits_and_features(workspace: Paths) -> 
     best = max(metrics, key=lambda m: metrics[m]["recall@20"])
     assert evaluation["significance"]["session"]["best"] == best
     assert runs.iloc[0]["metrics.session.markov.recall_at_20"] == metrics["markov"]["recall@20"]
+
+
+def test_retrain_flow_gates_and_registers_every_candidate(workspace: Paths) -> None:
+    from flows.retrain import retrain
+    from recpipe.gates.registry import Registry
+    from recpipe.stages import workspace_params
+
+    summary = retrain(overrides=SMALL, root=str(workspace.root))
+    gate = json.loads(workspace.gate_json.read_text())
+    assert {"passed", "reasons", "candidate", "champion", "rules"} <= set(gate)
+    assert gate["split"] == "user_temporal" and gate["reasons"]
+    assert [r["name"] for r in gate["rules"]] == [
+        "beats_baseline",
+        "champion",
+        "latency",
+        "artifact_size",
+        "validation",
+    ]
+    assert workspace.gate_md.read_text().startswith("# Gate: ")
+    registry = summary["registry"]
+    params = workspace_params(workspace, None, SMALL)
+    trained = {
+        f"{name}/{split}"
+        for name in params.train.candidates
+        for split in params.train.splits
+        if (workspace.model_dir(name) / split / "meta.json").is_file()
+    }
+    assert set(registry["versions"]) == trained
+    aliases = Registry.for_workspace(params, workspace).aliases()
+    if gate["passed"]:  # the gate's candidate became the champion
+        key = f"{gate['candidate']['model']}/{gate['split']}"
+        assert aliases == {"champion": registry["versions"][key]}
+    else:  # a failed gate moves no alias
+        assert aliases == {} and "not promoted" in registry["message"]
+    assert summary["gate"]["passed"] == gate["passed"]
+    runs = _mlflow_runs(workspace)
+    pipeline_run = runs.set_index("run_id").loc[summary["mlflow_run_id"]]
+    assert pipeline_run["tags.gate.passed"] == str(gate["passed"])

@@ -180,3 +180,37 @@ def test_property_save_load_round_trip(values):
     m = IdMap.fit(pd.Series(values, dtype="string"))
     with tempfile.TemporaryDirectory() as tmp:
         assert IdMap.load(m.save(Path(tmp) / "m.parquet")) == m
+
+
+def test_extend_appends_new_ids_with_count_zero(tmp_path):
+    m = IdMap.fit(pd.Series(["b", "a", "b", "c"]), min_count=1)
+    before = m.encode(["b", "a", "c"]).tolist()
+    ext = m.extend(pd.Series(["z", "a", None, "y", "z", "b"], dtype="string"))
+    assert ext.ids.tolist() == ["b", "a", "c", "y", "z"]  # new ids after the known, by id
+    assert ext.counts.tolist() == [0, 0, 2, 1, 1, 0, 0]
+    assert ext.encode(["b", "a", "c"]).tolist() == before  # known indices unchanged
+    assert ext.encode(["y", "z", "nope", None]).tolist() == [5, 6, UNK, UNK]
+    assert ext.min_count == m.min_count
+    assert m.ids.tolist() == ["b", "a", "c"]  # the original is untouched
+    assert IdMap.load(ext.save(tmp_path / "m.parquet")) == ext
+    # nothing new: an equal map; an empty map gains everything
+    assert m.extend(["a", None]) == m
+    assert m.extend([]) == m
+    empty = IdMap.fit(pd.Series([], dtype="string")).extend(["q", "p"])
+    assert empty.ids.tolist() == ["p", "q"] and empty.counts.tolist() == [0, 0, 0, 0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.one_of(ids_text, st.none()), max_size=30),
+    st.lists(st.one_of(ids_text, st.none()), max_size=30),
+)
+def test_property_extend(train, extra):
+    m = IdMap.fit(pd.Series(train, dtype="string"))
+    ext = m.extend(pd.Series(extra, dtype="string"))
+    assert ext.ids[: m.n_ids].tolist() == m.ids.tolist()
+    added = ext.ids[m.n_ids :].tolist()
+    assert added == sorted({v for v in extra if v is not None} - set(m.ids.tolist()))
+    assert ext.id_counts[m.n_ids :].tolist() == [0] * len(added)
+    real = [v for v in [*train, *extra] if v is not None]
+    assert (ext.encode(real) >= N_RESERVED).all()

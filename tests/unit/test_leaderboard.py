@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from recpipe.evaluate.leaderboard import compare_to_best, leaderboard_markdown
+from recpipe.evaluate.leaderboard import (
+    compare_to_best,
+    evaluate_models,
+    leaderboard_markdown,
+    split_query_kinds,
+)
+from tests.unit.test_protocols import SessionOnly, UserOnly, cold_items_case
 
 
 def test_compare_to_best_names_the_best_and_signs_the_difference() -> None:
@@ -32,3 +38,43 @@ def test_leaderboard_orders_by_primary_metric_and_lists_skipped() -> None:
     assert text.index("| markov |") < text.index("| pop |")
     assert "-0.7000 [-0.8000, -0.6000]" in text
     assert "als (no users)" in text
+
+
+def test_leaderboard_cold_start_columns_and_protocols_not_run() -> None:
+    entry = {"n_queries": 5, "fit_s": 0, "eval_s": 0}
+    results = {
+        "cold_start": {
+            "pop": {
+                **entry,
+                "metrics": {"recall@20": 0.5, "cold_items/recall@20": 0.25},
+                "skipped_protocols": {"cold_users": "cannot score 'session' queries"},
+            },
+            "markov": {**entry, "n_queries": 0, "metrics": {"cold_users/recall@20": 0.75}},
+        }
+    }
+    columns = ["recall@20", "cold_items/recall@20", "cold_users/recall@20"]
+    text = leaderboard_markdown(results, "recall@20", columns, {"cold_start": {"versus": {}}})
+    assert "| cold_items/recall@20 | cold_users/recall@20 |" in text
+    assert "| pop | 0.5000 | 0.2500 |  | best |" in text
+    assert "| markov |  |  | 0.7500 |  |" in text  # no primary metric: not "best"
+    assert "Protocols not run: pop cold_users (cannot score 'session' queries)" in text
+
+
+def test_evaluate_models_on_the_cold_start_split() -> None:
+    assert split_query_kinds("cold_start") == {"user", "session"}
+    assert split_query_kinds("session") == {"session"}
+    train, test, meta = cold_items_case()
+    fitted = {
+        "user_only": UserOnly(None, meta).fit(train),
+        "session_only": SessionOnly(None, meta).fit(train),
+    }
+    data = {"train": train, "valid": train, "test": test}
+    out, per_query = evaluate_models("cold_start", data, meta, [], {}, [1, 3], fitted=fitted)
+    user = out["user_only"]
+    assert user["protocol"] == "cold_start" and user["role"] == "candidate"
+    assert {"recall@3", "cold_items/recall@3", "cold_items/ndcg@3"} <= set(user["metrics"])
+    assert user["slices"]["cold_items"]["n"] == 2.0
+    assert "cold_users" in user["skipped_protocols"]
+    assert "cold_items/recall@3" in per_query["user_only"]
+    # no unknown user with a target in this test part: the session-only model is skipped
+    assert "no cold_start protocol can run" in out["session_only"]["skipped"]

@@ -1,4 +1,4 @@
-"""The four splits: checked against plain pandas references and their invariants."""
+"""The five splits: checked against plain pandas references and their invariants."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from recpipe.sessions.splits import (
     SplitResult,
     build_splits,
     check_leakage,
+    cold_start_split,
     global_temporal_split,
     iter_splits,
     leave_last_out_split,
@@ -98,6 +99,31 @@ def reference_user_split(ev: pd.DataFrame, p: SessionsParams, kind: str) -> dict
     return out
 
 
+def reference_cold_start(ev: pd.DataFrame, p: SessionsParams) -> dict[str, object]:
+    """The documented cold-start rule on top of the global temporal split."""
+    base = global_temporal_split(ev, p)
+
+    def draw(ids: set[str], fraction: float, stream: int) -> set[str]:
+        ordered = sorted(ids)
+        n = math.floor(len(ordered) * fraction + 0.5)
+        rng = np.random.default_rng([p.cold_seed, stream])
+        return {ordered[k] for k in rng.permutation(len(ordered))[:n]}
+
+    items = draw(set(base.test["item_id"]), p.cold_item_fraction, 0)
+    users = draw(set(base.test["user_id"]), p.cold_user_fraction, 1)
+
+    def keep(part: pd.DataFrame) -> pd.DataFrame:
+        return part[~part["item_id"].isin(items) & ~part["user_id"].isin(users)]
+
+    return {
+        "train": rows_of(keep(base.train)),
+        "valid": rows_of(keep(base.valid)),
+        "test": rows_of(base.test),
+        "items": items,
+        "users": users,
+    }
+
+
 # --------------------------------------------------------------------------- random streams
 row_strategy = st.tuples(
     st.sampled_from([None, "u0", "u1", "u2", "u3", "u4"]),
@@ -132,6 +158,9 @@ params_strategy = st.builds(
     global_valid_fraction=st.sampled_from([0.0, 0.2]),
     user_test_fraction=st.sampled_from([0.2, 0.34, 0.5]),
     user_valid_fraction=st.sampled_from([0.0, 0.2]),
+    cold_item_fraction=st.sampled_from([0.0, 0.1, 0.5]),
+    cold_user_fraction=st.sampled_from([0.0, 0.3, 1.0]),
+    cold_seed=st.integers(0, 3),
 )
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -218,6 +247,56 @@ def test_user_splits_match_reference(rows, p, kind):
         train = result.train[result.train["user_id"] == user]
         assert len(train) >= 1
         assert test["timestamp"].min() >= train["timestamp"].max()
+
+
+@SETTINGS
+@given(rows=st.lists(row_strategy, min_size=8, max_size=60), p=params_strategy)
+def test_cold_start_split_matches_reference(rows, p):
+    p = p.model_copy(update={"cold_anonymous": "drop"})  # the reference drops null users
+    ev = sessionize(events_frame(rows), p)
+    try:
+        expected = reference_cold_start(ev, p)
+    except SplitError:  # no usable global cut-off: the cold-start split has none either
+        event("cold start: no global cut-off")
+        with pytest.raises(SplitError):
+            cold_start_split(ev, p)
+        return
+    if (not expected["items"] and not expected["users"]) or not expected["train"]:
+        event("cold start: nothing held out or empty train")
+        with pytest.raises(SplitError, match=r"too few events|train part is empty"):
+            cold_start_split(ev, p)
+        assert isinstance(
+            build_splits(ev, p.model_copy(update={"splits": ["cold_start"]}))["cold_start"],
+            SkippedSplit,
+        )
+        return
+    event("cold start: compared")
+    result = cold_start_split(ev, p)
+    assert {k: rows_of(v) for k, v in result.parts().items()} == {
+        k: expected[k] for k in ("train", "valid", "test")
+    }
+    assert_accounted(result, ev)
+    assert all(check_leakage(result, "cold_start").values())
+    items, users = result.tables["cold_items"], result.tables["cold_users"]
+    assert set(items.loc[items["held_out"], "item_id"]) == expected["items"]
+    assert set(users.loc[users["held_out"], "user_id"]) == expected["users"]
+    # every cold id: no train event, a test event; held-out ids: no valid event either
+    for table, column in ((items, "item_id"), (users, "user_id")):
+        assert table[column].is_monotonic_increasing
+        assert not result.train[column].isin(table[column]).any()
+        held = table.loc[table["held_out"], column]
+        assert not result.valid[column].isin(held).any()
+        counts = result.test[column].value_counts()
+        assert table["test_rows"].tolist() == counts[table[column]].tolist()
+        new = set(result.test[column]) - set(result.train[column])
+        assert set(table[column]) == new | set(held)
+    cold = result.stats["cold"]
+    assert cold["items"]["held_out"] == len(expected["items"])
+    assert cold["users"]["cold"] == len(users)
+    either = result.test["item_id"].isin(items["item_id"]) | result.test["user_id"].isin(
+        users["user_id"]
+    )
+    assert cold["test_rows_cold_item_or_user"] == int(either.sum())
 
 
 @settings(max_examples=15, deadline=None)
@@ -461,3 +540,137 @@ def test_parts_do_not_alias_the_input():
     result = session_split(ev, SessionsParams(min_item_support=1))
     result.train.loc[0, "item_id"] = "changed"
     pd.testing.assert_frame_equal(ev, before)
+
+
+# --------------------------------------------------------------------------- cold start
+def cold_events() -> pd.DataFrame:
+    """6 users x 4 items, one event an hour in a fixed pseudo-random order; 48 events."""
+    rng = np.random.default_rng(7)
+    rows = [(f"u{k % 6}", f"i{int(rng.integers(0, 4))}", 60 * k, "view", None) for k in range(48)]
+    return events_frame(rows)
+
+
+def test_cold_start_split_hand_example():
+    ev = cold_events()
+    p = SessionsParams(
+        global_test_fraction=0.25,
+        global_valid_fraction=0.125,
+        cold_item_fraction=0.25,
+        cold_user_fraction=0.5,
+        cold_seed=3,
+    )
+    result = cold_start_split(ev, p)
+    base = global_temporal_split(ev, p)
+    # the cut-off of global_temporal: the last 12 events are test, all of them kept
+    assert result.test["row"].tolist() == list(range(36, 48))
+    assert result.stats["cutoffs"]["test_after"] == base.stats["cutoffs"]["test_after"]
+    items, users = result.tables["cold_items"], result.tables["cold_users"]
+    held_items = set(items.loc[items["held_out"], "item_id"])
+    held_users = set(users.loc[users["held_out"], "user_id"])
+    assert len(held_items) == 1 and len(held_users) == 3  # round(4 x 0.25), round(6 x 0.5)
+    for part in (result.train, result.valid):
+        assert not part["item_id"].isin(held_items).any()
+        assert not part["user_id"].isin(held_users).any()
+    removed = base.train["item_id"].isin(held_items) | base.train["user_id"].isin(held_users)
+    assert rows_of(result.train) == rows_of(base.train[~removed])
+    stats = result.stats
+    assert stats["dropped"]["null_user"] == 0
+    assert stats["dropped"]["cold_item"] + stats["dropped"]["cold_user"] == (
+        len(base.train) + len(base.valid) - len(result.train) - len(result.valid)
+    )
+    assert stats["cold"]["items"]["candidates"] == result.test["item_id"].nunique()
+    assert stats["cold"]["users"]["test_rows"] == int(
+        result.test["user_id"].isin(users["user_id"]).sum()
+    )
+    assert stats["params"]["cold_seed"] == 3
+    assert all(check_leakage(result, "cold_start").values())
+    assert_accounted(result, ev)
+
+
+def test_cold_start_split_is_seeded_and_ignores_row_order():
+    ev = cold_events()
+    p = SessionsParams(cold_item_fraction=0.5, cold_user_fraction=0.5, cold_seed=1)
+
+    def held(frame: pd.DataFrame, column: str) -> list[str]:
+        return frame.loc[frame["held_out"], column].tolist()
+
+    first = cold_start_split(ev, p)
+    again = cold_start_split(ev.copy(deep=True), p)
+    shuffled = cold_start_split(ev.sample(frac=1.0, random_state=0).reset_index(drop=True), p)
+    for other in (again, shuffled):
+        for name in ("cold_items", "cold_users"):
+            pd.testing.assert_frame_equal(first.tables[name], other.tables[name])
+        for name in ("train", "valid", "test"):
+            assert rows_of(first.parts()[name]) == rows_of(other.parts()[name])
+    draws = {
+        seed: (
+            held(
+                cold_start_split(ev, p.model_copy(update={"cold_seed": seed})).tables["cold_users"],
+                "user_id",
+            )
+        )
+        for seed in range(6)
+    }
+    assert len({tuple(v) for v in draws.values()}) > 1  # the seed matters
+
+
+def test_cold_start_split_skipped_when_not_applicable():
+    anonymous = sessionize(
+        events_frame([(None, f"i{k % 2}", k * 600, "view", f"s{k // 3}") for k in range(12)]),
+        SessionsParams(),
+    )
+    drop = SessionsParams(splits=["cold_start"], cold_anonymous="drop")
+    out = build_splits(anonymous, drop)
+    assert isinstance(out["cold_start"], SkippedSplit)
+    assert "no user ids" in out["cold_start"].reason
+    with pytest.raises(SplitError, match="no user ids"):
+        cold_start_split(anonymous, drop)
+    # by default each anonymous session is a user: new sessions are cold users
+    sessions = SessionsParams(splits=["cold_start"], cold_user_fraction=0.5)
+    as_users = build_splits(anonymous, sessions)["cold_start"]
+    assert isinstance(as_users, SplitResult)
+    assert set(as_users.test["user_id"]) <= {f"session:s{k}" for k in range(4)}
+    assert as_users.tables["cold_users"]["user_id"].str.startswith("session:").all()
+    direct = cold_start_split(anonymous, sessions)
+    assert rows_of(direct.test) == rows_of(as_users.test)
+
+    # 10 events of one user and item, 2 after the cut-off: round(1 x 0.1) = 0 held out
+    few = events_frame([("u0", "i0", k, "view", None) for k in range(8)])
+    few = pd.concat(
+        [few, events_frame([("u0", "i0", 100 + k, "view", None) for k in range(2)])],
+        ignore_index=True,
+    )
+    p = SessionsParams(global_valid_fraction=0.0, splits=["global_temporal", "cold_start"])
+    out = build_splits(few, p)
+    assert isinstance(out["global_temporal"], SplitResult)
+    assert isinstance(out["cold_start"], SkippedSplit)
+    assert "too few events" in out["cold_start"].reason
+    assert "cold_item_fraction" in out["cold_start"].reason
+    with pytest.raises(SplitError, match="too few events"):
+        cold_start_split(few, p)
+    # holding out the only user empties train: skipped too, naming the fraction
+    only = p.model_copy(update={"cold_user_fraction": 1.0})
+    skipped = build_splits(few, only)["cold_start"]
+    assert isinstance(skipped, SkippedSplit)
+    assert "train part is empty" in skipped.reason and "cold_user_fraction=1.0" in skipped.reason
+
+
+def test_check_leakage_of_the_cold_start_split():
+    ev = cold_events()
+    p = SessionsParams(cold_item_fraction=0.5, cold_user_fraction=0.5)
+    good = cold_start_split(ev, p)
+    assert all(check_leakage(good, "cold_start").values())
+    cold_row = good.test[good.test["item_id"].isin(good.tables["cold_items"]["item_id"])]
+    leaky = SplitResult(
+        pd.concat([good.train, cold_row.iloc[:1]], ignore_index=True),
+        good.valid,
+        good.test,
+        good.stats,
+        good.tables,
+    )
+    checks = check_leakage(leaky, "cold_start")
+    assert not checks["cold_items_not_in_train"] and not checks["test_after_train"]
+    bare = SplitResult(good.train, good.valid, good.test, good.stats)
+    checks = check_leakage(bare, "cold_start")
+    assert checks["test_after_train"]
+    assert not checks["cold_items_not_in_train"] and not checks["cold_users_in_test"]

@@ -1,0 +1,99 @@
+"""The gate's reports: ``reports/gate.json`` for machines, ``reports/gate.md`` for people.
+
+``gate.json`` holds ``passed``, ``reasons`` (the failed rules' reasons, or every
+rule's when it passed), ``candidate`` (``model``, ``split``, ``artifact``, the gate
+metric's ``value``, ``size_mb``, ``latency``), ``champion`` (``version``, ``model``,
+``split``, ``value`` re-evaluated on the gate split, ``error``, ``remapped``; null
+when there is none), ``split``, ``metric``, ``baseline`` (best baseline and its
+value), ``bootstrap`` (the paired interval of candidate minus baseline), ``rules``
+(each rule's ``name``, ``passed``, ``reason`` and ``figures``), ``params`` (the gate
+section) and ``created_at``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from recpipe.gates.rules import GateResult
+
+
+def gate_json(result: GateResult, context: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON-able report of a decision; ``context`` adds the figures around it.
+
+    Parameters
+    ----------
+    result : GateResult
+        The decision.
+    context : mapping
+        ``candidate`` (dict or None), ``split``, ``metric``, ``baseline``,
+        ``bootstrap``, ``params``, ``created_at``.
+    """
+    return {
+        "passed": result.passed,
+        "reasons": list(result.reasons),
+        "candidate": context.get("candidate"),
+        "champion": None if result.champion is None else result.champion.to_dict(),
+        "split": context.get("split"),
+        "metric": context.get("metric"),
+        "baseline": context.get("baseline"),
+        "bootstrap": context.get("bootstrap"),
+        "rules": [r.to_dict() for r in result.rules],
+        "params": context.get("params"),
+        "created_at": context.get("created_at"),
+    }
+
+
+def gate_markdown(report: Mapping[str, Any]) -> str:
+    """A short human report of ``gate.json``: decision, reasons, every rule."""
+    passed = bool(report["passed"])
+    candidate = report.get("candidate") or {}
+    champion = report.get("champion")
+    metric, split = report.get("metric"), report.get("split")
+    lines = [f"# Gate: {'PASSED' if passed else 'NOT PASSED'}", ""]
+    if candidate:
+        lines.append(
+            f"Candidate **{candidate['model']}** on the `{split}` split "
+            f"({metric} {candidate['value']:.4f}), judged against the best baseline"
+            + (" and the champion." if champion else "; there is no champion yet.")
+        )
+    else:
+        lines.append(f"No candidate was evaluated on the `{split}` split.")
+    lines.append("")
+    if passed:
+        lines.append(
+            "Decision: the register step makes this candidate's registry version the "
+            "`champion` (the current one becomes `previous`)."
+        )
+    else:
+        lines += ["Decision: **not promoted**; no registry alias moves. Why:", ""]
+        lines += [f"- {reason}" for reason in report.get("reasons", [])]
+    lines += ["", "| rule | result | reason |", "|---|---|---|"]
+    for rule in report.get("rules", []):
+        reason = str(rule["reason"]).replace("|", "\\|")
+        lines.append(f"| {rule['name']} | {'pass' if rule['passed'] else 'FAIL'} | {reason} |")
+    lines.append("")
+    if champion:
+        value = champion.get("value")
+        shown = f"{metric} {value:.4f} re-evaluated on `{split}`" if value is not None else ""
+        if champion.get("error"):
+            shown = f"could not be evaluated: {champion['error']}"
+        note = " (scored through its own id maps)" if champion.get("remapped") else ""
+        lines.append(
+            f"Champion: registry version {champion['version']} "
+            f"({champion.get('model') or '?'} on {champion.get('split') or '?'}), "
+            f"{shown}{note}."
+        )
+    else:
+        lines.append("Champion: none yet.")
+    if candidate:
+        latency = candidate.get("latency") or {}
+        if latency:
+            lines.append(
+                f"Latency of one request (top-{latency.get('k')}): p50 "
+                f"{latency['p50_ms']:.2f} ms, p99 {latency['p99_ms']:.2f} ms over "
+                f"{latency['n']} requests; artifact {candidate['size_mb']:.2f} MiB "
+                f"(`{candidate['artifact']}`)."
+            )
+    lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,81 @@
+"""The gate's measured figures: latency, artifact size, a champion re-evaluated on new ids."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from recpipe.errors import ArtifactError
+from recpipe.features.idmap import N_RESERVED
+from recpipe.gates import measure
+from recpipe.models import build_model
+from recpipe.models.base import Queries
+from recpipe.paths import Paths
+from tests.unit.gate_workspace import SPLIT, write_features
+
+
+@pytest.fixture(scope="module")
+def drops(tmp_path_factory):
+    """Two data drops of the same ring: different sessions, so different id maps."""
+    old = write_features(Paths.at(tmp_path_factory.mktemp("old")), seed=0)
+    new = write_features(Paths.at(tmp_path_factory.mktemp("new")), seed=1)
+    return old, new
+
+
+def test_artifact_size_and_latency(drops, tmp_path):
+    (meta, data), _ = drops
+    model = build_model("markov", {}, meta).fit(data["train"])
+    path = model.save(tmp_path / "markov")
+    expected = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+    assert measure.artifact_size_mb(path) == pytest.approx(expected)
+    with pytest.raises(ArtifactError, match="does not exist"):
+        measure.artifact_size_mb(tmp_path / "nope")
+
+    requests = measure.single_requests(model, data["test"], 30)
+    assert len(requests) == 30 and all(len(q) == 1 and q.kind == "session" for q in requests)
+    latency = measure.request_latency(model, requests, k=20)
+    assert latency["n"] == 30 and 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+
+    user_model = build_model("bias", {}, meta).fit(data["train"])  # user queries only
+    requests = measure.single_requests(user_model, data["test"], 5)
+    assert all(q.kind == "user" and q.users[0] >= N_RESERVED for q in requests)
+    assert measure.request_latency(user_model, requests, k=5)["n"] == 5
+
+
+def test_a_model_on_the_same_maps_is_evaluated_as_it_is(drops):
+    (meta, data), _ = drops
+    model = build_model("markov", {}, meta).fit(data["train"])
+    scorer, remapped = measure.fit_to_split(model, meta)
+    assert scorer is model and not remapped
+    value, remapped = measure.evaluate_on_split(model, SPLIT, data, meta, [20], "recall@20")
+    assert not remapped and value > 0.8  # the ring is nearly deterministic
+
+
+def test_a_champion_from_another_data_drop_is_scored_through_its_own_maps(drops):
+    (old_meta, old_data), (new_meta, new_data) = drops
+    assert old_meta.item_map != new_meta.item_map  # the index orders differ
+    champion = build_model("markov", {}, old_meta).fit(old_data["train"])
+    value, remapped = measure.evaluate_on_split(
+        champion, SPLIT, new_data, new_meta, [20], "recall@20"
+    )
+    retrained = build_model("markov", {}, new_meta).fit(new_data["train"])
+    fresh, _ = measure.evaluate_on_split(retrained, SPLIT, new_data, new_meta, [20], "recall@20")
+    assert remapped and value == pytest.approx(fresh, abs=0.1)
+
+    # the ring's successor of i05 is i06, whatever index each map gives them
+    wrapped = measure.RemappedModel(champion, new_meta)
+    items = new_meta.item_map
+    scores = wrapped.score(Queries.from_item_lists([items.encode(["i05"]).tolist()]))
+    assert scores.shape == (1, new_meta.n_items)
+    assert items.decode([int(np.argmax(scores[0]))])[0] == "i06"
+    assert np.all(np.isneginf(scores[0, :N_RESERVED]))
+
+
+def test_a_champion_without_id_maps_cannot_be_matched(drops):
+    (meta, data), (new_meta, _) = drops
+    bare = replace(meta, item_map=None, user_map=None, item_content=None, item_encoder=None)
+    model = build_model("markov", {}, bare).fit(data["train"])
+    with pytest.raises(ArtifactError, match="carries no id maps"):
+        measure.fit_to_split(model, new_meta)
