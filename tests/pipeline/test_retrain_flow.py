@@ -108,7 +108,7 @@ def test_retrain_flow_gates_and_registers_every_candidate(workspace: Paths) -> N
     trained = {
         f"{name}/{split}"
         for name in params.train.candidates
-        for split in params.train.splits
+        for split in params.train.model_splits.get(name, params.train.splits)
         if (workspace.model_dir(name) / split / "meta.json").is_file()
     }
     assert set(registry["versions"]) == trained
