@@ -192,16 +192,22 @@ class ColdStartPolicy:
             **{c: getattr(queries, c) for c in CONTEXT_COLUMNS},
             timestamps=queries.timestamps,
         )
-        scores, names = self._fallback(queries)
-        known = has_known_items(items)
-        if known.any():
-            rows = np.flatnonzero(known)
+        scores = np.empty((len(queries), self.n_items), dtype=np.float32)
+        names = np.empty(len(queries), dtype=object)
+        answered = has_known_items(items)
+        if "session" not in self.model.query_kinds and self._vectors is None:
+            answered[:] = False
+        if answered.any():  # only the rows the model cannot answer go to the fallback
+            rows = np.flatnonzero(answered)
             if "session" in self.model.query_kinds:
                 scores[rows] = self.model.score(queries.take(rows))
                 names[rows] = "model"
-            elif self._vectors is not None:
+            else:
                 scores[rows] = self._cosine(aggregate_items(self._vectors, items[rows], self.decay))
                 names[rows] = "item_aggregate"
+        if not answered.all():
+            rows = np.flatnonzero(~answered)
+            scores[rows], names[rows] = self._fallback(queries.take(rows))
         return Routed(scores=scores, strategy=names)
 
     def users(
@@ -235,13 +241,20 @@ class ColdStartPolicy:
             if name not in columns:
                 raise ValueError(f"unknown context column {name!r}; expected {CONTEXT_COLUMNS}")
             columns[name] = np.asarray(values).reshape(items.shape)
-        routed = self.sessions(Queries(kind="session", items=items, **columns))
-        scores, names = routed.scores, routed.strategy
+        scores = np.empty((b, self.n_items), dtype=np.float32)
+        names = np.empty(b, dtype=object)
         known = (users >= N_RESERVED) & (users < self.model.meta.n_users)
-        if known.any() and "user" in self.model.query_kinds:
+        if "user" not in self.model.query_kinds:
+            known[:] = False
+        if known.any():
             rows = np.flatnonzero(known)
             scores[rows] = self.model.score(Queries.for_users(users[rows]))
             names[rows] = "model"
+        if not known.all():  # unknown users: answered from their request
+            rows = np.flatnonzero(~known)
+            requests = Queries(kind="session", items=items, **columns).take(rows)
+            routed = self.sessions(requests)
+            scores[rows], names[rows] = routed.scores, routed.strategy
         return Routed(scores=scores, strategy=names)
 
     def similar(self, items: np.ndarray) -> Routed:
