@@ -179,8 +179,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(bundle: Path, port: int, log_file: Path) -> subprocess.Popen:
-    env = {**os.environ, "RECPIPE_BUNDLE": str(bundle), "BENTOML_DO_NOT_TRACK": "true"}
+def start_server(bundle: Path, port: int, log_file: Path, workers: int = 0) -> subprocess.Popen:
+    """``bentoml serve`` of the service over ``bundle``, as ``recpipe serve`` starts it."""
+    from recpipe.serve.package import serve_env
+
+    env = {**serve_env(workers), "RECPIPE_BUNDLE": str(bundle)}
     cmd = [
         sys.executable,
         "-m",
@@ -326,7 +329,7 @@ def run_case(
         shutil.rmtree(exact_bundle, ignore_errors=True)
     del predictor
     port = free_port()
-    process = start_server(bundle, port, work / f"{name}.log")
+    process = start_server(bundle, port, work / f"{name}.log", args.workers)
     try:
         load(port, bodies, 4, 2.0)  # warm-up
         result["runs"] = [load(port, bodies, c, args.seconds) for c in args.clients]
@@ -385,13 +388,15 @@ def main() -> None:
         "--ann-min-items", type=int, default=1_000_000, help="sizes from here get an ANN run too"
     )
     parser.add_argument("--ann-only", action="store_true", help="skip exact runs of ANN sizes")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="service processes (0: one per CPU core)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     for key, value in {
         "BENTOML_DO_NOT_TRACK": "true",
         "DO_NOT_TRACK": "true",
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
     }.items():
         os.environ.setdefault(key, value)
     results = []

@@ -309,20 +309,24 @@ def serve(
 
     paths = Paths.at(root.resolve())
 
-    def go() -> tuple[str, int]:
+    def go() -> tuple[str, int, int]:
         from recpipe.serve.package import resolve_bento
 
         params = _params(root, params_file, overrides)
         tag = bento
         if tag is None and paths.package_json.is_file():
             tag = json.loads(paths.package_json.read_text()).get("bento_tag")
-        return resolve_bento(tag, paths.bento_archive), port or params.serve.port
+        chosen = port or params.serve.port
+        return resolve_bento(tag, paths.bento_archive), chosen, params.serve.workers
 
-    tag, chosen_port = _guard(go)
-    from recpipe.serve.package import serve_command
+    tag, chosen_port, workers = _guard(go)
+    from recpipe.serve.package import serve_command, serve_env, serve_workers
 
-    out.print(f"serving Bento {tag} on http://{host}:{chosen_port} (Ctrl-C stops it)")
-    child = subprocess.Popen(serve_command(tag, chosen_port, host))
+    out.print(
+        f"serving Bento {tag} on http://{host}:{chosen_port} with "
+        f"{serve_workers(workers)} worker(s) (Ctrl-C stops it)"
+    )
+    child = subprocess.Popen(serve_command(tag, chosen_port, host), env=serve_env(workers))
 
     def forward(signum: int, _frame: Any) -> None:
         child.send_signal(signum)

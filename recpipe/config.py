@@ -392,6 +392,13 @@ class ServeParams(StrictModel):
         "while the previous batch ran: batches grow with the load, no added latency when idle)",
     )
     port: int = Field(default=3000, ge=1, le=65535, description="`recpipe serve` port")
+    workers: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="`recpipe serve` worker processes; 0 = one per CPU core (one Python "
+        "process answers HTTP on about one core)",
+    )
 
 
 class TrackingParams(StrictModel):

@@ -15,6 +15,10 @@ class ConfigError(RecpipeError):
     """params.yaml or an override is invalid (unknown key, wrong type, bad value)."""
 
 
+class MissingContentError(ConfigError, ValueError):
+    """A content model was built on data without usable item content."""
+
+
 class DataImportError(RecpipeError):
     """A raw data set cannot be read into the canonical tables (format problem)."""
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from recpipe.config import Params, load_params
-from recpipe.errors import ConfigError, StageError
+from recpipe.errors import ConfigError, MissingContentError, StageError
 from recpipe.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -350,7 +350,6 @@ def train(
     from recpipe.evaluate.leaderboard import split_query_kinds
     from recpipe.models import MODELS, build_model, get_model
     from recpipe.models.base import DataMeta, Interactions
-    from recpipe.models.content import MissingContentError
     from recpipe.models.torch_base import TorchRecommender
 
     tp = params.train

@@ -52,7 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 
 from recpipe.baselines._sparse import popularity_prior
-from recpipe.errors import ArtifactError, ConfigError
+from recpipe.errors import ArtifactError, MissingContentError
 from recpipe.features.content import ItemContent
 from recpipe.features.idmap import N_RESERVED, UNK
 from recpipe.models.base import (
@@ -91,10 +91,6 @@ PREFIX_SCORE = -2.0
 ENCODE_CHUNK = 4096
 #: Init std of the category and text embedding tables.
 _EMBEDDING_STD = 0.1
-
-
-class MissingContentError(ConfigError, ValueError):
-    """A content model was built on data without usable item content."""
 
 
 # ---------------------------------------------------------------------- columns

@@ -45,6 +45,7 @@ __all__ = [
     "package_bundle",
     "resolve_bento",
     "serve_command",
+    "serve_env",
 ]
 
 log = logging.getLogger(__name__)
@@ -198,3 +199,27 @@ def bentoml_home() -> str:
 def serve_command(tag: str, port: int, host: str = "127.0.0.1") -> list[str]:
     """The ``bentoml serve`` command line of a Bento (this interpreter's BentoML)."""
     return [sys.executable, "-m", "bentoml", "serve", tag, "--host", host, "--port", str(port)]
+
+
+def serve_workers(workers: int) -> int:
+    """Worker processes for ``serve.workers``: 0 means one per CPU core."""
+    return workers if workers > 0 else max(1, os.cpu_count() or 1)
+
+
+def serve_env(workers: int, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of ``bentoml serve``: ``workers`` service processes, telemetry off.
+
+    One Python process answers HTTP on about one core (the GIL), so on a multi-core
+    machine the service runs one worker per core (``serve.workers: 0``); each worker's
+    BLAS and torch then use their share of the cores, not all of them, which would
+    oversubscribe the CPU. Variables already set in ``base`` (default: this process's
+    environment) win, including ``BENTOML_CONFIG_OPTIONS``.
+    """
+    env = dict(os.environ if base is None else base)
+    n = serve_workers(workers)
+    threads = str(max(1, (os.cpu_count() or 1) // n))
+    env.setdefault("BENTOML_CONFIG_OPTIONS", f"services.{BENTO_NAME}.workers={n}")
+    for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(key, threads)
+    env.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    return env

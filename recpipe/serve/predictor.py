@@ -28,8 +28,8 @@ request                   route
 Models with item vectors (MF, the content models) get an item index
 (:mod:`recpipe.serve.index`): exact top-K by a matrix product, or faiss for catalogues
 of ``serve.ann_min_items`` items and more. Other models are scored in full and ranked
-by ``torch.topk``. :meth:`recommend_sessions` scores a batch of session requests at
-once (the service batches concurrent requests into it).
+by :func:`~recpipe.serve.index.top_k`. :meth:`recommend_sessions` scores a batch of
+session requests at once (the service batches concurrent requests into it).
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import torch
 
 from recpipe.config import ServeParams
 from recpipe.errors import ArtifactError, RequestError
@@ -53,7 +52,7 @@ from recpipe.models.base import Queries, Recommender
 from recpipe.models.coldstart import STRATEGIES, ColdStartPolicy
 from recpipe.models.embedding import aggregate_items, has_known_items
 from recpipe.serve.bundle import FALLBACK_DIR, MODEL_DIR, read_info, read_seen
-from recpipe.serve.index import ExactIndex, FaissIndex, build_index
+from recpipe.serve.index import ExactIndex, FaissIndex, build_index, top_k
 from recpipe.serve.schemas import (
     DEFAULT_K,
     ItemMetadata,
@@ -234,9 +233,8 @@ class Predictor:
             for row, items in enumerate(exclude):
                 if len(items):
                     scores[row, items] = -np.inf
-        kk = min(k, scores.shape[1])
-        top = torch.topk(torch.from_numpy(scores), kk, dim=1)
-        return top.indices.numpy().astype(np.int64), top.values.numpy()
+        values, columns = top_k(scores, min(k, scores.shape[1]))
+        return columns.astype(np.int64, copy=False), values
 
     def _answers(
         self, index: np.ndarray, scores: np.ndarray, names: np.ndarray, ks: Sequence[int]
@@ -316,7 +314,6 @@ class Predictor:
             np.unique(row[row >= N_RESERVED]) if drop else np.zeros(0, dtype=np.int64)
             for row, drop in zip(items, exclude_seen, strict=True)
         ]
-        queries = Queries.for_sessions(items, **context)
         index_out = np.full((b, kmax), -1, dtype=np.int64)
         score_out = np.full((b, kmax), -np.inf, dtype=np.float32)
         names = np.empty(b, dtype=object)
@@ -337,6 +334,7 @@ class Predictor:
                 names[rows] = "item_aggregate"
             rest = np.flatnonzero(~known)
         if rest.size:
+            queries = Queries.for_sessions(items, **context)
             routed = self.policy.sessions(queries.take(rest))
             idx, sc = self._top_k(routed.scores, kmax, [exclude[r] for r in rest])
             index_out[rest, : idx.shape[1]] = idx

@@ -41,7 +41,7 @@ from pydantic_core import PydanticCustomError
 
 from recpipe.errors import RequestError
 from recpipe.serve.batching import MicroBatcher
-from recpipe.serve.bundle import MODEL_STORE_NAME
+from recpipe.serve.bundle import BENTO_NAME, MODEL_STORE_NAME
 from recpipe.serve.predictor import Predictor
 from recpipe.serve.schemas import (
     ModelInfo,
@@ -71,7 +71,7 @@ def _bad_request(exc: RequestError, title: str) -> ValidationError:
 
 @bentoml.asgi_app(info_app, path="/")
 @bentoml.service(
-    name="recpipe",
+    name=BENTO_NAME,
     traffic={"timeout": 30},
     threads=2,
     logging={"access": {"enabled": False}},  # see the module docstring

@@ -15,6 +15,7 @@ from recpipe.serve.index import (
     index_report,
     quantize_int8,
     recall_at_k,
+    top_k,
 )
 
 needs_faiss = pytest.mark.skipif(not faiss_available(), reason="faiss not installed (extra ann)")
@@ -51,6 +52,27 @@ def test_exact_index_matches_brute_force_across_chunks(monkeypatch):
     assert not np.isin(idx, [0, 1]).any()
     for row, items in enumerate(exclude):
         assert not np.isin(idx[row], items).any()
+
+
+@pytest.mark.parametrize("n", [20_000, 20_000 + 77, 300])
+def test_top_k_two_pass_search_is_exact(n):
+    """The block-maximum pass finds exactly torch.topk's values, ``-inf`` included."""
+    import torch
+
+    rng = np.random.default_rng(n)
+    scores = rng.normal(size=(6, n)).astype(np.float32)
+    scores[1, : n - 5] = -np.inf  # only 5 finite columns left: the rest pad with -inf
+    scores[2, ::2] = -np.inf
+    scores[3, -3:] = 9.0  # the best items in the last, partial block
+    for k in (1, 20, 100):
+        values, columns = top_k(scores, k)
+        want = torch.topk(torch.from_numpy(scores), k, dim=1).values.numpy()
+        np.testing.assert_array_equal(values, want)
+        np.testing.assert_array_equal(np.take_along_axis(scores, columns, axis=1), values)
+        assert all(len(set(row)) == k for row in columns.tolist())  # no column twice
+    assert sorted(top_k(scores, 3)[1][3].tolist()) == [n - 3, n - 2, n - 1]
+    with pytest.raises(ValueError, match="k must be in"):
+        top_k(scores, n + 1)
 
 
 def test_exact_index_pads_rows_that_run_out():
