@@ -3,7 +3,15 @@
 This module orchestrates only: every step is a function of ``recpipe.stages``, the
 same one that ``recpipe stage NAME`` and dvc.yaml run (``register``, which writes to
 the MLflow registry only, has no dvc.yaml stage). The run ends by packaging the
-champion (after this run's promotion, if any) as a Bento.
+champion (after this run's promotion, if any) as a Bento, and records the run's
+lineage (``dvc commit`` and ``dvc push`` in a DVC repository, then MLflow tags;
+:func:`recpipe.stages.lineage`).
+
+Only the I/O steps that can fail transiently (reading the data drop, writing the
+Bento) are retried, and only for the errors :func:`recpipe.transient.is_transient`
+accepts. The whole run holds the workspace's retraining lock
+(:mod:`recpipe.locks`), so two runs never share a workspace; a deployment of this
+flow also has a concurrency limit of 1 (``flows/deploy.py``).
 """
 
 from __future__ import annotations
@@ -11,16 +19,40 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect import Task, flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
+from prefect.states import Completed
 
-from recpipe import stages, tracking
+from recpipe import retraining, stages, tracking
 from recpipe.config import Params
+from recpipe.locks import retrain_lock
 from recpipe.paths import Paths
+from recpipe.scheduling import FLOW_NAME
+from recpipe.transient import is_transient
+
+#: Retries of the I/O steps, and the seconds before each.
+IO_RETRIES = 2
+IO_RETRY_DELAYS = [2, 10]
 
 
-@task(name="ingest", cache_policy=NO_CACHE)
+def retry_if_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Prefect's ``retry_condition_fn``: retry only a transient I/O fault."""
+    try:
+        state.result()
+    except BaseException as exc:  # the task's exception, re-raised by result()
+        return is_transient(exc)
+    return False
+
+
+@task(
+    name="ingest",
+    cache_policy=NO_CACHE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAYS,
+    retry_condition_fn=retry_if_transient,
+)
 def ingest_task(params: Params, paths: Paths) -> dict[str, Any]:
     return stages.ingest(params, paths)
 
@@ -62,39 +94,88 @@ def evaluate_task(params: Params, paths: Paths) -> dict[str, Any]:
 
 
 @task(name="gate", cache_policy=NO_CACHE)
-def gate_task(params: Params, paths: Paths) -> dict[str, Any]:
+def gate_task(params: Params, paths: Paths, mlflow: dict[str, str]) -> dict[str, Any]:
     report = stages.gate(params, paths)
-    _publish(paths.gate_md, "gate", "Gate decision: the best candidate against the rules")
+    if paths.gate_md.exists():  # the decision, and where its MLflow run is
+        create_markdown_artifact(
+            paths.gate_md.read_text() + "\n" + retraining.mlflow_markdown(mlflow),
+            key="gate",
+            description="Gate decision: the best candidate against the rules",
+        )
     return report
 
 
 @task(name="register", cache_policy=NO_CACHE)
-def register_task(params: Params, paths: Paths) -> dict[str, Any]:
-    return stages.register(params, paths)
+def register_task(params: Params, paths: Paths, gate: dict[str, Any]) -> dict[str, Any]:
+    registry = stages.register(params, paths)
+    outcome = retraining.outcome_message(gate, registry)
+    create_markdown_artifact(
+        retraining.registry_markdown(registry, outcome), key="registry", description=outcome
+    )
+    rows = retraining.registry_rows(registry)
+    if rows:
+        create_table_artifact(rows, key="registry-versions", description=outcome)
+    return registry
 
 
-@task(name="package", cache_policy=NO_CACHE)
+@task(
+    name="package",
+    cache_policy=NO_CACHE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAYS,
+    retry_condition_fn=retry_if_transient,
+)
 def package_task(params: Params, paths: Paths) -> dict[str, Any]:
     # nothing to serve yet (no champion, no gate candidate) is reported, not raised
     return stages.package(params, paths, missing_ok=True)
 
 
-@flow(name="recpipe-retrain")
+@task(name="lineage", cache_policy=NO_CACHE)
+def lineage_task(params: Params, paths: Paths, packaged: bool) -> dict[str, Any]:
+    # dvc commit + push, then tags; a skipped or failed step is reported, not raised
+    return stages.lineage(params, paths, packaged=packaged)
+
+
+@flow(name=FLOW_NAME)
 def retrain(
     params_file: str | None = None,
     overrides: list[str] | None = None,
     root: str | None = None,
-) -> dict[str, Any]:
+    data_path: str | None = None,
+    data_source: str | None = None,
+    models: list[str] | None = None,
+    lock_timeout: float = 0.0,
+) -> State[dict[str, Any]]:
     """Run the pipeline on the data that params name; one MLflow run per flow run.
 
     ``params_file`` defaults to ``<root>/params.yaml``; ``overrides`` are ``key=value``
     strings as for ``recpipe run --set``; ``root`` is the workspace (default: cwd).
+    ``data_path`` is a new data drop (sets ``data.path``; ``data_source`` sets
+    ``data.source``, else the params' source is kept); ``models`` trains only these
+    of ``train.candidates``. The run holds the workspace's retraining lock
+    throughout: another run fails at once, or waits ``lock_timeout`` seconds for it.
+
+    The run ends Completed whether or not the gate passed; the final state's message
+    (and the summary's ``outcome``) says ``promoted ...`` or ``not promoted ...``.
+    Calling the flow returns the summary dict.
     """
     logger = get_run_logger()
     paths = Paths.at(root)
-    params = stages.workspace_params(paths, params_file, overrides)
-    with tracking.pipeline_run(params, paths, run_name="retrain") as run_id:
-        logger.info("MLflow run %s at %s", run_id, tracking.tracking_uri(params, paths))
+    params, overrides = retraining.run_params(
+        paths,
+        params_file,
+        overrides,
+        data_path=data_path,
+        data_source=data_source,
+        models=models,
+    )
+    with (
+        retrain_lock(paths.root, timeout=lock_timeout) as lock,
+        tracking.pipeline_run(params, paths, run_name="retrain") as run_id,
+    ):
+        logger.info("holding %s", lock.path)
+        mlflow = retraining.run_links(params, paths, run_id)
+        logger.info("MLflow run %s at %s", run_id, mlflow["run_url"])
         manifest = ingest_task(params, paths)
         logger.info("ingested %s events from %s", manifest["rows"]["events"], manifest["source"])
         report = validate_task(params, paths)
@@ -106,14 +187,25 @@ def retrain(
             for model in params.train.candidates
         }
         evaluation = evaluate_task(params, paths)
-        gate = gate_task(params, paths)  # a failed gate is a decision: the run goes on
+        gate = gate_task(params, paths, mlflow)  # a failed gate is a decision: the run goes on
         logger.info("gate %s: %s", "passed" if gate["passed"] else "NOT passed", gate["reasons"])
-        registry = register_task(params, paths)
-        logger.info("registry: %s", registry["message"])
+        registry = register_task(params, paths, gate)
+        outcome = retraining.outcome_message(gate, registry)
+        logger.info("registry: %s", outcome)
         package = package_task(params, paths)
         logger.info("Bento: %s", package.get("bento_tag") or package.get("message"))
-    return {
+        lineage = lineage_task(params, paths, bool(package.get("bento_tag")))
+        logger.info(
+            "lineage: dvc %s, push %s, dvc.lock %s",
+            lineage["dvc"]["status"],
+            lineage["push"]["status"],
+            lineage["dvc_lock_sha256"][:12],
+        )
+    summary = {
         "mlflow_run_id": run_id,
+        "mlflow": mlflow,
+        "outcome": outcome,
+        "promoted": bool(registry.get("promoted")),
         "manifest": manifest,
         "validation": {"passed": report["passed"], "counts": report.get("counts", {})},
         "splits": {k: v.get("skipped", "built") for k, v in splits["splits"].items()},
@@ -123,6 +215,7 @@ def retrain(
         "gate": {k: gate[k] for k in ("passed", "reasons", "candidate", "champion")},
         "registry": registry,
         "package": package,
+        "lineage": lineage,
         "outputs": {
             "data": str(paths.validated_dir),
             "splits": str(paths.splits_json),
@@ -135,3 +228,5 @@ def retrain(
             "mlflow": tracking.tracking_uri(params, paths),
         },
     }
+    # Completed either way: a failed gate is a decision, named in the state's message
+    return Completed(message=outcome, data=summary)

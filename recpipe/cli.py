@@ -19,7 +19,14 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from recpipe.errors import ConfigError, DataValidationError, RecpipeError, StageError
+from recpipe.errors import (
+    ConfigError,
+    DataValidationError,
+    RecpipeError,
+    StageError,
+    WorkspaceError,
+)
+from recpipe.scheduling import DEFAULT_PORT, DEFAULT_TIMEZONE, DEPLOYMENT_NAME
 
 app = typer.Typer(
     name="recpipe",
@@ -66,9 +73,19 @@ def main(
 
 
 def _guard(fn: Callable[[], T]) -> T:
-    """Run ``fn``; turn recpipe's own errors into a message and an exit code."""
+    """Run ``fn``; turn recpipe's own errors into a message and an exit code.
+
+    A file-system error that no stage translated (``recpipe data import --out DIR`` on
+    a read-only folder, say) is turned into a :class:`~recpipe.errors.WorkspaceError`
+    here, so it too is one line naming the path, the operation and the fix (exit 1).
+    """
     try:
-        return fn()
+        try:
+            return fn()
+        except OSError as exc:
+            if not WorkspaceError.translates(exc):
+                raise
+            raise WorkspaceError.from_os_error(exc) from exc
     except (ConfigError, StageError) as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
@@ -78,6 +95,43 @@ def _guard(fn: Callable[[], T]) -> T:
     except RecpipeError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
+
+
+class _NoExpectedTraceback(logging.Formatter):
+    """Formats like ``inner``, without the traceback of a recpipe error (an expected
+    failure whose message the command prints as its last line); other tracebacks stay."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, RecpipeError):
+            return self.inner.format(record)
+        saved = record.exc_info, record.exc_text
+        record.exc_info, record.exc_text = None, None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text = saved
+
+
+def _quiet_expected_tracebacks() -> None:
+    """Keep the terminal free of tracebacks for recpipe's own errors.
+
+    Prefect logs a failed task's and flow's exception with its traceback on its console
+    handler; for a :class:`~recpipe.errors.RecpipeError` (bad data, a read-only
+    workspace, ...) the message is enough, and ``_guard`` prints it. Prefect's API
+    handler, which feeds the Prefect UI, keeps the full traceback.
+    """
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if type(handler).__name__.endswith("APILogHandler"):
+                continue
+            if not isinstance(handler.formatter, _NoExpectedTraceback):
+                handler.setFormatter(_NoExpectedTraceback(handler.formatter))
 
 
 def _params(root: Path, params_file: Path | None, overrides: list[str] | None) -> Any:
@@ -113,21 +167,47 @@ def run(
     root: RootOpt = Path("."),
 ) -> None:
     """Run the retraining flow (Prefect) on the data that params name."""
+    _print_run(_run_flow(root, params_file, overrides))
+
+
+def _run_params(
+    root: Path, params_file: Path | None, overrides: list[str] | None, **options: Any
+) -> Any:
+    """The params of a retraining run with its flow options (data drop, models)."""
+    from recpipe.paths import Paths
+    from recpipe.retraining import run_params
+
+    return run_params(Paths.at(root), params_file, overrides or [], **options)[0]
+
+
+def _run_flow(
+    root: Path, params_file: Path | None, overrides: list[str] | None, **options: Any
+) -> dict[str, Any]:
+    """Run the retraining flow in this process and return its summary (`recpipe run`,
+    `recpipe retrain`); ``options`` are the flow's other parameters (``data_path``,
+    ``data_source``, ``models``)."""
     # forward the library's log records to Prefect's run logs
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "recpipe")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
     def go() -> dict[str, Any]:
-        _params(root, params_file, overrides)  # fail fast on bad params, before Prefect starts
+        # fail fast on bad params, models or data path, before Prefect starts
+        _run_params(root, params_file, overrides, **options)
         from flows.retrain import retrain
 
+        _quiet_expected_tracebacks()
         return retrain(
             params_file=str(params_file) if params_file else None,
             overrides=overrides or [],
             root=str(root.resolve()),
+            **options,
         )
 
-    summary = _guard(go)
+    return _guard(go)
+
+
+def _print_run(summary: dict[str, Any]) -> None:
+    """Print where a finished run's outputs are, its gate decision and registry outcome."""
     outputs = summary["outputs"]
     out.print("[bold green]recpipe run finished[/]")
     out.print(f"  validated data:     {outputs['data']}")
@@ -146,6 +226,8 @@ def run(
     versions = ", ".join(f"{k} v{v}" for k, v in registry["versions"].items()) or "none"
     out.print(f"  registered:         {registry['registered_model']}: {versions}")
     out.print(f"  registry:           {escape(registry['message'])}")
+    if summary.get("outcome") and summary["outcome"] != registry["message"]:
+        out.print(f"  outcome:            {escape(summary['outcome'])}")
     out.print(
         f"  champion:           {_version(registry['champion'])} "
         f"(previous: {_version(registry['previous'])})"
@@ -156,12 +238,38 @@ def run(
         out.print(f"  serve it with:      {package['serve']} (GET /model, POST /recommend ...)")
     else:
         out.print(f"  Bento:              none - {escape(str(package.get('message')))}")
+    _print_lineage(summary.get("lineage"))
     out.print(f"  MLflow run:         {summary['mlflow_run_id']} in {outputs['mlflow']}")
     out.print(f"  look at runs with:  mlflow ui --backend-store-uri {outputs['mlflow']}")
+    if summary.get("mlflow", {}).get("run_url"):
+        out.print(f"  then open:          {summary['mlflow']['run_url']}")
 
 
 def _version(version: str | None) -> str:
     return "none" if version is None else f"v{version}"
+
+
+def _print_lineage(lineage: dict[str, Any] | None) -> None:
+    """One or two lines on a run's DVC lineage (commit, push); warnings in yellow."""
+    if not lineage:
+        return
+    dvc, push = lineage["dvc"], lineage["push"]
+    if dvc["status"] == "committed":
+        text = f"dvc.lock {lineage['dvc_lock_sha256'][:12]} committed"
+        if push["status"] == "pushed":
+            text += f", pushed to {push['remote']} ({push['url']})"
+        elif push["status"] == "skipped":
+            text += f"; not pushed: {push['message']}"
+        out.print(f"  lineage:            {escape(text)}")
+        if push["status"] == "failed":
+            out.print(f"  [yellow]warning:[/]            {escape(push['message'])}")
+        if dvc.get("params_written"):
+            written = ", ".join(dvc["params_written"])
+            out.print(f"  params.yaml now has this run's: {escape(written)}")
+    elif dvc["status"] == "failed":
+        out.print(f"  [yellow]lineage warning:[/]    {escape(dvc['message'])}")
+    else:
+        out.print(f"  lineage:            not recorded with DVC: {escape(dvc['message'])}")
 
 
 @app.command()
@@ -283,6 +391,138 @@ def rollback(
 
 
 @app.command()
+def lineage(
+    version: Annotated[str, typer.Argument(help="registered model version, e.g. 3")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the lineage as JSON")] = False,
+    params_file: ParamsOpt = None,
+    overrides: SetOpt = None,
+    root: RootOpt = Path("."),
+) -> None:
+    """Show where a registered version comes from: data -> params -> run -> version -> Bento.
+
+    Read from the MLflow registry and the version's run (tags and its lineage/ files),
+    so it needs neither Git history nor the current workspace files.
+    """
+    from recpipe.lineage import describe
+    from recpipe.paths import Paths
+
+    def go() -> dict[str, Any]:
+        params = _params(root, params_file, overrides)
+        return describe(params, Paths.at(root.resolve()), version)
+
+    info = _guard(go)
+    if as_json:
+        out.print_json(json.dumps(info, default=str))
+        return
+    data, params, run, ver, bento = (info[k] for k in ("data", "params", "run", "version", "bento"))
+    out.print(f"[bold]{escape(ver['name'])} v{ver['version']}[/] lineage")
+    out.print("[bold]data[/]")
+    out.print(f"  source:           {escape(str(data['source']))}")
+    for name, digest in (data["input_files"] or {}).items():
+        out.print(f"  input file:       {escape(name)} (sha256 {str(digest)[:12]})")
+    rows = ", ".join(f"{k} {v}" for k, v in (data["rows"] or {}).items())
+    out.print(f"  rows:             {rows or 'unknown'}")
+    out.print(f"  content hash:     {data['content_hash']}")
+    for name, entry in data["dvc"].items():
+        md5 = entry["md5"] if entry else "not recorded"
+        out.print(f"  dvc data/{name + ':':<10} {md5}")
+    out.print("[bold]params[/]")
+    out.print(f"  sha256:           {params['sha256']}")
+    for key, value in params["key"].items():
+        out.print(f"  {key + ':':<17} {escape(json.dumps(value))}")
+    out.print("[bold]run[/]")
+    out.print(f"  MLflow run:       {run['run_id']} ({run['name']}, {run['status']})")
+    out.print(f"  started:          {run['start_time']}")
+    out.print(f"  git commit:       {run['git_commit']} (dirty: {run['git_dirty']})")
+    out.print(f"  dvc.lock sha256:  {run['dvc_lock_sha256']}")
+    out.print(f"  dvc commit/push:  {run['dvc_commit']} / {run['dvc_push']}")
+    out.print("[bold]model version[/]")
+    aliases = ", ".join(ver["aliases"]) or "none"
+    out.print(f"  candidate:        {ver['model']} on {ver['split']} (aliases: {aliases})")
+    out.print(f"  gate decision:    {ver['gate_decision']}")
+    # the largest K only (all of them with --json)
+    ks = [k.rsplit("@", 1)[1] for k in ver["metrics"] if "@" in k]
+    top = max(ks, key=lambda k: int(k) if k.isdigit() else -1) if ks else None
+    shown = {k: v for k, v in ver["metrics"].items() if top is None or k.endswith(f"@{top}")}
+    metrics = ", ".join(f"{k} {v}" for k, v in shown.items())
+    out.print(f"  metrics:          {metrics or 'none'}")
+    out.print("[bold]Bento[/]")
+    if bento["tag"]:
+        serves = (
+            "this version"
+            if bento["serves_this_version"]
+            else f"v{bento['serves_version']}, not this version"
+        )
+        out.print(f"  built by the run: {bento['tag']} (serves {serves})")
+        out.print(f"  archive sha256:   {bento['archive_sha256']}")
+        dvc_md5 = (bento["archive_dvc"] or {}).get("md5", "not recorded")
+        out.print(f"  archive dvc md5:  {dvc_md5}")
+    else:
+        out.print("  built by the run: none recorded")
+    for entry in bento["serving_runs"]:
+        out.print(f"  serving it:       {entry['bento_tag']} (run {entry['run_id']})")
+
+
+@app.command()
+def reproduce(
+    version: Annotated[str, typer.Argument(help="registered model version, e.g. 3")],
+    params_file: ParamsOpt = None,
+    overrides: SetOpt = None,
+    root: RootOpt = Path("."),
+) -> None:
+    """Restore the data, params and outputs a registered version was built from (DVC).
+
+    Puts the version's dvc.lock and params.yaml (kept with its MLflow run) back into the
+    workspace and runs `dvc checkout`, fetching from the DVC remote what the cache lacks.
+    The current dvc.lock, params.yaml and dvc.yaml are first copied to
+    .recpipe/backups/<time>/; outputs never committed to the DVC cache are overwritten.
+    """
+    from recpipe.lineage import reproduce as restore
+    from recpipe.paths import Paths
+
+    def go() -> dict[str, Any]:
+        params = _params(root, params_file, overrides)
+        return restore(params, Paths.at(root.resolve()), version)
+
+    done = _guard(go)
+    out.print(f"[bold green]restored v{done['version']}[/] (MLflow run {done['run_id']})")
+    out.print(f"  files:            {', '.join(done['restored'])}")
+    out.print(f"  dvc.lock sha256:  {done['dvc_lock_sha256']}")
+    manifest = done["manifest"]
+    out.print(
+        f"  data:             {manifest.get('source')} {manifest.get('rows')} "
+        f"(content hash {manifest.get('content_hash')})"
+    )
+    if done["fetched"]:
+        out.print("  fetched:          missing objects from the DVC remote")
+    out.print(f"  backup:           {done['backup']}")
+    if done["git_commit"] not in ("unknown", done["head"]):
+        out.print(
+            f"  [yellow]code:[/]             the run used {done['git_commit']}, the workspace "
+            f"is at {done['head']} (git checkout {done['git_commit']} for the same code)"
+        )
+
+
+def _run_child(command: list[str], env: dict[str, str]) -> None:
+    """Run a server process in the foreground; SIGTERM and Ctrl-C are passed on to it."""
+    import signal
+    import subprocess
+
+    child = subprocess.Popen(command, env=env)
+
+    def forward(signum: int, _frame: Any) -> None:
+        child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    try:
+        code = child.wait()
+    except KeyboardInterrupt:
+        child.send_signal(signal.SIGINT)
+        code = child.wait()
+    raise typer.Exit(code)
+
+
+@app.command()
 def serve(
     port: Annotated[
         int | None, typer.Option("--port", help="port (default: serve.port, 3000)")
@@ -302,8 +542,6 @@ def serve(
     when the local BentoML store lacks it), else the latest `recpipe` Bento in the store.
     Endpoints: POST /recommend, /recommend/session, /similar; GET /model.
     """
-    import signal
-    import subprocess
 
     from recpipe.paths import Paths
 
@@ -326,18 +564,187 @@ def serve(
         f"serving Bento {tag} on http://{host}:{chosen_port} with "
         f"{serve_workers(workers)} worker(s) (Ctrl-C stops it)"
     )
-    child = subprocess.Popen(serve_command(tag, chosen_port, host), env=serve_env(workers))
+    _run_child(serve_command(tag, chosen_port, host), serve_env(workers))
 
-    def forward(signum: int, _frame: Any) -> None:
-        child.send_signal(signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    try:
-        code = child.wait()
-    except KeyboardInterrupt:
-        child.send_signal(signal.SIGINT)
-        code = child.wait()
-    raise typer.Exit(code)
+DataOpt = Annotated[
+    Path | None,
+    typer.Option("--data", help="a new data drop (sets data.path; give --source unless params do)"),
+]
+SourceOpt = Annotated[
+    str | None,
+    typer.Option("--source", help="source kind of --data: parquet, csv, movielens-100k, ..."),
+]
+ModelOpt = Annotated[
+    list[str] | None,
+    typer.Option("--model", "-m", help="train only this candidate (repeatable; default: all)"),
+]
+
+
+def _flow_options(
+    data: Path | None, source: str | None, models: list[str] | None
+) -> dict[str, Any]:
+    """The retraining flow's data-drop and model parameters that were given."""
+    options: dict[str, Any] = {}
+    if data is not None:
+        options["data_path"] = str(data.expanduser().resolve())
+    if source is not None:
+        options["data_source"] = source
+    if models:
+        options["models"] = list(models)
+    return options
+
+
+def _prefect_api_url() -> str | None:
+    """PREFECT_API_URL from the environment or the active Prefect profile."""
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url
+
+
+@app.command()
+def retrain(
+    data: Annotated[
+        Path,
+        typer.Option("--data", help="the new data drop (file or folder; sets data.path)"),
+    ],
+    source: SourceOpt = None,
+    models: ModelOpt = None,
+    deployment: Annotated[
+        str | None,
+        typer.Option(
+            "--deployment",
+            help="start a run of this served deployment (see `recpipe schedule`) and return",
+        ),
+    ] = None,
+    params_file: ParamsOpt = None,
+    overrides: SetOpt = None,
+    root: Annotated[
+        Path | None,
+        typer.Option("--root", help="workspace (default: cwd; with --deployment: the served one)"),
+    ] = None,
+) -> None:
+    """Retrain on a new data drop: the retraining flow on --data, here or on the server.
+
+    Without --deployment the flow runs in this process, as `recpipe run` does. With
+    --deployment NAME (and PREFECT_API_URL set) a run of the served deployment
+    `recpipe-retrain/NAME` is created and its id and UI link printed; the serving
+    process (`recpipe schedule`) runs it, after any run in progress.
+    """
+    options = _flow_options(data, source, models)
+    if deployment is None:
+        _print_run(_run_flow(root or Path("."), params_file, overrides, **options))
+        return
+    from recpipe.scheduling import check_api, deployment_full_name, flow_run_url
+
+    _guard(lambda: _run_params(root or Path("."), params_file, overrides, **options))
+    api = _guard(lambda: check_api(_prefect_api_url()))
+    parameters: dict[str, Any] = dict(options)  # the deployment's own values stay otherwise
+    if params_file is not None:
+        parameters["params_file"] = str(params_file.resolve())
+    if overrides:
+        parameters["overrides"] = list(overrides)
+    if root is not None:
+        parameters["root"] = str(root.resolve())
+    full_name = deployment if "/" in deployment else deployment_full_name(deployment)
+
+    def go() -> Any:
+        from prefect.deployments import run_deployment
+        from prefect.exceptions import ObjectNotFound
+
+        from recpipe.errors import SchedulerError
+
+        try:
+            return run_deployment(full_name, parameters=parameters, timeout=0)
+        except ObjectNotFound:
+            raise SchedulerError(
+                f"no deployment {full_name!r} on the Prefect server at {api}; serve it first "
+                f"with `recpipe schedule --name {full_name.split('/', 1)[1]}`"
+            ) from None
+
+    flow_run = _guard(go)
+    out.print(f"created flow run {flow_run.name} ({flow_run.id}) of {full_name}")
+    out.print(f"  parameters: {json.dumps(parameters)}")
+    out.print(f"  follow it:  {flow_run_url(api, str(flow_run.id))}")
+
+
+@app.command()
+def schedule(
+    cron: Annotated[
+        str | None,
+        typer.Option("--cron", help='cron schedule (default "0 3 * * *": nightly at 03:00)'),
+    ] = None,
+    interval: Annotated[
+        float | None,
+        typer.Option("--interval", help="run every SECONDS instead of a cron schedule"),
+    ] = None,
+    timezone: Annotated[
+        str, typer.Option("--timezone", help="IANA timezone of the schedule, e.g. Europe/Paris")
+    ] = DEFAULT_TIMEZONE,
+    name: Annotated[str, typer.Option("--name", help="deployment name")] = DEPLOYMENT_NAME,
+    data: DataOpt = None,
+    source: SourceOpt = None,
+    models: ModelOpt = None,
+    params_file: ParamsOpt = None,
+    overrides: SetOpt = None,
+    root: RootOpt = Path("."),
+) -> None:
+    """Serve the retraining flow on a schedule until SIGTERM or Ctrl-C.
+
+    Creates (or updates) the Prefect deployment `recpipe-retrain/NAME` on the server
+    that PREFECT_API_URL names, with the schedule, the flow parameters given here and
+    a concurrency limit of 1 (a run due while another runs waits for it), and runs its
+    scheduled runs in subprocesses. Needs a running server: `recpipe server`.
+    """
+    from recpipe.scheduling import DEFAULT_CRON, check_api, ui_url
+
+    options = _flow_options(data, source, models)
+    _guard(lambda: _run_params(root, params_file, overrides, **options))
+    api = _guard(lambda: check_api(_prefect_api_url()))
+    from flows import deploy
+
+    when = _guard(
+        lambda: deploy.make_schedule(
+            cron if cron is not None or interval is not None else DEFAULT_CRON, interval, timezone
+        )
+    )
+    parameters = {
+        "params_file": str(params_file.resolve()) if params_file is not None else None,
+        "overrides": list(overrides or []),
+        "root": str(root.resolve()),
+        **options,
+    }
+    what = f"every {interval:g} s" if interval is not None else f"cron {when.cron!r}"
+    out.print(
+        f"serving recpipe-retrain/{name} ({what}, {timezone}; at most one run at a time) "
+        f"on {api}\n  workspace: {parameters['root']}\n  runs in the UI: "
+        f"{ui_url(api)}/deployments\n  SIGTERM or Ctrl-C stops it (the schedule is paused)"
+    )
+    # the served runs' subprocesses forward the library's log records to Prefect
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "recpipe")
+    deploy.serve(when, name=name, parameters=parameters)
+
+
+@app.command()
+def server(
+    port: Annotated[int, typer.Option("--port", help="port of the API and the UI")] = DEFAULT_PORT,
+    host: Annotated[str, typer.Option("--host", help="interface to listen on")] = "127.0.0.1",
+) -> None:
+    """Start a Prefect server (API and UI, analytics off) for scheduled retraining.
+
+    Runs `prefect server start` until Ctrl-C or SIGTERM. Point recpipe at it with the
+    `export PREFECT_API_URL=...` line it prints (in the terminal of `recpipe schedule`).
+    Its database is under PREFECT_HOME (default ~/.prefect).
+    """
+
+    from recpipe.scheduling import api_url, server_command, server_env, ui_url
+
+    api = api_url(port, host)
+    out.print(f"starting a Prefect server on {host}:{port} (Ctrl-C stops it)")
+    out.print(f"  point recpipe at it:  export PREFECT_API_URL={api}")
+    out.print(f"  UI:                   {ui_url(api)}")
+    out.print('  then schedule:        recpipe schedule --cron "0 3 * * *"')
+    _run_child(server_command(port, host), server_env())
 
 
 @data_app.command("import")

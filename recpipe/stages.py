@@ -8,16 +8,18 @@ writes; a test keeps dvc.yaml in step with these declarations.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from recpipe.config import Params, load_params
-from recpipe.errors import ConfigError, MissingContentError, StageError
+from recpipe.errors import ConfigError, MissingContentError, StageError, WorkspaceError
 from recpipe.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,46 @@ def workspace_params(
     return load_params(params_file, overrides)
 
 
+@contextlib.contextmanager
+def workspace_io(context: str) -> Iterator[None]:
+    """Turn a file-system error inside into :class:`~recpipe.errors.WorkspaceError`.
+
+    A permission denied, a read-only file system, a full disk, a file where a folder
+    belongs (and the like) raised as ``OSError`` becomes one readable error that names
+    the operation, the path and the fix, prefixed with ``context`` (e.g. ``"stage
+    ingest"``); the ``OSError`` is its ``__cause__``. Other errors pass unchanged. Every
+    stage function runs under it (it works as a decorator too), so the CLI, dvc.yaml,
+    the Prefect flow and the Python API all see the same error.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if not WorkspaceError.translates(exc):
+            raise
+        raise WorkspaceError.from_os_error(exc, context) from exc
+
+
+@contextlib.contextmanager
+def _replacing_dir(path: Path) -> Iterator[Path]:
+    """A fresh staging folder beside ``path`` that replaces ``path`` when the block
+    succeeds; when it raises, ``path`` is left as it was and the staging folder removed."""
+    staging = path.with_name(f".{path.name}.new-{os.getpid()}")
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    for leftover in (staging, old):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if path.exists():
+        path.rename(old)
+    staging.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def _reset_dir(path: Path) -> None:
     """Empty ``path`` (an output this stage owns) so no stale file survives a re-run."""
     if path.exists():
@@ -42,6 +84,7 @@ def _reset_dir(path: Path) -> None:
     path.mkdir(parents=True)
 
 
+@workspace_io("stage ingest")
 def ingest(params: Params, paths: Paths) -> dict[str, Any]:
     """Read the configured source into canonical Parquet tables under ``data/interim``.
 
@@ -71,14 +114,18 @@ def ingest(params: Params, paths: Paths) -> dict[str, Any]:
     return write_tables(tables, paths.interim_dir)
 
 
+@workspace_io("stage validate")
 def validate(params: Params, paths: Paths, source_dir: Path | None = None) -> dict[str, Any]:
     """Validate canonical tables with Great Expectations.
 
     Always writes ``reports/validation.json`` and ``reports/validation.md`` and the
-    quarantine folder. When the data passes (or quarantine keeps the bad share within
-    tolerance) the clean tables go to ``data/validated``; otherwise that folder is left
-    empty and :class:`~recpipe.errors.DataValidationError` is raised with the summary.
-    The input tables are never modified.
+    quarantine folder (both about these tables). When the data passes (or quarantine
+    keeps the bad share within tolerance) the clean tables replace ``data/validated``
+    as a whole (written beside it, then swapped in); otherwise
+    :class:`~recpipe.errors.DataValidationError` is raised with the summary and
+    ``data/validated`` is left as it was: the last data that passed stays in place,
+    so the stages after this one never see a failed drop. The input tables are never
+    modified.
     """
     from recpipe.data.schema import read_tables, write_tables
     from recpipe.validation import raise_if_failed, validate_tables, write_quarantine, write_report
@@ -90,15 +137,15 @@ def validate(params: Params, paths: Paths, source_dir: Path | None = None) -> di
     write_report(outcome, paths.validation_json, paths.validation_md)
     _reset_dir(paths.quarantine_dir)
     write_quarantine(outcome, paths.quarantine_dir)
-    _reset_dir(paths.validated_dir)
-    raise_if_failed(outcome)
-    if outcome.success:
-        # nothing removed: copy the files byte for byte rather than re-encode them
-        for src in in_dir.iterdir():
-            if src.is_file():
-                shutil.copy2(src, paths.validated_dir / src.name)
-    else:
-        write_tables(outcome.clean, paths.validated_dir)
+    raise_if_failed(outcome)  # before touching data/validated: a failed drop changes nothing
+    with _replacing_dir(paths.validated_dir) as staging:
+        if outcome.success:
+            # nothing removed: copy the files byte for byte rather than re-encode them
+            for src in in_dir.iterdir():
+                if src.is_file():
+                    shutil.copy2(src, staging / src.name)
+        else:
+            write_tables(outcome.clean, staging)
     return outcome.report
 
 
@@ -110,6 +157,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
 
 
+@workspace_io("stage sessions")
 def sessions(params: Params, paths: Paths) -> dict[str, Any]:
     """Sessionize validated events, filter rare items and short sessions, build the splits.
 
@@ -219,6 +267,7 @@ def _cold_counts(split_dir: Path, items: Any, n_trained: int) -> dict[str, int]:
     return out
 
 
+@workspace_io("stage features")
 def features(params: Params, paths: Paths) -> dict[str, Any]:
     """Fit id maps on each split's training part; encode every part; encode item content.
 
@@ -326,6 +375,7 @@ def _candidate_config(params: Params, name: str, cls: type) -> dict[str, Any]:
     return config
 
 
+@workspace_io("stage train")
 def train(
     params: Params,
     paths: Paths,
@@ -475,6 +525,7 @@ def _test_user_keys(folder: Path) -> Any:
     return np.asarray(codes, dtype=np.int64)
 
 
+@workspace_io("stage evaluate")
 def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
     """Fit the configured baselines on each split and evaluate them, with the deep
     candidates the train stage left in ``models/`` (``train.candidates``), by full ranking.
@@ -609,6 +660,7 @@ def _gate_champion(
     return ChampionFigures(**found, value=value, remapped=remapped)
 
 
+@workspace_io("stage gate")
 def gate(params: Params, paths: Paths) -> dict[str, Any]:
     """Judge the best candidate on the gate split; write ``reports/gate.json`` and ``gate.md``.
 
@@ -749,6 +801,7 @@ def _write_gate(paths: Paths, result: Any, context: dict[str, Any]) -> dict[str,
     return report
 
 
+@workspace_io("stage register")
 def register(params: Params, paths: Paths) -> dict[str, Any]:
     """Register every trained candidate in the MLflow registry; apply the gate's decision.
 
@@ -924,6 +977,7 @@ def _serving_source(params: Params, paths: Paths, tmp: Path) -> dict[str, Any] |
     }
 
 
+@workspace_io("stage package")
 def package(params: Params, paths: Paths, *, missing_ok: bool = False) -> dict[str, Any]:
     """Package the champion as a Bento: model store, ``bentoml build``, export.
 
@@ -1040,6 +1094,33 @@ def package(params: Params, paths: Paths, *, missing_ok: bool = False) -> dict[s
         paths.rel(paths.bento_archive),
     )
     return report
+
+
+@workspace_io("stage lineage")
+def lineage(params: Params, paths: Paths, *, packaged: bool = True) -> dict[str, Any]:
+    """Record a finished run's lineage: ``dvc commit`` and ``dvc push``, then MLflow tags.
+
+    In a DVC repository, commits the stages the run ran (``package`` only when
+    ``packaged``: it built a Bento) so that dvc.lock records this run's data, params
+    and outputs, and pushes them to the default remote; then tags the active MLflow
+    run and the model versions it registered with the git commit and the dvc.lock
+    sha256, and attaches ``lineage/dvc.lock`` and ``lineage/params.yaml`` to the run
+    (:func:`recpipe.lineage.record`). Outside a DVC repository, or without a remote,
+    those steps are skipped with the reason; a failed commit or push is a warning in
+    the summary, not an error (the models are registered already).
+
+    Like ``register``, this writes outside dvc.yaml's outputs, so it is not a dvc.yaml
+    stage: the retraining flow runs it last.
+    """
+    from recpipe import lineage as lineage_
+    from recpipe import tracking
+
+    run_id = None
+    if tracking.run_active():
+        import mlflow
+
+        run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
+    return lineage_.record(params, paths, run_id=run_id, packaged=packaged)
 
 
 def _smoke_test(predictor: Any) -> dict[str, str]:

@@ -186,13 +186,16 @@ class CandidateLog:
         )
 
     def finish(self, artifact: Any, summary: dict[str, Any]) -> None:
-        """The training summary and the model artifact directory."""
+        """The training summary and the model artifact directory; a run that resumed from
+        a checkpoint gets the ``train.resumed_from_epoch`` tag and metric."""
         import mlflow
 
         mlflow.log_dict(summary, "training.json")
-        for key in ("best_epoch", "best_metric", "seconds"):
+        for key in ("best_epoch", "best_metric", "seconds", "resumed_from_epoch", "epochs_run"):
             if _is_number(summary.get(key)):
                 mlflow.log_metric(f"train.{key}", float(summary[key]))
+        resumed = summary.get("resumed_from_epoch")
+        mlflow.set_tag("train.resumed_from_epoch", "none" if resumed is None else str(resumed))
         mlflow.log_artifacts(str(artifact), "model")
 
 

@@ -38,7 +38,14 @@ from recpipe.errors import ArtifactError
 from recpipe.features.idmap import N_RESERVED
 from recpipe.models.base import Interactions, ModelConfig, Queries, Recommender
 from recpipe.train.device import resolve_device, seed_everything, to_device
-from recpipe.train.loop import EpochCallback, TrainConfig, Trainer, TrainResult, ValidateFn
+from recpipe.train.loop import (
+    EpochCallback,
+    TrainConfig,
+    Trainer,
+    TrainResult,
+    ValidateFn,
+    save_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +296,7 @@ class TorchRecommender(Recommender):
     def _save_state(self, path: Path) -> None:
         assert self.module is not None
         state = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
-        torch.save(state, path / WEIGHTS_FILE)
+        save_file(state, path / WEIGHTS_FILE)
         self._save_extra(path)
 
     def _load_state(self, path: Path) -> None:

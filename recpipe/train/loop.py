@@ -13,10 +13,14 @@ loop does the rest:
   epoch and the step;
 - validation after each epoch, early stopping on the monitored metric with
   ``patience``, and the best epoch's weights restored at the end;
-- a checkpoint after each epoch (written atomically). A run that was killed
-  resumes from the last checkpoint whose fingerprint (model config and data) matches,
-  and ends with the same weights as an uninterrupted run: the epoch's batches
-  depend on the epoch number only, and the torch RNG state is checkpointed;
+- a checkpoint after each epoch (written atomically: a temporary file renamed over
+  the old one). A run that was killed (even SIGKILL mid-epoch) resumes from the last
+  checkpoint whose fingerprint (model config and data) matches, trains only the
+  epochs after it, and ends with the same weights as an uninterrupted run: the
+  epoch's batches depend on the epoch number only, and the torch RNG state is
+  checkpointed. The resume is logged and reported (``resumed_from_epoch`` in the
+  summary). A checkpoint that cannot be read (truncated, foreign, from another
+  version) is ignored with a warning and training starts from the first epoch;
 - a rich progress bar when asked (the CLI) and one log line per epoch (which the
   Prefect flow forwards to its run logs); ``on_epoch`` receives each epoch's record
   (the train stage logs it to MLflow).
@@ -43,6 +47,22 @@ from recpipe.train.device import autocast, resolve_device, rng_state, seed_every
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
+#: What a checkpoint must hold to be resumed from.
+CHECKPOINT_KEYS = frozenset(
+    {
+        "fingerprint",
+        "epoch",
+        "module",
+        "optimizer",
+        "history",
+        "best_metric",
+        "best_epoch",
+        "best_state",
+        "bad_epochs",
+        "stopped_early",
+        "rng",
+    }
+)
 Batch = Any
 StepFn = Callable[[torch.nn.Module, Batch, torch.device], tuple[torch.Tensor, int]]
 ValidateFn = Callable[[torch.nn.Module, torch.device], Mapping[str, float]]
@@ -84,6 +104,8 @@ class TrainResult:
     monitor: str | None
     stopped_early: bool
     resumed_from: int | None
+    """Epochs a checkpoint had completed when this run resumed from it (None: no resume);
+    this run trained epochs ``resumed_from + 1`` onwards (1-based)."""
     device: str
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -96,7 +118,8 @@ class TrainResult:
             "best_metric": self.best_metric,
             "monitor": self.monitor,
             "stopped_early": self.stopped_early,
-            "resumed_from": self.resumed_from,
+            "resumed_from_epoch": self.resumed_from,
+            "epochs_run": len(self.history) - (self.resumed_from or 0),
             "device": self.device,
             "seconds": round(self.seconds, 3),
             "history": self.history,
@@ -125,6 +148,34 @@ def make_optimizer(config: TrainConfig, module: torch.nn.Module) -> torch.optim.
     if config.optimizer == "adagrad":
         return torch.optim.Adagrad(params, **options)
     return torch.optim.SGD(params, momentum=0.9, **options)
+
+
+def save_file(obj: Any, path: Path | str) -> None:
+    """``torch.save(obj)`` into the file ``path``, failing with the ``OSError`` itself.
+
+    Saving to a path, torch reports a permission or disk-full error as a
+    ``RuntimeError`` without the path; through an open file they stay ``OSError``
+    (``PermissionError``, ``ENOSPC``) and carry ``path``, which
+    :class:`~recpipe.errors.WorkspaceError` turns into a readable message.
+    """
+    try:
+        with open(path, "wb") as fh:
+            torch.save(obj, fh)
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id exists (signal 0 checks without sending)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def _state_copy(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -225,8 +276,25 @@ class Trainer:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        try:
+            save_file(state, tmp)
+            os.replace(tmp, path)
+        except BaseException:  # e.g. a full disk: leave the last good checkpoint, no debris
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def _remove_partial_checkpoints(self) -> None:
+        """Remove temporary files that processes killed while saving left behind (those
+        of this process and of processes that are gone; a live one's is its own)."""
+        path = self.checkpoint_path
+        if path is None or not path.parent.is_dir():
+            return
+        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+            pid = tmp.name.removeprefix(f".{path.name}.").removesuffix(".tmp")
+            if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+                continue
+            log.debug("%s: removing a partial checkpoint %s", self.name, tmp)
+            tmp.unlink(missing_ok=True)
 
     def _load_checkpoint(self) -> dict[str, Any] | None:
         path = self.checkpoint_path
@@ -235,9 +303,26 @@ class Trainer:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # a torn or foreign file: start afresh, say so
-            log.warning("%s: ignoring unreadable checkpoint %s (%s)", self.name, path, exc)
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            log.warning(
+                "%s: ignoring unreadable checkpoint %s (%s: %s); training from the first epoch",
+                self.name,
+                path,
+                type(exc).__name__,
+                reason,
+            )
             return None
-        if not isinstance(state, dict) or state.get("fingerprint") != self.fingerprint:
+        missing = sorted(CHECKPOINT_KEYS - set(state)) if isinstance(state, dict) else ["all"]
+        if missing:
+            log.warning(
+                "%s: ignoring checkpoint %s that lacks %s (another recpipe version?); "
+                "training from the first epoch",
+                self.name,
+                path,
+                ", ".join(missing),
+            )
+            return None
+        if state.get("fingerprint") != self.fingerprint:
             log.info(
                 "%s: checkpoint %s is from another config or data; starting afresh", self.name, path
             )
@@ -245,10 +330,11 @@ class Trainer:
         return state
 
     def clear_checkpoint(self) -> None:
-        """Remove the checkpoint (after a completed run)."""
+        """Remove the checkpoint and any partial one (after a completed run)."""
         path = self.checkpoint_path
         if path is not None and path.exists():
             path.unlink()
+        self._remove_partial_checkpoints()
 
     # the loop --------------------------------------------------------------------
     def fit(
@@ -285,6 +371,7 @@ class Trainer:
         resumed_from: int | None = None
         stopped_early = False
 
+        self._remove_partial_checkpoints()
         checkpoint = self._load_checkpoint()
         if checkpoint is not None:
             module.load_state_dict(checkpoint["module"])
@@ -298,8 +385,18 @@ class Trainer:
             stopped_early = bool(checkpoint["stopped_early"])
             set_rng_state(checkpoint["rng"])
             start_epoch = resumed_from = int(checkpoint["epoch"]) + 1
+            left = (
+                "nothing left to train"
+                if stopped_early or start_epoch >= cfg.epochs
+                else f"training epochs {start_epoch + 1}-{cfg.epochs} only"
+            )
             log.info(
-                "%s: resuming after epoch %d from %s", self.name, start_epoch, self.checkpoint_path
+                "%s: resumed from checkpoint %s at epoch %d/%d; %s",
+                self.name,
+                self.checkpoint_path,
+                start_epoch,
+                cfg.epochs,
+                left,
             )
 
         t_start = time.perf_counter()

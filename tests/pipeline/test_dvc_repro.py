@@ -55,6 +55,11 @@ def clone(tmp_path: Path) -> tuple[Path, dict[str, str]]:
         key, value = override.split("=")
         section, name = key.split(".")
         params[section][name] = yaml.safe_load(value)
+    # two candidates (a factorization and a session model) and a few baselines cover
+    # the DAG's shapes: the test re-runs training three times, at ~10 s a stage
+    params["train"]["candidates"] = ["mf_bpr", "gru4rec"]
+    params["train"]["model_splits"] = {}
+    params["evaluate"]["models"] = ["pop", "itemknn", "markov"]
     (dest / "params.yaml").write_text(yaml.safe_dump(params))
     _run(["git", "init", "-q"], dest, env)
     _run(["git", "add", "-A"], dest, env)

@@ -53,7 +53,10 @@ def test_retrain_flow_stops_at_failed_validation(workspace: Paths) -> None:
         retrain(overrides=bad, root=str(workspace.root))
     report = json.loads(workspace.validation_json.read_text())
     assert report["passed"] is False
-    assert not any(workspace.validated_dir.iterdir())  # nothing downstream gets bad data
+    # nothing downstream gets bad data: a failed drop writes no validated tables (a
+    # workspace with a previous good drop keeps it: tests/pipeline/test_faults.py)
+    assert not (workspace.validated_dir / "events.parquet").exists()
+    assert not workspace.sessions_dir.exists()
     runs = _mlflow_runs(workspace)
     assert len(runs) == 1 and runs.iloc[0]["status"] == "FAILED"
     assert runs.iloc[0]["tags.validation.passed"] == "False"
@@ -116,8 +119,9 @@ def test_retrain_flow_gates_and_registers_every_candidate(workspace: Paths) -> N
     if gate["passed"]:  # the gate's candidate became the champion
         key = f"{gate['candidate']['model']}/{gate['split']}"
         assert aliases == {"champion": registry["versions"][key]}
-    else:  # a failed gate moves no alias
+    else:  # a failed gate moves no alias; the run still completes, "not promoted"
         assert aliases == {} and "not promoted" in registry["message"]
+        assert summary["outcome"].startswith("not promoted") and not summary["promoted"]
     assert summary["gate"]["passed"] == gate["passed"]
     runs = _mlflow_runs(workspace)
     pipeline_run = runs.set_index("run_id").loc[summary["mlflow_run_id"]]

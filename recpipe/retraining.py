@@ -1,0 +1,220 @@
+"""What a retraining run needs besides the stages: its params, its outcome, its links.
+
+The Prefect flow (``flows/retrain.py``) and the CLI call these functions; they hold
+the logic so that the flow only orchestrates. Nothing here imports prefect.
+
+- :func:`run_params`: the params of one run: the workspace's params file and
+  overrides, then a new data drop (``data_path``, ``data_source``) and a subset of the
+  candidates (``models``), each checked with a message that names the valid values.
+- :func:`outcome_message`: the one line a run ends with (``promoted ...`` or
+  ``not promoted ...``).
+- :func:`mlflow_links` and :func:`registry_rows`: what the flow's artifacts show.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from recpipe.config import Params
+from recpipe.errors import ConfigError
+from recpipe.paths import Paths
+
+#: Where ``mlflow ui`` serves by default; ``RECPIPE_MLFLOW_UI_URL`` overrides it.
+DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
+
+
+def _yaml_value(value: Any) -> str:
+    """``value`` written so that an override parses it back unchanged (JSON is YAML)."""
+    return json.dumps(value)
+
+
+def run_overrides(
+    params: Params,
+    data_path: str | Path | None = None,
+    data_source: str | None = None,
+    models: list[str] | None = None,
+) -> list[str]:
+    """The ``key=value`` overrides that point ``params`` at a data drop and a model subset.
+
+    Parameters
+    ----------
+    params : Params
+        The run's params before these choices (params file plus overrides).
+    data_path : path-like, optional
+        A new data drop: sets ``data.path``. The source kind stays ``data.source``
+        unless ``data_source`` is given; ``synthetic`` reads no file, so a data path
+        with that source is an error.
+    data_source : str, optional
+        Sets ``data.source`` (``parquet``, ``csv``, ``movielens-100k``, ...).
+    models : list of str, optional
+        Train only these of ``train.candidates`` (in the order given).
+
+    Raises
+    ------
+    ConfigError
+        An unknown or empty model list (the message lists ``train.candidates``), a
+        data path that does not exist, or a data path with the synthetic source.
+    """
+    extra: list[str] = []
+    if data_source is not None:
+        extra.append(f"data.source={_yaml_value(data_source)}")
+    if data_path is not None:
+        path = Path(data_path).expanduser()
+        if not path.exists():
+            raise ConfigError(f"data_path {str(path)!r} does not exist; expected a file or folder")
+        source = data_source or params.data.source
+        if source == "synthetic":
+            raise ConfigError(
+                f"data_path {str(path)!r} was given but data.source is 'synthetic', which "
+                "reads no file; give the source kind of the drop (data_source / --source, "
+                "e.g. parquet, csv, movielens-100k)"
+            )
+        extra.append(f"data.path={_yaml_value(str(path))}")
+    if models is not None:
+        valid = list(params.train.candidates)
+        if not models:
+            raise ConfigError(f"models is empty; expected one or more of train.candidates {valid}")
+        unknown = [m for m in models if m not in valid]
+        if unknown:
+            raise ConfigError(
+                f"unknown model(s) {unknown} in models; expected a subset of "
+                f"train.candidates {valid}"
+            )
+        chosen = list(dict.fromkeys(models))  # drop repeats, keep the order
+        extra.append(f"train.candidates={_yaml_value(chosen)}")
+    return extra
+
+
+def run_params(
+    paths: Paths,
+    params_file: str | Path | None = None,
+    overrides: list[str] | None = None,
+    *,
+    data_path: str | Path | None = None,
+    data_source: str | None = None,
+    models: list[str] | None = None,
+) -> tuple[Params, list[str]]:
+    """The params of one retraining run, and every override that made them.
+
+    ``params_file`` defaults to ``<root>/params.yaml`` (else the defaults); then the
+    ``overrides``; then :func:`run_overrides` for the data drop and the models. The
+    returned overrides are what to record or pass on (``recpipe run --set`` form).
+    """
+    from recpipe.stages import workspace_params
+
+    overrides = list(overrides or [])
+    base = workspace_params(paths, params_file, overrides)
+    extra = run_overrides(base, data_path, data_source, models)
+    if not extra:
+        return base, overrides
+    everything = [*overrides, *extra]
+    return workspace_params(paths, params_file, everything), everything
+
+
+def outcome_message(gate: dict[str, Any], registry: dict[str, Any]) -> str:
+    """The line a run ends with: ``promoted: ...`` or ``not promoted: ...`` (a failed
+    gate, or a passed one that moved no alias), with the registry's own words."""
+    message = str(registry.get("message") or "")
+    if registry.get("promoted"):
+        text = message if message.startswith("promoted") else f"promoted: {message}"
+    elif message.startswith("not promoted"):
+        text = message
+    else:
+        why = "the gate failed" if not gate.get("passed") else "no alias moved"
+        text = f"not promoted ({why}): {message}" if message else f"not promoted ({why})"
+    return text
+
+
+def mlflow_ui_url(tracking_uri: str) -> str:
+    """The MLflow UI for a tracking URI: the server itself for ``http(s)`` URIs, else
+    ``$RECPIPE_MLFLOW_UI_URL`` or ``mlflow ui``'s default ``http://127.0.0.1:5000``."""
+    if urlparse(tracking_uri).scheme in ("http", "https"):
+        return tracking_uri.rstrip("/")
+    return os.environ.get("RECPIPE_MLFLOW_UI_URL", DEFAULT_MLFLOW_UI_URL).rstrip("/")
+
+
+def mlflow_links(tracking_uri: str, experiment_id: str, run_id: str) -> dict[str, str]:
+    """Where to look at an MLflow run: ``run_url`` (the UI's run page),
+    ``tracking_uri`` and ``ui_command`` (how to start the UI for a local store)."""
+    ui = mlflow_ui_url(tracking_uri)
+    links = {
+        "run_url": f"{ui}/#/experiments/{experiment_id}/runs/{run_id}",
+        "tracking_uri": tracking_uri,
+        "experiment_id": str(experiment_id),
+        "run_id": run_id,
+    }
+    if urlparse(tracking_uri).scheme not in ("http", "https"):
+        links["ui_command"] = f"mlflow ui --backend-store-uri {tracking_uri}"
+    return links
+
+
+def run_links(params: Params, paths: Paths, run_id: str) -> dict[str, str]:
+    """:func:`mlflow_links` of a run of this workspace's tracking store."""
+    import mlflow
+
+    from recpipe.tracking import tracking_uri
+
+    uri = tracking_uri(params, paths)
+    experiment_id = mlflow.MlflowClient(tracking_uri=uri).get_run(run_id).info.experiment_id
+    return mlflow_links(uri, experiment_id, run_id)
+
+
+def mlflow_markdown(links: dict[str, str]) -> str:
+    """A Markdown section with the MLflow run link, to append to the gate report."""
+    lines = [
+        "## MLflow",
+        "",
+        f"- run: [{links['run_id']}]({links['run_url']})",
+        f"- tracking URI: `{links['tracking_uri']}`",
+    ]
+    if "ui_command" in links:
+        lines.append(f"- open it with: `{links['ui_command']}`, then follow the run link")
+    return "\n".join(lines) + "\n"
+
+
+def registry_rows(registry: dict[str, Any]) -> list[dict[str, str]]:
+    """One row per version this run registered (``model``, ``split``, ``version``,
+    ``role``: champion / previous / candidate / registered), for a table artifact."""
+    champion, previous = registry.get("champion"), registry.get("previous")
+    candidate = registry.get("candidate_version")
+    rows = []
+    for key, version in registry.get("versions", {}).items():
+        model, _, split = key.partition("/")
+        version = str(version)
+        if version == str(champion):
+            role = "champion"
+        elif version == str(previous):
+            role = "previous"
+        elif version == str(candidate):
+            role = "candidate (not promoted)"
+        else:
+            role = "registered"
+        rows.append({"model": model, "split": split, "version": version, "role": role})
+    return rows
+
+
+def registry_markdown(registry: dict[str, Any], outcome: str) -> str:
+    """The registry outcome of a run as Markdown: the outcome, aliases and versions."""
+    lines = [
+        f"# Registry: {outcome}",
+        "",
+        f"- registered model: `{registry.get('registered_model')}`",
+        f"- champion: {_version(registry.get('champion'))}",
+        f"- previous: {_version(registry.get('previous'))}",
+        "",
+        "| model | split | version | role |",
+        "|---|---|---|---|",
+    ]
+    for row in registry_rows(registry):
+        lines.append(f"| {row['model']} | {row['split']} | v{row['version']} | {row['role']} |")
+    if len(lines) == 8:
+        lines.append("| - | - | - | nothing registered |")
+    return "\n".join(lines) + "\n"
+
+
+def _version(version: Any) -> str:
+    return "none" if version is None else f"v{version}"
