@@ -14,6 +14,8 @@ one process would see different buckets when served from another.
 - Integer pairs (:func:`hash_pairs`) use the splitmix64 finaliser on ``uint64`` with
   wrapping arithmetic, fully vectorised in numpy: the cross-product features of
   Wide & Deep (Cheng et al. 2016, "Wide & Deep Learning for Recommender Systems").
+  :func:`hash_ids` builds k independent hash functions of integer ids on it (the
+  Bloom / hash embeddings of :mod:`recpipe.models.hashed`).
 
 Text features follow fastText's bag of tricks (Joulin et al. 2017; Bojanowski et al.
 2017, "Enriching Word Vectors with Subword Information"): lower-cased ``\\w+`` tokens,
@@ -348,3 +350,61 @@ def hash_pairs(
     a64, b64 = np.broadcast_arrays(_as_uint64("a", a), _as_uint64("b", b))
     h = _splitmix64(_splitmix64(a64 ^ _pair_salt(seed, name)) ^ b64)
     return (h % _U64(n_buckets)).astype(np.int64)
+
+
+def hash_ids(
+    ids: np.ndarray | Sequence[int],
+    n_buckets: int,
+    n_hashes: int = 1,
+    seed: int = 0,
+    *,
+    name: str = "",
+) -> np.ndarray:
+    """Hash integer ids with ``n_hashes`` independent hash functions into ``[0, n_buckets)``.
+
+    Hash function ``j`` is :func:`hash_pairs` of ``(j, id)``: the inner
+    ``splitmix64(j ^ salt)`` is the function's own 64-bit seed, so the ``k`` buckets
+    of an id are independent draws (the k hash functions of a Bloom filter, as in
+    the Bloom embeddings of Serrà & Karatzoglou 2017, "Getting deep recommenders fit:
+    Bloom embeddings for sparse binary input/output networks"). An id's buckets may
+    coincide (as in a Bloom filter); two ids share all ``k`` buckets with probability
+    about ``n_buckets ** -k``.
+
+    Parameters
+    ----------
+    ids : array-like of int
+        (N,) integer ids (any int dtype; negative values as their two's complement).
+    n_buckets : int
+        Size of the hashed space.
+    n_hashes : int, default 1
+        k: number of hash functions.
+    seed : int, default 0
+        Hash seed (any 64-bit integer).
+    name : str, default ""
+        Name of the id space, mixed into the salt: two tables hashed under different
+        names (e.g. users and items) collide independently.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, n_hashes) int64 buckets; column ``j`` is hash function ``j``.
+
+    Raises
+    ------
+    ValueError
+        ``ids`` is not 1-D integers, ``n_buckets`` or ``n_hashes`` is not a positive
+        integer.
+
+    Examples
+    --------
+    >>> hash_ids([2, 3], 1000, n_hashes=2).shape
+    (2, 2)
+    """
+    _check_buckets(n_buckets)
+    if int(n_hashes) != n_hashes or n_hashes < 1:
+        raise ValueError(f"n_hashes must be a positive integer, got {n_hashes!r}")
+    arr = np.asarray(ids)
+    if arr.ndim != 1:
+        raise ValueError(f"ids must be 1-D, got shape {arr.shape}")
+    functions = np.arange(int(n_hashes), dtype=np.int64)[None, :]
+    return hash_pairs(functions, arr[:, None], n_buckets, seed, name=name)

@@ -42,6 +42,11 @@ the first real item); an empty prefix scores from the zero state, and an item
 query is a one-item session. Early stopping follows Recall@20 of next-item
 prediction on a seeded sample of the validation prefixes.
 
+The ``id_embedding`` option (:class:`~recpipe.models.hashed.IdEmbeddingConfig`) swaps
+the item tables (input, output and output bias) for hashed buckets, e.g.
+``id_embedding: {kind: hashed, buckets: 0.25, hashes: 2}`` (Bloom embeddings, Serrà &
+Karatzoglou 2017); the default is one row per item.
+
 Every learned value is in the module's state dict (``weights.pt`` of the artifact);
 the rest (sizes, context tables) follows from the config and the data meta.
 
@@ -60,12 +65,22 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, field_validator
 
 from recpipe.features.context import EVENT_TYPE_INDEX
 from recpipe.features.idmap import N_RESERVED, PAD
 from recpipe.features.sampling import NegativeSampler
 from recpipe.models.base import CONTEXT_COLUMNS, Interactions, Queries
+from recpipe.models.hashed import (
+    HashedEmbedding,
+    IdEmbeddingConfig,
+    check_tables,
+    embedding_rows,
+    embedding_table,
+    init_uniform_,
+    init_zeros_,
+    make_id_embedding,
+)
 from recpipe.models.session_losses import (
     LOSSES,
     accidental_hits,
@@ -119,6 +134,12 @@ def _gru_update(gi: torch.Tensor, h: torch.Tensor, w_hh: torch.nn.Linear) -> tor
     return n + z * (h - n)
 
 
+def _glorot_emb_(emb: torch.nn.Module, fan_in: int, fan_out: int) -> None:
+    """:func:`_glorot_` on an id table's rows (plain or hashed, see
+    :func:`recpipe.models.hashed.init_uniform_`)."""
+    init_uniform_(emb, math.sqrt(6.0 / (fan_in + fan_out)))
+
+
 # ---------------------------------------------------------------------- module
 class GRU4RecModule(torch.nn.Module):
     """The GRU stack, its item input and output tables, and optional context parts.
@@ -144,6 +165,11 @@ class GRU4RecModule(torch.nn.Module):
         Add a projection of the context to the gate pre-activations of every layer.
     context_output : {"none", "multiply"}
         Multiply the last layer's output by ``1 + W c`` before scoring.
+    id_embedding : IdEmbeddingConfig, optional
+        Plain tables (default) or hashed buckets (:mod:`recpipe.models.hashed`) for the
+        item tables (output table and bias, and the input table of the ``onehot`` /
+        ``separate`` modes; each table has its own hash functions, the bias shares the
+        output table's).
     """
 
     def __init__(
@@ -159,6 +185,7 @@ class GRU4RecModule(torch.nn.Module):
         context_input: Literal["none", "concat", "multiply"] = "none",
         context_recurrent: bool = False,
         context_output: Literal["none", "multiply"] = "none",
+        id_embedding: IdEmbeddingConfig | None = None,
     ) -> None:
         super().__init__()
         self.layers = [int(h) for h in layers]
@@ -170,17 +197,28 @@ class GRU4RecModule(torch.nn.Module):
         self.context_output = context_output
         h_first, h_last = self.layers[0], self.layers[-1]
 
-        self.item_out = torch.nn.Embedding(n_items, h_last)
-        self.item_bias = torch.nn.Parameter(torch.zeros(n_items))
-        _glorot_(self.item_out.weight, n_items, h_last)
+        spec = id_embedding or IdEmbeddingConfig()
+        self.item_out = make_id_embedding(spec, n_items, h_last, table="item", name="item_out")
+        # hashed: the output bias shares the output table's hash functions
+        self.item_bias: torch.nn.Parameter | HashedEmbedding
+        if isinstance(self.item_out, HashedEmbedding):
+            self.item_bias = make_id_embedding(spec, n_items, 1, table="item", name="item_out")
+            init_zeros_(self.item_bias)
+        else:
+            self.item_bias = torch.nn.Parameter(torch.zeros(n_items))
+        _glorot_emb_(self.item_out, n_items, h_last)
         in_dim = {"separate": embedding_dim, "tied": h_last, "onehot": 3 * h_first}[embedding]
         if embedding == "onehot":
-            self.item_gates = torch.nn.Embedding(n_items, 3 * h_first)
+            self.item_gates = make_id_embedding(
+                spec, n_items, 3 * h_first, table="item", name="item_gates"
+            )
             self.gate_bias = torch.nn.Parameter(torch.zeros(3 * h_first))
-            _glorot_(self.item_gates.weight, n_items, 3 * h_first)
+            _glorot_emb_(self.item_gates, n_items, 3 * h_first)
         elif embedding == "separate":
-            self.item_in = torch.nn.Embedding(n_items, embedding_dim)
-            _glorot_(self.item_in.weight, n_items, embedding_dim)
+            self.item_in = make_id_embedding(
+                spec, n_items, embedding_dim, table="item", name="item_in"
+            )
+            _glorot_emb_(self.item_in, n_items, embedding_dim)
 
         self.w_ih = torch.nn.ModuleList()
         self.w_hh = torch.nn.ModuleList()
@@ -326,26 +364,37 @@ class GRU4RecModule(torch.nn.Module):
         in one lookup (one gradient scatter into the table instead of two).
         """
         b = items.shape[0]
-        table = self.item_out.weight
         if self.embedding == "tied":
-            rows = table.index_select(0, torch.cat([items, columns]))
+            rows = embedding_rows(self.item_out, torch.cat([items, columns]))
             new_hidden, output = self.step(items, hidden, context, embedded=rows[:b])
             weights = rows[b:]
         else:
             new_hidden, output = self.step(items, hidden, context)
-            weights = table.index_select(0, columns)
-        offset = self.item_bias.index_select(0, columns)
+            weights = embedding_rows(self.item_out, columns)
+        offset = self.bias_rows(columns)
         if column_offset is not None:
             offset = offset + column_offset.to(offset.dtype)
         return new_hidden, torch.addmm(offset.to(output.dtype), output, weights.T.to(output.dtype))
 
     def logits(self, output: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """(B, M) scores of ``items`` (M,) for the outputs (B, H_L)."""
-        return output @ self.item_out(items).T + self.item_bias[items]
+        return output @ self.item_out(items).T + self.bias_rows(items)
+
+    def bias_rows(self, items: torch.Tensor) -> torch.Tensor:
+        """(M,) output biases of (M,) ``items``."""
+        if isinstance(self.item_bias, HashedEmbedding):
+            return self.item_bias(items)[:, 0]
+        return self.item_bias.index_select(0, items)
+
+    def bias_all(self) -> torch.Tensor:
+        """(n_items,) every item's output bias."""
+        if isinstance(self.item_bias, HashedEmbedding):
+            return self.item_bias.all_vectors()[:, 0]
+        return self.item_bias
 
     def score_all(self, output: torch.Tensor) -> torch.Tensor:
         """(B, n_items) scores of every item."""
-        return output @ self.item_out.weight.T + self.item_bias
+        return output @ embedding_table(self.item_out).T + self.bias_all()
 
 
 # ---------------------------------------------------------------------- config
@@ -381,6 +430,11 @@ class GRU4RecConfig(TorchModelConfig):
         default=1_000_000, ge=1, description="negatives drawn per refill of the sample cache"
     )
     max_len: int = Field(default=50, ge=1, description="T: most recent events used at scoring")
+    id_embedding: IdEmbeddingConfig = Field(
+        default_factory=IdEmbeddingConfig,
+        description="item ids of the input and output tables: one row each (kind: table) "
+        "or hashed buckets (kind: hashed)",
+    )
     # training-loop defaults suited to GRU4Rec
     optimizer: Literal["adam", "adamw", "adagrad", "sgd"] = "adagrad"
     learning_rate: float = Field(default=0.1, gt=0)
@@ -390,6 +444,11 @@ class GRU4RecConfig(TorchModelConfig):
     batch_size: int = Field(default=128, ge=1, description="B: parallel session lanes")
     epochs: int = Field(default=10, ge=1)
     patience: int | None = Field(default=2, ge=1)
+
+    @field_validator("id_embedding")
+    @classmethod
+    def _known_tables(cls, spec: IdEmbeddingConfig) -> IdEmbeddingConfig:
+        return check_tables(spec, ("item",))
 
 
 class ContextualGRU4RecConfig(GRU4RecConfig):
@@ -495,6 +554,7 @@ class GRU4Rec(TorchRecommender):
             cfg.embedding_dim,
             cfg.dropout_input,
             cfg.dropout_hidden,
+            id_embedding=cfg.id_embedding,
             **self._context_options(),
         )
 
@@ -658,7 +718,9 @@ class GRU4Rec(TorchRecommender):
         self._require_fitted()
         module = self.module
         assert isinstance(module, GRU4RecModule)
-        return module.item_out.weight.detach().float().cpu().numpy().copy()
+        with torch.no_grad():
+            table = embedding_table(module.item_out)
+        return table.detach().float().cpu().numpy().copy()
 
     def _score_tensor(
         self, module: torch.nn.Module, queries: Queries, device: torch.device

@@ -15,6 +15,11 @@ The score of user u for item i is :math:`p_u \\cdot q_i + b_u + b_i + g`. Every 
 scores ``user`` queries (top-K for a known user); the implicit ones early-stop on
 Recall@20 of the validation part, ``mf_explicit`` on its RMSE. Positives of the
 implicit models are the distinct (user, item) pairs of the training part.
+
+The ``id_embedding`` option (:class:`~recpipe.models.hashed.IdEmbeddingConfig`) swaps the
+user and / or item tables (factors and biases) for hashed buckets, e.g.
+``id_embedding: {kind: hashed, buckets: 0.25, hashes: 2}`` (Bloom embeddings, Serrà &
+Karatzoglou 2017; see :mod:`recpipe.models.hashed`); the default is one row per id.
 """
 
 from __future__ import annotations
@@ -24,13 +29,21 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from recpipe.baselines._sparse import drop_reserved
 from recpipe.features.idmap import N_RESERVED
 from recpipe.features.inputs import TripletBatch, shard_order, triplet_batches
 from recpipe.features.sampling import NegativeSampler
 from recpipe.models.base import Interactions, Queries
+from recpipe.models.hashed import (
+    IdEmbeddingConfig,
+    check_tables,
+    embedding_table,
+    init_normal_,
+    init_zeros_,
+    make_id_embedding,
+)
 from recpipe.models.losses import bpr_loss, mse_loss, sampled_bce_loss, weighted_full_loss
 from recpipe.models.torch_base import (
     TorchModelConfig,
@@ -40,6 +53,8 @@ from recpipe.models.torch_base import (
 from recpipe.train.device import to_device
 
 _USER = frozenset({"user"})
+#: The id tables of the MF models (``id_embedding.tables``).
+MF_TABLES: tuple[str, ...] = ("user", "item")
 
 
 class MFModule(torch.nn.Module):
@@ -53,19 +68,31 @@ class MFModule(torch.nn.Module):
         D.
     init_std : float
         Standard deviation of the normal initialisation of the factors.
+    id_embedding : IdEmbeddingConfig, optional
+        Plain tables (default) or hashed buckets (:mod:`recpipe.models.hashed`) for the
+        user and / or item ids; a hashed id's bias is hashed with the same functions
+        as its factors, so a bucket holds ``[q, b]`` as a table row would.
     """
 
-    def __init__(self, n_users: int, n_items: int, factors: int, init_std: float) -> None:
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        factors: int,
+        init_std: float,
+        id_embedding: IdEmbeddingConfig | None = None,
+    ) -> None:
         super().__init__()
-        self.user = torch.nn.Embedding(n_users, factors)
-        self.item = torch.nn.Embedding(n_items, factors)
-        self.user_bias = torch.nn.Embedding(n_users, 1)
-        self.item_bias = torch.nn.Embedding(n_items, 1)
+        spec = id_embedding or IdEmbeddingConfig()
+        self.user = make_id_embedding(spec, n_users, factors, table="user")
+        self.item = make_id_embedding(spec, n_items, factors, table="item")
+        self.user_bias = make_id_embedding(spec, n_users, 1, table="user")
+        self.item_bias = make_id_embedding(spec, n_items, 1, table="item")
         self.global_bias = torch.nn.Parameter(torch.zeros(1))
-        torch.nn.init.normal_(self.user.weight, std=init_std)
-        torch.nn.init.normal_(self.item.weight, std=init_std)
-        torch.nn.init.zeros_(self.user_bias.weight)
-        torch.nn.init.zeros_(self.item_bias.weight)
+        init_normal_(self.user, init_std)
+        init_normal_(self.item, init_std)
+        init_zeros_(self.user_bias)
+        init_zeros_(self.item_bias)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Scores of (B,) users for (B,) items, or (B, C) items per user -> (B,) / (B, C)."""
@@ -81,7 +108,7 @@ class MFModule(torch.nn.Module):
         """(B, n_items) scores of every item for (B,) users."""
         u = self.user(users)
         b_u = self.user_bias(users) + self.global_bias
-        return u @ self.item.weight.T + self.item_bias.weight.T + b_u
+        return u @ embedding_table(self.item).T + embedding_table(self.item_bias).T + b_u
 
     def augmented(
         self, users: torch.Tensor, items: slice | torch.Tensor
@@ -91,8 +118,9 @@ class MFModule(torch.nn.Module):
         p = self.user(users)
         ones_u = torch.ones_like(p[:, :1])
         p_aug = torch.cat([p, ones_u, self.user_bias(users) + self.global_bias], dim=1)
-        q = self.item.weight[items]
-        q_aug = torch.cat([q, self.item_bias.weight[items], torch.ones_like(q[:, :1])], dim=1)
+        q = embedding_table(self.item)[items]
+        b_i = embedding_table(self.item_bias)[items]
+        q_aug = torch.cat([q, b_i, torch.ones_like(q[:, :1])], dim=1)
         return p_aug, q_aug
 
 
@@ -105,6 +133,16 @@ class MFConfig(TorchModelConfig):
     learning_rate: float = Field(default=3e-3, gt=0)
     epochs: int = Field(default=40, ge=1)
     patience: int | None = Field(default=4, ge=1)
+    id_embedding: IdEmbeddingConfig = Field(
+        default_factory=IdEmbeddingConfig,
+        description="user / item ids: one table row each (kind: table) or hashed buckets "
+        "(kind: hashed; tables: user, item)",
+    )
+
+    @field_validator("id_embedding")
+    @classmethod
+    def _known_tables(cls, spec: IdEmbeddingConfig) -> IdEmbeddingConfig:
+        return check_tables(spec, MF_TABLES)
 
 
 class _MF(TorchRecommender):
@@ -115,7 +153,9 @@ class _MF(TorchRecommender):
 
     def _build_module(self) -> MFModule:
         cfg = self.config
-        return MFModule(self.meta.n_users, self.meta.n_items, cfg.factors, cfg.init_std)
+        return MFModule(
+            self.meta.n_users, self.meta.n_items, cfg.factors, cfg.init_std, cfg.id_embedding
+        )
 
     def _score_users(self, module: torch.nn.Module, users: torch.Tensor) -> torch.Tensor:
         return module.score_all(users)
@@ -144,7 +184,7 @@ class _MF(TorchRecommender):
         module = self.module
         assert isinstance(module, MFModule)
         with torch.no_grad():
-            users = torch.arange(self.meta.n_users, device=module.user.weight.device)
+            users = torch.arange(self.meta.n_users, device=module.global_bias.device)
             p, q = module.augmented(users, slice(None))
         return (
             p.float().cpu().numpy().astype(np.float32, copy=False),
@@ -407,7 +447,7 @@ class MFWeighted(_MF):
         if self.config.l2:
             share = b / max(self._train_users.shape[0], 1)
             penalty = self.config.l2 * (
-                module.user(users).pow(2).sum() + share * module.item.weight.pow(2).sum()
+                module.user(users).pow(2).sum() + share * embedding_table(module.item).pow(2).sum()
             )
         return (loss + penalty) / b, int(b)
 
