@@ -22,7 +22,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,ann]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,ann,scale]"
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -7,6 +7,11 @@ champion (after this run's promotion, if any) as a Bento, and records the run's
 lineage (``dvc commit`` and ``dvc push`` in a DVC repository, then MLflow tags;
 :func:`recpipe.stages.lineage`).
 
+With ``orchestration.task_runner: dask`` the candidates train concurrently on a
+Prefect Dask task runner (a ``train-candidates`` subflow: a temporary local cluster,
+or the scheduler at ``orchestration.dask_address``), one candidate per worker, each
+logging its MLflow runs under this run's; evaluation starts once all have finished.
+
 Only the I/O steps that can fail transiently (reading the data drop, writing the
 Bento) are retried, and only for the errors :func:`recpipe.transient.is_transient`
 accepts. The whole run holds the workspace's retraining lock
@@ -24,9 +29,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.states import Completed
+from prefect.task_runners import TaskRunner
 
 from recpipe import retraining, stages, tracking
 from recpipe.config import Params
+from recpipe.errors import ConfigError
 from recpipe.locks import retrain_lock
 from recpipe.paths import Paths
 from recpipe.scheduling import FLOW_NAME
@@ -82,8 +89,53 @@ def features_task(params: Params, paths: Paths) -> dict[str, Any]:
 
 
 @task(name="train", cache_policy=NO_CACHE)
-def train_task(params: Params, paths: Paths, model: str) -> dict[str, Any]:
-    return stages.train(params, paths, model)[model]
+def train_task(
+    params: Params,
+    paths: Paths,
+    model: str,
+    parent_run_id: str | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    return retraining.train_candidate(params, paths, model, parent_run_id, threads)
+
+
+def dask_task_runner(params: Params) -> TaskRunner[Any]:
+    """The Dask task runner ``orchestration`` names: the scheduler at ``dask_address``,
+    else a temporary local cluster of ``dask_workers`` processes."""
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError as exc:
+        raise ConfigError(
+            "orchestration.task_runner='dask' needs prefect-dask and dask[distributed] "
+            "(pip install -e '.[scale]'); or set orchestration.task_runner=sequential"
+        ) from exc
+    orch = params.orchestration
+    if orch.dask_address:
+        return DaskTaskRunner(address=orch.dask_address)
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": orch.dask_workers,
+            "threads_per_worker": orch.threads_per_worker,
+            "processes": True,
+            "dashboard_address": None,
+        }
+    )
+
+
+@flow(name="train-candidates", validate_parameters=False)
+def train_candidates(
+    params: Params, paths: Paths, models: list[str], parent_run_id: str | None
+) -> dict[str, dict[str, Any]]:
+    """Train ``models`` concurrently on this flow's task runner (Dask: one per worker);
+    return every candidate's summary once all are done."""
+    threads = params.orchestration.threads_per_worker
+    futures = {
+        model: train_task.with_options(name=f"train-{model}").submit(
+            params, paths, model, parent_run_id, threads
+        )
+        for model in models
+    }
+    return {model: future.result() for model, future in futures.items()}
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
@@ -182,10 +234,14 @@ def retrain(
         logger.info("validation passed: %s", report["passed"])
         splits = sessions_task(params, paths)
         features = features_task(params, paths)
-        training = {
-            model: train_task.with_options(name=f"train-{model}")(params, paths, model)
-            for model in params.train.candidates
-        }
+        if params.orchestration.task_runner == "dask":  # fan out, gather before evaluate
+            fan_out = train_candidates.with_options(task_runner=dask_task_runner(params))
+            training = fan_out(params, paths, list(params.train.candidates), run_id)
+        else:
+            training = {
+                model: train_task.with_options(name=f"train-{model}")(params, paths, model)
+                for model in params.train.candidates
+            }
         evaluation = evaluate_task(params, paths)
         gate = gate_task(params, paths, mlflow)  # a failed gate is a decision: the run goes on
         logger.info("gate %s: %s", "passed" if gate["passed"] else "NOT passed", gate["reasons"])

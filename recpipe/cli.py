@@ -281,13 +281,21 @@ def stage(
     model: Annotated[
         str | None, typer.Option(help="train stage: the one candidate to train (dvc.yaml foreach)")
     ] = None,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="train stage: processes per candidate (DDP under torchrun; sets train.nproc)",
+        ),
+    ] = None,
 ) -> None:
     """Run one pipeline stage (what dvc.yaml calls)."""
     from recpipe.paths import Paths
     from recpipe.stages import run_stage
 
     def go() -> dict[str, Any]:
-        params = _params(root, params_file, overrides)
+        extra = [f"train.nproc={nproc}"] if nproc is not None else []
+        params = _params(root, params_file, [*(overrides or []), *extra])
         options: dict[str, Any] = {}
         if model is not None or name == "train":
             options = {"model": model, "progress": out.is_terminal}

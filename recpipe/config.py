@@ -296,6 +296,12 @@ class TrainParams(StrictModel):
     checkpoints: bool = Field(
         default=True, description="checkpoint each epoch; resume after a kill"
     )
+    nproc: int = Field(
+        default=1,
+        ge=1,
+        description="processes per candidate: > 1 trains each torch candidate with "
+        "DistributedDataParallel under torchrun (gloo on CPU, NCCL on GPUs)",
+    )
 
 
 class GateParams(StrictModel):
@@ -410,6 +416,29 @@ class TrackingParams(StrictModel):
     experiment: str = "recpipe"
 
 
+class OrchestrationParams(StrictModel):
+    """How the retraining flow runs its candidates (flows/retrain.py; no DVC stage reads it).
+
+    ``sequential`` trains the candidates one after the other in the flow's process;
+    ``dask`` fans them out with a Prefect Dask task runner, one candidate per worker
+    process, and gathers the results before evaluation: on a temporary local Dask
+    cluster of ``dask_workers`` processes with ``threads_per_worker`` threads each
+    (also each worker's torch thread count), or on the running scheduler at
+    ``dask_address`` (e.g. ``tcp://10.0.0.5:8786``).
+    """
+
+    task_runner: Literal["sequential", "dask"] = Field(
+        default="sequential", description="sequential | dask (candidate fan-out)"
+    )
+    dask_address: str | None = Field(
+        default=None, description="an existing Dask scheduler; null = a temporary local cluster"
+    )
+    dask_workers: int = Field(default=2, ge=1, description="worker processes of a local cluster")
+    threads_per_worker: int = Field(
+        default=1, ge=1, description="threads (and torch threads) per Dask worker"
+    )
+
+
 class Params(StrictModel):
     """All of params.yaml."""
 
@@ -423,6 +452,7 @@ class Params(StrictModel):
     gate: GateParams = Field(default_factory=GateParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
     serve: ServeParams = Field(default_factory=ServeParams)
+    orchestration: OrchestrationParams = Field(default_factory=OrchestrationParams)
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 

@@ -9,6 +9,8 @@ the logic so that the flow only orchestrates. Nothing here imports prefect.
 - :func:`outcome_message`: the one line a run ends with (``promoted ...`` or
   ``not promoted ...``).
 - :func:`mlflow_links` and :func:`registry_rows`: what the flow's artifacts show.
+- :func:`train_candidate`: one candidate's train stage as a flow task runs it, in the
+  flow's process or on a Dask worker (``orchestration.task_runner: dask``).
 """
 
 from __future__ import annotations
@@ -218,3 +220,29 @@ def registry_markdown(registry: dict[str, Any], outcome: str) -> str:
 
 def _version(version: Any) -> str:
     return "none" if version is None else f"v{version}"
+
+
+def train_candidate(
+    params: Params,
+    paths: Paths,
+    model: str,
+    parent_run_id: str | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Train one candidate (:func:`recpipe.stages.train`) and return its summary.
+
+    ``parent_run_id`` is the pipeline's MLflow run: on a Dask worker, where that run is
+    not active, the candidate's runs are nested under it all the same
+    (:func:`recpipe.tracking.under_run`). ``threads`` caps torch's intra-op threads in
+    this process (a worker's share of the cores); None leaves them as they are. The
+    summary gains ``worker``: the process id and torch thread count it trained with.
+    """
+    import torch
+
+    from recpipe import stages, tracking
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    with tracking.under_run(params, paths, parent_run_id):
+        summary = stages.train(params, paths, model)[model]
+    return summary | {"worker": {"pid": os.getpid(), "torch_threads": torch.get_num_threads()}}

@@ -395,12 +395,18 @@ def train(
     ``checkpoints/<name>/<split>/`` during training, so a killed run resumes. With an
     active MLflow run (the retraining flow) each candidate and split is logged as a
     nested run: config, per-epoch metrics, the artifact.
+
+    With ``train.nproc`` N > 1, outside torchrun, this function launches
+    ``torchrun --standalone --nproc_per_node N -m recpipe.cli stage train`` with the same
+    params (:func:`_launch_torchrun`; the CLI, DVC and the flow all come through here)
+    and returns the summary the job wrote; ``on_epoch`` is not called then (epochs are
+    logged by rank 0, and to MLflow under the active run). Inside torchrun each torch
+    candidate trains with DistributedDataParallel (:mod:`recpipe.train.distributed`);
+    rank 0 alone writes the artifacts, ``training.json``, checkpoints and MLflow runs.
     """
     from recpipe import tracking
-    from recpipe.evaluate.leaderboard import split_query_kinds
-    from recpipe.models import MODELS, build_model, get_model
-    from recpipe.models.base import DataMeta, Interactions
-    from recpipe.models.torch_base import TorchRecommender
+    from recpipe.models import MODELS
+    from recpipe.train import distributed as ddp
 
     tp = params.train
     names = [model] if model is not None else list(tp.candidates)
@@ -410,12 +416,98 @@ def train(
             f"unknown candidate model(s) {unknown} (train.candidates or --model); "
             f"known: {sorted(MODELS)}"
         )
+    if tp.nproc > 1 and not ddp.in_torchrun():
+        return _launch_torchrun(params, paths, names, model)
+    with ddp.session(tp.device), tracking.under_run(params, paths, os.environ.get(PARENT_RUN_ENV)):
+        return _train_candidates(params, paths, names, progress=progress, on_epoch=on_epoch)
+
+
+#: The MLflow run a torchrun job's rank 0 nests its candidate runs under.
+PARENT_RUN_ENV = "RECPIPE_MLFLOW_PARENT_RUN"
+
+
+def _launch_torchrun(
+    params: Params, paths: Paths, names: list[str], model: str | None
+) -> dict[str, Any]:
+    """Run the train stage as a ``torchrun`` job of ``train.nproc`` processes."""
+    import subprocess
+    import sys
+    import tempfile
+
+    import yaml
+
+    from recpipe import tracking
+
+    n = params.train.nproc
+    env = dict(os.environ)
+    if tracking.run_active():
+        import mlflow
+
+        env[PARENT_RUN_ENV] = mlflow.active_run().info.run_id  # type: ignore[union-attr]
+    with tempfile.TemporaryDirectory(prefix="recpipe-torchrun-") as tmp:
+        params_file = Path(tmp) / "params.yaml"
+        params_file.write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(n),
+            "-m",
+            "recpipe.cli",
+            "stage",
+            "train",
+            "--root",
+            str(paths.root),
+            "--params",
+            str(params_file),
+        ]
+        if model is not None:
+            cmd += ["--model", model]
+        log.info("training %s with %d processes: %s", ", ".join(names), n, " ".join(cmd))
+        job = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if job.returncode != 0:
+        tail = "\n".join((job.stderr or job.stdout).strip().splitlines()[-30:])
+        raise StageError(
+            f"distributed training (train.nproc={n}) failed with exit code {job.returncode}; "
+            f"the end of its output:\n{tail}"
+        )
+    summary: dict[str, Any] = {}
+    for name in names:
+        report = paths.model_dir(name) / "training.json"
+        summary[name] = json.loads(report.read_text()) if report.is_file() else {}
+    return summary
+
+
+def _train_candidates(
+    params: Params,
+    paths: Paths,
+    names: list[str],
+    *,
+    progress: bool,
+    on_epoch: Callable[[str, str, dict[str, Any]], None] | None,
+) -> dict[str, Any]:
+    """The train stage's loop over candidates and splits (in this process; as one rank
+    of a torchrun job when a process group is up: rank 0 writes, every rank trains)."""
+    from recpipe import tracking
+    from recpipe.evaluate.leaderboard import split_query_kinds
+    from recpipe.models import build_model, get_model
+    from recpipe.models.base import DataMeta, Interactions
+    from recpipe.models.torch_base import TorchRecommender
+    from recpipe.train import distributed as ddp
+
+    tp = params.train
+    main = ddp.is_main()
     summary: dict[str, Any] = {}
     for name in names:
         cls = get_model(name)
         config = _candidate_config(params, name, cls)
         out = paths.model_dir(name)
-        _reset_dir(out)
+        if main:
+            _reset_dir(out)
+        if not main and not issubclass(cls, TorchRecommender):
+            continue  # a baseline trains on rank 0 only
         report: dict[str, Any] = {"model": name, "config": config, "splits": {}}
         for kind in tp.model_splits.get(name, tp.splits):
             folder = paths.features_dir / kind
@@ -440,8 +532,10 @@ def train(
                 report["splits"][kind] = {"skipped": str(exc)}
                 continue
             log.info("training %s on the %s split", name, kind)
-            with tracking.candidate_run(
-                name, kind, candidate.config.model_dump(mode="json")
+            with (
+                tracking.candidate_run(name, kind, candidate.config.model_dump(mode="json"))
+                if main
+                else contextlib.nullcontext()
             ) as run:
 
                 def epoch_done(
@@ -462,16 +556,23 @@ def train(
                         on_epoch=epoch_done,
                     )
                     entry = candidate.training.summary() if candidate.training else {}
-                    _remove_empty(checkpoints, paths.root)
+                    if candidate.training is not None and ddp.world_size() > 1:
+                        entry["processes"] = ddp.world_size()
+                    if main:
+                        _remove_empty(checkpoints, paths.root)
                 else:
                     candidate.fit(data["train"], data["valid"])
                     entry = {}
+                if not main:
+                    continue
                 artifact = candidate.save(out / kind)
                 if run is not None:
                     run.finish(artifact, entry)
             report["splits"][kind] = entry | {"artifact": paths.rel(artifact)}
-        _write_json(out / "training.json", report)
+        if main:
+            _write_json(out / "training.json", report)
         summary[name] = report
+    ddp.barrier()  # the other ranks leave once rank 0 has written everything
     return summary
 
 

@@ -12,12 +12,17 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from recpipe.config import Params
 from recpipe.paths import Paths
 
 log = logging.getLogger(__name__)
+
+#: The pipeline run that :func:`candidate_run` nests under where no run is active here
+#: (a Dask worker of the retraining flow); set by :func:`under_run`.
+_PARENT_RUN: ContextVar[str | None] = ContextVar("recpipe_parent_run", default=None)
 
 
 def tracking_uri(params: Params, paths: Paths) -> str:
@@ -204,16 +209,50 @@ def candidate_run(model: str, split: str, config: dict[str, Any]) -> Iterator[Ca
     """A nested MLflow run for one candidate on one split, when a pipeline run is active.
 
     Yields None when no MLflow run is active (a stage run by DVC or by hand): stages
-    then train without tracking, as they write nothing outside their outputs.
+    then train without tracking, as they write nothing outside their outputs. Inside
+    :func:`under_run` (another process or thread than the pipeline run's) the run is
+    started as a child of that pipeline run, in its experiment.
     """
-    if not run_active():
+    parent = None if run_active() else _PARENT_RUN.get()
+    if parent is None and not run_active():
         yield None
         return
     import mlflow
 
-    with mlflow.start_run(run_name=f"train-{model}-{split}", nested=True):
+    if parent is None:
+        started = mlflow.start_run(run_name=f"train-{model}-{split}", nested=True)
+    else:
+        experiment_id = mlflow.MlflowClient().get_run(parent).info.experiment_id
+        started = mlflow.start_run(
+            run_name=f"train-{model}-{split}", experiment_id=experiment_id, parent_run_id=parent
+        )
+    with started:
         mlflow.set_tags({"recpipe.stage": "train", "recpipe.model": model, "recpipe.split": split})
         mlflow.log_params(
             {k: json.dumps(v) if isinstance(v, list) else v for k, v in _flatten(config).items()}
         )
         yield CandidateLog()
+
+
+@contextmanager
+def under_run(params: Params, paths: Paths, run_id: str | None) -> Iterator[None]:
+    """Nest the :func:`candidate_run` runs of this block under the pipeline run ``run_id``.
+
+    The retraining flow opens its pipeline run (:func:`pipeline_run`) in its own
+    process; a candidate trained on a Dask worker has no active MLflow run there.
+    Inside this block each candidate's run is started with ``run_id`` as its parent
+    (the ``mlflow.parentRunId`` tag, as a nested run gets), on the tracking URI of
+    ``params`` and ``paths``. Where a run is already active (the sequential flow) or
+    ``run_id`` is None it changes nothing.
+    """
+    if run_id is None or run_active():
+        yield
+        return
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(params, paths))
+    token = _PARENT_RUN.set(run_id)
+    try:
+        yield
+    finally:
+        _PARENT_RUN.reset(token)

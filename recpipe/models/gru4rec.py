@@ -90,6 +90,7 @@ from recpipe.models.session_losses import (
 from recpipe.models.torch_base import VALID_K, TorchModelConfig, TorchRecommender
 from recpipe.sessions.batching import SessionParallelBatches, prefixes
 from recpipe.train.device import to_device
+from recpipe.train.distributed import row_bounds
 
 log = logging.getLogger(__name__)
 
@@ -489,6 +490,10 @@ class GRUBatch:
     hits : tuple of numpy.ndarray or None
         The :func:`~recpipe.models.session_losses.accidental_hits` (rows, columns) of
         the step's targets among its B + N columns (the cross-entropy fast path).
+    others : numpy.ndarray or None
+        (B',) int64 targets of the other DDP ranks' lanes at this step (PAD in inactive
+        lanes): in-batch negative columns after the B own targets, so that a rank's
+        lanes see the same candidates as in one process; None in one process.
     """
 
     inputs: np.ndarray
@@ -499,9 +504,32 @@ class GRUBatch:
     context: np.ndarray | None
     session: np.ndarray
     hits: tuple[np.ndarray, np.ndarray] | None = None
+    others: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
+
+    def shard(self, rank: int, world_size: int) -> GRUBatch:
+        """The DDP rank's lanes ``[B r / W, B (r + 1) / W)`` (the sessions running in
+        them), with every other lane's target kept as an in-batch column (``others``)."""
+        lo, hi = row_bounds(len(self), rank, world_size)
+        own = slice(lo, hi)
+        targets = self.targets[own]
+        others = np.concatenate([self.targets[:lo], self.targets[hi:]])
+        hits = None
+        if self.hits is not None:
+            hits = accidental_hits(targets, np.concatenate([targets, others, self.negatives]))
+        return GRUBatch(
+            inputs=self.inputs[own],
+            targets=targets,
+            reset=self.reset[own],
+            active=self.active[own],
+            negatives=self.negatives,
+            context=self.context[own] if self.context is not None else None,
+            session=self.session[own],
+            hits=hits,
+            others=others,
+        )
 
 
 def context_codes(columns: Mapping[str, np.ndarray | None], shape: tuple[int, ...]) -> np.ndarray:
@@ -534,6 +562,8 @@ class GRU4Rec(TorchRecommender):
     monitor: ClassVar[str] = f"recall@{VALID_K}"
     #: Whether the model reads the context columns.
     contextual: ClassVar[bool] = False
+    #: DDP: each rank runs its own lanes (sessions) of the global step, :meth:`GRUBatch.shard`.
+    ddp_sharding: ClassVar[Literal["rows", "batches"]] = "rows"
 
     def __init__(self, config: Any, meta: Any) -> None:
         super().__init__(config, meta)
@@ -635,6 +665,9 @@ class GRU4Rec(TorchRecommender):
                 else None,
             )
 
+    def _shard_batch(self, batch: GRUBatch, rank: int, world_size: int) -> GRUBatch:
+        return batch.shard(rank, world_size)
+
     def _step(
         self, module: torch.nn.Module, batch: GRUBatch, device: torch.device
     ) -> tuple[torch.Tensor, int]:
@@ -652,7 +685,12 @@ class GRU4Rec(TorchRecommender):
         codes = to_device(batch.context, device) if batch.context is not None else None
         context = module.embed_context(codes)
         samples = to_device(batch.negatives, device) if batch.negatives.size else None
-        columns = targets if samples is None else torch.cat([targets, samples])
+        # In-batch columns: this step's targets (a DDP shard: its own, then the others').
+        in_batch = targets
+        if batch.others is not None and batch.others.size:
+            in_batch = torch.cat([targets, to_device(batch.others, device)])
+        in_counted = counted if in_batch is targets else in_batch >= N_RESERVED
+        columns = in_batch if samples is None else torch.cat([in_batch, samples])
         log_q = None
         if self._log_q is not None:
             if self._log_q_device is None or self._log_q_device.device != device:
@@ -660,7 +698,8 @@ class GRU4Rec(TorchRecommender):
             log_q = self._log_q_device[columns]
         if batch.hits is not None:  # cross-entropy fast path: column offsets, sparse hits
             offset = torch.zeros(columns.shape[0], device=device) if log_q is None else -log_q
-            offset[:b] = offset[:b].masked_fill(~counted, float("-inf"))
+            n_in = in_batch.shape[0]
+            offset[:n_in] = offset[:n_in].masked_fill(~in_counted, float("-inf"))
             new_hidden, logits = module.train_step(inputs, columns, hidden, context, offset)
             self._hidden = [h.detach().float() for h in new_hidden]
             rows, cols = (to_device(a, device) for a in batch.hits)
@@ -669,7 +708,7 @@ class GRU4Rec(TorchRecommender):
         new_hidden, logits = module.train_step(inputs, columns, hidden, context)
         self._hidden = [h.detach().float() for h in new_hidden]
         logits = logits.float()
-        mask = negative_mask(targets, samples, counted)
+        mask = negative_mask(in_batch, samples, in_counted)[:b]
         loss = LOSSES[cfg.loss](logits, mask, counted, bpreg=cfg.bpreg, log_q=log_q)
         return loss, int(counted.sum())
 

@@ -237,6 +237,7 @@ class MFExplicit(_MF):
     Config: ClassVar[type[MFExplicitConfig]] = MFExplicitConfig
     predicts_ratings: ClassVar[bool] = True
     monitor: ClassVar[str] = "rmse"
+    ddp_sharding: ClassVar[Literal["rows", "batches"]] = "rows"
     monitor_mode: ClassVar[Literal["max", "min"]] = "min"
 
     def _prepare(self, train: Interactions, valid: Interactions | None) -> None:
@@ -304,6 +305,7 @@ class _SampledMF(_MF):
     """Implicit MF trained on (user, positive, K negatives) minibatches."""
 
     Config: ClassVar[type[SampledMFConfig]] = SampledMFConfig
+    ddp_sharding: ClassVar[Literal["rows", "batches"]] = "rows"
 
     def _prepare(self, train: Interactions, valid: Interactions | None) -> None:
         pairs = user_item_csr(train, self.meta.n_users, self.meta.n_items).tocoo()

@@ -13,6 +13,13 @@ and optionally ``_validator(train, valid)`` (default: Recall@20 of user queries 
 validation part's new items, for early stopping) and ``_save_extra`` / ``_load_extra``
 for state that is not in the module (e.g. a lookup table).
 
+Under ``torchrun`` (DistributedDataParallel, :mod:`recpipe.train.distributed`), a
+model whose ``ddp_sharding`` is ``"rows"`` trains each rank on its rows of the same
+global minibatch (:meth:`TorchRecommender._shard_batch`, by default
+:func:`~recpipe.train.distributed.shard_rows`), which matches the 1-process run up to
+float summation order; ``"batches"`` (the default, for batches that are not plain
+row-aligned arrays) has ranks take whole minibatches in turn.
+
 :meth:`TorchRecommender.fit` takes, beyond the contract's ``(train, valid)``, a
 checkpoint folder (resume after a kill), a progress flag and a per-epoch callback;
 the train stage passes them. The artifact holds ``weights.pt`` (the module's state
@@ -38,6 +45,7 @@ from recpipe.errors import ArtifactError
 from recpipe.features.idmap import N_RESERVED
 from recpipe.models.base import Interactions, ModelConfig, Queries, Recommender
 from recpipe.train.device import resolve_device, seed_everything, to_device
+from recpipe.train.distributed import shard_rows
 from recpipe.train.loop import (
     EpochCallback,
     TrainConfig,
@@ -148,6 +156,9 @@ class TorchRecommender(Recommender):
     #: The validation metric early stopping follows, and whether higher is better.
     monitor: ClassVar[str] = f"recall@{VALID_K}"
     monitor_mode: ClassVar[Literal["max", "min"]] = "max"
+    #: How a DDP rank takes its share of a minibatch: ``"rows"`` (its rows of the
+    #: global minibatch, :meth:`_shard_batch`) or ``"batches"`` (whole minibatches in turn).
+    ddp_sharding: ClassVar[Literal["rows", "batches"]] = "batches"
 
     def __init__(self, config: Any, meta: Any) -> None:
         super().__init__(config, meta)
@@ -200,6 +211,11 @@ class TorchRecommender(Recommender):
             seed=self.config.seed,
         )
         return validator if len(validator) else None
+
+    def _shard_batch(self, batch: Any, rank: int, world_size: int) -> Any:
+        """This rank's part of a global minibatch (``ddp_sharding = "rows"``); default:
+        its block of rows of every array (:func:`~recpipe.train.distributed.shard_rows`)."""
+        return shard_rows(batch, rank, world_size)
 
     def _save_extra(self, path: Path) -> None:
         """Write state that is not in the module (default: nothing)."""
@@ -267,6 +283,7 @@ class TorchRecommender(Recommender):
             monitor=self.monitor if validate is not None else None,
             mode=self.monitor_mode,
             n_batches=self._n_batches,
+            shard=self._shard_batch if self.ddp_sharding == "rows" else None,
         )
         trainer.clear_checkpoint()
         self.module = module

@@ -24,6 +24,17 @@ loop does the rest:
 - a rich progress bar when asked (the CLI) and one log line per epoch (which the
   Prefect flow forwards to its run logs); ``on_epoch`` receives each epoch's record
   (the train stage logs it to MLflow).
+
+Under ``torchrun`` with a process group up (:mod:`recpipe.train.distributed`) the
+same loop trains with DistributedDataParallel: every rank builds the epoch's global
+minibatches and keeps its share (``shard``, or whole minibatches in turn), the step
+runs inside DDP (gradients averaged), each rank's loss is weighted by its share of
+the step's examples (one all-reduce of two numbers per step, which also makes a
+non-finite loss stop every rank), validation runs on rank 0 and its metrics are
+broadcast, so early stopping decides the same everywhere; only rank 0 writes
+checkpoints, logs epochs and calls ``on_epoch``; every rank resumes from the
+checkpoint (each with its own RNG state). The epoch's loss and example counts are
+over all ranks.
 """
 
 from __future__ import annotations
@@ -42,6 +53,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from recpipe.errors import TrainingError
+from recpipe.train import distributed as ddp
 from recpipe.train.device import autocast, resolve_device, rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -66,6 +78,10 @@ CHECKPOINT_KEYS = frozenset(
 Batch = Any
 StepFn = Callable[[torch.nn.Module, Batch, torch.device], tuple[torch.Tensor, int]]
 ValidateFn = Callable[[torch.nn.Module, torch.device], Mapping[str, float]]
+#: ``shard(batch, rank, world_size)``: this rank's part of a global minibatch.
+ShardFn = Callable[[Batch, int, int], Batch]
+#: Offset between the ranks' torch seeds (dropout and other in-step randomness).
+RANK_SEED_STRIDE = 1_000_003
 EpochCallback = Callable[[dict[str, Any]], None]
 
 
@@ -263,7 +279,9 @@ class Trainer:
         self.fingerprint = fingerprint
         self.progress = progress
         self.on_epoch = on_epoch
-        self.device = resolve_device(config.device)
+        self.device = resolve_device(ddp.worker_device(config.device))
+        self.rank = ddp.rank()
+        self.world_size = ddp.world_size()
 
     # checkpoints -----------------------------------------------------------------
     @property
@@ -274,6 +292,10 @@ class Trainer:
         path = self.checkpoint_path
         if path is None:
             return
+        if self.world_size > 1:  # every rank's RNG (a collective), rank 0 writes
+            state["rng_ranks"] = ddp.all_gather_object(state["rng"])
+            if self.rank != 0:
+                return
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
@@ -287,7 +309,7 @@ class Trainer:
         """Remove temporary files that processes killed while saving left behind (those
         of this process and of processes that are gone; a live one's is its own)."""
         path = self.checkpoint_path
-        if path is None or not path.parent.is_dir():
+        if path is None or not path.parent.is_dir() or self.rank != 0:
             return
         for tmp in path.parent.glob(f".{path.name}.*.tmp"):
             pid = tmp.name.removeprefix(f".{path.name}.").removesuffix(".tmp")
@@ -331,6 +353,8 @@ class Trainer:
 
     def clear_checkpoint(self) -> None:
         """Remove the checkpoint and any partial one (after a completed run)."""
+        if self.rank != 0:
+            return
         path = self.checkpoint_path
         if path is not None and path.exists():
             path.unlink()
@@ -347,9 +371,14 @@ class Trainer:
         monitor: str | None = None,
         mode: Literal["max", "min"] = "max",
         n_batches: Callable[[int], int | None] | None = None,
+        shard: ShardFn | None = None,
     ) -> TrainResult:
         """Train ``module`` in place; returns the history. The best epoch's weights
         (by ``monitor``) are in ``module`` at the end.
+
+        ``shard(batch, rank, world_size)`` gives a rank its rows of a global minibatch
+        under DDP; None: ranks take whole minibatches in turn
+        (:func:`~recpipe.train.distributed.round_robin`). Unused in one process.
 
         Raises
         ------
@@ -361,7 +390,7 @@ class Trainer:
         device = self.device
         module.to(device)
         optimizer = make_optimizer(cfg, module)
-        seed_everything(self.seed)
+        seed_everything(self.seed + RANK_SEED_STRIDE * self.rank)
         history: list[dict[str, Any]] = []
         best_metric: float | None = None
         best_epoch: int | None = None
@@ -383,7 +412,13 @@ class Trainer:
             best_state = checkpoint["best_state"]
             bad_epochs = int(checkpoint["bad_epochs"])
             stopped_early = bool(checkpoint["stopped_early"])
-            set_rng_state(checkpoint["rng"])
+            ranks = checkpoint.get("rng_ranks")
+            if self.rank == 0:
+                set_rng_state(checkpoint["rng"])
+            elif isinstance(ranks, list) and len(ranks) == self.world_size:
+                set_rng_state(ranks[self.rank])
+            else:  # written by fewer processes: this rank keeps its fresh seed
+                log.info("%s: rank %d has no RNG state in the checkpoint", self.name, self.rank)
             start_epoch = resumed_from = int(checkpoint["epoch"]) + 1
             left = (
                 "nothing left to train"
@@ -399,17 +434,48 @@ class Trainer:
                 left,
             )
 
+        runner: Callable[[Batch], tuple[torch.Tensor, int]]
+        if self.world_size > 1:
+            ddp.barrier()  # every rank has read the checkpoint before rank 0 writes one
+            wrapped = ddp.wrap_step(module, step, device)
+
+            def runner(batch: Batch) -> tuple[torch.Tensor, int]:
+                return wrapped(batch, device)
+
+            if shard is None:
+
+                def local_batches(epoch: int) -> Iterable[Batch]:
+                    return ddp.round_robin(batches(epoch), self.rank, self.world_size)
+
+            else:
+
+                def local_batches(epoch: int) -> Iterable[Batch]:
+                    return (shard(b, self.rank, self.world_size) for b in batches(epoch))
+
+        else:
+
+            def runner(batch: Batch) -> tuple[torch.Tensor, int]:
+                return step(module, batch, device)
+
+            local_batches = batches
+
+        main = self.rank == 0
         t_start = time.perf_counter()
-        bar = _Progress(self.progress, self.name)
+        bar = _Progress(self.progress and main, self.name)
         with bar.running():
             for epoch in range(start_epoch, cfg.epochs):
                 if stopped_early:
                     break
-                record = self._epoch(module, optimizer, epoch, batches, step, bar, n_batches)
+                record = self._epoch(
+                    module, optimizer, epoch, local_batches, runner, bar, n_batches
+                )
                 if validate is not None:
                     module.eval()
-                    with torch.no_grad(), autocast(device, cfg.amp):
-                        metrics = {k: float(v) for k, v in validate(module, device).items()}
+                    metrics = None
+                    if main:
+                        with torch.no_grad(), autocast(device, cfg.amp):
+                            metrics = {k: float(v) for k, v in validate(module, device).items()}
+                    metrics = ddp.broadcast_object(metrics)  # one decision on every rank
                     record["metrics"] = metrics
                     if monitor is not None:
                         if monitor not in metrics:
@@ -429,9 +495,10 @@ class Trainer:
                         if cfg.patience is not None and bad_epochs >= cfg.patience:
                             stopped_early = True
                 history.append(record)
-                self._log_epoch(record, monitor)
-                if self.on_epoch is not None:
-                    self.on_epoch(record)
+                if main:
+                    self._log_epoch(record, monitor)
+                    if self.on_epoch is not None:
+                        self.on_epoch(record)
                 self._save_checkpoint(
                     {
                         "fingerprint": self.fingerprint,
@@ -459,8 +526,9 @@ class Trainer:
             resumed_from=resumed_from,
             device=str(device),
             seconds=time.perf_counter() - t_start,
+            extra={"world_size": self.world_size},
         )
-        if stopped_early:
+        if stopped_early and main:
             log.info(
                 "%s: early stop after epoch %d; best %s %.4f at epoch %d",
                 self.name,
@@ -477,7 +545,7 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         epoch: int,
         batches: Callable[[int], Iterable[Batch]],
-        step: StepFn,
+        runner: Callable[[Batch], tuple[torch.Tensor, int]],
         bar: _Progress,
         n_batches: Callable[[int], int | None] | None,
     ) -> dict[str, Any]:
@@ -488,24 +556,51 @@ class Trainer:
         total = torch.zeros((), dtype=torch.float64, device=device)
         examples = 0
         t0 = time.perf_counter()
+        world = self.world_size
         for i, batch in enumerate(batches(epoch)):
             optimizer.zero_grad(set_to_none=True)
             with autocast(device, cfg.amp):
-                loss, count = step(module, batch, device)
+                loss, count = runner(batch)
             loss = loss.float()
-            if not bool(torch.isfinite(loss)):
+            finite = bool(torch.isfinite(loss)) or (world > 1 and count == 0)
+            objective = loss
+            if world > 1:
+                # Weight by this rank's share of the step's examples: DDP averages the
+                # gradients over ranks, so the result is the gradient of the mean loss
+                # over all of the step's examples (the 1-process minibatch).
+                both = torch.tensor(
+                    [float(count), 0.0 if finite else 1.0], dtype=torch.float64, device=device
+                )
+                ddp.all_reduce_sum(both)
+                n_all, bad_ranks = int(both[0]), int(both[1])
+                if bad_ranks and finite:
+                    raise TrainingError(
+                        f"{self.name}: the loss is not finite on {bad_ranks} other rank(s) at "
+                        f"epoch {epoch + 1}, step {i + 1}; lower learning_rate (now "
+                        f"{cfg.learning_rate}) or set grad_clip (now {cfg.grad_clip})"
+                    )
+                weight = count * world / n_all if n_all else 0.0
+                objective = torch.where(
+                    torch.tensor(count > 0, device=loss.device), loss * weight, loss.new_zeros(())
+                )
+            if not finite:
                 raise TrainingError(
                     f"{self.name}: the loss is {loss.item()} at epoch {epoch + 1}, step {i + 1}; "
                     f"lower learning_rate (now {cfg.learning_rate}) or set grad_clip "
                     f"(now {cfg.grad_clip})"
                 )
-            loss.backward()
+            objective.backward()
             if cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
             optimizer.step()
-            total += loss.detach().double() * count
+            if count:
+                total += loss.detach().double() * count
             examples += int(count)
             bar.advance(task, float(loss.detach()) if bar._bar is not None else None)
+        if world > 1:  # the epoch's loss and examples over every rank
+            sums = torch.stack([total, total.new_tensor(float(examples))])
+            ddp.all_reduce_sum(sums)
+            total, examples = sums[0], int(sums[1].item())
         seconds = time.perf_counter() - t0
         mean = float(total.item()) / examples if examples else float("nan")
         return {
