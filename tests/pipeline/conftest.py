@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +11,27 @@ import pytest
 
 from recpipe.config import Params, load_params
 from recpipe.paths import Paths
+
+#: The project's checkout (what a clone of it holds is copied by :func:`copy_project`).
+REPO = Path(__file__).resolve().parents[2]
+
+
+def copy_project(dest: Path) -> None:
+    """The project's files as a clone would hold them, with their working-tree content
+    (tracked files and untracked ones git does not ignore)."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    for rel in files:
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+
 
 #: Overrides that make the synthetic data small enough for fast tests.
 SMALL = [

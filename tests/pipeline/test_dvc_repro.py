@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +11,7 @@ import pytest
 import yaml
 
 from recpipe.stages import STAGES
-from tests.pipeline.conftest import SMALL
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.pipeline.conftest import SMALL, copy_project
 
 pytestmark = pytest.mark.slow
 
@@ -28,19 +25,8 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Completed
 @pytest.fixture
 def clone(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A clean copy of the project's files (what a clone holds) in a new git repository."""
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
     dest = tmp_path / "clone"
-    for rel in files:
-        src = REPO / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
+    copy_project(dest)
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env.update(

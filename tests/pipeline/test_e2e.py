@@ -32,8 +32,7 @@ import yaml
 
 from recpipe.errors import DataValidationError, LineageError
 from recpipe.paths import Paths
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.pipeline.conftest import copy_project
 
 pytestmark = pytest.mark.slow
 
@@ -84,22 +83,6 @@ def _bento_labels(archive: Path) -> dict[str, str]:
         return yaml.safe_load(tar.extractfile(member))["labels"]  # type: ignore[arg-type]
 
 
-def _copy_project(dest: Path) -> None:
-    """The project's files as a clone would hold them, with their working-tree content."""
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    for rel in files:
-        src = REPO / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-
-
 def _write_drop(drop: Path) -> pd.DataFrame:
     """Write days 1-5 as ``events-1.csv`` and the items; return day 6's events."""
     from recpipe.config import load_params
@@ -140,7 +123,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> dict
 
     base = tmp_path_factory.mktemp("e2e")
     ws, drop = base / "ws", base / "drop"
-    _copy_project(ws)
+    copy_project(ws)
     late = _write_drop(drop)
     params = yaml.safe_load((ws / "params.yaml").read_text())
     params["synth"].update(SYNTH)
