@@ -46,6 +46,7 @@ __all__ = [
     "resolve_bento",
     "serve_command",
     "serve_env",
+    "serve_workers",
 ]
 
 log = logging.getLogger(__name__)
