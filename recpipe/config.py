@@ -416,6 +416,28 @@ class TrackingParams(StrictModel):
     experiment: str = "recpipe"
 
 
+class PrepParams(StrictModel):
+    """How the ingest, validate and sessions stages process the events table.
+
+    ``pandas`` holds the whole events table in memory (fast on small and medium logs).
+    ``arrow`` streams it in record batches of ``batch_rows`` and processes it one
+    user-hash partition at a time (``partitions`` of them), so peak memory is about one
+    partition rather than the whole log: for logs that do not fit comfortably in pandas
+    memory (e.g. 100M events). Both produce the same tables; the arrow engine writes the
+    rows grouped by partition (within a partition, in the pandas engine's order).
+    """
+
+    engine: Literal["pandas", "arrow"] = Field(
+        default="pandas", description="pandas (in memory) | arrow (chunked, partitioned)"
+    )
+    partitions: int = Field(
+        default=16, ge=1, description="arrow: user-hash partitions (memory ~ log / partitions)"
+    )
+    batch_rows: int = Field(
+        default=1_000_000, ge=1, description="arrow: rows read at a time from a file"
+    )
+
+
 class OrchestrationParams(StrictModel):
     """How the retraining flow runs its candidates (flows/retrain.py; no DVC stage reads it).
 
@@ -444,6 +466,7 @@ class Params(StrictModel):
 
     data: DataParams = Field(default_factory=DataParams)
     synth: SynthParams = Field(default_factory=SynthParams)
+    prep: PrepParams = Field(default_factory=PrepParams)
     validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
     sessions: SessionsParams = Field(default_factory=SessionsParams)
     features: FeaturesParams = Field(default_factory=FeaturesParams)

@@ -1282,14 +1282,14 @@ STAGES: dict[str, StageSpec] = {
         StageSpec(
             name="ingest",
             func=ingest,
-            params=("data", "synth"),
+            params=("data", "synth", "prep"),
             code=("recpipe/stages.py", "recpipe/data"),
             outs=lambda p: [p.interim_dir],
         ),
         StageSpec(
             name="validate",
             func=validate,
-            params=("validate",),
+            params=("validate", "prep"),
             code=("recpipe/stages.py", "recpipe/validation"),
             deps=lambda p: [p.interim_dir],
             outs=lambda p: [p.validated_dir, p.quarantine_dir],
@@ -1299,7 +1299,7 @@ STAGES: dict[str, StageSpec] = {
         StageSpec(
             name="sessions",
             func=sessions,
-            params=("sessions",),
+            params=("sessions", "prep"),
             code=("recpipe/stages.py", "recpipe/sessions"),
             deps=lambda p: [p.validated_dir],
             outs=lambda p: [p.sessions_dir, p.splits_dir],
