@@ -26,69 +26,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from recpipe.config import SessionsParams
-from recpipe.errors import SplitError
+from recpipe.data.partitions import partition_by_user
 
 log = logging.getLogger(__name__)
 
-__all__ = ["partition_by_user", "sessionize_partitioned"]
-
-
-def _bucket_of(batch: pa.RecordBatch, n_partitions: int) -> np.ndarray:
-    """Bucket of each row: a stable hash of ``user_id`` (of ``session_id`` where null)."""
-    frame = batch.select(["user_id", "session_id"]).to_pandas()
-    user = frame["user_id"]
-    key = user.where(user.notna(), "\x00s:" + frame["session_id"].astype("string"))
-    if key.isna().any():
-        raise SplitError(
-            f"{int(key.isna().sum())} event(s) have neither user_id nor session_id; "
-            "partitioned sessionization needs one of them (use data.engine=pandas)"
-        )
-    hashes = pd.util.hash_pandas_object(key.astype("string"), index=False).to_numpy()
-    return (hashes % np.uint64(n_partitions)).astype(np.int64)
-
-
-def partition_by_user(
-    source: str | Path, out_dir: str | Path, n_partitions: int, batch_rows: int = 1_000_000
-) -> list[Path]:
-    """Split an events Parquet file or folder into ``n_partitions`` user-hash buckets.
-
-    Rows keep their input order within a bucket. Returns the bucket files that got
-    rows (``bucket-<k>.parquet`` in ``out_dir``, which is emptied first).
-    """
-    if n_partitions < 1:
-        raise SplitError(f"n_partitions must be at least 1, got {n_partitions}")
-    out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    dataset = ds.dataset(str(source), format="parquet")
-    writers: dict[int, pq.ParquetWriter] = {}
-    try:
-        for batch in dataset.to_batches(batch_size=batch_rows):
-            if batch.num_rows == 0:
-                continue
-            bucket = _bucket_of(batch, n_partitions)
-            order = np.argsort(bucket, kind="stable")
-            bounds = np.searchsorted(bucket[order], np.arange(n_partitions + 1))
-            table = pa.Table.from_batches([batch]).take(pa.array(order))
-            for k in range(n_partitions):
-                lo, hi = int(bounds[k]), int(bounds[k + 1])
-                if lo == hi:
-                    continue
-                if k not in writers:
-                    writers[k] = pq.ParquetWriter(out / f"bucket-{k:05d}.parquet", table.schema)
-                writers[k].write_table(table.slice(lo, hi - lo))
-    finally:
-        for writer in writers.values():
-            writer.close()
-    return [out / f"bucket-{k:05d}.parquet" for k in sorted(writers)]
+__all__ = ["partition_by_user", "sessionize_partitioned"]  # partition_by_user: re-exported
 
 
 def sessionize_partitioned(
