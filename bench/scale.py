@@ -17,6 +17,15 @@ Run::
     .venv/bin/python bench/scale.py train --models mf_bpr --nproc 1 2 4 --epochs 3
 
 Each process uses OMP_NUM_THREADS threads (1 by default here): N processes want N cores.
+
+``prep``: data preparation with ``prep.engine`` pandas and arrow. For each size it writes
+a raw Parquet log of synthetic sessions (chunked, 0.1% bad event types), then runs the
+``ingest`` (``data.source: parquet``), ``validate`` (quarantine) and ``sessions`` (all
+splits) stages, each in a fresh subprocess, and reports seconds, events per second and
+the stage process's peak RSS. The pandas engine is skipped above ``--pandas-max``::
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/scale.py prep --sizes 10000000 100000000 \
+        --partitions 32 --tmp /path/with/disk/space
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -124,78 +134,139 @@ def print_train(rows: list[dict[str, Any]]) -> None:
 
 # --------------------------------------------------------------------------- prep
 PREP_SIZES = [1_000_000, 10_000_000]
+PREP_STAGES = ("ingest", "validate", "sessions")
+CHUNK_EVENTS = 5_000_000
 
 
-def prep_events(n: int, path: Path, seed: int = 0) -> None:
-    """``n`` canonical events (n/20 users, 50k items, 30 days, no session ids) as Parquet."""
+def prep_events(n: int, path: Path, seed: int = 0, bad_fraction: float = 0.001) -> None:
+    """``n`` raw events as one Parquet file, written in chunks of 5M (memory ~ a chunk).
+
+    Sessions of a geometric length (mean 5) by users drawn from ``n/20``, events 10 s to
+    3 min apart, items Zipf(1.2) over 50k, 30 days, epoch-second timestamps, no source
+    session ids; ``bad_fraction`` of the rows get an unknown event type, so validation
+    quarantines them.
+    """
     import numpy as np
-    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     rng = np.random.default_rng(seed)
-    start = np.datetime64("2026-01-01T00:00:00", "ns").astype(np.int64)
-    ts = start + rng.integers(0, 30 * 86400, n, dtype=np.int64) * 1_000_000_000
-    frame = pd.DataFrame(
-        {
-            "user_id": pd.array(rng.integers(0, max(n // 20, 1), n).astype(str), "string"),
-            "item_id": pd.array(rng.zipf(1.2, n).clip(max=50_000).astype(str), "string"),
-            "timestamp": pd.to_datetime(ts, utc=True),
-            "event_type": pd.array(np.full(n, "click"), "string"),
-            "value": np.ones(n),
-            "session_id": pd.array([None] * n, "string"),
-        }
+    n_users = max(n // 20, 1)
+    start = int(np.datetime64("2026-01-01T00:00:00", "s").astype(np.int64))
+    writer = None
+    try:
+        done = 0
+        while done < n:
+            m = min(CHUNK_EVENTS, n - done)
+            lengths = rng.geometric(0.2, m // 4 + 1)
+            lengths = lengths[: np.searchsorted(np.cumsum(lengths), m) + 1]
+            lengths[-1] -= lengths.sum() - m
+            session = np.repeat(np.arange(len(lengths)), lengths)
+            first = np.r_[0, np.cumsum(lengths)[:-1]]
+            gaps = rng.integers(10, 180, m)
+            gaps[first] = 0
+            offset = np.cumsum(gaps) - np.repeat(np.cumsum(gaps)[first], lengths)
+            begin = rng.integers(0, 30 * 86400 - 3600, len(lengths))
+            event_type = np.where(rng.random(m) < bad_fraction, "unknown", "click")
+            table = pa.table(
+                {
+                    "user_id": rng.integers(0, n_users, len(lengths))[session].astype(str),
+                    "item_id": rng.zipf(1.2, m).clip(max=50_000).astype(str),
+                    "timestamp": start + begin[session] + offset,
+                    "event_type": event_type,
+                }
+            )
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema)
+            writer.write_table(table, row_group_size=1_000_000)
+            done += m
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def prep_stage(engine: str, stage: str, workspace: Path, source: Path, partitions: int) -> dict:
+    """Run one prep stage with one engine in this process; seconds and peak RSS."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from _common import peak_rss_mib
+
+    from recpipe.config import load_params
+    from recpipe.paths import Paths
+    from recpipe.stages import run_stage
+
+    params = load_params(
+        None,
+        [
+            "data.source=parquet",
+            f"data.path={source}",
+            "data.timestamp_unit=s",
+            f"prep.engine={engine}",
+            f"prep.partitions={partitions}",
+            "validate.on_failure=quarantine",
+        ],
     )
-    frame.to_parquet(path, index=False, row_group_size=1_000_000)
-
-
-def prep_worker(engine: str, source: Path, out: Path, partitions: int) -> dict[str, Any]:
-    """Sessionize ``source`` with one engine in this process; seconds and peak RSS."""
-    import resource
-
-    import pandas as pd
-
-    from recpipe.config import SessionsParams
-    from recpipe.sessions.partitioned import sessionize_partitioned
-    from recpipe.sessions.sessionize import sessionize
-
-    params = SessionsParams()
     t0 = time.perf_counter()
-    if engine == "pandas":
-        events = sessionize(pd.read_parquet(source), params)
-        events.to_parquet(out / "events.parquet", index=False)
-        rows = len(events)
-    else:
-        rows = sessionize_partitioned(source, out / "parts", params, partitions)["rows"]
-    seconds = time.perf_counter() - t0
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"rows": rows, "seconds": seconds, "peak_mib": peak_mib}
+    run_stage(stage, params, Paths.at(workspace))
+    return {"seconds": time.perf_counter() - t0, "peak_mib": peak_rss_mib()}
 
 
-def bench_prep(sizes: list[int], partitions: int) -> list[dict[str, Any]]:
-    """For each size: write synthetic events, then sessionize them with the pandas path
-    and the partitioned path, each in a fresh subprocess (peak RSS = ru_maxrss)."""
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+def bench_prep(sizes: list[int], partitions: int, pandas_max: int, keep: Path | None) -> list:
+    """For each size: write raw events, then run ingest, validate and sessions (all splits)
+    with each engine, every stage in a fresh subprocess (peak RSS = its ru_maxrss)."""
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="recpipe-bench-prep-", dir=keep) as tmp:
         for n in sizes:
-            source = Path(tmp) / f"events-{n}.parquet"
+            source = Path(tmp) / f"raw-{n}.parquet"
+            t0 = time.perf_counter()
             prep_events(n, source)
-            for engine in ("pandas", "partitioned"):
-                out = Path(tmp) / f"out-{engine}-{n}"
-                out.mkdir()
-                result = subprocess.run(
-                    [
-                        *(sys.executable, __file__, "prep-worker", engine, str(source)),
-                        *(str(out), "--partitions", str(partitions)),
-                    ],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                )
-                entry = json.loads(result.stdout.strip().splitlines()[-1])
-                entry |= {"events": n, "engine": engine}
-                entry["events_per_s"] = n / entry["seconds"]
-                rows.append(entry)
-                print(json.dumps(entry), flush=True)
+            log.warning("wrote %d raw events in %.1f s", n, time.perf_counter() - t0)
+            for engine in ("pandas", "arrow"):
+                if engine == "pandas" and n > pandas_max:
+                    rows.append({"events": n, "engine": engine, "stage": "-", "skipped": True})
+                    continue
+                workspace = Path(tmp) / f"ws-{engine}-{n}"
+                for stage in PREP_STAGES:
+                    result = subprocess.run(
+                        [
+                            *(sys.executable, __file__, "prep-stage", engine, stage),
+                            *(str(workspace), str(source), "--partitions", str(partitions)),
+                        ],
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                        cwd=REPO,
+                    )
+                    entry = json.loads(result.stdout.strip().splitlines()[-1])
+                    entry |= {"events": n, "engine": engine, "stage": stage}
+                    entry["events_per_s"] = n / entry["seconds"]
+                    rows.append(entry)
+                    print(json.dumps(entry), flush=True)
+                shutil.rmtree(workspace, ignore_errors=True)
+            source.unlink()
     return rows
+
+
+def print_prep(rows: list[dict[str, Any]], partitions: int) -> None:
+    """The data-preparation table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"data preparation: pandas vs arrow ({partitions} partitions)")
+    for col in ("events", "engine", "stage", "seconds", "events/s", "peak RSS MiB"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        if r.get("skipped"):
+            table.add_row(f"{r['events']:,}", r["engine"], "not run (--pandas-max)", "", "", "")
+            continue
+        table.add_row(
+            f"{r['events']:,}",
+            r["engine"],
+            r["stage"],
+            f"{r['seconds']:.1f}",
+            f"{r['events_per_s']:,.0f}",
+            f"{r['peak_mib']:,.0f}",
+        )
+    Console().print(table)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,21 +283,28 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("model")
     worker.add_argument("epochs", type=int)
     worker.add_argument("out", type=Path)
-    prep = sub.add_parser("prep", help="sessionize N events: pandas vs partitioned path")
+    prep = sub.add_parser("prep", help="ingest, validate, sessions: pandas vs arrow engine")
     prep.add_argument("--sizes", nargs="+", type=int, default=PREP_SIZES)
     prep.add_argument("--partitions", type=int, default=16)
-    prep_w = sub.add_parser("prep-worker", help="(internal) one engine in a subprocess")
-    prep_w.add_argument("engine", choices=["pandas", "partitioned"])
+    prep.add_argument(
+        "--pandas-max", type=int, default=20_000_000, help="skip the pandas engine above this"
+    )
+    prep.add_argument("--tmp", type=Path, default=None, help="folder for the raw and work data")
+    prep_w = sub.add_parser("prep-stage", help="(internal) one stage, one engine")
+    prep_w.add_argument("engine", choices=["pandas", "arrow"])
+    prep_w.add_argument("stage", choices=PREP_STAGES)
+    prep_w.add_argument("workspace", type=Path)
     prep_w.add_argument("source", type=Path)
-    prep_w.add_argument("out", type=Path)
     prep_w.add_argument("--partitions", type=int, default=16)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.section == "prep-worker":
-        print(json.dumps(prep_worker(args.engine, args.source, args.out, args.partitions)))
+    if args.section == "prep-stage":
+        result = prep_stage(args.engine, args.stage, args.workspace, args.source, args.partitions)
+        print(json.dumps(result))
         return 0
     if args.section == "prep":
-        bench_prep(args.sizes, args.partitions)
+        rows = bench_prep(args.sizes, args.partitions, args.pandas_max, args.tmp)
+        print_prep(rows, args.partitions)
         return 0
     if args.section == "train-worker":
         train_worker(args.folder, args.model, args.epochs, args.out)
