@@ -18,6 +18,12 @@ Run::
 
 Each process uses OMP_NUM_THREADS threads (1 by default here): N processes want N cores.
 
+``device``: single-device training throughput of GRU4Rec and DeepFM on ~1M synthetic
+events (``--device cuda`` by default; says so and exits when there is no CUDA device;
+``--device cpu`` for a reference)::
+
+    .venv/bin/python bench/scale.py device --device cuda --events 1000000
+
 ``prep``: data preparation with ``prep.engine`` pandas and arrow. For each size it writes
 a raw Parquet log of synthetic sessions (chunked, 0.1% bad event types), then runs the
 ``ingest`` (``data.source: parquet``), ``validate`` (quarantine) and ``sessions`` (all
@@ -269,6 +275,58 @@ def print_prep(rows: list[dict[str, Any]], partitions: int) -> None:
     Console().print(table)
 
 
+# --------------------------------------------------------------------------- device
+DEVICE_MODELS = {"gru4rec": "session", "deepfm": "user_temporal"}
+
+
+def bench_device(models: list[str], device: str, events: int, epochs: int) -> list[dict]:
+    """Single-device training throughput of each model on ~``events`` synthetic events.
+
+    Builds the model's split of the built-in click-stream scaled to ``events`` (see
+    ``bench/_common.synth_params_for``), fits ``epochs`` epochs on ``device`` and
+    reports training examples per second of the training steps (validation excluded).
+    """
+    sys.path.insert(0, str(REPO / "bench"))
+    from _common import build_features, synth_params_for
+
+    from recpipe.models import build_model
+    from recpipe.models.base import DataMeta, Interactions
+
+    synth = synth_params_for(events, 0)
+    overrides = [
+        f"synth.{k}={getattr(synth, k)}"
+        for k in ("n_sessions", "n_items", "n_users", "n_categories")
+    ]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="recpipe-bench-device-") as tmp:
+        for model in models:
+            split = DEVICE_MODELS.get(model, "user_temporal")
+            folder = build_features(overrides, split, Path(tmp) / f"ws-{split}")
+            meta = DataMeta.from_features(folder)
+            data = {
+                p: Interactions.from_parquet(folder / f"{p}.parquet") for p in ("train", "valid")
+            }
+            config = {"device": device, "epochs": epochs, "patience": None}
+            candidate = build_model(model, config, meta)
+            t0 = time.perf_counter()
+            candidate.fit(data["train"], data["valid"])
+            wall = time.perf_counter() - t0
+            history = candidate.training.history
+            examples = sum(r["examples"] for r in history)
+            step_s = sum(r["seconds"] for r in history)
+            row = {
+                "model": model,
+                "device": str(candidate.training.device),
+                "train_events": len(data["train"].item_idx),
+                "examples": examples,
+                "events_per_s": examples / step_s if step_s else float("nan"),
+                "fit_s": wall,
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the subcommand and run it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -296,8 +354,21 @@ def main(argv: list[str] | None = None) -> int:
     prep_w.add_argument("workspace", type=Path)
     prep_w.add_argument("source", type=Path)
     prep_w.add_argument("--partitions", type=int, default=16)
+    dev = sub.add_parser("device", help="single-device training throughput (GRU4Rec, DeepFM)")
+    dev.add_argument("--models", nargs="+", default=list(DEVICE_MODELS))
+    dev.add_argument("--device", default="cuda", help="cuda | cuda:N | cpu")
+    dev.add_argument("--events", type=int, default=1_000_000)
+    dev.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.section == "device":
+        import torch
+
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            print(f"no CUDA device here (torch {torch.__version__}); run this on a GPU machine")
+            return 0
+        bench_device(args.models, args.device, args.events, args.epochs)
+        return 0
     if args.section == "prep-stage":
         result = prep_stage(args.engine, args.stage, args.workspace, args.source, args.partitions)
         print(json.dumps(result))
