@@ -218,7 +218,7 @@ def prep_stage(engine: str, stage: str, workspace: Path, source: Path, partition
 
 def bench_prep(sizes: list[int], partitions: int, pandas_max: int, keep: Path | None) -> list:
     """For each size: write raw events, then run ingest, validate and sessions (all splits)
-    with each engine, every stage in a fresh subprocess (peak RSS = its ru_maxrss)."""
+    with each engine, every stage in a fresh subprocess (peak RSS: its VmHWM)."""
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="recpipe-bench-prep-", dir=keep) as tmp:
         for n in sizes:

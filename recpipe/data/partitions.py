@@ -54,7 +54,9 @@ def partition_by_user(
     dataset = ds.dataset(str(source), format="parquet")
     writers: dict[int, pq.ParquetWriter] = {}
     try:
-        for batch in dataset.to_batches(batch_size=batch_rows):
+        # no read-ahead: the default (16 batches, 4 files) would hold ~16 batches at once
+        batches = dataset.to_batches(batch_size=batch_rows, batch_readahead=0, fragment_readahead=0)
+        for batch in batches:
             if batch.num_rows == 0:
                 continue
             bucket = bucket_of(batch, n_partitions)
