@@ -12,7 +12,10 @@ epochs, early stopping):
   excluded);
 - ``gru4rec`` on the YOOCHOOSE 100k-click sample (``session`` split), its item tables
   (output table and bias; the input is the output table by default) hashed,
-  next-item protocol over every prefix of every test session.
+  next-item protocol over every prefix of every test session;
+- ``deepfm`` (opt-in: ``--models deepfm``) on MovieLens 100K as ``mf_bpr``, its user
+  *and* item fields (embeddings and first-order weights; the genre field stays a
+  table) hashed, user top-K protocol.
 
 The table gives the trainable parameters of the id tables and of the whole model, test
 Recall@20 / NDCG@20 / MRR@20, and the relative loss of Recall@20 and NDCG@20 against
@@ -24,6 +27,8 @@ Run (about 7 minutes on one otherwise idle thread)::
     OMP_NUM_THREADS=1 .venv/bin/python bench/hashed_embeddings.py
     OMP_NUM_THREADS=1 .venv/bin/python bench/hashed_embeddings.py --models mf_bpr \\
         --fractions 0.5 0.25 --hashes 2 --mf-epochs 20
+    OMP_NUM_THREADS=1 .venv/bin/python bench/hashed_embeddings.py --models deepfm \\
+        --fractions 0.5 --hashes 2 --weighted --ctr-epochs 8
 
 The data come from $RECPIPE_DATA_DIR (default ../shared/data): ``ml-100k/`` and
 ``yoochoose-rsc15-100k/``.
@@ -48,8 +53,23 @@ log = logging.getLogger("bench.hashed_embeddings")
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ("recall@20", "ndcg@20", "mrr@20")
 #: Parameter names of the id tables (MF: user / item factors and biases; GRU4Rec: item
-#: output table and bias, input table or gate table).
-ID_TABLES = ("user.", "user_bias.", "item.", "item_bias", "item_out.", "item_in.", "item_gates.")
+#: output table and bias, input table or gate table; DeepFM: the fused or hashed user and
+#: item fields of its embeddings and first-order weights, not the genre bags).
+ID_TABLES = (
+    "user.",
+    "user_bias.",
+    "item.",
+    "item_bias",
+    "item_out.",
+    "item_in.",
+    "item_gates.",
+    "embed.table.",
+    "embed.hashed.",
+    "linear.table.",
+    "linear.hashed.",
+)
+#: Models run when --models is not given (deepfm is opt-in).
+DEFAULT_MODELS = ["mf_bpr", "gru4rec"]
 
 #: model -> (data folder, source overrides, split, protocol)
 SETUPS: dict[str, tuple[str, list[str], str, str]] = {
@@ -60,6 +80,7 @@ SETUPS: dict[str, tuple[str, list[str], str, str]] = {
         "session",
         "session",
     ),
+    "deepfm": ("ml-100k", ["data.source=movielens-100k"], "user_temporal", "user"),
 }
 
 
@@ -182,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--models", nargs="+", default=list(SETUPS), choices=list(SETUPS))
+    parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, choices=list(SETUPS))
     parser.add_argument("--fractions", nargs="+", type=float, default=[0.5, 0.25, 0.1])
     parser.add_argument("--hashes", nargs="+", type=int, default=[1, 2])
     parser.add_argument(
@@ -194,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--mf-epochs", type=int, default=15, help="most epochs of mf_bpr")
     parser.add_argument("--gru-epochs", type=int, default=4, help="most epochs of gru4rec")
+    parser.add_argument("--ctr-epochs", type=int, default=10, help="most epochs of deepfm")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -208,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         "early stopping (patience: the model's default)"
     )
     specs = variants(args.fractions, args.hashes, args.weighted)
-    epochs = {"mf_bpr": args.mf_epochs, "gru4rec": args.gru_epochs}
+    epochs = {"mf_bpr": args.mf_epochs, "gru4rec": args.gru_epochs, "deepfm": args.ctr_epochs}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:

@@ -423,8 +423,10 @@ class PrepParams(StrictModel):
     ``arrow`` streams it in record batches of ``batch_rows`` and processes it one
     user-hash partition at a time (``partitions`` of them), so peak memory is about one
     partition rather than the whole log: for logs that do not fit comfortably in pandas
-    memory (e.g. 100M events). Both produce the same tables; the arrow engine writes the
-    rows grouped by partition (within a partition, in the pandas engine's order).
+    memory (e.g. 100M events). Both produce the same tables: ingest and validate write
+    identical files; the sessions stage's arrow outputs hold the same rows grouped by
+    partition (within a partition, in the pandas engine's order). ``csv`` and ``parquet``
+    sources are streamed; the other source kinds are bounded and imported in memory.
     """
 
     engine: Literal["pandas", "arrow"] = Field(

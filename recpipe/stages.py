@@ -90,10 +90,41 @@ def ingest(params: Params, paths: Paths) -> dict[str, Any]:
 
     ``data.source: synthetic`` generates the built-in click-stream from ``synth``;
     any other source kind is imported from ``data.path``. Returns the manifest.
+
+    ``prep.engine: arrow`` streams a ``csv`` or ``parquet`` source in batches of
+    ``prep.batch_rows`` rows into the same files (:func:`recpipe.data.chunked.import_chunked`),
+    written beside ``data/interim`` and swapped in when the import succeeded; the other
+    kinds are bounded data sets and are imported in memory by both engines.
     """
     from recpipe.data.schema import write_tables
 
     source = params.data.source
+    if params.prep.engine == "arrow":
+        from recpipe.data.chunked import CHUNKED_KINDS, import_chunked
+
+        if source in CHUNKED_KINDS:
+            if not params.data.path:
+                raise ConfigError(
+                    f"data.path is not set; data.source={source!r} needs the path of the raw "
+                    "data (e.g. --set data.path=events.csv)"
+                )
+            log.info(
+                "importing %s data from %s in batches of %d rows (prep.engine=arrow)",
+                source,
+                params.data.path,
+                params.prep.batch_rows,
+            )
+            # streamed into a staging folder: a failed import loses nothing
+            with _replacing_dir(paths.interim_dir) as staging:
+                manifest = import_chunked(
+                    source,
+                    params.data.path,
+                    params.data,
+                    staging,
+                    batch_rows=params.prep.batch_rows,
+                )
+            return manifest
+        log.info("prep.engine=arrow: %s is a bounded data set; importing it in memory", source)
     if source == "synthetic":
         from recpipe.data.synth import generate
 
@@ -126,17 +157,46 @@ def validate(params: Params, paths: Paths, source_dir: Path | None = None) -> di
     ``data/validated`` is left as it was: the last data that passed stays in place,
     so the stages after this one never see a failed drop. The input tables are never
     modified.
+
+    ``prep.engine: arrow`` validates the events one user-hash partition at a time
+    (:func:`recpipe.validation.validate_partitioned`; ``prep.partitions`` buckets in a
+    work folder under ``data/``, removed afterwards) and streams the quarantine and
+    the clean tables: the same reports, quarantine and validated tables.
     """
     from recpipe.data.schema import read_tables, write_tables
-    from recpipe.validation import raise_if_failed, validate_tables, write_quarantine, write_report
+    from recpipe.validation import (
+        raise_if_failed,
+        validate_partitioned,
+        validate_tables,
+        write_quarantine,
+        write_report,
+    )
 
     in_dir = Path(source_dir) if source_dir is not None else paths.interim_dir
-    tables = read_tables(in_dir)
-    outcome = validate_tables(tables, params.validate_)
+    if params.prep.engine == "arrow":
+        outcome: Any = validate_partitioned(
+            in_dir,
+            params.validate_,
+            paths.data_dir / f".validate-partitions-{os.getpid()}",
+            partitions=params.prep.partitions,
+            batch_rows=params.prep.batch_rows,
+        )
+        write_quarantined: Callable[[Path], Any] = outcome.write_quarantine
+        write_clean: Callable[[Path], Any] = outcome.write_clean
+    else:
+        tables = read_tables(in_dir)
+        outcome = validate_tables(tables, params.validate_)
+
+        def write_quarantined(folder: Path) -> Any:
+            return write_quarantine(outcome, folder)
+
+        def write_clean(folder: Path) -> Any:
+            return write_tables(outcome.clean, folder)
+
     paths.reports_dir.mkdir(parents=True, exist_ok=True)
     write_report(outcome, paths.validation_json, paths.validation_md)
     _reset_dir(paths.quarantine_dir)
-    write_quarantine(outcome, paths.quarantine_dir)
+    write_quarantined(paths.quarantine_dir)
     raise_if_failed(outcome)  # before touching data/validated: a failed drop changes nothing
     with _replacing_dir(paths.validated_dir) as staging:
         if outcome.success:
@@ -145,7 +205,7 @@ def validate(params: Params, paths: Paths, source_dir: Path | None = None) -> di
                 if src.is_file():
                     shutil.copy2(src, staging / src.name)
         else:
-            write_tables(outcome.clean, staging)
+            write_clean(staging)
     return outcome.report
 
 
@@ -166,7 +226,15 @@ def sessions(params: Params, paths: Paths) -> dict[str, Any]:
     ``cold_items``/``cold_users`` tables) and ``reports/splits.json`` with each split's
     statistics, dropped counts with reasons and the leakage checks. A split that does
     not apply to the data is reported as skipped, with the reason.
+
+    With ``prep.engine: arrow`` the same files and report come from
+    :func:`recpipe.sessions.scaled.prepare_sessions_arrow` (user-hash partitions, one at
+    a time; scratch under ``data/_sessions_work``, removed also on error). Its tables
+    hold the same rows, grouped by partition: equal after sorting by all columns. It
+    writes into a staging folder and replaces the outputs only once every split is done.
     """
+    if params.prep.engine == "arrow":
+        return _sessions_arrow(params, paths)
     from recpipe.data.schema import read_tables
     from recpipe.sessions.sessionize import filter_support, select_event_types, sessionize
     from recpipe.sessions.splits import SkippedSplit, check_leakage, iter_splits
@@ -207,6 +275,42 @@ def sessions(params: Params, paths: Paths) -> dict[str, Any]:
             len(result.test),
             all(leakage.values()),
         )
+    _write_json(paths.splits_json, report)
+    return report
+
+
+def _sessions_arrow(params: Params, paths: Paths) -> dict[str, Any]:
+    """The sessions stage on the arrow engine (see :func:`sessions`)."""
+    from recpipe.data.schema import EVENTS_FILE
+    from recpipe.errors import DataImportError
+    from recpipe.sessions.scaled import prepare_sessions_arrow
+
+    source = paths.validated_dir / EVENTS_FILE  # a Parquet file or a folder of parts
+    if not source.exists():
+        raise DataImportError(
+            f"no canonical events at {source}; expected the output of "
+            "`recpipe data import` or the ingest stage"
+        )
+    work = paths.sessions_dir.parent / "_sessions_work"
+    staged = work / "out"
+    try:
+        report = prepare_sessions_arrow(
+            source,
+            staged / "events.parquet",
+            staged / "splits",
+            work / "scratch",
+            params.sessions,
+            n_partitions=params.prep.partitions,
+            batch_rows=params.prep.batch_rows,
+        )
+        _reset_dir(paths.sessions_dir)
+        shutil.move(staged / "events.parquet", paths.sessions_dir / "events.parquet")
+        _reset_dir(paths.splits_dir)
+        for kind in report["splits"]:
+            if (staged / "splits" / kind).is_dir():
+                shutil.move(staged / "splits" / kind, paths.split_dir(kind))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     _write_json(paths.splits_json, report)
     return report
 
@@ -1290,7 +1394,7 @@ STAGES: dict[str, StageSpec] = {
             name="validate",
             func=validate,
             params=("validate", "prep"),
-            code=("recpipe/stages.py", "recpipe/validation"),
+            code=("recpipe/stages.py", "recpipe/validation", "recpipe/data"),
             deps=lambda p: [p.interim_dir],
             outs=lambda p: [p.validated_dir, p.quarantine_dir],
             metrics=lambda p: [p.validation_json],
@@ -1300,7 +1404,7 @@ STAGES: dict[str, StageSpec] = {
             name="sessions",
             func=sessions,
             params=("sessions", "prep"),
-            code=("recpipe/stages.py", "recpipe/sessions"),
+            code=("recpipe/stages.py", "recpipe/sessions", "recpipe/data"),
             deps=lambda p: [p.validated_dir],
             outs=lambda p: [p.sessions_dir, p.splits_dir],
             metrics=lambda p: [p.splits_json],

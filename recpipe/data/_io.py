@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -320,10 +320,123 @@ def read_delimited(
         cols=cols,
     )
     if table.num_rows == 0 and not allow_no_rows:
-        raise DataImportError(
-            f"{what}: file {str(path)!r} has no data rows"
-            + (" (only a header)" if plan.header_lines else "")
+        _raise_no_rows(path, plan, what)
+    frame = _to_frame(table, plan, cols, include if extra_columns else None)
+    log.debug("read %d rows x %d columns from %s", len(frame), frame.shape[1], path)
+    return frame
+
+
+def iter_delimited(
+    path: Path,
+    cols: Sequence[Col],
+    *,
+    sep: str = ",",
+    names: Sequence[str] | None = None,
+    encoding: str = "utf-8",
+    quoting: bool = True,
+    what: str = "import",
+    batch_rows: int = 1_000_000,
+) -> Iterator[pd.DataFrame]:
+    """:func:`read_delimited` in frames of ``batch_rows`` rows, read as a stream.
+
+    The file is never held in memory as a whole: pyarrow's streaming CSV reader
+    parses it block by block. Each frame has the columns of ``cols`` (absent optional
+    ones all-null, listed in ``frame.attrs["absent"]``) and an index that continues the
+    previous frame's, so index label ``i`` is the file's ``i``-th data row (0-based),
+    as in the frame :func:`read_delimited` returns.
+
+    Raises
+    ------
+    DataImportError
+        The errors of :func:`read_delimited`, with the same messages: a bad line or
+        value is found (and named, with its line number) by a pass over the whole
+        file, whichever batch the stream stopped at. Rows before the failing batch
+        have been yielded by then.
+    """
+    if len(sep) != 1:
+        raise DataImportError(f"{what}: separator {sep!r} must be a single character")
+    if batch_rows < 1:
+        raise DataImportError(f"{what}: batch_rows must be at least 1, got {batch_rows}")
+    check_text_file(path, encoding)
+    plan = _plan(path, cols, sep=sep, encoding=encoding, quoting=quoting, names=names, what=what)
+    by_name = {c.name: c for c in cols}
+    types = {plan.source[n]: _ARROW_TYPES[by_name[n].kind] for n in plan.source}
+    include = list(dict.fromkeys(plan.source.values()))
+    read_opts = _read_options(plan, encoding)
+    parse_opts = _parse_options(sep, quoting)
+    done = 0  # rows yielded so far (a retry skips them)
+    retried = False
+    while True:
+        try:
+            reader = pacsv.open_csv(path, read_opts, parse_opts, _convert_options(types, include))
+            skip = done
+            for table in _rebatch(reader, batch_rows):
+                if skip >= table.num_rows:
+                    skip -= table.num_rows
+                    continue
+                if skip:
+                    table, skip = table.slice(skip), 0
+                frame = _to_frame(table, plan, cols, None)
+                frame.index = pd.RangeIndex(done, done + len(frame))
+                done += len(frame)
+                yield frame
+            break
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            message = str(exc)
+        parse_opts = _diagnose(
+            path,
+            plan,
+            include,
+            message,
+            read_opts=read_opts,
+            parse_opts=parse_opts,
+            sep=sep,
+            encoding=encoding,
+            quoting=quoting,
+            what=what,
+            cols=cols,
+            can_retry=not retried,
         )
+        retried = True
+    if done == 0:
+        _raise_no_rows(path, plan, what)
+
+
+def _rebatch(reader: Iterable[pa.RecordBatch], batch_rows: int) -> Iterator[pa.Table]:
+    """Tables of exactly ``batch_rows`` rows (the last one: the rest) from record batches."""
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in reader:
+        if batch.num_rows == 0:
+            continue
+        pending.append(batch)
+        rows += batch.num_rows
+        if rows < batch_rows:
+            continue
+        table = pa.Table.from_batches(pending)
+        start = 0
+        while rows - start >= batch_rows:
+            yield table.slice(start, batch_rows)
+            start += batch_rows
+        rest = table.slice(start)
+        pending = rest.to_batches() if rest.num_rows else []
+        rows = rest.num_rows
+    if rows:
+        yield pa.Table.from_batches(pending)
+
+
+def _raise_no_rows(path: Path, plan: _Plan, what: str) -> None:
+    raise DataImportError(
+        f"{what}: file {str(path)!r} has no data rows"
+        + (" (only a header)" if plan.header_lines else "")
+    )
+
+
+def _to_frame(
+    table: pa.Table, plan: _Plan, cols: Sequence[Col], extra: list[str] | None
+) -> pd.DataFrame:
+    """The frame of one table read by the plan (``extra``: also every column listed)."""
+    by_name = {c.name: c for c in cols}
     arrays: dict[str, pd.Series] = {}
     for name, src in plan.source.items():
         column = table.column(src)
@@ -336,14 +449,39 @@ def read_delimited(
         )
         if col.kind == "int_id":
             arrays[col.name] = arrays[col.name].astype("string")
-    if extra_columns:
-        for src in include:
+    if extra is not None:
+        for src in extra:
             if src not in plan.source.values():
                 arrays[src] = table.column(src).to_pandas(types_mapper=_types_mapper)
     frame = pd.DataFrame(arrays)
     frame.attrs["absent"] = [c.name for c in plan.absent]
-    log.debug("read %d rows x %d columns from %s", len(frame), frame.shape[1], path)
     return frame
+
+
+def _read_options(plan: _Plan, encoding: str) -> pacsv.ReadOptions:
+    return pacsv.ReadOptions(
+        encoding=encoding,
+        column_names=plan.file_columns if plan.header_lines == 0 else None,
+        block_size=1 << 24,
+    )
+
+
+def _parse_options(sep: str, quoting: bool, newlines: bool = False) -> pacsv.ParseOptions:
+    return pacsv.ParseOptions(
+        delimiter=sep, quote_char='"' if quoting else False, newlines_in_values=newlines
+    )
+
+
+def _convert_options(
+    column_types: dict[str, pa.DataType], include: list[str]
+) -> pacsv.ConvertOptions:
+    return pacsv.ConvertOptions(
+        column_types=column_types,
+        include_columns=include,
+        null_values=NULL_VALUES,
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=False,
+    )
 
 
 def _read_arrow(
@@ -358,48 +496,68 @@ def _read_arrow(
     what: str,
     cols: Sequence[Col],
 ) -> pa.Table:
-    read_opts = pacsv.ReadOptions(
-        encoding=encoding,
-        column_names=plan.file_columns if plan.header_lines == 0 else None,
-        block_size=1 << 24,
-    )
-    parse_opts = pacsv.ParseOptions(delimiter=sep, quote_char='"' if quoting else False)
-
-    def convert(column_types: dict[str, pa.DataType]) -> pacsv.ConvertOptions:
-        return pacsv.ConvertOptions(
-            column_types=column_types,
-            include_columns=include,
-            null_values=NULL_VALUES,
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
+    read_opts = _read_options(plan, encoding)
+    parse_opts = _parse_options(sep, quoting)
+    for can_retry in (True, False):
+        try:
+            return pacsv.read_csv(path, read_opts, parse_opts, _convert_options(types, include))
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            message = str(exc)
+        # ---- slow path: find out where and why, then raise a helpful error ----
+        parse_opts = _diagnose(
+            path,
+            plan,
+            include,
+            message,
+            read_opts=read_opts,
+            parse_opts=parse_opts,
+            sep=sep,
+            encoding=encoding,
+            quoting=quoting,
+            what=what,
+            cols=cols,
+            can_retry=can_retry,
         )
+    raise AssertionError("unreachable: the second _diagnose raises")  # pragma: no cover
 
-    try:
-        return pacsv.read_csv(path, read_opts, parse_opts, convert(types))
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        message = str(exc)
-    # ---- slow path: find out where and why, then raise a helpful error ----
+
+def _diagnose(
+    path: Path,
+    plan: _Plan,
+    include: list[str],
+    message: str,
+    *,
+    read_opts: pacsv.ReadOptions,
+    parse_opts: pacsv.ParseOptions,
+    sep: str,
+    encoding: str,
+    quoting: bool,
+    what: str,
+    cols: Sequence[Col],
+    can_retry: bool,
+) -> pacsv.ParseOptions:
+    """Raise the located error for a failed read, or return parse options to retry with.
+
+    A parse error with every line of the right field count (and quoting on) means
+    quoted fields hold line breaks: the caller retries once with the options returned.
+    Conversion errors are located by a streamed pass over the file read as text.
+    """
     if "UTF8" in message or "utf-8" in message.lower() or "codec" in message:
         raise DataImportError(
             f"{what}: file {str(path)!r} is not valid {encoding} text ({message.strip()}); "
             f"expected {encoding} -- convert the file first"
         )
-    if "parse error" in message.lower() or "columns" in message:
+    if can_retry and ("parse error" in message.lower() or "columns" in message):
         _raise_field_count(path, plan, sep=sep, encoding=encoding, quoting=quoting, what=what)
         if quoting:  # every row has the right fields: quoted fields hold line breaks
-            parse_opts = pacsv.ParseOptions(delimiter=sep, quote_char='"', newlines_in_values=True)
-            try:
-                return pacsv.read_csv(path, read_opts, parse_opts, convert(types))
-            except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-                message = str(exc)
+            return _parse_options(sep, quoting, newlines=True)
     if "conversion error" in message.lower():
         as_text = dict.fromkeys(include, pa.string())
         try:
-            table = pacsv.read_csv(path, read_opts, parse_opts, convert(as_text))
+            reader = pacsv.open_csv(path, read_opts, parse_opts, _convert_options(as_text, include))
+            _raise_bad_values(path, plan, reader, cols, encoding=encoding, what=what)
         except pa.ArrowInvalid:  # pragma: no cover - text reading cannot fail on conversion
-            table = None
-        if table is not None:
-            _raise_bad_values(path, plan, table, cols, encoding=encoding, what=what)
+            pass
     raise DataImportError(f"{what}: cannot read {str(path)!r}: {message.strip()}")
 
 
@@ -466,37 +624,59 @@ def physical_lines(
 def _raise_bad_values(
     path: Path,
     plan: _Plan,
-    table: pa.Table,
+    batches: Iterable[pa.RecordBatch],
     cols: Sequence[Col],
     *,
     encoding: str,
     what: str,
 ) -> None:
-    for col in cols:
-        if col.kind not in _EXPECTED or col.name not in plan.source:
+    """Raise for the first column (in ``cols`` order) holding values not of its kind.
+
+    ``batches`` is the whole file read as text, in order (a stream): counts and the
+    first five examples are over the whole file.
+    """
+    checked = [col for col in cols if col.kind in _EXPECTED and col.name in plan.source]
+    counts = {col.name: 0 for col in checked}
+    examples: dict[str, list[tuple[int, str]]] = {col.name: [] for col in checked}
+    offset = 0
+    for batch in batches:
+        for col in checked:
+            text = batch.column(plan.source[col.name]).to_pandas(types_mapper=_types_mapper)
+            bad = _bad_values(text, col.kind)
+            n_bad = int(bad.sum())
+            if not n_bad:
+                continue
+            counts[col.name] += n_bad
+            room = 5 - len(examples[col.name])
+            for r in np.flatnonzero(bad)[:room]:
+                examples[col.name].append((offset + int(r), text.iloc[int(r)]))
+        offset += batch.num_rows
+    for col in checked:
+        if not counts[col.name]:
             continue
         src = plan.source[col.name]
-        text = table.column(src).to_pandas(types_mapper=_types_mapper)
-        present = text.notna()
-        trimmed = (text == text.str.strip()).fillna(True).astype(bool)
-        if col.kind == "float":
-            ok = pd.to_numeric(text, errors="coerce").notna() & trimmed
-        else:
-            ok = text.str.fullmatch(_INT_PATTERN).fillna(False).astype(bool)
-            # int64 overflow: digits, but too many of them
-            ok &= text.str.len().fillna(0).astype(int) <= 19
-        bad = present & ~ok
-        if not bad.any():
-            continue
-        rows = list(np.flatnonzero(bad.to_numpy())[:5])
+        rows = [r for r, _ in examples[col.name]]
         lines = physical_lines(path, rows, plan.header_lines, encoding)
-        examples = ", ".join(
-            f"line {lines.get(r, r + 1 + plan.header_lines)}: {text.iloc[r]!r}" for r in rows
+        listed = ", ".join(
+            f"line {lines.get(r, r + 1 + plan.header_lines)}: {v!r}" for r, v in examples[col.name]
         )
         raise DataImportError(
-            f"{what}: file {str(path)!r} column {src!r} has {int(bad.sum())} value(s) that are "
-            f"not {_EXPECTED[col.kind]}; expected {_EXPECTED[col.kind]}; examples: {examples}"
+            f"{what}: file {str(path)!r} column {src!r} has {counts[col.name]} value(s) that "
+            f"are not {_EXPECTED[col.kind]}; expected {_EXPECTED[col.kind]}; examples: {listed}"
         )
+
+
+def _bad_values(text: pd.Series, kind: ColumnKind) -> np.ndarray:
+    """Which present values of a text column are not of ``kind`` (``int*`` or ``float``)."""
+    present = text.notna()
+    trimmed = (text == text.str.strip()).fillna(True).astype(bool)
+    if kind == "float":
+        ok = pd.to_numeric(text, errors="coerce").notna() & trimmed
+    else:
+        ok = text.str.fullmatch(_INT_PATTERN).fillna(False).astype(bool)
+        # int64 overflow: digits, but too many of them
+        ok &= text.str.len().fillna(0).astype(int) <= 19
+    return (present & ~ok).to_numpy(dtype=bool)
 
 
 # --------------------------------------------------------------- conversions ---
@@ -572,7 +752,10 @@ def iso_to_utc(values: pd.Series, *, column: str = "timestamp") -> pd.Series:
         out = parsed.to_pandas()
         if tz is None:
             out = out.dt.tz_localize("UTC")
-        return pd.Series(out, index=values.index, name=values.name).astype("datetime64[ns, UTC]")
+        # by position: ``values`` may have any index (a batch of a file, say)
+        return pd.Series(out.array, index=values.index, name=values.name).astype(
+            "datetime64[ns, UTC]"
+        )
     return to_utc(values, None, column=column)
 
 
@@ -606,7 +789,10 @@ def event_types(raw: pd.Series, extra_aliases: dict[str, str] | None = None) -> 
     mapped = normalise_event_types(uniques.to_pandas(types_mapper=_types_mapper), extra_aliases)
     index = pc.index_in(arr, value_set=uniques, skip_nulls=False)
     out = pa.array(mapped.array).take(index)
-    return pd.Series(out.to_pandas(types_mapper=_types_mapper), index=raw.index, dtype="string")
+    # by position: ``raw`` may have any index (a batch of a file, say)
+    return pd.Series(
+        out.to_pandas(types_mapper=_types_mapper).array, index=raw.index, dtype="string"
+    )
 
 
 def to_float(values: pd.Series, *, column: str, where: str) -> pd.Series:
@@ -617,7 +803,7 @@ def to_float(values: pd.Series, *, column: str, where: str) -> pd.Series:
     bad = out.isna() & values.notna()
     if bad.any():
         examples = ", ".join(
-            f"row {i}: {values.iloc[i]!r}" for i in np.flatnonzero(bad.to_numpy())[:5]
+            f"row {values.index[i]}: {values.iloc[i]!r}" for i in np.flatnonzero(bad.to_numpy())[:5]
         )
         raise DataImportError(
             f"{where}: column {column!r} has {int(bad.sum())} non-numeric value(s); "

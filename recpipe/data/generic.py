@@ -30,6 +30,7 @@ kept; a text ``categories`` column of ``A|B`` strings becomes a list column.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -42,6 +43,7 @@ from recpipe.data._io import (
     ColumnKind,
     build_events,
     event_types,
+    iter_delimited,
     read_delimited,
     split_list,
     timestamps,
@@ -117,10 +119,79 @@ def _assemble(
 
 
 def import_csv(path: Path, options: DataParams) -> CanonicalTables:
-    """Import a delimited events table with ``options.columns`` (see the module docstring)."""
+    """Import a delimited events table with ``options.columns`` (see the module docstring).
+
+    Each file is read whole and canonicalized by :func:`csv_chunk_events` (the
+    chunked import, :func:`iter_csv_events`, runs the same function on each batch).
+    """
     what = "csv"
     path = Path(path)
     files = _csv_files(path)
+    mapping, _ = resolve_mapping(options.columns)
+    cols = _csv_cols(options)
+    parts = []
+    for file in files:
+        raw = read_delimited(file, cols, sep=_sep(options), what=what)
+        _log_absent(raw, mapping, what, file)
+        parts.append(csv_chunk_events(raw, options, where=f"{what} {file}"))
+        log.info("%s: %d events from %s", what, len(raw), file)
+    events = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    items, item_files = items_table(options)
+    return CanonicalTables(
+        events=events, items=items, source=what, input_files=[*files, *item_files]
+    )
+
+
+def csv_input_files(path: Path) -> list[Path]:
+    """The delimited files a ``csv`` source at ``path`` reads (a file, or a folder's ``*.csv``)."""
+    return _csv_files(Path(path))
+
+
+def iter_csv_events(path: Path, options: DataParams, batch_rows: int) -> Iterator[pd.DataFrame]:
+    """Canonical events of a ``csv`` source, streamed in frames of at most ``batch_rows`` rows.
+
+    The chunked counterpart of :func:`import_csv`: the same files in the same order,
+    each read as a stream (:func:`~recpipe.data._io.iter_delimited`) and every batch
+    canonicalized by :func:`csv_chunk_events`, so the concatenated frames equal
+    ``import_csv(path, options).events``. Errors are those of :func:`import_csv`; a bad
+    timestamp or value is reported with its file row as there, counted within its batch
+    (the message names the batch's rows).
+    """
+    what = "csv"
+    mapping, _ = resolve_mapping(options.columns)
+    cols = _csv_cols(options)
+    for file in _csv_files(Path(path)):
+        n = 0
+        for raw in iter_delimited(file, cols, sep=_sep(options), what=what, batch_rows=batch_rows):
+            if n == 0:
+                _log_absent(raw, mapping, what, file)
+            start = int(raw.index[0])
+            where = f"{what} {file} (data rows {start}-{start + len(raw) - 1})"
+            yield csv_chunk_events(raw, options, where=where)
+            n += len(raw)
+        log.info("%s: %d events from %s", what, n, file)
+
+
+def csv_chunk_events(raw: pd.DataFrame, options: DataParams, *, where: str) -> pd.DataFrame:
+    """Canonical events of one chunk of a delimited file read with the ``csv`` columns.
+
+    ``raw`` is a frame of :func:`~recpipe.data._io.read_delimited` (a whole file) or of
+    :func:`~recpipe.data._io.iter_delimited` (a batch): source columns, absent optional
+    ones listed in ``raw.attrs["absent"]``, index = the file's data row (errors name it).
+    Row-local: the events of a file are the concatenation of its chunks' events.
+    """
+    mapping, _ = resolve_mapping(options.columns)
+    absent = set(raw.attrs.get("absent", ()))
+    present = {name for name, src in mapping.items() if src not in absent}
+    frame = pd.DataFrame({name: raw[mapping[name]] for name in present})
+    ts = timestamps(
+        frame["timestamp"], options.timestamp_unit, column=mapping["timestamp"], where=where
+    )
+    return _assemble(frame, present, ts, options, where)
+
+
+def _csv_cols(options: DataParams) -> list[Col]:
+    """The columns a ``csv`` file is read with: one per distinct mapped source column."""
     mapping, required = resolve_mapping(options.columns)
     kinds: dict[str, ColumnKind] = {
         "user_id": "id",
@@ -130,41 +201,28 @@ def import_csv(path: Path, options: DataParams) -> CanonicalTables:
         "value": "float",
         "timestamp": _timestamp_kind(options.timestamp_unit),
     }
-    parts = []
-    for file in files:
-        # one Col per distinct source column (two canonical columns may share one)
-        cols: dict[str, Col] = {}
-        for name, src in mapping.items():
-            hint = (
-                "" if name in ("item_id", "timestamp") else f" (mapped to {name}){_null_hint(name)}"
-            )
-            if src not in cols:
-                cols[src] = Col(src, kinds[name], required=name in required, hint=hint)
-            elif name in required and not cols[src].required:
-                cols[src] = Col(src, cols[src].kind, required=True, hint=hint)
-        raw = read_delimited(file, list(cols.values()), sep=_sep(options), what=what)
-        absent = set(raw.attrs["absent"])
-        present = {name for name, src in mapping.items() if src not in absent}
-        for name in sorted(set(mapping) - present):
-            log.info(
-                "%s: %s has no column %r for %s; using the default",
-                what,
-                file,
-                mapping[name],
-                name,
-            )
-        frame = pd.DataFrame({name: raw[mapping[name]] for name in present})
-        where = f"{what} {file}"
-        ts = timestamps(
-            frame["timestamp"], options.timestamp_unit, column=mapping["timestamp"], where=where
+    # one Col per distinct source column (two canonical columns may share one)
+    cols: dict[str, Col] = {}
+    for name, src in mapping.items():
+        hint = "" if name in ("item_id", "timestamp") else f" (mapped to {name}){_null_hint(name)}"
+        if src not in cols:
+            cols[src] = Col(src, kinds[name], required=name in required, hint=hint)
+        elif name in required and not cols[src].required:
+            cols[src] = Col(src, cols[src].kind, required=True, hint=hint)
+    return list(cols.values())
+
+
+def _log_absent(raw: pd.DataFrame, mapping: dict[str, str], what: str, file: Path) -> None:
+    absent = set(raw.attrs.get("absent", ()))
+    present = {name for name, src in mapping.items() if src not in absent}
+    for name in sorted(set(mapping) - present):
+        log.info(
+            "%s: %s has no column %r for %s; using the default",
+            what,
+            file,
+            mapping[name],
+            name,
         )
-        parts.append(_assemble(frame, present, ts, options, where))
-        log.info("%s: %d events from %s", what, len(raw), file)
-    events = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    items, item_files = _items(options)
-    return CanonicalTables(
-        events=events, items=items, source=what, input_files=[*files, *item_files]
-    )
 
 
 def _csv_files(path: Path) -> list[Path]:
@@ -212,7 +270,7 @@ def _arrow_to_series(column: pa.ChunkedArray) -> pd.Series:
 
 
 def _parquet_timestamps(
-    column: pa.ChunkedArray, options: DataParams, name: str, where: str
+    column: pa.ChunkedArray, options: DataParams, name: str, where: str, offset: int = 0
 ) -> pd.Series:
     if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
         series = pd.Series(column.to_pandas())
@@ -225,13 +283,14 @@ def _parquet_timestamps(
         values = pd.Series(column.to_pandas())
     else:
         values = _arrow_to_series(column)
+    values.index = pd.RangeIndex(offset, offset + len(values))  # errors name the row
     return timestamps(values, options.timestamp_unit, column=name, where=where)
 
 
-def import_parquet(path: Path, options: DataParams) -> CanonicalTables:
-    """Import a Parquet events table with ``options.columns`` (see the module docstring)."""
-    what = "parquet"
-    path = Path(path)
+def _parquet_source(
+    path: Path, options: DataParams, what: str
+) -> tuple[pads.Dataset, dict[str, str], set[str]]:
+    """The dataset, the column mapping and the mapped columns present (or a clear error)."""
     dataset = _open_dataset(path, what)
     mapping, required = resolve_mapping(options.columns)
     found = list(dataset.schema.names)
@@ -242,31 +301,100 @@ def import_parquet(path: Path, options: DataParams) -> CanonicalTables:
             f"columns found: {found}"
             + ("" if name in ("item_id", "timestamp") else _null_hint(name))
         )
+    return dataset, mapping, present
+
+
+def parquet_chunk_events(
+    table: pa.Table, options: DataParams, *, where: str, offset: int = 0
+) -> pd.DataFrame:
+    """Canonical events of one chunk (or all) of a Parquet events table.
+
+    ``table`` holds the mapped source columns that are present; ``offset`` is the
+    dataset row of its first row (errors name rows by it). Row-local: the events of a
+    dataset are the concatenation of its chunks' events.
+    """
+    mapping, _ = resolve_mapping(options.columns)
+    names = set(table.schema.names)
+    present = {name for name, src in mapping.items() if src in names}
+    ts = _parquet_timestamps(
+        table.column(mapping["timestamp"]), options, mapping["timestamp"], where, offset
+    )
+    index = pd.RangeIndex(offset, offset + table.num_rows)
+    frame = pd.DataFrame(
+        {name: _arrow_to_series(table.column(mapping[name])).set_axis(index) for name in present},
+        index=index,
+    )
+    return _assemble(frame, present, ts, options, where)
+
+
+def import_parquet(path: Path, options: DataParams) -> CanonicalTables:
+    """Import a Parquet events table with ``options.columns`` (see the module docstring).
+
+    The table is read whole and canonicalized by :func:`parquet_chunk_events` (the
+    chunked import, :func:`iter_parquet_events`, runs the same function on each batch).
+    """
+    what = "parquet"
+    path = Path(path)
+    dataset, mapping, present = _parquet_source(path, options, what)
     try:
         table = dataset.to_table(columns=sorted({mapping[n] for n in present}))
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataImportError(f"{what}: cannot read {str(path)!r}: {exc}") from None
     if table.num_rows == 0:
         raise DataImportError(f"{what}: {str(path)!r} has no rows")
-    where = f"{what} {path}"
-    ts = _parquet_timestamps(
-        table.column(mapping["timestamp"]), options, mapping["timestamp"], where
-    )
-    frame = pd.DataFrame({name: _arrow_to_series(table.column(mapping[name])) for name in present})
-    events = _assemble(frame, present, ts, options, where)
+    events = parquet_chunk_events(table, options, where=f"{what} {path}")
     files = sorted(Path(f) for f in dataset.files)
     log.info("%s: %d events from %s", what, len(events), path)
-    items, item_files = _items(options)
+    items, item_files = items_table(options)
     return CanonicalTables(
         events=events, items=items, source=what, input_files=[*files, *item_files]
     )
 
 
+def parquet_input_files(path: Path) -> list[Path]:
+    """The Parquet files a ``parquet`` source at ``path`` reads (sorted)."""
+    return sorted(Path(f) for f in _open_dataset(Path(path), "parquet").files)
+
+
+def iter_parquet_events(path: Path, options: DataParams, batch_rows: int) -> Iterator[pd.DataFrame]:
+    """Canonical events of a ``parquet`` source, streamed in frames of at most ``batch_rows``.
+
+    The chunked counterpart of :func:`import_parquet`: the dataset's record batches in
+    order, each canonicalized by :func:`parquet_chunk_events`, so the concatenated
+    frames equal ``import_parquet(path, options).events``.
+    """
+    what = "parquet"
+    path = Path(path)
+    dataset, mapping, present = _parquet_source(path, options, what)
+    offset = 0
+    batches = dataset.to_batches(
+        columns=sorted({mapping[n] for n in present}), batch_size=batch_rows
+    )
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            break
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataImportError(f"{what}: cannot read {str(path)!r}: {exc}") from None
+        if batch.num_rows == 0:
+            continue
+        where = f"{what} {path} (rows {offset}-{offset + batch.num_rows - 1})"
+        yield parquet_chunk_events(
+            pa.Table.from_batches([batch]), options, where=where, offset=offset
+        )
+        offset += batch.num_rows
+    if offset == 0:
+        raise DataImportError(f"{what}: {str(path)!r} has no rows")
+    log.info("%s: %d events from %s", what, offset, path)
+
+
 # --------------------------------------------------------------------- items ---
 
 
-def _items(options: DataParams) -> tuple[pd.DataFrame, list[Path]]:
-    """The optional items table of ``options.items_path``."""
+def items_table(options: DataParams) -> tuple[pd.DataFrame, list[Path]]:
+    """The optional items table of ``options.items_path`` (read whole: it is small), and
+    the files read."""
     if options.items_path is None:
         return empty_items(), []
     path = Path(options.items_path)

@@ -38,6 +38,14 @@ Both models score ``user`` queries over the whole catalogue and expose
 :meth:`CtrRecommender.predict_proba` for aligned (user, item) pairs (the ``ctr``
 protocol's AUC / log loss). The artifact holds ``weights.pt`` and ``ctr_state.npz``
 (the users' train activity).
+
+The ``id_embedding`` option (:class:`~recpipe.models.hashed.IdEmbeddingConfig`) swaps the
+``user`` and / or ``item`` field (its embedding and its first-order weight) for hashed
+buckets, e.g. ``id_embedding: {kind: hashed, buckets: 0.25, hashes: 2, tables: [user,
+item]}`` (Bloom embeddings, Serrà & Karatzoglou 2017; see :mod:`recpipe.models.hashed`).
+An id's first-order weight is hashed with the same functions as its embedding, so a
+bucket holds ``[v, w]`` as a table row would. The category field and the wide crosses
+(already hashed into ``n_cross_buckets``) are unchanged; the default is one row per id.
 """
 
 from __future__ import annotations
@@ -51,7 +59,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 import scipy.sparse as sp
 import torch
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, field_validator
 from torch import nn
 
 from recpipe.features.inputs import cross_name, hash_cross, shard_order
@@ -65,6 +73,7 @@ from recpipe.models.base import (
     load_arrays,
     save_arrays,
 )
+from recpipe.models.hashed import IdEmbeddingConfig, check_tables
 from recpipe.models.layers import MLP, Bag, FieldEmbedding, FMInteraction, LinearWide
 from recpipe.models.torch_base import TorchModelConfig, TorchRecommender, user_item_csr
 from recpipe.train.device import to_device
@@ -94,6 +103,8 @@ PREDICT_CHUNK = 65_536
 _EXCLUDE_ROUNDS = 20
 CROSS_USER_POPULARITY = cross_name("user", "popularity")
 CROSS_USER_CATEGORY = cross_name("user", "category")
+#: The id fields of the CTR models that ``id_embedding.tables`` can hash.
+CTR_TABLES: tuple[str, ...] = ("user", "item")
 
 
 # ---------------------------------------------------------------------- configs
@@ -118,6 +129,16 @@ class CtrConfig(TorchModelConfig):
     epochs: int = Field(default=30, ge=1, description="most epochs to train")
     batch_size: int = Field(default=1024, ge=1, description="examples per minibatch")
     learning_rate: float = Field(default=1e-3, gt=0)
+    id_embedding: IdEmbeddingConfig = Field(
+        default_factory=IdEmbeddingConfig,
+        description="user / item fields (embeddings and first-order weights): one table row "
+        "per id (kind: table) or hashed buckets (kind: hashed; tables: user, item)",
+    )
+
+    @field_validator("id_embedding")
+    @classmethod
+    def _known_tables(cls, spec: IdEmbeddingConfig) -> IdEmbeddingConfig:
+        return check_tables(spec, CTR_TABLES)
 
 
 class WideDeepConfig(CtrConfig):
@@ -232,6 +253,11 @@ class CtrNet(nn.Module):
         Dropout in the MLP.
     init_std : float
         Standard deviation of the embedding initialisation.
+    id_embedding : IdEmbeddingConfig, optional
+        Plain tables (default: the user and item fields share one fused table in
+        :attr:`embed` and one in :attr:`linear`) or hashed buckets
+        (:mod:`recpipe.models.hashed`) for the ``user`` and / or ``item`` field; a
+        hashed field's first-order weight uses the hash functions of its embedding.
     """
 
     def __init__(
@@ -243,15 +269,23 @@ class CtrNet(nn.Module):
         hidden: Sequence[int],
         dropout: float,
         init_std: float = 0.01,
+        id_embedding: IdEmbeddingConfig | None = None,
     ) -> None:
         super().__init__()
         self.n_items = int(n_items)
         self.dim = int(dim)
         self.has_categories = n_categories > 0
         self.embed = FieldEmbedding(
-            [n_users, n_items], dim, bag_size=n_categories, init_std=init_std
+            [n_users, n_items],
+            dim,
+            bag_size=n_categories,
+            init_std=init_std,
+            names=CTR_TABLES,
+            id_embedding=id_embedding,
         )
-        self.linear = LinearWide([n_users, n_items], bag_size=n_categories)
+        self.linear = LinearWide(
+            [n_users, n_items], bag_size=n_categories, names=CTR_TABLES, id_embedding=id_embedding
+        )
         n_item_fields = 2 if self.has_categories else 1
         # deep input: [e_user, dense_user | e_item, (e_category), dense_item]
         self.user_columns = slice(0, dim + 1)
@@ -379,7 +413,7 @@ class WideAndDeepNet(CtrNet):
     def _pair_terms(
         self, users: UserTable, items: ItemTable, item_fields: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        user_term = self.linear.bias_value() + self.linear.field_weight(0)[users.users]
+        user_term = self.linear.bias_value() + self.linear.field(0, users.users)
         return user_term.float(), self._item_first_order(items).float()
 
     def _chunk_terms(
@@ -426,7 +460,7 @@ class DeepFMNet(CtrNet):
     def _pair_terms(
         self, users: UserTable, items: ItemTable, item_fields: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        user_term = self.linear.bias_value() + self.linear.field_weight(0)[users.users]
+        user_term = self.linear.bias_value() + self.linear.field(0, users.users)
         # FM(user, item fields) = <e_user, sum of item fields> + FM(item fields)
         item_term = self._item_first_order(items) + self.fm(item_fields)
         return user_term.float(), item_term.float()
@@ -674,6 +708,7 @@ class CtrRecommender(TorchRecommender):
             "hidden": tuple(cfg.hidden),
             "dropout": cfg.dropout,
             "init_std": cfg.init_std,
+            "id_embedding": cfg.id_embedding,
         }
 
     # training ------------------------------------------------------------------

@@ -12,6 +12,14 @@ embedding dimension, N the total number of entries of a multi-hot bag over the b
 - :class:`LinearWide`: the linear (first-order) part over sparse ids: a weight of
   dimension 1 per id, summed, plus a bias. It works as well over a hashed bucket space
   (the cross-product features of Wide & Deep, Cheng et al. 2016).
+
+Both take named fields and an ``id_embedding`` block
+(:class:`~recpipe.models.hashed.IdEmbeddingConfig`): a field it hashes leaves the fused
+table for its own :class:`~recpipe.models.hashed.HashedEmbedding` (k hash functions
+into shared buckets). The hash of a field depends on its name only (and the block), so
+a field hashed in a :class:`FieldEmbedding` and in a :class:`LinearWide` of the same
+block maps each id to the same buckets in both. Without hashed fields (the default)
+the modules are exactly the fused tables.
 - :class:`FMInteraction`: the second-order term of a factorization machine (Rendle
   2010), ``0.5 * sum_d ((sum_f v_fd)^2 - sum_f v_fd^2)``, i.e. the sum of the inner
   products of every pair of fields, in O(F D) (DeepFM, Guo et al. 2017).
@@ -30,6 +38,15 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import nn
+
+from recpipe.models.hashed import (
+    IdEmbedding,
+    IdEmbeddingConfig,
+    embedding_table,
+    init_normal_,
+    init_zeros_,
+    make_id_embedding,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +105,40 @@ def _field_offsets(cardinalities: Sequence[int]) -> torch.Tensor:
     return torch.tensor(np.concatenate([[0], np.cumsum(sizes)[:-1]]), dtype=torch.long)
 
 
+class _FieldLayout(NamedTuple):
+    """Which single-valued fields are hashed, and the rows of the others in the fused table."""
+
+    names: tuple[str, ...]
+    hashed: tuple[bool, ...]
+    #: (F,) start of each field in the fused table (a hashed field's entry is unused)
+    offsets: torch.Tensor
+    #: rows of the fused table (the fields that are not hashed)
+    table_rows: int
+
+
+def _field_layout(
+    cardinalities: Sequence[int],
+    names: Sequence[str] | None,
+    id_embedding: IdEmbeddingConfig | None,
+) -> _FieldLayout:
+    """The layout of F fields (cardinalities >= 1; names default to ``"0" .. "F-1"``)."""
+    sizes = [int(c) for c in cardinalities]
+    _field_offsets(sizes)  # every cardinality >= 1
+    field_names = tuple(str(f) for f in range(len(sizes))) if names is None else tuple(names)
+    if len(field_names) != len(sizes) or len(set(field_names)) != len(field_names):
+        raise ValueError(
+            f"names must be {len(sizes)} distinct field names (one per cardinality), "
+            f"got {list(field_names)}"
+        )
+    if any(not name or "." in name for name in field_names):
+        raise ValueError(f"field names must be non-empty and free of '.', got {field_names}")
+    spec = id_embedding or IdEmbeddingConfig()
+    hashed = tuple(spec.hashes_table(name) for name in field_names)
+    in_table = [0 if h else c for c, h in zip(sizes, hashed, strict=True)]
+    offsets = torch.tensor(np.concatenate([[0], np.cumsum(in_table)[:-1]]), dtype=torch.long)
+    return _FieldLayout(field_names, hashed, offsets, int(sum(in_table)))
+
+
 def _pool(table: nn.EmbeddingBag, bag: Bag) -> torch.Tensor:
     """(B, dim) weighted sum of each row of ``bag`` in ``table``."""
     weights = None if bag.weights is None else bag.weights.to(table.weight.dtype)
@@ -100,7 +151,10 @@ class FieldEmbedding(nn.Module):
     Field ``f`` owns rows ``offset_f .. offset_f + cardinality_f - 1`` of one
     ``nn.Embedding``; the bag field (e.g. item categories) has its own
     ``nn.EmbeddingBag`` and pools its entries by weighted sum (weights ``1 / length``
-    give the mean; an empty row gives zeros).
+    give the mean; an empty row gives zeros). A field that ``id_embedding`` hashes
+    has its own :class:`~recpipe.models.hashed.HashedEmbedding` instead (in
+    :attr:`hashed`, keyed by the field's name), initialised so that its ids' vectors
+    have the same spread.
 
     Parameters
     ----------
@@ -112,6 +166,20 @@ class FieldEmbedding(nn.Module):
         Number of ids of the bag field; 0: no bag field.
     init_std : float, default 0.01
         Standard deviation of the normal initialisation.
+    names : sequence of str, optional
+        The fields' names (``id_embedding.tables`` refers to them); default
+        ``"0" .. "F-1"``.
+    id_embedding : IdEmbeddingConfig, optional
+        Which fields are hashed (default: none; one fused table).
+
+    Attributes
+    ----------
+    table : torch.nn.Embedding or None
+        The fused table of the fields that are not hashed (None when all are).
+    hashed : torch.nn.ModuleDict
+        Field name -> :class:`~recpipe.models.hashed.HashedEmbedding` of each hashed field.
+    bag_table : torch.nn.EmbeddingBag or None
+        The bag field's table.
 
     Examples
     --------
@@ -129,15 +197,28 @@ class FieldEmbedding(nn.Module):
         *,
         bag_size: int = 0,
         init_std: float = 0.01,
+        names: Sequence[str] | None = None,
+        id_embedding: IdEmbeddingConfig | None = None,
     ) -> None:
         super().__init__()
         if dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
         self.cardinalities = tuple(int(c) for c in cardinalities)
         self.dim = int(dim)
-        self.register_buffer("offsets", _field_offsets(self.cardinalities), persistent=False)
-        self.table = nn.Embedding(sum(self.cardinalities), dim)
-        nn.init.normal_(self.table.weight, std=init_std)
+        layout = _field_layout(self.cardinalities, names, id_embedding)
+        self.names, self.field_hashed = layout.names, layout.hashed
+        self.register_buffer("offsets", layout.offsets, persistent=False)
+        self.table: nn.Embedding | None = None
+        if layout.table_rows:
+            self.table = nn.Embedding(layout.table_rows, dim)
+            nn.init.normal_(self.table.weight, std=init_std)
+        self.hashed = nn.ModuleDict()
+        for f, name in enumerate(self.names):
+            if self.field_hashed[f]:
+                assert id_embedding is not None
+                emb = make_id_embedding(id_embedding, self.cardinalities[f], dim, table=name)
+                init_normal_(emb, init_std)
+                self.hashed[name] = emb
         self.bag_table: nn.EmbeddingBag | None = None
         if bag_size:
             self.bag_table = nn.EmbeddingBag(int(bag_size), dim, mode="sum")
@@ -153,14 +234,23 @@ class FieldEmbedding(nn.Module):
         """Whether the module has a bag field."""
         return self.bag_table is not None
 
+    def _fused(self) -> nn.Embedding:
+        assert self.table is not None
+        return self.table
+
     def field_weight(self, field: int) -> torch.Tensor:
-        """(cardinality, D) the rows of field ``field`` (a view of the table)."""
+        """(cardinality, D) the rows of field ``field``: a view of the table, or (hashed)
+        every id's vector, computed from the buckets on each call."""
+        if self.field_hashed[field]:
+            return embedding_table(self.hashed[self.names[field]])
         start = int(self.offsets[field])
-        return self.table.weight[start : start + self.cardinalities[field]]
+        return self._fused().weight[start : start + self.cardinalities[field]]
 
     def field(self, field: int, ids: torch.Tensor) -> torch.Tensor:
         """(..., D) embeddings of ``ids`` (any shape) of one field."""
-        return self.table(ids + self.offsets[field])
+        if self.field_hashed[field]:
+            return self.hashed[self.names[field]](ids)
+        return self._fused()(ids + self.offsets[field])
 
     def bag(self, bag: Bag) -> torch.Tensor:
         """(B, D) pooled embeddings of the bag field."""
@@ -185,7 +275,10 @@ class FieldEmbedding(nn.Module):
         """
         if ids.ndim != 2 or ids.shape[1] != self.n_fields:
             raise ValueError(f"ids must be (B, {self.n_fields}), got {tuple(ids.shape)}")
-        out = self.table(ids + self.offsets)
+        if any(self.field_hashed):
+            out = torch.stack([self.field(f, ids[:, f]) for f in range(self.n_fields)], dim=1)
+        else:
+            out = self._fused()(ids + self.offsets)
         if self.bag_table is None:
             return out
         if bag is None:
@@ -199,6 +292,9 @@ class LinearWide(nn.Module):
     Ids of several single-valued fields share one table through per-field offsets (as
     in :class:`FieldEmbedding`); a multi-hot input (a bag field, or hashed cross
     features in ``[0, bag_size)``) has its own weights and is pooled by weighted sum.
+    A field that ``id_embedding`` hashes has its own one-dimensional
+    :class:`~recpipe.models.hashed.HashedEmbedding` (in :attr:`hashed`), with the
+    hash functions a :class:`FieldEmbedding` of the same field name and block uses.
     Weights and bias start at zero.
 
     Parameters
@@ -209,6 +305,22 @@ class LinearWide(nn.Module):
         Number of ids of the bag input (e.g. ``n_cross_buckets``); 0: none.
     bias : bool, default True
         Add a learned global bias.
+    names : sequence of str, optional
+        The fields' names (``id_embedding.tables`` refers to them); default
+        ``"0" .. "F-1"``.
+    id_embedding : IdEmbeddingConfig, optional
+        Which fields are hashed (default: none; one fused table).
+
+    Attributes
+    ----------
+    table : torch.nn.Embedding or None
+        (rows, 1) weights of the fields that are not hashed (None when there are none).
+    hashed : torch.nn.ModuleDict
+        Field name -> (n_ids, 1) :class:`~recpipe.models.hashed.HashedEmbedding`.
+    bag_table : torch.nn.EmbeddingBag or None
+        The bag input's weights.
+    bias : torch.nn.Parameter or None
+        The global bias.
 
     Examples
     --------
@@ -219,27 +331,61 @@ class LinearWide(nn.Module):
     """
 
     def __init__(
-        self, cardinalities: Sequence[int], *, bag_size: int = 0, bias: bool = True
+        self,
+        cardinalities: Sequence[int],
+        *,
+        bag_size: int = 0,
+        bias: bool = True,
+        names: Sequence[str] | None = None,
+        id_embedding: IdEmbeddingConfig | None = None,
     ) -> None:
         super().__init__()
         self.cardinalities = tuple(int(c) for c in cardinalities)
+        self.names: tuple[str, ...] = ()
+        self.field_hashed: tuple[bool, ...] = ()
         self.table: nn.Embedding | None = None
+        self.hashed = nn.ModuleDict()
         if self.cardinalities:
-            self.register_buffer("offsets", _field_offsets(self.cardinalities), persistent=False)
-            self.table = nn.Embedding(sum(self.cardinalities), 1)
-            nn.init.zeros_(self.table.weight)
+            layout = _field_layout(self.cardinalities, names, id_embedding)
+            self.names, self.field_hashed = layout.names, layout.hashed
+            self.register_buffer("offsets", layout.offsets, persistent=False)
+            if layout.table_rows:
+                self.table = nn.Embedding(layout.table_rows, 1)
+                nn.init.zeros_(self.table.weight)
+            for f, name in enumerate(self.names):
+                if self.field_hashed[f]:
+                    assert id_embedding is not None
+                    card = self.cardinalities[f]
+                    emb: IdEmbedding = make_id_embedding(id_embedding, card, 1, table=name)
+                    init_zeros_(emb)
+                    self.hashed[name] = emb
         self.bag_table: nn.EmbeddingBag | None = None
         if bag_size:
             self.bag_table = nn.EmbeddingBag(int(bag_size), 1, mode="sum")
             nn.init.zeros_(self.bag_table.weight)
         self.bias = nn.Parameter(torch.zeros(())) if bias else None
 
-    def field_weight(self, field: int) -> torch.Tensor:
-        """(cardinality,) the weights of field ``field``."""
-        if self.table is None:
+    def _check_fields(self) -> None:
+        if not self.cardinalities:
             raise ValueError("this LinearWide has no single-valued field")
+
+    def field_weight(self, field: int) -> torch.Tensor:
+        """(cardinality,) the weights of field ``field`` (a hashed field's computed from
+        its buckets on each call)."""
+        self._check_fields()
+        if self.field_hashed[field]:
+            return embedding_table(self.hashed[self.names[field]])[:, 0]
+        assert self.table is not None
         start = int(self.offsets[field])
         return self.table.weight[start : start + self.cardinalities[field], 0]
+
+    def field(self, field: int, ids: torch.Tensor) -> torch.Tensor:
+        """(...) weights of ``ids`` (any shape) of field ``field``."""
+        self._check_fields()
+        if self.field_hashed[field]:
+            return self.hashed[self.names[field]](ids)[..., 0]
+        assert self.table is not None
+        return self.table(ids + self.offsets[field])[..., 0]
 
     def bag_weight(self) -> torch.Tensor:
         """(bag_size,) the weights of the bag input."""
@@ -256,9 +402,9 @@ class LinearWide(nn.Module):
     def bias_value(self) -> torch.Tensor:
         """The bias as a scalar tensor (0 without one)."""
         if self.bias is None:
-            ref = self.table if self.table is not None else self.bag_table
-            assert ref is not None
-            return ref.weight.new_zeros(())
+            ref = next(self.parameters(), None)
+            assert ref is not None, "a LinearWide without fields, bag input and bias"
+            return ref.new_zeros(())
         return self.bias
 
     def forward(self, ids: torch.Tensor | None = None, bag: Bag | None = None) -> torch.Tensor:
@@ -278,11 +424,15 @@ class LinearWide(nn.Module):
         """
         parts: list[torch.Tensor] = []
         if ids is not None:
-            if self.table is None or ids.ndim != 2 or ids.shape[1] != len(self.cardinalities):
-                raise ValueError(
-                    f"ids must be (B, {len(self.cardinalities)}), got {tuple(ids.shape)}"
-                )
-            parts.append(self.table(ids + self.offsets).sum(dim=(1, 2)))
+            n_fields = len(self.cardinalities)
+            if not n_fields or ids.ndim != 2 or ids.shape[1] != n_fields:
+                raise ValueError(f"ids must be (B, {n_fields}), got {tuple(ids.shape)}")
+            if any(self.field_hashed):
+                weights = [self.field(f, ids[:, f]) for f in range(n_fields)]
+                parts.append(torch.stack(weights, dim=1).sum(dim=1))
+            else:
+                assert self.table is not None
+                parts.append(self.table(ids + self.offsets).sum(dim=(1, 2)))
         if bag is not None:
             parts.append(self.pool(bag))
         if not parts:

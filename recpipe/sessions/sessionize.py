@@ -441,8 +441,34 @@ def support_mask(
             sessions_out = int(np.count_nonzero(lengths))
     elif min_session_length > 1:
         raise SplitError(f"min_session_length={min_session_length} needs session ids")
-    kept = int(np.count_nonzero(keep))
-    items_out = item.n_distinct(keep)
+    stats = support_stats(
+        min_item_support,
+        min_session_length,
+        n,
+        after_items,
+        int(np.count_nonzero(keep)),
+        int(np.count_nonzero(counts)),
+        item.n_distinct(keep),
+        sessions_in,
+        sessions_out,
+    )
+    return keep, stats
+
+
+def support_stats(
+    min_item_support: int,
+    min_session_length: int,
+    n: int,
+    after_items: int,
+    kept: int,
+    items_in: int,
+    items_out: int,
+    sessions_in: int | None,
+    sessions_out: int | None,
+) -> dict[str, Any]:
+    """:func:`filter_support`'s stats (logged) from its counts: rows in, after the item
+    filter and kept; distinct items in and kept; distinct sessions in and kept (``None``
+    when sessions were not looked at)."""
     stats: dict[str, Any] = {
         "min_item_support": int(min_item_support),
         "min_session_length": int(min_session_length),
@@ -451,7 +477,7 @@ def support_mask(
         "items": items_out,
         "sessions": sessions_out,
         "dropped": {"item_support": n - after_items, "session_length": after_items - kept},
-        "items_dropped": int(np.count_nonzero(counts)) - items_out,
+        "items_dropped": items_in - items_out,
         "sessions_dropped": None if sessions_in is None else sessions_in - sessions_out,
     }
     log.info(
@@ -461,7 +487,7 @@ def support_mask(
         stats["dropped"]["item_support"],
         stats["dropped"]["session_length"],
     )
-    return keep, stats
+    return stats
 
 
 def select_event_types(

@@ -188,20 +188,26 @@ class _Table:
         "After" is by timestamp, ties in input order. Rows without a user get -1.
         """
 
-        def make() -> tuple[np.ndarray, np.ndarray]:
-            codes, n_users = self.user.codes, self.user.n_uniques
-            has = codes >= 0
-            rows = None if bool(has.all()) else np.flatnonzero(has)
-            keys = codes if rows is None else codes[rows]
-            counts = np.bincount(keys, minlength=n_users)
-            order = group_time_order(keys, n_users, self.ts if rows is None else self.ts[rows])
-            ends = np.cumsum(counts).astype(np.int32)  # one past each user's last position
-            rank = ends[keys[order]] - 1 - np.arange(len(order), dtype=np.int32)
-            after = np.full(self.n, -1, np.int32)
-            after[order if rows is None else rows[order]] = rank
-            return after, counts
+        return self._get("user_rank", lambda: user_rank(self.user, self.ts))
 
-        return self._get("user_rank", make)
+
+def user_rank(user: Codes, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, how many events of its user come after it; and each user's event count.
+
+    "After" is by timestamp (``ts``, int64 ns), ties in row order. Rows without a
+    user get -1.
+    """
+    codes, n_users = user.codes, user.n_uniques
+    has = codes >= 0
+    rows = None if bool(has.all()) else np.flatnonzero(has)
+    keys = codes if rows is None else codes[rows]
+    counts = np.bincount(keys, minlength=n_users)
+    order = group_time_order(keys, n_users, ts if rows is None else ts[rows])
+    ends = np.cumsum(counts).astype(np.int32)  # one past each user's last position
+    rank = ends[keys[order]] - 1 - np.arange(len(order), dtype=np.int32)
+    after = np.full(len(codes), -1, np.int32)
+    after[order if rows is None else rows[order]] = rank
+    return after, counts
 
 
 def _not_applicable(kind: str, table: _Table) -> str | None:
@@ -209,14 +215,23 @@ def _not_applicable(kind: str, table: _Table) -> str | None:
     if table.n == 0:
         return "no events"
     if kind == "session":
-        missing = int(np.count_nonzero(~table.has_session))
-        if missing == table.n:
+        return not_applicable(kind, table.n, int(np.count_nonzero(~table.has_session)), True)
+    return not_applicable(kind, table.n, 0, bool(table.has_user.any()))
+
+
+def not_applicable(kind: str, n: int, missing_sessions: int, any_user: bool) -> str | None:
+    """Why ``kind`` cannot run on ``n`` events (with ``missing_sessions`` rows without a
+    session id; ``any_user``: some row has a user id), or ``None`` when it can."""
+    if n == 0:
+        return "no events"
+    if kind == "session":
+        if missing_sessions == n:
             return "no session ids (the events are not sessionized; run sessionize first)"
-        if missing:
-            return f"{missing} of {table.n} events have no session id; run sessionize first"
+        if missing_sessions:
+            return f"{missing_sessions} of {n} events have no session id; run sessionize first"
         return None
-    if not table.has_user.any():
-        return f"no user ids (all {table.n} user_id values are null: session-only data)"
+    if not any_user:
+        return f"no user ids (all {n} user_id values are null: session-only data)"
     return None
 
 
@@ -247,32 +262,65 @@ def _parts_stats(
     has_sessions = bool(table.has_session.any())
     sessions = _presence(table.session, part) if has_sessions else None
     rows = np.bincount(part, minlength=4)
-    stats: dict[str, Any] = {}
-    for name, code, frame in zip(PART_NAMES, (_TRAIN, _VALID, _TEST), frames, strict=True):
+    ranges = []
+    for frame in frames:
         ts = timestamps_ns(frame["timestamp"])
+        ranges.append((ts.min(), ts.max()) if len(ts) else (None, None))
+    item_codes = table.item.codes
+
+    def new_item_rows(code: int, new_items: np.ndarray) -> int:
+        in_part = part == code
+        return int(np.count_nonzero(new_items[item_codes[in_part & (item_codes >= 0)]]))
+
+    user_counts = _user_presence_counts(users)
+    return summarise_parts(rows, user_counts, items, sessions, ranges, new_item_rows)
+
+
+def _user_presence_counts(users: np.ndarray) -> dict[str, int]:
+    """The user counts :func:`summarise_parts` needs, from a ``(4, n_users)`` presence."""
+    return {
+        "train": int(users[_TRAIN].sum()),
+        "valid": int(users[_VALID].sum()),
+        "test": int(users[_TEST].sum()),
+        "test_with_train": int((users[_TEST] & users[_TRAIN]).sum()),
+        "valid_not_in_train": int((users[_VALID] & ~users[_TRAIN]).sum()),
+        "test_not_in_train": int((users[_TEST] & ~users[_TRAIN]).sum()),
+    }
+
+
+def summarise_parts(
+    rows: np.ndarray,
+    users: dict[str, int],
+    items: np.ndarray,
+    sessions: np.ndarray | None,
+    ranges: list[tuple[Any, Any]],
+    new_item_rows: Callable[[int, np.ndarray], int],
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """``stats["parts"]`` and the cold-start counts from per-part summaries.
+
+    ``rows``: rows per part code; ``users``: counts (see :func:`_user_presence_counts`);
+    ``items`` / ``sessions``: ``(4, n)`` presence (sessions ``None`` when no row has
+    one); ``ranges``: ``(min, max)`` ns (or ``None``) of train, valid, test;
+    ``new_item_rows(code, mask)``: rows of part ``code`` whose item is in ``mask``.
+    """
+    stats: dict[str, Any] = {}
+    for name, code, (lo, hi) in zip(PART_NAMES, (_TRAIN, _VALID, _TEST), ranges, strict=True):
         stats[name] = {
             "rows": int(rows[code]),
-            "users": int(users[code].sum()),
+            "users": users[name],
             "items": int(items[code].sum()),
             "sessions": int(sessions[code].sum()) if sessions is not None else 0,
-            "time_range": {
-                "min": iso(ts.min()) if len(ts) else None,
-                "max": iso(ts.max()) if len(ts) else None,
-            },
+            "time_range": {"min": iso(lo), "max": iso(hi)},
         }
     cold: dict[str, int] = {
-        "test_users": int(users[_TEST].sum()),
-        "test_users_with_train": int((users[_TEST] & users[_TRAIN]).sum()),
+        "test_users": users["test"],
+        "test_users_with_train": users["test_with_train"],
     }
     for name, code in (("valid", _VALID), ("test", _TEST)):
         new_items = items[code] & ~items[_TRAIN]
         cold[f"{name}_items_not_in_train"] = int(new_items.sum())
-        cold[f"{name}_users_not_in_train"] = int((users[code] & ~users[_TRAIN]).sum())
-        item_codes = table.item.codes
-        in_part = part == code
-        cold[f"{name}_rows_with_item_not_in_train"] = int(
-            np.count_nonzero(new_items[item_codes[in_part & (item_codes >= 0)]])
-        )
+        cold[f"{name}_users_not_in_train"] = users[f"{name}_not_in_train"]
+        cold[f"{name}_rows_with_item_not_in_train"] = new_item_rows(code, new_items)
     return stats, cold
 
 
@@ -290,10 +338,36 @@ def _finish(
     """Materialise the parts of ``part`` (per-row part code) and assemble the stats."""
     frames = [take_rows(table.frame, part == code) for code in (_TRAIN, _VALID, _TEST)]
     parts, cold = _parts_stats(table, part, frames)
+    stats = assemble_stats(kind, table.n, parts, cold, params, cutoffs, dropped, extra)
+    log.info(
+        "%s split: train %d, valid %d, test %d rows; dropped %s%s",
+        kind,
+        *(len(f) for f in frames),
+        stats["dropped"],
+        "" if t0 is None else f" in {time.perf_counter() - t0:.2f} s",
+    )
+    return SplitResult(frames[0], frames[1], frames[2], stats, dict(tables or {}))
+
+
+def assemble_stats(
+    kind: str,
+    n: int,
+    parts: dict[str, Any],
+    cold: dict[str, int],
+    params: dict[str, Any],
+    cutoffs: dict[str, Any],
+    dropped: dict[str, int],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A split's ``stats`` dict (see :class:`SplitResult`) from its summaries.
+
+    Raises ``AssertionError`` when the parts and the dropped rows do not add up to ``n``.
+    """
+    cold = dict(cold)
     stats: dict[str, Any] = {
         "kind": kind,
         "params": params,
-        "input_rows": table.n,
+        "input_rows": n,
         "cutoffs": cutoffs,
         "parts": parts,
         "dropped": {k: int(v) for k, v in dropped.items()},
@@ -306,16 +380,9 @@ def _finish(
         stats["test_users_with_train"] = cold.pop("test_users_with_train")
         stats["cold_start"] = cold
     accounted = sum(p["rows"] for p in parts.values()) + stats["dropped_total"]
-    if accounted != table.n:  # pragma: no cover - an internal invariant
-        raise AssertionError(f"{kind} split lost rows: {accounted} accounted of {table.n}")
-    log.info(
-        "%s split: train %d, valid %d, test %d rows; dropped %s%s",
-        kind,
-        *(len(f) for f in frames),
-        stats["dropped"],
-        "" if t0 is None else f" in {time.perf_counter() - t0:.2f} s",
-    )
-    return SplitResult(frames[0], frames[1], frames[2], stats, dict(tables or {}))
+    if accounted != n:  # pragma: no cover - an internal invariant
+        raise AssertionError(f"{kind} split lost rows: {accounted} accounted of {n}")
+    return stats
 
 
 def _empty_test(kind: str, detail: str, change: str) -> SplitError:
@@ -382,15 +449,10 @@ def _session_split(table: _Table, params: SessionsParams) -> SplitResult:
         table.item, table.session, params.min_item_support, params.min_session_length
     )
     if not keep.any():
-        raise _empty_test(
-            kind,
-            "no event survives the support filter",
-            "lower sessions.min_item_support or sessions.min_session_length",
-        )
+        raise session_filter_empty()
     ts, session = table.ts, table.session.codes
     tmax = int(ts[keep].max())
-    test_start = tmax - round(params.test_days * NS_PER_DAY)
-    valid_start = test_start - round(params.valid_days * NS_PER_DAY)
+    test_start, valid_start = session_bounds(tmax, params)
     start = np.full(table.session.n_uniques, np.iinfo(np.int64).max, np.int64)
     np.minimum.at(start, session[keep], ts[keep])
     session_part = np.where(
@@ -400,11 +462,7 @@ def _session_split(table: _Table, params: SessionsParams) -> SplitResult:
 
     train = part == _TRAIN
     if not train.any():
-        raise SplitError(
-            f"{kind} split: the train part is empty (every session starts after "
-            f"{iso(valid_start)}); lower sessions.test_days={params.test_days} or "
-            f"sessions.valid_days={params.valid_days}"
-        )
+        raise session_train_empty(valid_start, params)
     item = table.item.codes
     seen = np.zeros(table.item.n_uniques, bool)
     seen[item[train]] = True
@@ -428,12 +486,21 @@ def _session_split(table: _Table, params: SessionsParams) -> SplitResult:
         held_out[name] = int(np.count_nonzero(lengths >= 2))
     if held_out["test"] == 0:
         n_test_sessions = int(np.count_nonzero(session_part[np.unique(session[keep])] == _TEST))
-        raise _empty_test(
-            kind,
-            f"{n_test_sessions} session(s) start at or after {iso(test_start)} = last event "
-            f"{iso(tmax)} - test_days={params.test_days}, none with 2+ events on train items",
-            "increase sessions.test_days, or lower sessions.valid_days / sessions.min_item_support",
-        )
+        raise session_test_empty(n_test_sessions, test_start, tmax, params)
+    cutoffs, used = session_cutoffs(tmax, valid_start, test_start, params)
+    return _finish(kind, table, part, used, cutoffs, dropped, {"filter": filter_stats}, t0)
+
+
+def session_bounds(tmax: int, params: SessionsParams) -> tuple[int, int]:
+    """``(test_start, valid_start)`` (ns) of the session split from the last timestamp."""
+    test_start = tmax - round(params.test_days * NS_PER_DAY)
+    return test_start, test_start - round(params.valid_days * NS_PER_DAY)
+
+
+def session_cutoffs(
+    tmax: int, valid_start: int, test_start: int, params: SessionsParams
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The session split's ``stats["cutoffs"]`` and ``stats["params"]``."""
     cutoffs = {
         "tmax": iso(tmax),
         "valid_start": iso(valid_start),
@@ -444,7 +511,37 @@ def _session_split(table: _Table, params: SessionsParams) -> SplitResult:
         k: getattr(params, k)
         for k in ("min_item_support", "min_session_length", "test_days", "valid_days")
     }
-    return _finish(kind, table, part, used, cutoffs, dropped, {"filter": filter_stats}, t0)
+    return cutoffs, used
+
+
+def session_filter_empty() -> SplitError:
+    """The session split's error when no event survives the support filter."""
+    return _empty_test(
+        "session",
+        "no event survives the support filter",
+        "lower sessions.min_item_support or sessions.min_session_length",
+    )
+
+
+def session_train_empty(valid_start: int, params: SessionsParams) -> SplitError:
+    """The session split's error when every session starts in validation or test."""
+    return SplitError(
+        f"session split: the train part is empty (every session starts after "
+        f"{iso(valid_start)}); lower sessions.test_days={params.test_days} or "
+        f"sessions.valid_days={params.valid_days}"
+    )
+
+
+def session_test_empty(
+    n_test_sessions: int, test_start: int, tmax: int, params: SessionsParams
+) -> SplitError:
+    """The session split's error when no test session keeps 2+ events on train items."""
+    return _empty_test(
+        "session",
+        f"{n_test_sessions} session(s) start at or after {iso(test_start)} = last event "
+        f"{iso(tmax)} - test_days={params.test_days}, none with 2+ events on train items",
+        "increase sessions.test_days, or lower sessions.valid_days / sessions.min_item_support",
+    )
 
 
 # --------------------------------------------------------------------------- global temporal
@@ -508,7 +605,41 @@ def _global_cut(table: _Table, params: SessionsParams, kind: str) -> tuple[np.nd
     """
     has_user = table.has_user
     ts_u = table.ts[has_user]
-    m = len(ts_u)
+
+    def kth(ks: list[int]) -> list[int]:
+        values = np.partition(ts_u, sorted(set(ks)))
+        return [int(values[k]) for k in ks]
+
+    lo, hi = (int(ts_u.min()), int(ts_u.max())) if len(ts_u) else (0, 0)
+    test_after, valid_after = global_cutoffs(len(ts_u), kth, lo, hi, params, kind)
+    return cut_parts(table.ts, has_user, test_after, valid_after), test_after, valid_after
+
+
+def cut_parts(
+    ts: np.ndarray, has_user: np.ndarray, test_after: int, valid_after: int
+) -> np.ndarray:
+    """Per-row part codes of the global cut-off: rows without a user are dropped."""
+    part = np.full(len(ts), _TRAIN, np.int8)
+    part[ts > valid_after] = _VALID
+    part[ts > test_after] = _TEST
+    part[~has_user] = _DROPPED
+    return part
+
+
+def global_cutoffs(
+    m: int,
+    kth: Callable[[list[int]], list[int]],
+    ts_min: int,
+    ts_max: int,
+    params: SessionsParams,
+    kind: str,
+) -> tuple[int, int]:
+    """``(test_after, valid_after)`` of the global cut-off over ``m`` events with a user.
+
+    ``kth(ks)``: the 0-based order statistics ``ks`` of those events' timestamps;
+    ``ts_min`` / ``ts_max``: their least and greatest timestamp. Raises
+    :class:`SplitError` when the test or train part would be empty.
+    """
     n_test = int(round_half_up(m * params.global_test_fraction))
     n_held = int(round_half_up(m * (params.global_test_fraction + params.global_valid_fraction)))
     if n_test == 0:
@@ -524,26 +655,20 @@ def _global_cut(table: _Table, params: SessionsParams, kind: str) -> tuple[np.nd
             f"of {m} events); lower sessions.global_valid_fraction or global_test_fraction"
         )
     k_test, k_valid = m - n_test - 1, m - n_held - 1  # 0-based order statistics
-    kth = np.partition(ts_u, sorted({k_valid, k_test}))
-    test_after, valid_after = int(kth[k_test]), int(kth[k_valid])
-    ts = table.ts
-    part = np.full(table.n, _TRAIN, np.int8)
-    part[ts > valid_after] = _VALID
-    part[ts > test_after] = _TEST
-    part[~has_user] = _DROPPED
-    if not (part == _TEST).any():
+    test_after, valid_after = kth([k_test, k_valid])
+    if not ts_max > test_after:  # no test row
         raise _empty_test(
             kind,
             f"every event is at or before the cut-off {iso(test_after)}: the last "
             f"{n_test} events share the last timestamp",
             "increase sessions.global_test_fraction",
         )
-    if not (part == _TRAIN).any():
+    if not ts_min <= valid_after:  # no train row
         raise SplitError(
             f"{kind} split: the train part is empty (all events share the first timestamp "
             f"{iso(valid_after)}); lower sessions.global_valid_fraction"
         )
-    return part, test_after, valid_after
+    return test_after, valid_after
 
 
 def _global_temporal_split(table: _Table, params: SessionsParams) -> SplitResult:
@@ -556,23 +681,38 @@ def _global_temporal_split(table: _Table, params: SessionsParams) -> SplitResult
     part, test_after, valid_after = _global_cut(table, params, kind)
     m = int(np.count_nonzero(table.has_user))
     counts = np.bincount(part, minlength=4)
-    cutoffs = {
-        "valid_after": iso(valid_after),
-        "test_after": iso(test_after),
-        "rule": "train <= valid_after < valid <= test_after < test",
+    cutoffs, used = cut_cutoffs(kind, test_after, valid_after, params)
+    extra = {"fractions": cut_fractions(counts, m)}
+    dropped = {"null_user": int(table.n - m)}
+    return _finish(kind, table, part, used, cutoffs, dropped, extra, t0)
+
+
+def cut_fractions(counts: np.ndarray, m: int) -> dict[str, float]:
+    """``stats["fractions"]`` of the global temporal split (``counts``: rows per part code)."""
+    return {
+        name: round(float(counts[code]) / m, 6)
+        for name, code in (("train", _TRAIN), ("valid", _VALID), ("test", _TEST))
     }
-    extra = {
-        "fractions": {
-            name: round(float(counts[code]) / m, 6)
-            for name, code in (("train", _TRAIN), ("valid", _VALID), ("test", _TEST))
-        },
-    }
+
+
+def cut_cutoffs(
+    kind: str, test_after: int, valid_after: int, params: SessionsParams
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``stats["cutoffs"]`` and ``stats["params"]`` of the global temporal / cold-start split."""
+    rule = "train <= valid_after < valid <= test_after < test"
     used = {
         "global_test_fraction": params.global_test_fraction,
         "global_valid_fraction": params.global_valid_fraction,
     }
-    dropped = {"null_user": int(table.n - m)}
-    return _finish(kind, table, part, used, cutoffs, dropped, extra, t0)
+    if kind == "cold_start":
+        rule += "; train and valid lose every event of a held-out item or user"
+        used |= {
+            "cold_item_fraction": params.cold_item_fraction,
+            "cold_user_fraction": params.cold_user_fraction,
+            "cold_seed": params.cold_seed,
+        }
+    cutoffs = {"valid_after": iso(valid_after), "test_after": iso(test_after), "rule": rule}
+    return cutoffs, used
 
 
 # --------------------------------------------------------------------------- cold start
@@ -650,12 +790,16 @@ def _draw(
     codes: Codes, candidates: np.ndarray, fraction: float, rng: np.random.Generator
 ) -> np.ndarray:
     """``round(len(candidates) * fraction)`` of ``candidates`` (codes), drawn in id order."""
-    n = int(round_half_up(len(candidates) * fraction))
+    return np.sort(candidates[draw_ids(codes.uniques.take(pa.array(candidates)), fraction, rng)])
+
+
+def draw_ids(ids: pa.Array, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Positions in ``ids`` (distinct) of ``round(len(ids) * fraction)`` ids drawn in id order."""
+    n = int(round_half_up(len(ids) * fraction))
     if n == 0:
         return np.zeros(0, np.int64)
-    order = pc.sort_indices(codes.uniques.take(pa.array(candidates))).to_numpy()
-    ordered = candidates[order]
-    return np.sort(ordered[rng.permutation(len(ordered))[:n]])
+    order = pc.sort_indices(ids).to_numpy()
+    return order[rng.permutation(len(order))[:n]]
 
 
 def _cold_table(
@@ -671,11 +815,20 @@ def _cold_table(
     ok = c >= 0
     test_rows = np.bincount(c[ok & (part == _TEST)], minlength=k)
     in_train = np.bincount(c[ok & (part == _TRAIN)], minlength=k) > 0
+    return cold_frame(column, codes.uniques, test_rows, in_train, held)
+
+
+def cold_frame(
+    column: str, uniques: pa.Array, test_rows: np.ndarray, in_train: np.ndarray, held: np.ndarray
+) -> tuple[pd.DataFrame, dict[str, int], np.ndarray]:
+    """:func:`_cold_table` from per-id summaries: test rows and train presence per code
+    (arrays of ``max(len(uniques), 1)``), and the held-out codes."""
+    k = max(len(uniques), 1)
     is_held = np.zeros(k, bool)
     is_held[held] = True
     is_cold = is_held | ((test_rows > 0) & ~in_train)
     cold = np.flatnonzero(is_cold)
-    ids = pd.Series(codes.uniques.take(pa.array(cold)).to_pylist(), dtype="string")
+    ids = pd.Series(uniques.take(pa.array(cold)).to_pylist(), dtype="string")
     frame = pd.DataFrame(
         {column: ids, "held_out": is_held[cold], "test_rows": test_rows[cold].astype(np.int64)}
     )
@@ -688,6 +841,26 @@ def _cold_table(
         "test_rows": int(test_rows[cold].sum()),
     }
     return frame, counts, is_cold
+
+
+def nothing_held(test_after: int, items: int, users: int, params: SessionsParams) -> SplitError:
+    """The cold-start error for a draw that holds out nothing (``items``/``users``: candidates)."""
+    return SplitError(
+        f"cold_start split: too few events after the cut-off {iso(test_after)} to hold out "
+        f"anything: round({items} items x cold_item_fraction="
+        f"{params.cold_item_fraction}) = 0 and round({users} users x "
+        f"cold_user_fraction={params.cold_user_fraction}) = 0; increase "
+        "sessions.cold_item_fraction or sessions.cold_user_fraction"
+    )
+
+
+def cold_train_empty(params: SessionsParams) -> SplitError:
+    """The cold-start error for a train part emptied by the held-out ids."""
+    return SplitError(
+        "cold_start split: the train part is empty once the held-out items and users are "
+        f"removed; lower sessions.cold_item_fraction={params.cold_item_fraction} or "
+        f"sessions.cold_user_fraction={params.cold_user_fraction}"
+    )
 
 
 def _mask_rows(codes: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -720,13 +893,7 @@ def _cold_start_split(table: _Table, params: SessionsParams) -> SplitResult:
         np.random.default_rng([params.cold_seed, 1]),
     )
     if not len(held_items) and not len(held_users):
-        raise SplitError(
-            f"{kind} split: too few events after the cut-off {iso(test_after)} to hold out "
-            f"anything: round({len(cand_items)} items x cold_item_fraction="
-            f"{params.cold_item_fraction}) = 0 and round({len(cand_users)} users x "
-            f"cold_user_fraction={params.cold_user_fraction}) = 0; increase "
-            "sessions.cold_item_fraction or sessions.cold_user_fraction"
-        )
+        raise nothing_held(test_after, len(cand_items), len(cand_users), params)
     item_held = np.zeros(max(table.item.n_uniques, 1), bool)
     item_held[held_items] = True
     user_held = np.zeros(max(table.user.n_uniques, 1), bool)
@@ -736,34 +903,18 @@ def _cold_start_split(table: _Table, params: SessionsParams) -> SplitResult:
     cold_user_rows = earlier & ~cold_item_rows & _mask_rows(user, user_held)
     part[cold_item_rows | cold_user_rows] = _DROPPED
     if not (part == _TRAIN).any():
-        raise SplitError(
-            f"{kind} split: the train part is empty once the held-out items and users are "
-            f"removed; lower sessions.cold_item_fraction={params.cold_item_fraction} or "
-            f"sessions.cold_user_fraction={params.cold_user_fraction}"
-        )
+        raise cold_train_empty(params)
     items_frame, item_counts, cold_items = _cold_table("item_id", table.item, part, held_items)
     users_frame, user_counts, cold_users = _cold_table("user_id", table.user, part, held_users)
     either = (part == _TEST) & (_mask_rows(item, cold_items) | _mask_rows(user, cold_users))
     m = int(np.count_nonzero(table.has_user))
-    cutoffs = {
-        "valid_after": iso(valid_after),
-        "test_after": iso(test_after),
-        "rule": "train <= valid_after < valid <= test_after < test; train and valid lose "
-        "every event of a held-out item or user",
-    }
+    cutoffs, used = cut_cutoffs(kind, test_after, valid_after, params)
     extra = {
         "cold": {
             "items": item_counts,
             "users": user_counts,
             "test_rows_cold_item_or_user": int(np.count_nonzero(either)),
         }
-    }
-    used = {
-        "global_test_fraction": params.global_test_fraction,
-        "global_valid_fraction": params.global_valid_fraction,
-        "cold_item_fraction": params.cold_item_fraction,
-        "cold_user_fraction": params.cold_user_fraction,
-        "cold_seed": params.cold_seed,
     }
     dropped = {
         "null_user": int(table.n - m),
@@ -848,7 +999,41 @@ def _per_user_split(table: _Table, params: SessionsParams, kind: str) -> SplitRe
     if reason:
         raise SplitError(f"{kind} split: {reason}")
     table.prefetch("user", "item", "session")
-    after, count = table.user_rank()  # per row; per user
+    part, count, used, rule = per_user_parts(table.user, table.ts, params, kind)
+    if not np.any(count >= 2):
+        raise per_user_no_test(kind)
+    extra = {"users_by_events": users_by_events(count)}
+    dropped = {"null_user": int(np.count_nonzero(part == _DROPPED))}
+    return _finish(kind, table, part, used, {"rule": rule}, dropped, extra, t0)
+
+
+def per_user_no_test(kind: str) -> SplitError:
+    """The per-user splits' error when no user has two events."""
+    return _empty_test(
+        kind,
+        "no user has 2 or more events",
+        "use data with repeat users, or the session split (sessions.splits)",
+    )
+
+
+def users_by_events(count: np.ndarray) -> dict[str, int]:
+    """``stats["users_by_events"]`` of the per-user splits from per-user event counts."""
+    return {
+        "1": int(np.count_nonzero(count == 1)),
+        "2": int(np.count_nonzero(count == 2)),
+        "3+": int(np.count_nonzero(count >= 3)),
+    }
+
+
+def per_user_parts(
+    user: Codes, ts: np.ndarray, params: SessionsParams, kind: str
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any], str]:
+    """Per-row part codes of a per-user split, events per user, the params used and the rule.
+
+    Rows without a user are dropped. Per user only: a table holding whole users
+    (e.g. one user-hash partition) gives the rows of the whole table's result.
+    """
+    after, count = user_rank(user, ts)  # per row; per user
     if kind == "user_temporal":
         n_test = np.maximum(round_half_up(count * params.user_test_fraction), 1)
         n_test = np.minimum(n_test, count - 1)
@@ -869,31 +1054,17 @@ def _per_user_split(table: _Table, params: SessionsParams, kind: str) -> SplitRe
         used = {}
         rule = "per user: last event test (2+ events), the one before valid (3+ events)"
     # per user: test if after < n_test, valid if after < n_test + n_valid
-    codes = table.user.codes
+    codes = user.codes
     has = after >= 0
-    part = np.full(table.n, _DROPPED, np.int8)
-    user = codes[has]
+    part = np.full(len(codes), _DROPPED, np.int8)
+    row_user = codes[has]
     rank = after[has]
     part[has] = np.where(
-        rank < n_test.astype(np.int32)[user],
+        rank < n_test.astype(np.int32)[row_user],
         _TEST,
-        np.where(rank < (n_test + n_valid).astype(np.int32)[user], _VALID, _TRAIN),
+        np.where(rank < (n_test + n_valid).astype(np.int32)[row_user], _VALID, _TRAIN),
     )
-    if not np.any(n_test):
-        raise _empty_test(
-            kind,
-            "no user has 2 or more events",
-            "use data with repeat users, or the session split (sessions.splits)",
-        )
-    extra = {
-        "users_by_events": {
-            "1": int(np.count_nonzero(count == 1)),
-            "2": int(np.count_nonzero(count == 2)),
-            "3+": int(np.count_nonzero(count >= 3)),
-        },
-    }
-    dropped = {"null_user": int(np.count_nonzero(~has))}
-    return _finish(kind, table, part, used, {"rule": rule}, dropped, extra, t0)
+    return part, count, used, rule
 
 
 # --------------------------------------------------------------------------- all splits

@@ -5,12 +5,21 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from recpipe.errors import DataValidationError
 from recpipe.validation.runner import ValidationOutcome, to_jsonable
 
 log = logging.getLogger(__name__)
+
+
+class ReportedOutcome(Protocol):
+    """What the report functions read: a :class:`ValidationOutcome` or the arrow engine's
+    :class:`~recpipe.validation.partitioned.PartitionedOutcome`."""
+
+    passed: bool
+    report: dict[str, Any]
+
 
 QUARANTINE_EVENTS_FILE = "events.parquet"
 QUARANTINE_SUMMARY_FILE = "summary.json"
@@ -51,7 +60,7 @@ def _headline(report: dict[str, Any]) -> str:
     )
 
 
-def format_report(outcome: ValidationOutcome) -> str:
+def format_report(outcome: ReportedOutcome) -> str:
     """Plain-text summary for the console: every failed expectation, counts, examples.
 
     No ``[word]`` brackets of our own, so that a rich console prints it verbatim
@@ -99,7 +108,7 @@ def format_report(outcome: ValidationOutcome) -> str:
     return "\n".join(lines)
 
 
-def format_markdown(outcome: ValidationOutcome) -> str:
+def format_markdown(outcome: ReportedOutcome) -> str:
     """The human Markdown report: status, counts, expectations table, failure examples."""
     report = outcome.report
     counts = report["counts"]
@@ -173,7 +182,7 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def write_report(outcome: ValidationOutcome, json_path: Path, md_path: Path) -> None:
+def write_report(outcome: ReportedOutcome, json_path: Path, md_path: Path) -> None:
     """Write the JSON report (``reports/validation.json``) and the Markdown report."""
     json_path, md_path = Path(json_path), Path(md_path)
     json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,7 +221,7 @@ def write_quarantine(outcome: ValidationOutcome, directory: Path) -> dict[str, A
     return summary
 
 
-def raise_if_failed(outcome: ValidationOutcome) -> None:
+def raise_if_failed(outcome: ReportedOutcome) -> None:
     """Raise :class:`DataValidationError` (with the report) when the data did not pass."""
     if not outcome.passed:
         raise DataValidationError(format_report(outcome), report=outcome.report)

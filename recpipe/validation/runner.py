@@ -367,24 +367,7 @@ def _outcome(
 
     # per-row reasons (event rules only) ------------------------------------------
     rule_order = [info.rule for info, _, _ in all_results]  # suite order (see validate_tables)
-    pieces: list[tuple[np.ndarray, str]] = []
-    table_level = False
-    for failure in failures:
-        if failure.positions is None or not failure.info.row_level:
-            table_level = True
-            continue
-        positions = failure.positions
-        if failure.info.batch == EVENTS_DUPLICATES:
-            # keep the first of each group of equal events; the later copies are bad
-            subset = events.iloc[positions][list(DUPLICATE_KEY)]
-            positions = positions[subset.duplicated(keep="first").to_numpy()]
-        failure.quarantine_positions = positions
-        pieces.append((positions, failure.info.rule))
-    # a failed expectation whose rerun passed (cannot happen with fixed inputs) still counts
-    failed_now = {f.info.rule for f in failures}
-    for info, _, ok in all_results:
-        if not ok and info.rule not in failed_now:
-            table_level = True
+    pieces, table_level = _row_pieces(failures, events, all_results)
 
     bad_positions, reasons = _reasons(pieces, rule_order)
     bad_rows = len(bad_positions)
@@ -412,12 +395,12 @@ def _outcome(
         reason_counts[rule] = reason_counts.get(rule, 0) + len(positions)
 
     frames = {"events": tables.events, "items": tables.items, "users": tables.users}
-    report: dict[str, Any] = {
-        "success": success,
-        "passed": passed,
-        "mode": params.on_failure,
-        "now": now_ts.isoformat(),
-        "counts": {
+    report = _report(
+        success=success,
+        passed=passed,
+        params=params,
+        now_ts=now_ts,
+        counts={
             "events": n,
             "items": len(tables.items),
             "users": len(tables.users),
@@ -425,9 +408,73 @@ def _outcome(
             "quarantined": quarantined,
             "bad_fraction": bad_fraction,
         },
+        table_level=table_level,
+        entries=[_failure_entry(f, frames, batch_frames) for f in failures],
+        all_results=all_results,
+        reason_counts=reason_counts,
+        source=tables.source,
+    )
+    return ValidationOutcome(
+        success=success,
+        passed=passed,
+        report=report,
+        clean=clean,
+        quarantine=quarantine,
+    )
+
+
+def _row_pieces(
+    failures: list[_Failure],
+    events: pd.DataFrame,
+    all_results: list[tuple[RuleInfo, str, bool]],
+) -> tuple[list[tuple[np.ndarray, str]], bool]:
+    """The bad rows of each row-level failure (``(positions, rule)``, in ``failures``
+    order; sets each failure's ``quarantine_positions``) and whether a table-level
+    rule failed. ``events`` is the frame validated (positional index)."""
+    pieces: list[tuple[np.ndarray, str]] = []
+    table_level = False
+    for failure in failures:
+        if failure.positions is None or not failure.info.row_level:
+            table_level = True
+            continue
+        positions = failure.positions
+        if failure.info.batch == EVENTS_DUPLICATES:
+            # keep the first of each group of equal events; the later copies are bad
+            subset = events.iloc[positions][list(DUPLICATE_KEY)]
+            positions = positions[subset.duplicated(keep="first").to_numpy()]
+        failure.quarantine_positions = positions
+        pieces.append((positions, failure.info.rule))
+    # a failed expectation whose rerun passed (cannot happen with fixed inputs) still counts
+    failed_now = {f.info.rule for f in failures}
+    for info, _, ok in all_results:
+        if not ok and info.rule not in failed_now:
+            table_level = True
+    return pieces, table_level
+
+
+def _report(
+    *,
+    success: bool,
+    passed: bool,
+    params: ValidateParams,
+    now_ts: pd.Timestamp,
+    counts: dict[str, Any],
+    table_level: bool,
+    entries: list[dict[str, Any]],
+    all_results: list[tuple[RuleInfo, str, bool]],
+    reason_counts: dict[str, int],
+    source: str,
+) -> dict[str, Any]:
+    """The JSON-able report (the layout :func:`validate_tables` documents)."""
+    report: dict[str, Any] = {
+        "success": success,
+        "passed": passed,
+        "mode": params.on_failure,
+        "now": now_ts.isoformat(),
+        "counts": counts,
         "max_bad_fraction": params.max_bad_fraction,
         "table_level_failure": table_level,
-        "failures": [_failure_entry(f, frames, batch_frames) for f in failures],
+        "failures": entries,
         "expectations": [
             {
                 "rule": info.rule,
@@ -441,15 +488,9 @@ def _outcome(
         ],
         "reasons": reason_counts,
         "params": params.model_dump(mode="json"),
-        "source": tables.source,
+        "source": source,
     }
-    return ValidationOutcome(
-        success=success,
-        passed=passed,
-        report=to_jsonable(report),
-        clean=clean,
-        quarantine=quarantine,
-    )
+    return to_jsonable(report)
 
 
 def _reasons(

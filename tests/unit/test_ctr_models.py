@@ -388,3 +388,81 @@ def test_leaderboard_adds_ctr_metrics(data):
     out, _ = evaluate_models("user_temporal", parts, meta, ["deepfm", "pop"], cfg, [5])
     assert {"auc", "logloss", "recall@5"} <= set(out["deepfm"]["metrics"])
     assert "auc" not in out["pop"]["metrics"]
+
+
+# ---------------------------------------------------------------------- hashed ids
+HASHED = {"kind": "hashed", "buckets": 0.5, "hashes": 2}
+
+
+@pytest.fixture(scope="module", params=[(n, t) for n in NAMES for t in (None, ("item",))])
+def hashed_fit(request, data):
+    name, tables = request.param
+    train, valid, meta = data
+    spec = {**HASHED, "tables": tables}
+    cfg = fast(name, epochs=4, id_embedding=spec)
+    return build_model(name, cfg, with_categories(meta, True)).fit(train, valid)
+
+
+def test_hashed_full_scores_equal_pairwise_logits(hashed_fit):
+    from recpipe.models.hashed import HashedEmbedding
+
+    net = hashed_fit.module
+    assert isinstance(net.embed.hashed["item"], HashedEmbedding)
+    assert ("user" in net.embed.hashed) == (hashed_fit.config.id_embedding.tables is None)
+    users = np.arange(N_USERS)
+    scores = hashed_fit.score(Queries.for_users(users))
+    uu, ii = np.meshgrid(users, np.arange(N_RESERVED, N_ITEMS), indexing="ij")
+    logits = hashed_fit.predict_logit(uu.ravel(), ii.ravel()).reshape(uu.shape)
+    np.testing.assert_allclose(scores[:, N_RESERVED:], logits, rtol=1e-5, atol=1e-5)
+
+
+def test_hashed_save_load_round_trip_gives_identical_scores(hashed_fit, tmp_path):
+    path = hashed_fit.save(tmp_path / "model")
+    loaded = Recommender.load(path)
+    assert loaded.config == hashed_fit.config
+    assert loaded.config.id_embedding.kind == "hashed"
+    q = Queries.for_users(np.arange(N_USERS))
+    np.testing.assert_array_equal(loaded.score(q), hashed_fit.score(q))
+    users, items = np.array([2, 5, 9, 13]), np.array([7, 2, 9, 17])
+    np.testing.assert_array_equal(
+        loaded.predict_proba(users, items), hashed_fit.predict_proba(users, items)
+    )
+    weights = torch.load(path / "weights.pt", weights_only=True)
+    assert "embed.hashed.item.table" in weights and "linear.hashed.item.table" in weights
+    assert not any(key.endswith(".index") for key in weights)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_hashed_ids_shrink_the_model_and_share_buckets(name):
+    from recpipe.models.hashed import IdEmbeddingConfig
+
+    n_users, n_items, dim = 1000, 5000, 16
+    net = {"wide_deep": ctr_module.WideAndDeepNet, "deepfm": ctr_module.DeepFMNet}[name]
+    extra = {"n_cross_buckets": 64} if name == "wide_deep" else {}
+    table = net(n_users, n_items, 4, dim, (8,), 0.0, **extra)
+    keys = {k for k in table.state_dict() if k.startswith(("embed.", "linear."))}
+    assert keys == {
+        "embed.table.weight",
+        "embed.bag_table.weight",
+        "linear.table.weight",
+        "linear.bag_table.weight",
+        "linear.bias",
+    }
+    spec = IdEmbeddingConfig(**HASHED)
+    hashed = net(n_users, n_items, 4, dim, (8,), 0.0, id_embedding=spec, **extra)
+    n_table = sum(p.numel() for p in table.parameters())
+    n_hashed = sum(p.numel() for p in hashed.parameters())
+    saved = (n_users + n_items - 2 * N_RESERVED) // 2 * (dim + 1)  # half of the id rows
+    assert n_hashed == n_table - saved
+    for field in ("user", "item"):
+        emb, lin = hashed.embed.hashed[field], hashed.linear.hashed[field]
+        assert torch.equal(emb.index, lin.index)  # same hash functions for v and w
+
+
+def test_id_embedding_config_is_validated(data):
+    meta = data[2]
+    assert build_model("deepfm", {}, meta).config.id_embedding.kind == "table"
+    with pytest.raises(ConfigError, match=r"unknown tables \['session'\].*\['item', 'user'\]"):
+        build_model("deepfm", {"id_embedding": {**HASHED, "tables": ["session"]}}, meta)
+    with pytest.raises(ConfigError, match=r"id_embedding\.buckets"):
+        build_model("wide_deep", {"id_embedding": {**HASHED, "buckets": 2.0}}, meta)

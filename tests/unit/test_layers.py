@@ -79,6 +79,40 @@ def test_linear_wide_sums_weights_and_bias():
         wide()
 
 
+def test_hashed_fields_share_hash_functions_and_leave_the_rest_fused():
+    from recpipe.models.hashed import HashedEmbedding, IdEmbeddingConfig
+
+    spec = IdEmbeddingConfig(kind="hashed", buckets=0.5, hashes=2, tables=("item",))
+    torch.manual_seed(0)
+    emb = FieldEmbedding([5, 40], dim=3, names=("user", "item"), id_embedding=spec)
+    wide = LinearWide([5, 40], names=("user", "item"), id_embedding=spec)
+    assert emb.table is not None and emb.table.weight.shape == (5, 3)  # users only
+    assert wide.table is not None and wide.table.weight.shape == (5, 1)
+    hashed, hashed_w = emb.hashed["item"], wide.hashed["item"]
+    assert isinstance(hashed, HashedEmbedding) and isinstance(hashed_w, HashedEmbedding)
+    assert hashed.n_buckets == 19  # half of the 38 real ids
+    torch.testing.assert_close(hashed.index, hashed_w.index, rtol=0, atol=0)
+    with torch.no_grad():
+        wide.hashed["item"].table.copy_(torch.randn_like(wide.hashed["item"].table))
+        wide.table.weight.copy_(torch.randn_like(wide.table.weight))
+    ids = torch.tensor([[0, 0], [4, 39], [2, 7]])
+    out = emb(ids)
+    torch.testing.assert_close(out[:, 0], emb.table.weight[ids[:, 0]])
+    torch.testing.assert_close(out[:, 1], hashed(ids[:, 1]))
+    torch.testing.assert_close(emb.field_weight(1)[ids[:, 1]], out[:, 1])
+    torch.testing.assert_close(emb.field(1, ids[:, 1]), out[:, 1])
+    expected = wide.field_weight(0)[ids[:, 0]] + wide.field_weight(1)[ids[:, 1]]
+    torch.testing.assert_close(wide(ids), expected)
+    torch.testing.assert_close(wide.field(1, ids[:, 1]), wide.field_weight(1)[ids[:, 1]])
+    every = IdEmbeddingConfig(kind="hashed", buckets=4)
+    all_hashed = FieldEmbedding([5, 40], dim=3, id_embedding=every)
+    assert all_hashed.table is None and sorted(all_hashed.hashed) == ["0", "1"]
+    assert all_hashed(ids).shape == (3, 2, 3)
+    assert LinearWide([5, 40], id_embedding=every, bias=False)(ids).tolist() == [0.0] * 3
+    with pytest.raises(ValueError, match="2 distinct field names"):
+        FieldEmbedding([5, 40], dim=3, names=("user",))
+
+
 def test_mlp_shapes_and_first_layer_split():
     torch.manual_seed(0)
     mlp = MLP(6, [8, 4], dropout=0.2, out_dim=3).eval()

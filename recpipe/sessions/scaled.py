@@ -1,0 +1,878 @@
+"""The sessions stage on a log larger than memory: user-hash partitions, one at a time.
+
+:func:`prepare_sessions_arrow` does what the in-memory sessions stage does
+(:func:`~recpipe.sessions.sessionize.select_event_types`,
+:func:`~recpipe.sessions.sessionize.sessionize`,
+:func:`~recpipe.sessions.sessionize.filter_support` with ``min_session_length=1``, then
+every split of :func:`~recpipe.sessions.splits.iter_splits` with its stats and
+:func:`~recpipe.sessions.splits.check_leakage` results) with peak memory of about one
+user-hash partition plus arrays sized by the distinct items, sessions and users:
+
+1. The events are streamed in record batches into ``n_partitions`` bucket files by a
+   hash of ``user_id`` (of ``session_id`` for anonymous rows;
+   :func:`~recpipe.data.partitions.partition_by_user`). Each bucket is filtered by
+   event type and sessionized in memory: every session and every user lies in one bucket.
+2. Item support is counted per bucket and summed into one global count per item; each
+   bucket is then filtered and appended to the one ``events.parquet``.
+3. Item and session ids get global integer codes (one dictionary each); user ids keep
+   per-partition codes (a user lies in one partition). Each split runs in passes over
+   the partitions' integer columns, with global quantities between passes:
+
+   ``session``
+       global: item support counts, session lengths (after the item filter, then on
+       valid/test rows), the last timestamp, each session's start and part, the items
+       seen in train. Per partition: the row masks.
+   ``global_temporal``
+       global: the two cut-off timestamps, exact order statistics of the per-partition
+       sorted timestamps (bisection over memory-mapped arrays). Per partition: the cut.
+   ``user_temporal`` / ``leave_last_out``
+       per partition only (per user); global: whether some user has two events.
+   ``cold_start``
+       global: the cut-off; the candidate items (global codes) and users (ids gathered
+       from the partitions) drawn with the seed; per item test rows and train presence.
+       Per partition: the cut, the held-out rows, the per-user cold table (concatenated
+       and sorted by id).
+
+   Stats come from per-partition summaries: row counts, time ranges, presence of each
+   item and session (global codes) and user counts (summed: users are per partition).
+   The leakage checks are re-derived from the written parts' summaries: time ranges,
+   per-session starts and lengths, item presence; per-user checks per partition.
+
+Outputs equal the in-memory path's **as sets of rows**: compare after sorting both
+tables by all columns and resetting the index. Rows are written partition by
+partition; within a partition in the in-memory order restricted to its rows. Report
+values are identical (the split stats hold no timings).
+
+Not partitionable (refused or not detected, as for
+:func:`~recpipe.sessions.partitioned.sessionize_partitioned`): rows with neither a
+user nor a session id are refused; generated session ids colliding with source ids
+only across partitions; a user id equal to the ``session:<id>`` name cold-start gives
+an anonymous session.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from recpipe.config import SessionsParams
+from recpipe.data.partitions import partition_by_user
+from recpipe.errors import SplitError
+from recpipe.sessions._arrays import Codes, encode, take_rows, timestamps_ns
+from recpipe.sessions.sessionize import select_event_types, sessionize, support_stats
+from recpipe.sessions.splits import (
+    _DROPPED,
+    _SKIP_ON_ERROR,
+    _TEST,
+    _TRAIN,
+    _VALID,
+    PART_NAMES,
+    SplitResult,
+    _all_after,
+    _anonymous_as_users,
+    _mask_rows,
+    _presence,
+    _user_presence_counts,
+    assemble_stats,
+    check_leakage,
+    cold_frame,
+    cold_train_empty,
+    cut_cutoffs,
+    cut_fractions,
+    cut_parts,
+    draw_ids,
+    global_cutoffs,
+    not_applicable,
+    nothing_held,
+    per_user_no_test,
+    per_user_parts,
+    session_bounds,
+    session_cutoffs,
+    session_filter_empty,
+    session_test_empty,
+    session_train_empty,
+    summarise_parts,
+    users_by_events,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["prepare_sessions_arrow"]
+
+_I64_MAX = np.iinfo(np.int64).max
+_I64_MIN = np.iinfo(np.int64).min
+
+
+def prepare_sessions_arrow(
+    source: str | Path,
+    events_out: str | Path,
+    splits_out: str | Path,
+    work_dir: str | Path,
+    params: SessionsParams,
+    n_partitions: int = 16,
+    batch_rows: int = 1_000_000,
+) -> dict[str, Any]:
+    """The sessions stage, partition by partition (see the module notes).
+
+    Parameters
+    ----------
+    source : path
+        Validated canonical events: a Parquet file or a folder of Parquet parts.
+    events_out : path
+        The sessionized, support-filtered events, one Parquet file.
+    splits_out : path
+        Gets ``<kind>/{train,valid,test}.parquet`` per split that applies (and the
+        ``cold_start`` split's ``cold_items`` / ``cold_users`` tables).
+    work_dir : path
+        Scratch folder for buckets and integer columns (emptied first; removed at the
+        end, also on error).
+    params : SessionsParams
+    n_partitions : int
+        User-hash partitions (memory ~ log / partitions).
+    batch_rows : int
+        Rows read at a time from ``source``.
+
+    Returns
+    -------
+    dict
+        The report of the in-memory stage: ``events``, ``event_type_filter``,
+        ``filter`` and ``splits`` (``{kind: {"stats", "leakage"} | {"skipped"}}``).
+
+    Raises
+    ------
+    SplitError
+        ``n_partitions`` below 1, rows with neither user nor session id, or a split
+        that applies comes out with an empty test or train part (as in memory).
+    """
+    if n_partitions < 1:
+        raise SplitError(f"n_partitions must be at least 1, got {n_partitions}")
+    t0 = time.perf_counter()
+    work = Path(work_dir)
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    Path(events_out).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        store, head = _Store.build(
+            Path(source), Path(events_out), work, params, n_partitions, batch_rows
+        )
+        report: dict[str, Any] = {**head, "splits": {}}
+        for kind in dict.fromkeys(params.splits):
+            report["splits"][kind] = _one_split(store, kind, params, Path(splits_out) / kind)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log.info(
+        "sessions (arrow, %d partitions): %d events, %d splits in %.2f s",
+        n_partitions,
+        report["events"],
+        len(report["splits"]),
+        time.perf_counter() - t0,
+    )
+    return report
+
+
+# --------------------------------------------------------------------------- partitions
+@dataclass
+class _Arrays:
+    """One partition's integer columns: items and sessions global, users local."""
+
+    ts: np.ndarray
+    item: np.ndarray
+    session: np.ndarray
+    user: Codes
+    cuser: Codes  # cold start: anonymous sessions as users
+
+
+class _Store:
+    """The sessionized, filtered partitions (Parquet) and their integer columns (npz)."""
+
+    def __init__(self, work: Path, params: SessionsParams) -> None:
+        self.work = work
+        self.params = params
+        self.n = 0
+        self.sizes: list[int] = []
+        self.item_ids = pa.array([], pa.large_string())
+        self.session_ids = pa.array([], pa.large_string())
+        self.session_maps: list[np.ndarray] = []
+        self.users: list[pa.Array] = []
+        self.cusers: list[pa.Array] = []
+        self.converts = False
+        self.missing_sessions = 0
+        self.any_user = False
+        self.any_cuser = False
+        self.schema: pa.Schema | None = None
+        self.cschema: pa.Schema | None = None
+        self._cuts: dict[bool, tuple[list[Path], int, int, int]] = {}
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def build(
+        cls,
+        source: Path,
+        events_out: Path,
+        work: Path,
+        params: SessionsParams,
+        n_partitions: int,
+        batch_rows: int,
+    ) -> tuple[_Store, dict[str, Any]]:
+        """Partition, select event types, sessionize, filter item support, write events."""
+        self = cls(work, params)
+        buckets = partition_by_user(source, work / "buckets", n_partitions, batch_rows)
+        if not buckets:  # an empty log: one empty partition with the source's schema
+            empty = work / "buckets" / "bucket-00000.parquet"
+            pq.write_table(ds.dataset(str(source), format="parquet").schema.empty_table(), empty)
+            buckets = [empty]
+        type_filter: dict[str, Any] = {"kept": params.event_types, "dropped": 0}
+        uniques, counts = [], []
+        for k, bucket in enumerate(buckets):
+            frame, stats = select_event_types(pd.read_parquet(bucket), params.event_types)
+            type_filter["dropped"] += stats["dropped"]
+            frame = sessionize(frame, params)
+            item = encode(frame["item_id"])
+            frame.to_parquet(self._path("sess", k), index=False)
+            np.save(self._path("item", k, ".npy"), item.codes)
+            uniques.append(item.uniques)
+            counts.append(np.bincount(item.codes[item.codes >= 0], minlength=item.n_uniques))
+            self.sizes.append(len(frame))
+            bucket.unlink()
+        rows_in = sum(self.sizes)
+        self.item_ids, item_maps = _global_dictionary(uniques)
+        item_counts = np.zeros(len(self.item_ids), np.int64)
+        for m, c in zip(item_maps, counts, strict=True):
+            item_counts[m] += c
+        keep_item = item_counts >= params.min_item_support
+        sessions: list[pa.Array] = []
+        writer: pq.ParquetWriter | None = None
+        try:
+            for k in range(len(self.sizes)):
+                frame = pd.read_parquet(self._path("sess", k))
+                local = np.load(self._path("item", k, ".npy"))
+                item = np.where(local >= 0, item_maps[k][np.maximum(local, 0)], -1)
+                keep = (item >= 0) & keep_item[np.maximum(item, 0)]
+                frame = take_rows(frame, keep)
+                item = item[keep].astype(np.int32)
+                self.sizes[k] = len(frame)
+                frame.to_parquet(self._path("part", k), index=False)
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                if writer is None:
+                    self.schema = table.schema
+                    writer = pq.ParquetWriter(events_out, self.schema)
+                writer.write_table(_conform(table, self.schema, "events"))
+                session = encode(frame["session_id"])
+                user = encode(frame["user_id"])
+                sessions.append(session.uniques)
+                np.save(self._path("session", k, ".npy"), session.codes)  # local codes
+                self.users.append(user.uniques)
+                self.missing_sessions += int(np.count_nonzero(session.codes < 0))
+                self.any_user |= bool((user.codes >= 0).any())
+                anonymous = (user.codes < 0) & (session.codes >= 0)
+                self.converts |= params.cold_anonymous == "session" and bool(anonymous.any())
+                np.savez(
+                    self._path("arrays", k, ".npz"),
+                    ts=timestamps_ns(frame["timestamp"]),
+                    item=item,
+                    user=user.codes,
+                )
+                (self._path("sess", k)).unlink()
+        finally:
+            if writer is not None:
+                writer.close()
+        self.n = sum(self.sizes)
+        filter_stats = support_stats(  # filter_support(events, min_item_support, 1)
+            params.min_item_support,
+            1,
+            rows_in,
+            self.n,
+            self.n,
+            int(np.count_nonzero(item_counts)),
+            int(np.count_nonzero(keep_item & (item_counts > 0))),
+            None,
+            None,
+        )
+        self.session_ids, self.session_maps = _global_dictionary(sessions)
+        self._converted_users()
+        head = {"events": self.n, "event_type_filter": type_filter, "filter": filter_stats}
+        log.info(
+            "sessions (arrow): %d events in %d partitions, %d items, %d sessions",
+            self.n,
+            len(self.sizes),
+            len(self.item_ids),
+            len(self.session_ids),
+        )
+        return self, head
+
+    def _converted_users(self) -> None:
+        """Cold start's user codes (anonymous sessions as users), per partition."""
+        for k in range(len(self.sizes)):
+            if not self.converts:
+                self.cusers.append(self.users[k])
+                self.any_cuser = self.any_user
+                continue
+            frame = self.frame(k, converted=True)
+            if self.cschema is None:
+                self.cschema = pa.Table.from_pandas(frame, preserve_index=False).schema
+            cuser = encode(frame["user_id"])
+            self.cusers.append(cuser.uniques)
+            self.any_cuser |= bool((cuser.codes >= 0).any())
+            np.save(self._path("cuser", k, ".npy"), cuser.codes)
+
+    # ------------------------------------------------------------------ access
+    def _path(self, name: str, k: int, suffix: str = ".parquet") -> Path:
+        return self.work / f"{name}-{k:05d}{suffix}"
+
+    @property
+    def n_partitions(self) -> int:
+        return len(self.sizes)
+
+    def frame(self, k: int, *, converted: bool = False) -> pd.DataFrame:
+        """Partition ``k``'s events (cold start: anonymous sessions as users)."""
+        frame = pd.read_parquet(self._path("part", k))
+        if converted and self.converts:
+            out = _anonymous_as_users(frame, self.params)
+            if out is frame:  # the in-memory path converts the whole column's dtype
+                out = frame.assign(user_id=frame["user_id"].astype("string"))
+            frame = out
+        return frame
+
+    def arrays(self, k: int) -> _Arrays:
+        """Partition ``k``'s integer columns."""
+        with np.load(self._path("arrays", k, ".npz")) as z:
+            ts, item, user = z["ts"], z["item"], z["user"]
+        local = np.load(self._path("session", k, ".npy"))
+        smap = self.session_maps[k]
+        session = np.where(local >= 0, smap[np.maximum(local, 0)], -1).astype(np.int32)
+        users = Codes(user, self.users[k])
+        cuser = users
+        if self.converts:
+            cuser = Codes(np.load(self._path("cuser", k, ".npy")), self.cusers[k])
+        return _Arrays(ts, item, session, users, cuser)
+
+    def cut(self, params: SessionsParams, kind: str, *, converted: bool) -> tuple[int, int, int]:
+        """``(test_after, valid_after, m)`` of the global cut-off over rows with a user."""
+        key = converted and self.converts
+        if key not in self._cuts:
+            files, m, lo, hi = [], 0, _I64_MAX, _I64_MIN
+            for k in range(self.n_partitions):
+                a = self.arrays(k)
+                user = a.cuser if key else a.user
+                ts = np.sort(a.ts[user.codes >= 0])
+                if len(ts):
+                    path = self._path(f"cut{int(key)}", k, ".npy")
+                    np.save(path, ts)
+                    files.append(path)
+                    m += len(ts)
+                    lo, hi = min(lo, int(ts[0])), max(hi, int(ts[-1]))
+            self._cuts[key] = (files, m, lo, hi)
+        files, m, lo, hi = self._cuts[key]
+        sorted_parts = [np.load(f, mmap_mode="r") for f in files]
+
+        def kth(ks: list[int]) -> list[int]:
+            return [_kth(sorted_parts, k, lo, hi) for k in ks]
+
+        test_after, valid_after = global_cutoffs(m, kth, lo, hi, params, kind)
+        return test_after, valid_after, m
+
+
+def _global_dictionary(uniques: list[pa.Array]) -> tuple[pa.Array, list[np.ndarray]]:
+    """One dictionary of several partitions' distinct values; each one's codes in it."""
+    bounds = np.cumsum([0] + [len(u) for u in uniques])
+    if not bounds[-1]:
+        return pa.array([], pa.large_string()), [np.zeros(0, np.int32) for _ in uniques]
+    encoded = pa.concat_arrays([u.cast(pa.large_string()) for u in uniques]).dictionary_encode()
+    codes = encoded.indices.to_numpy().astype(np.int32)
+    maps = [codes[a:b] for a, b in itertools.pairwise(bounds)]
+    return encoded.dictionary, maps
+
+
+def _kth(sorted_parts: list[np.ndarray], k: int, lo: int, hi: int) -> int:
+    """The ``k``-th (0-based) smallest value over several sorted arrays, by bisection."""
+    while lo < hi:
+        mid = lo + (hi - lo) // 2
+        if sum(int(np.searchsorted(a, mid, side="right")) for a in sorted_parts) >= k + 1:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _conform(table: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
+    """``table`` with ``schema`` (every partition's file parts share one schema)."""
+    if table.schema.equals(schema, check_metadata=True):
+        return table
+    try:
+        return table.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
+        raise SplitError(
+            f"{what}: a partition's columns {table.schema} do not match the first "
+            f"partition's {schema}: {exc}"
+        ) from exc
+
+
+# --------------------------------------------------------------------------- splits
+def _one_split(store: _Store, kind: str, params: SessionsParams, out: Path) -> dict[str, Any]:
+    """Run, write and summarise one split; ``{"skipped": reason}`` when it does not apply."""
+    if kind == "session":
+        reason = not_applicable(kind, store.n, store.missing_sessions, True)
+    elif kind == "cold_start":
+        reason = not_applicable(kind, store.n, 0, store.any_cuser)
+    else:
+        reason = not_applicable(kind, store.n, 0, store.any_user)
+    if not reason:
+        try:
+            return _SPLITS[kind](store, params, kind, out)
+        except SplitError as exc:
+            if kind not in _SKIP_ON_ERROR:
+                raise
+            reason = str(exc).removeprefix(f"{kind} split: ")
+            shutil.rmtree(out, ignore_errors=True)
+    log.info("split %s skipped: %s", kind, reason)
+    return {"skipped": reason}
+
+
+class _Parts:
+    """Per-partition part codes (int8 per row), kept as ``.npy`` files in the work dir."""
+
+    def __init__(self, store: _Store, kind: str) -> None:
+        self.store, self.kind = store, kind
+
+    def path(self, k: int) -> Path:
+        return self.store._path(f"part-{self.kind}", k, ".npy")
+
+    def save(self, k: int, part: np.ndarray) -> None:
+        np.save(self.path(k), part)
+
+    def load(self, k: int) -> np.ndarray:
+        return np.load(self.path(k))
+
+
+@dataclass
+class _Written:
+    """What :func:`_write` gathers over the partitions of one split."""
+
+    rows: np.ndarray
+    parts: dict[str, Any]
+    cold: dict[str, int]
+    items: np.ndarray
+    sessions: np.ndarray | None
+    ranges: list[tuple[Any, Any]]
+
+
+PartitionHook = Callable[[int, _Arrays, np.ndarray, list[pd.DataFrame]], None]
+
+
+def _write(
+    store: _Store,
+    parts: _Parts,
+    out: Path,
+    *,
+    converted: bool = False,
+    hook: PartitionHook | None = None,
+) -> _Written:
+    """Write the parts partition by partition and gather their statistics.
+
+    ``hook(k, arrays, part, [train, valid, test])`` sees each partition's rows.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    schema = store.cschema if converted and store.converts else store.schema
+    assert schema is not None
+    n_items, n_sessions = max(len(store.item_ids), 1), max(len(store.session_ids), 1)
+    rows = np.zeros(4, np.int64)
+    items = np.zeros((4, n_items), bool)
+    has_sessions = store.missing_sessions < store.n
+    sessions = np.zeros((4, n_sessions), bool) if has_sessions else None
+    item_rows = np.zeros((4, n_items), np.int64)
+    users = dict.fromkeys(
+        ("train", "valid", "test", "test_with_train", "valid_not_in_train", "test_not_in_train"),
+        0,
+    )
+    lo, hi = [_I64_MAX] * 3, [_I64_MIN] * 3
+    writers = [pq.ParquetWriter(out / f"{name}.parquet", schema) for name in PART_NAMES]
+    try:
+        for k in range(store.n_partitions):
+            a = store.arrays(k)
+            part = parts.load(k)
+            frame = store.frame(k, converted=converted)
+            frames = [take_rows(frame, part == code) for code in (_TRAIN, _VALID, _TEST)]
+            del frame
+            for code, (writer, sub) in enumerate(zip(writers, frames, strict=True)):
+                table = pa.Table.from_pandas(sub, preserve_index=False)
+                writer.write_table(_conform(table, schema, f"split part {PART_NAMES[code]}"))
+                ts = a.ts[part == code]
+                if len(ts):
+                    lo[code], hi[code] = min(lo[code], int(ts.min())), max(hi[code], int(ts.max()))
+            rows += np.bincount(part, minlength=4)
+            user = a.cuser if converted else a.user
+            for key, value in _user_presence_counts(_presence(user, part)).items():
+                users[key] += value
+            ok = a.item >= 0
+            items |= _presence(Codes(a.item, store.item_ids), part)[:, :n_items]
+            item_rows += np.bincount(
+                part[ok].astype(np.int64) * n_items + a.item[ok], minlength=4 * n_items
+            ).reshape(4, n_items)
+            if sessions is not None:
+                sessions |= _presence(Codes(a.session, store.session_ids), part)[:, :n_sessions]
+            if hook is not None:
+                hook(k, a, part, frames)
+    finally:
+        for writer in writers:
+            writer.close()
+    ranges = [(lo[c], hi[c]) if hi[c] != _I64_MIN else (None, None) for c in range(3)]
+
+    def new_item_rows(code: int, new_items: np.ndarray) -> int:
+        return int(item_rows[code][new_items].sum())
+
+    parts_stats, cold = summarise_parts(rows, users, items, sessions, ranges, new_item_rows)
+    return _Written(rows, parts_stats, cold, items, sessions, ranges)
+
+
+def _time_checks(written: _Written) -> dict[str, bool]:
+    """``test_after_train`` / ``valid_after_train`` / ``test_after_valid`` on timestamps."""
+    checks = {}
+    for name, a, b in (
+        ("test_after_train", 0, 2),
+        ("valid_after_train", 0, 1),
+        ("test_after_valid", 1, 2),
+    ):
+        (_, hi_a), (lo_b, _) = written.ranges[a], written.ranges[b]
+        checks[name] = hi_a is None or lo_b is None or lo_b > hi_a
+    return checks
+
+
+def _result(kind: str, stats: dict[str, Any], leakage: dict[str, bool], out: Path) -> dict:
+    log.info(
+        "split %s: %s train / %s valid / %s test events; leak-free: %s",
+        kind,
+        *(stats["parts"][name]["rows"] for name in PART_NAMES),
+        all(leakage.values()),
+    )
+    return {"stats": stats, "leakage": leakage}
+
+
+# ------------------------------------------------------------------ session
+def _session(store: _Store, params: SessionsParams, kind: str, out: Path) -> dict[str, Any]:
+    s_min, l_min = params.min_item_support, params.min_session_length
+    n_items, n_sessions = max(len(store.item_ids), 1), max(len(store.session_ids), 1)
+    counts = np.zeros(n_items, np.int64)
+    for k in range(store.n_partitions):
+        item = store.arrays(k).item
+        counts += np.bincount(item[item >= 0], minlength=n_items)
+    keep_item = counts >= s_min
+
+    def item_kept(a: _Arrays) -> np.ndarray:
+        return (a.item >= 0) & keep_item[np.maximum(a.item, 0)]
+
+    lengths = np.zeros(n_sessions, np.int64)
+    present = np.zeros(n_sessions, bool)
+    after_items = 0
+    for k in range(store.n_partitions):
+        a = store.arrays(k)
+        ki = item_kept(a)
+        after_items += int(np.count_nonzero(ki))
+        lengths += np.bincount(a.session[ki], minlength=n_sessions)
+        present[a.session[a.session >= 0]] = True
+    long_enough = lengths >= l_min if l_min > 1 else np.ones(n_sessions, bool)
+
+    def kept(a: _Arrays) -> np.ndarray:
+        return item_kept(a) & long_enough[a.session]
+
+    n_kept, tmax = 0, _I64_MIN
+    kept_items = np.zeros(n_items, bool)
+    start = np.full(n_sessions, _I64_MAX, np.int64)
+    for k in range(store.n_partitions):
+        a = store.arrays(k)
+        keep = kept(a)
+        n_kept += int(np.count_nonzero(keep))
+        kept_items[a.item[keep]] = True
+        if keep.any():
+            tmax = max(tmax, int(a.ts[keep].max()))
+            np.minimum.at(start, a.session[keep], a.ts[keep])
+    filter_stats = support_stats(
+        s_min,
+        l_min,
+        store.n,
+        after_items,
+        n_kept,
+        int(np.count_nonzero(counts)),
+        int(np.count_nonzero(kept_items)),
+        int(np.count_nonzero(present)),
+        int(np.count_nonzero(long_enough & (lengths > 0))),
+    )
+    if not n_kept:
+        raise session_filter_empty()
+    test_start, valid_start = session_bounds(tmax, params)
+    session_part = np.where(
+        start >= test_start, _TEST, np.where(start >= valid_start, _VALID, _TRAIN)
+    ).astype(np.int8)
+    parts = _Parts(store, kind)
+    seen = np.zeros(n_items, bool)
+    for k in range(store.n_partitions):
+        a = store.arrays(k)
+        part = np.where(kept(a), session_part[a.session], _DROPPED).astype(np.int8)
+        seen[a.item[part == _TRAIN]] = True
+        parts.save(k, part)
+    if not seen.any():
+        raise session_train_empty(valid_start, params)
+    dropped = dict(filter_stats["dropped"])
+    unseen_rows = {"valid": 0, "test": 0}
+    held_lengths = np.zeros(n_sessions, np.int64)
+    for k in range(store.n_partitions):
+        a, part = store.arrays(k), parts.load(k)
+        held = (part == _VALID) | (part == _TEST)
+        unseen = held & ~seen[np.maximum(a.item, 0)]
+        for name, code in (("valid", _VALID), ("test", _TEST)):
+            unseen_rows[name] += int(np.count_nonzero(unseen & (part == code)))
+        part[unseen] = _DROPPED
+        held &= ~unseen
+        held_lengths += np.bincount(a.session[held], minlength=n_sessions)
+        parts.save(k, part)
+    short_rows = {"valid": 0, "test": 0}
+    for k in range(store.n_partitions):
+        a, part = store.arrays(k), parts.load(k)
+        short = ((part == _VALID) | (part == _TEST)) & (held_lengths[a.session] < 2)
+        for name, code in (("valid", _VALID), ("test", _TEST)):
+            short_rows[name] += int(np.count_nonzero(short & (part == code)))
+        part[short] = _DROPPED
+        parts.save(k, part)
+    held_out = {}
+    for name, code in (("valid", _VALID), ("test", _TEST)):
+        dropped[f"{name}_unseen_item"] = unseen_rows[name]
+        dropped[f"{name}_short_session"] = short_rows[name]
+        held_out[name] = int(np.count_nonzero((held_lengths >= 2) & (session_part == code)))
+    if held_out["test"] == 0:
+        with_rows = long_enough & (lengths > 0)
+        n_test_sessions = int(np.count_nonzero(session_part[with_rows] == _TEST))
+        raise session_test_empty(n_test_sessions, test_start, tmax, params)
+
+    # leakage: per-session start and length within each part
+    starts = np.full((3, n_sessions), _I64_MAX, np.int64)
+    sizes = np.zeros((3, n_sessions), np.int64)
+
+    def hook(k: int, a: _Arrays, part: np.ndarray, frames: list[pd.DataFrame]) -> None:
+        for code in (_TRAIN, _VALID, _TEST):
+            rows = part == code
+            np.minimum.at(starts[code], a.session[rows], a.ts[rows])
+            sizes[code] += np.bincount(a.session[rows], minlength=n_sessions)
+
+    written = _write(store, parts, out, hook=hook)
+    cutoffs, used = session_cutoffs(tmax, valid_start, test_start, params)
+    stats = assemble_stats(
+        kind, store.n, written.parts, written.cold, used, cutoffs, dropped, {"filter": filter_stats}
+    )
+    assert written.sessions is not None  # every row has a session here
+    in_part = written.sessions[:3]
+    leakage: dict[str, bool] = {"test_nonempty": bool(written.rows[_TEST] > 0)}
+    for name, a_code, b_code in (
+        ("test_after_train", 0, 2),
+        ("valid_after_train", 0, 1),
+        ("test_after_valid", 1, 2),
+    ):
+        leakage[name] = _all_after(
+            starts[b_code][in_part[b_code]], starts[a_code][in_part[a_code]], strict=True
+        )
+    leakage["sessions_disjoint"] = not bool(
+        (in_part[0] & in_part[1]).any()
+        or (in_part[0] & in_part[2]).any()
+        or (in_part[1] & in_part[2]).any()
+    )
+    items = written.items
+    leakage["test_items_in_train"] = not bool((items[_TEST] & ~items[_TRAIN]).any())
+    leakage["valid_items_in_train"] = not bool((items[_VALID] & ~items[_TRAIN]).any())
+    leakage["heldout_sessions_min_length_2"] = all(
+        bool((sizes[code][in_part[code]] >= 2).all()) for code in (_VALID, _TEST)
+    )
+    return _result(kind, stats, leakage, out)
+
+
+# ------------------------------------------------------------------ global temporal
+def _global_temporal(store: _Store, params: SessionsParams, kind: str, out: Path) -> dict[str, Any]:
+    test_after, valid_after, m = store.cut(params, kind, converted=False)
+    parts = _Parts(store, kind)
+    for k in range(store.n_partitions):
+        a = store.arrays(k)
+        parts.save(k, cut_parts(a.ts, a.user.codes >= 0, test_after, valid_after))
+    written = _write(store, parts, out)
+    cutoffs, used = cut_cutoffs(kind, test_after, valid_after, params)
+    extra = {"fractions": cut_fractions(written.rows, m)}
+    dropped = {"null_user": store.n - m}
+    stats = assemble_stats(
+        kind, store.n, written.parts, written.cold, used, cutoffs, dropped, extra
+    )
+    leakage = {"test_nonempty": bool(written.rows[_TEST] > 0), **_time_checks(written)}
+    return _result(kind, stats, leakage, out)
+
+
+# ------------------------------------------------------------------ per user
+def _per_user(store: _Store, params: SessionsParams, kind: str, out: Path) -> dict[str, Any]:
+    parts = _Parts(store, kind)
+    by_events = {"1": 0, "2": 0, "3+": 0}
+    repeat_user, null_user = False, 0
+    used: dict[str, Any] = {}
+    rule = ""
+    for k in range(store.n_partitions):
+        a = store.arrays(k)
+        part, count, used, rule = per_user_parts(a.user, a.ts, params, kind)
+        repeat_user |= bool(np.any(count >= 2))
+        for key, value in users_by_events(count).items():
+            by_events[key] += value
+        null_user += int(np.count_nonzero(part == _DROPPED))
+        parts.save(k, part)
+    if not repeat_user:
+        raise per_user_no_test(kind)
+    leakage: dict[str, bool] = {}
+
+    def hook(k: int, a: _Arrays, part: np.ndarray, frames: list[pd.DataFrame]) -> None:
+        # users lie in one partition: a per-user check holds iff it holds in each one
+        checks = check_leakage(SplitResult(*frames), kind)
+        for name, value in checks.items():
+            leakage[name] = leakage.get(name, True) and value
+
+    written = _write(store, parts, out, hook=hook)
+    leakage["test_nonempty"] = bool(written.rows[_TEST] > 0)
+    extra = {"users_by_events": by_events}
+    dropped = {"null_user": null_user}
+    stats = assemble_stats(
+        kind, store.n, written.parts, written.cold, used, {"rule": rule}, dropped, extra
+    )
+    return _result(kind, stats, leakage, out)
+
+
+# ------------------------------------------------------------------ cold start
+def _cold_start(store: _Store, params: SessionsParams, kind: str, out: Path) -> dict[str, Any]:
+    test_after, valid_after, m = store.cut(params, kind, converted=True)
+    n_items = max(len(store.item_ids), 1)
+    parts = _Parts(store, kind)
+    candidate_items = np.zeros(n_items, bool)
+    candidate_users: list[pa.Array] = []
+    for k in range(store.n_partitions):
+        a = store.arrays(k)
+        part = cut_parts(a.ts, a.cuser.codes >= 0, test_after, valid_after)
+        test = part == _TEST
+        candidate_items[a.item[test & (a.item >= 0)]] = True
+        users = np.unique(a.cuser.codes[test]).astype(np.int64)
+        candidate_users.append(a.cuser.uniques.take(pa.array(users, pa.int64())))
+        parts.save(k, part)
+    cand_items = np.flatnonzero(candidate_items).astype(np.int64)
+    item_rng = np.random.default_rng([params.cold_seed, 0])
+    picked = draw_ids(
+        store.item_ids.take(pa.array(cand_items)), params.cold_item_fraction, item_rng
+    )
+    held_items = np.sort(cand_items[picked])
+    cand_users = pa.concat_arrays([u.cast(pa.large_string()) for u in candidate_users])
+    user_rng = np.random.default_rng([params.cold_seed, 1])
+    held_user_ids = cand_users.take(
+        pa.array(draw_ids(cand_users, params.cold_user_fraction, user_rng), pa.int64())
+    )
+    if not len(held_items) and not len(held_user_ids):
+        raise nothing_held(test_after, len(cand_items), len(cand_users), params)
+    item_held = np.zeros(n_items, bool)
+    item_held[held_items] = True
+    dropped = {"null_user": store.n - m, "cold_item": 0, "cold_user": 0}
+    test_rows = np.zeros(n_items, np.int64)
+    in_train = np.zeros(n_items, bool)
+    user_frames: list[pd.DataFrame] = []
+    user_counts: dict[str, int] = {}
+    cold_users: list[np.ndarray] = []
+    held_users: list[np.ndarray] = []
+    for k in range(store.n_partitions):
+        a, part = store.arrays(k), parts.load(k)
+        local_held = pc.is_in(a.cuser.uniques, value_set=held_user_ids).to_numpy(
+            zero_copy_only=False
+        )
+        user_held = np.zeros(max(a.cuser.n_uniques, 1), bool)
+        user_held[: len(local_held)] = local_held
+        earlier = (part == _TRAIN) | (part == _VALID)
+        cold_item_rows = earlier & _mask_rows(a.item, item_held)
+        cold_user_rows = earlier & ~cold_item_rows & _mask_rows(a.cuser.codes, user_held)
+        part[cold_item_rows | cold_user_rows] = _DROPPED
+        dropped["cold_item"] += int(np.count_nonzero(cold_item_rows))
+        dropped["cold_user"] += int(np.count_nonzero(cold_user_rows))
+        parts.save(k, part)
+        ok = a.item >= 0
+        test_rows += np.bincount(a.item[ok & (part == _TEST)], minlength=n_items)
+        in_train |= np.bincount(a.item[ok & (part == _TRAIN)], minlength=n_items) > 0
+        c = a.cuser.codes
+        n_users = max(a.cuser.n_uniques, 1)
+        u_ok = c >= 0
+        frame, counts, is_cold = cold_frame(
+            "user_id",
+            a.cuser.uniques,
+            np.bincount(c[u_ok & (part == _TEST)], minlength=n_users),
+            np.bincount(c[u_ok & (part == _TRAIN)], minlength=n_users) > 0,
+            np.flatnonzero(local_held),
+        )
+        user_frames.append(frame)
+        for key, value in counts.items():
+            user_counts[key] = user_counts.get(key, 0) + value
+        cold_users.append(is_cold)
+        held_users.append(user_held)
+    if not in_train.any():
+        raise cold_train_empty(params)
+    items_frame, item_counts, cold_items = cold_frame(
+        "item_id", store.item_ids, test_rows, in_train, held_items
+    )
+    users_frame = pd.concat(user_frames, ignore_index=True).sort_values(
+        "user_id", kind="stable", ignore_index=True
+    )
+    either = 0
+    user_checks = {"train": True, "valid": True, "test": True}
+
+    def hook(k: int, a: _Arrays, part: np.ndarray, frames: list[pd.DataFrame]) -> None:
+        nonlocal either
+        cold_user_rows = _mask_rows(a.cuser.codes, cold_users[k])
+        cold_item_rows = _mask_rows(a.item, cold_items)
+        either += int(np.count_nonzero((part == _TEST) & (cold_item_rows | cold_user_rows)))
+        present = _presence(a.cuser, part)[:, : len(cold_users[k])]
+        user_checks["train"] &= not bool((present[_TRAIN] & cold_users[k]).any())
+        user_checks["valid"] &= not bool(
+            (present[_VALID] & held_users[k][: present.shape[1]]).any()
+        )
+        user_checks["test"] &= bool(present[_TEST][cold_users[k]].all())
+
+    written = _write(store, parts, out, converted=True, hook=hook)
+    for name, table in (("cold_items", items_frame), ("cold_users", users_frame)):
+        table.to_parquet(out / f"{name}.parquet", index=False)
+    cutoffs, used = cut_cutoffs(kind, test_after, valid_after, params)
+    extra = {
+        "cold": {
+            "items": item_counts,
+            "users": user_counts,
+            "test_rows_cold_item_or_user": either,
+        }
+    }
+    stats = assemble_stats(
+        kind, store.n, written.parts, written.cold, used, cutoffs, dropped, extra
+    )
+    items = written.items
+    cold_item_mask = cold_items[: items.shape[1]]
+    leakage = {"test_nonempty": bool(written.rows[_TEST] > 0), **_time_checks(written)}
+    leakage |= {
+        "cold_items_not_in_train": not bool((items[_TRAIN] & cold_item_mask).any()),
+        "held_out_items_not_in_valid": not bool((items[_VALID] & item_held).any()),
+        "cold_items_in_test": bool(items[_TEST][cold_item_mask].all()),
+        "cold_users_not_in_train": user_checks["train"],
+        "held_out_users_not_in_valid": user_checks["valid"],
+        "cold_users_in_test": user_checks["test"],
+    }
+    return _result(kind, stats, leakage, out)
+
+
+_SPLITS: dict[str, Callable[[_Store, SessionsParams, str, Path], dict[str, Any]]] = {
+    "session": _session,
+    "global_temporal": _global_temporal,
+    "user_temporal": _per_user,
+    "leave_last_out": _per_user,
+    "cold_start": _cold_start,
+}

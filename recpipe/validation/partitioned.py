@@ -1,0 +1,555 @@
+"""Validation of an events table larger than memory, one user-hash partition at a time.
+
+:func:`validate_partitioned` is the ``arrow`` engine of the validate stage (see
+:class:`recpipe.config.PrepParams`). It never loads the whole events table:
+
+1. the events file is streamed in batches of ``batch_rows`` rows and split into
+   ``partitions`` bucket files by a stable hash of ``user_id`` (of ``session_id`` for
+   anonymous events; events with neither share one bucket), each row tagged with its
+   row number in the file (:func:`partition_events`);
+2. the same GX suites as :func:`recpipe.validation.validate_tables` (the same two
+   passes: ``BOOLEAN_ONLY``, then ``COMPLETE`` for what failed) run on one partition at
+   a time; the small items and users tables are validated once;
+3. the per-partition results are aggregated into one report, equal to the pandas
+   engine's (``timings_s`` aside), and the bad rows into global row numbers with their
+   reasons; the quarantine and the clean events are then written by streaming the
+   events file once more, in row order (:meth:`PartitionedOutcome.write_quarantine`,
+   :meth:`PartitionedOutcome.write_clean`), so they equal the pandas engine's files.
+
+Why each rule can be checked on a partition:
+
+* row-local (a row's verdict depends on that row only): ``*_not_null``,
+  ``*_not_negative``, ``event_type_known``, ``timestamp_in_range``,
+  ``user_or_session_not_null``, ``rating_in_range``, and ``item_id_in_items``
+  (a row against the whole items table, which every partition gets);
+* per user: ``no_duplicate_events``. Its key (``DUPLICATE_KEY``) holds ``user_id`` and
+  ``session_id``: equal rows have the same user, or both no user and the same session,
+  or neither -- in every case the same bucket. Rows keep file order within a bucket, so
+  "keep the first copy" keeps the same row;
+* schema-level: ``events_columns`` (every partition has the file's columns; the
+  verdict is the same everywhere);
+* items/users rules: run once on the whole (small) tables.
+
+What is global, and how it is aggregated exactly: the verdict of a rule (all
+partitions pass); ``unexpected_count`` (sum; duplicate groups never span
+partitions) and ``repeated_rows`` (sum); ``unexpected_percent`` (of the whole table's
+rows); ``examples`` / ``example_rows`` (the first five rows of the table: each
+partition's first five, mapped to table rows, merged, the first five kept); the row
+positions (partition row -> table row); bad-row totals, the bad fraction and the
+pass/fail decision (on the totals); rows per rule (sum, in suite order). GX's
+``partial_unexpected_list`` and index lists never reach the report.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from recpipe.data.chunked import (
+    EventsWriter,
+    empty_events,
+    iter_event_batches,
+    read_side_tables,
+    write_chunked_tables,
+)
+from recpipe.data.partitions import bucket_of
+from recpipe.data.schema import EVENTS_FILE, CanonicalTables, coerce_events
+from recpipe.errors import ConfigError
+from recpipe.validation.report import QUARANTINE_EVENTS_FILE, QUARANTINE_SUMMARY_FILE
+from recpipe.validation.runner import (
+    _SESSION_LOCK,
+    COMPLETE_FORMAT,
+    N_EXAMPLES,
+    _expectations,
+    _Failure,
+    _failure,
+    _failure_entry,
+    _GXSession,
+    _info,
+    _reasons,
+    _report,
+    _row_pieces,
+    _session,
+    to_jsonable,
+)
+from recpipe.validation.suites import (
+    EVENTS,
+    EVENTS_DERIVED,
+    EVENTS_DUPLICATES,
+    ITEMS,
+    USERS,
+    RuleInfo,
+    build_suites,
+    checks_references,
+    derived_frame,
+    duplicates_frame,
+    positional,
+    resolve_now,
+)
+
+if TYPE_CHECKING:
+    from recpipe.config import ValidateParams
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PartitionedOutcome", "partition_events", "validate_partitioned"]
+
+#: Column holding each event's row number in the events file, in the partition files.
+ROW_COLUMN = "__recpipe_row"
+
+#: Bucket key of events with neither a user nor a session (they can only duplicate
+#: each other, so they share a bucket).
+_NOBODY = "\x00nobody"
+
+_EVENT_BATCHES = (EVENTS, EVENTS_DERIVED, EVENTS_DUPLICATES)
+_SIDE_BATCHES = (ITEMS, USERS)
+
+Result = tuple[RuleInfo, str, bool]
+
+
+@dataclass
+class PartitionedOutcome:
+    """What :func:`validate_partitioned` found; the events stay on disk.
+
+    ``success``, ``passed`` and ``report`` are those of the pandas engine's
+    :class:`~recpipe.validation.ValidationOutcome` (the report functions of
+    :mod:`recpipe.validation.report` take either). The bad rows are ``bad_rows`` (sorted
+    row numbers of the events file) with ``reason_names[bad_codes[i]]`` as the reason
+    of row ``bad_rows[i]``; :meth:`write_quarantine` and :meth:`write_clean` write the
+    quarantine and the clean tables from them by streaming ``source_dir`` again.
+    """
+
+    success: bool
+    passed: bool
+    report: dict[str, Any]
+    source_dir: Path
+    side: CanonicalTables  # items, users and source of the input (no events)
+    bad_rows: np.ndarray
+    bad_codes: np.ndarray
+    reason_names: list[str]
+    batch_rows: int = 1_000_000
+
+    @property
+    def removes_rows(self) -> bool:
+        """Whether the clean events are the input minus the bad rows (quarantine mode)."""
+        return bool(self.report["counts"]["quarantined"])
+
+    def _bad_frames(self) -> Iterator[pd.DataFrame]:
+        """The quarantine frame (bad rows, ``row``, ``reason``) in pieces, in row order."""
+        names = np.asarray(self.reason_names, dtype=object)
+        for frame in iter_event_batches(self.source_dir / EVENTS_FILE, self.batch_rows):
+            start = int(frame.index[0]) if len(frame) else 0
+            lo, hi = np.searchsorted(self.bad_rows, [start, start + len(frame)])
+            if lo == hi:
+                continue
+            local = self.bad_rows[lo:hi] - start
+            reasons = pd.array(names[self.bad_codes[lo:hi]].tolist(), dtype="string")
+            yield frame.iloc[local].assign(reason=reasons).rename_axis("row").reset_index()
+
+    def summary(self) -> dict[str, Any]:
+        """:func:`recpipe.validation.quarantine_summary` of the pandas engine."""
+        by_reason: dict[str, int] = {}
+        if len(self.bad_codes):
+            codes, first, counts = np.unique(self.bad_codes, return_index=True, return_counts=True)
+            seen = np.argsort(first, kind="stable")  # value_counts: first appearance,
+            ranked = seen[np.argsort(-counts[seen], kind="stable")]  # then count desc
+            by_reason = {self.reason_names[int(codes[i])]: int(counts[i]) for i in ranked}
+        counts_ = self.report["counts"]
+        return to_jsonable(
+            {
+                "mode": self.report["mode"],
+                "removed_from_clean": counts_["quarantined"],
+                "rows": len(self.bad_rows),
+                "events": counts_["events"],
+                "by_rule": self.report["reasons"],
+                "by_reason": by_reason,
+            }
+        )
+
+    def write_quarantine(self, directory: str | Path) -> dict[str, Any]:
+        """Write the quarantine files of :func:`recpipe.validation.write_quarantine`
+        (``events.parquet``: bad rows with ``row`` and ``reason``; ``summary.json``),
+        streaming the events; returns the summary."""
+        import json
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        template = (
+            empty_events()
+            .assign(reason=pd.array([], dtype="string"))
+            .rename_axis("row")
+            .reset_index()
+        )
+        with EventsWriter(directory / QUARANTINE_EVENTS_FILE, template=template) as writer:
+            for piece in self._bad_frames():
+                writer.write(piece)
+        summary = self.summary()
+        (directory / QUARANTINE_SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        log.info("wrote %d quarantined event rows to %s", writer.rows, directory)
+        return summary
+
+    def write_clean(self, out_dir: str | Path) -> dict[str, Any]:
+        """Write the clean tables (what ``write_tables(outcome.clean, out_dir)`` writes in
+        the pandas engine: the events minus the quarantined rows, in file order, the
+        items and users tables, the manifest); returns the manifest."""
+
+        def events() -> Iterator[pd.DataFrame]:
+            for frame in iter_event_batches(self.source_dir / EVENTS_FILE, self.batch_rows):
+                if not self.removes_rows or not len(frame):
+                    yield frame
+                    continue
+                start = int(frame.index[0])
+                lo, hi = np.searchsorted(self.bad_rows, [start, start + len(frame)])
+                keep = np.ones(len(frame), dtype=bool)
+                keep[self.bad_rows[lo:hi] - start] = False
+                yield frame.iloc[keep]
+
+        return write_chunked_tables(events(), out_dir, self.side)
+
+
+# ------------------------------------------------------------------- partitioning ---
+
+
+def partition_events(
+    events_path: str | Path, out_dir: str | Path, n_partitions: int, batch_rows: int
+) -> tuple[list[Path], int]:
+    """Split a canonical events file into user-hash bucket files, tagging row numbers.
+
+    Like :func:`recpipe.data.partitions.partition_by_user` (the same bucket of each
+    user or anonymous session), plus: each row carries its row number in the file in
+    :data:`ROW_COLUMN`, and events with neither ``user_id`` nor ``session_id`` (which
+    validation reports rather than rejects) go to one shared bucket. Rows keep file
+    order within a bucket. Returns the bucket files with rows and the number of rows.
+    """
+    if n_partitions < 1:
+        raise ConfigError(f"prep.partitions must be at least 1, got {n_partitions}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    source = pq.ParquetFile(events_path)
+    writers: dict[int, pq.ParquetWriter] = {}
+    paths: dict[int, Path] = {}
+    offset = 0
+    try:
+        for batch in source.iter_batches(batch_size=batch_rows):
+            n = batch.num_rows
+            if n == 0:
+                continue
+            user, session = batch.column("user_id"), batch.column("session_id")
+            nobody = pc.and_(pc.is_null(user), pc.is_null(session))
+            key = pc.if_else(nobody, pa.scalar(_NOBODY, session.type), session)
+            bucket = bucket_of(
+                pa.record_batch([user, key], names=["user_id", "session_id"]), n_partitions
+            )
+            rows = pa.array(np.arange(offset, offset + n, dtype=np.int64))
+            table = pa.Table.from_batches([batch.append_column(ROW_COLUMN, rows)])
+            order = np.argsort(bucket, kind="stable")
+            bounds = np.searchsorted(bucket[order], np.arange(n_partitions + 1))
+            table = table.take(pa.array(order))
+            for k in range(n_partitions):
+                lo, hi = int(bounds[k]), int(bounds[k + 1])
+                if lo == hi:
+                    continue
+                if k not in writers:
+                    paths[k] = out / f"bucket-{k:05d}.parquet"
+                    writers[k] = pq.ParquetWriter(paths[k], table.schema)
+                writers[k].write_table(table.slice(lo, hi - lo))
+            offset += n
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return [paths[k] for k in sorted(paths)], offset
+
+
+def _read_partition(path: Path | None, events_path: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """A partition's events (as ``read_tables`` gives them, positional) and table rows."""
+    if path is None:  # no events at all: one empty partition
+        events = coerce_events(pq.read_schema(events_path).empty_table().to_pandas())
+        return positional(events), np.zeros(0, dtype=np.int64)
+    table = pq.read_table(path)
+    rows = table.column(ROW_COLUMN).to_numpy()
+    events = coerce_events(table.drop_columns([ROW_COLUMN]).to_pandas())
+    return positional(events), np.asarray(rows, dtype=np.int64)
+
+
+# --------------------------------------------------------------------- validation ---
+
+
+def validate_partitioned(
+    in_dir: str | Path,
+    params: ValidateParams,
+    work_dir: str | Path,
+    *,
+    partitions: int = 16,
+    batch_rows: int = 1_000_000,
+    now: dt.datetime | None = None,
+) -> PartitionedOutcome:
+    """Validate the canonical tables in ``in_dir`` one user-hash partition at a time.
+
+    The arrow engine's :func:`recpipe.validation.validate_tables` (see the module
+    docstring): the same rules, report (``timings_s`` aside), quarantine, verdict and
+    clean tables, with peak memory about one partition of the events. ``work_dir``
+    holds the partition files; it is created and removed (also on error). ``now``
+    fixes the "future timestamp" bound as in ``validate_tables``.
+    """
+    work = Path(work_dir)
+    if work.exists():
+        shutil.rmtree(work)
+    with _SESSION_LOCK:  # one validation at a time uses the process's GX context
+        try:
+            return _validate(Path(in_dir), params, work, partitions, batch_rows, now)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+@dataclass
+class _Merged:
+    """One failed rule's report entry, aggregated over partitions."""
+
+    entry: dict[str, Any]
+    count: int | None
+    repeated: int | None
+    examples: list[tuple[int, Any, dict[str, Any]]]
+
+
+def _validate(
+    in_dir: Path,
+    params: ValidateParams,
+    work: Path,
+    partitions: int,
+    batch_rows: int,
+    now: dt.datetime | None,
+) -> PartitionedOutcome:
+    started = time.perf_counter()
+    now_ts = resolve_now(now)
+    side = read_side_tables(in_dir)
+    events_path = in_dir / EVENTS_FILE
+    check_refs = checks_references(side, params)
+    session = _session()
+    order = {
+        e.meta["rule"]: i
+        for i, e in enumerate(
+            _expectations(build_suites(params, now=now_ts, check_references=check_refs))
+        )
+    }
+    rule_order = sorted(order, key=order.__getitem__)
+    files, n = partition_events(events_path, work, partitions, batch_rows)
+    log.info("partitioned %d events into %d bucket(s) under %s", n, len(files), work)
+    timer = {"prepare": time.perf_counter() - started, "check": 0.0, "detail": 0.0}
+
+    results: dict[str, Result] = {}
+
+    def record(part_results: list[Result]) -> None:
+        for info, etype, ok in part_results:
+            prev = results.get(info.rule)
+            results[info.rule] = (info, etype, ok and (prev is None or prev[2]))
+
+    # items and users: small, validated once --------------------------------------
+    side_frames = {ITEMS: positional(side.items), USERS: positional(side.users)}
+    side_results, side_failures = _two_pass(
+        session, params, now_ts, check_refs, _SIDE_BATCHES, side_frames, timer
+    )
+    record(side_results)
+    _, table_level = _row_pieces(side_failures, empty_events(), side_results)
+    tables = {"events": empty_events(), "items": side.items, "users": side.users}
+    merged: dict[str, _Merged] = {}
+    for failure in side_failures:
+        _merge(merged, failure.info.rule, _failure_entry(failure, tables, side_frames), None)
+
+    # events: one partition at a time ----------------------------------------------
+    reason_counts: dict[str, int] = {}
+    reason_index: dict[str, int] = {}
+    bad_parts: list[np.ndarray] = []
+    code_parts: list[np.ndarray] = []
+    for path in files or [None]:
+        events, rows = _read_partition(path, events_path)
+        frames: dict[str, pd.DataFrame] = {
+            EVENTS: events,
+            EVENTS_DERIVED: derived_frame(events, side.items, params, check_references=check_refs),
+        }
+        if params.duplicates == "forbid":
+            frames[EVENTS_DUPLICATES] = duplicates_frame(events)
+        part_results, failures = _two_pass(
+            session, params, now_ts, check_refs, _EVENT_BATCHES, frames, timer
+        )
+        record(part_results)
+        pieces, part_table_level = _row_pieces(failures, events, part_results)
+        table_level |= part_table_level
+        for positions, rule in pieces:
+            reason_counts[rule] = reason_counts.get(rule, 0) + len(positions)
+        local, reasons = _reasons(pieces, rule_order)
+        if len(local):
+            codes = [reason_index.setdefault(r, len(reason_index)) for r in reasons]
+            bad_parts.append(rows[local])
+            code_parts.append(np.asarray(codes, dtype=np.int32))
+        tables["events"] = events
+        for failure in failures:
+            _merge(merged, failure.info.rule, _failure_entry(failure, tables, frames), rows)
+        log.debug("validated partition %s: %d events", path, len(events))
+        del events, frames
+
+    # aggregate ----------------------------------------------------------------------
+    all_results = sorted(results.values(), key=lambda r: order.get(r[0].rule, len(order)))
+    success = all(ok for _, _, ok in all_results)
+    bad_rows = np.concatenate(bad_parts) if bad_parts else np.zeros(0, dtype=np.int64)
+    bad_codes = np.concatenate(code_parts) if code_parts else np.zeros(0, dtype=np.int32)
+    sort = np.argsort(bad_rows, kind="stable")
+    bad_rows, bad_codes = bad_rows[sort], bad_codes[sort]
+    n_bad = len(bad_rows)
+    bad_fraction = n_bad / n if n else 0.0
+    quarantine_mode = params.on_failure == "quarantine"
+    passed = success or (
+        quarantine_mode and not table_level and bad_fraction <= params.max_bad_fraction
+    )
+    quarantined = 0 if (success or not quarantine_mode or n_bad == 0) else n_bad
+    entries = [
+        _finish(merged[rule], n if merged[rule].entry["table"] == "events" else None)
+        for rule in sorted(merged, key=lambda r: order.get(r, len(order)))
+    ]
+    report = _report(
+        success=success,
+        passed=passed,
+        params=params,
+        now_ts=now_ts,
+        counts={
+            "events": n,
+            "items": len(side.items),
+            "users": len(side.users),
+            "bad_rows": n_bad,
+            "quarantined": quarantined,
+            "bad_fraction": bad_fraction,
+        },
+        table_level=table_level,
+        entries=entries,
+        all_results=all_results,
+        reason_counts={r: reason_counts[r] for r in rule_order if r in reason_counts},
+        source=side.source,
+    )
+    elapsed = time.perf_counter() - started
+    report["timings_s"] = {
+        "prepare": round(timer["prepare"], 4),
+        "check": round(timer["check"], 4),
+        "detail": round(timer["detail"], 4),
+        "total": round(elapsed, 4),
+        "partitions": len(files),
+    }
+    log.info(
+        "validated %d events in %d partition(s) in %.2f s: %d of %d expectations passed, "
+        "%d bad rows, %s",
+        n,
+        len(files),
+        elapsed,
+        sum(1 for _, _, ok in all_results if ok),
+        len(all_results),
+        n_bad,
+        "passed" if passed else "FAILED",
+    )
+    names = [""] * len(reason_index)
+    for reason, code in reason_index.items():
+        names[code] = reason
+    return PartitionedOutcome(
+        success=success,
+        passed=passed,
+        report=report,
+        source_dir=in_dir,
+        side=side,
+        bad_rows=bad_rows,
+        bad_codes=bad_codes,
+        reason_names=names,
+        batch_rows=batch_rows,
+    )
+
+
+def _two_pass(
+    session: _GXSession,
+    params: ValidateParams,
+    now_ts: pd.Timestamp,
+    check_refs: bool,
+    batches: tuple[str, ...],
+    frames: dict[str, pd.DataFrame],
+    timer: dict[str, float],
+) -> tuple[list[Result], list[_Failure]]:
+    """The suites of ``batches`` on ``frames``: all results, then the failures in detail."""
+    t0 = time.perf_counter()
+    suites = {
+        b: s
+        for b, s in build_suites(params, now=now_ts, check_references=check_refs).items()
+        if b in batches
+    }
+    first = session.run(suites, frames, "BOOLEAN_ONLY", "check")
+    results = [
+        (_info(res), res.expectation_config.type, bool(res.success))
+        for suite_result in first.values()
+        for res in suite_result.results
+    ]
+    t1 = time.perf_counter()
+    timer["check"] += t1 - t0
+    failed = {info.rule for info, _, ok in results if not ok}
+    failures: list[_Failure] = []
+    if failed:
+        detail = {
+            b: s
+            for b, s in build_suites(
+                params, now=now_ts, check_references=check_refs, only=failed
+            ).items()
+            if b in batches
+        }
+        second = session.run(detail, frames, COMPLETE_FORMAT, "detail")
+        failures = [
+            _failure(res)
+            for suite_result in second.values()
+            for res in suite_result.results
+            if not res.success
+        ]
+    timer["detail"] += time.perf_counter() - t1
+    return results, failures
+
+
+def _merge(
+    merged: dict[str, _Merged], rule: str, entry: dict[str, Any], rows: np.ndarray | None
+) -> None:
+    """Add one partition's report entry of a failed rule (``rows``: partition -> table
+    row; ``None``: the entry is already about the whole table)."""
+    examples = []
+    for example, row in zip(entry["examples"], entry["example_rows"], strict=True):
+        pos = int(row["row"]) if rows is None else int(rows[int(row["row"])])
+        examples.append((pos, example, {**row, "row": pos}))
+    count = entry["unexpected_count"]
+    repeated = entry.get("repeated_rows")
+    if rule not in merged:
+        merged[rule] = _Merged(entry, count, repeated, examples)
+        return
+    into = merged[rule]
+    if count is not None:
+        into.count = count if into.count is None else into.count + count
+    if repeated is not None:
+        into.repeated = repeated if into.repeated is None else into.repeated + repeated
+    into.examples.extend(examples)
+
+
+def _finish(merged: _Merged, table_rows: int | None) -> dict[str, Any]:
+    """The aggregated entry: totals, percentages of the whole table, first examples."""
+    entry = dict(merged.entry)  # same keys, same order as the pandas engine's entry
+    if table_rows is not None:
+        count = merged.count
+        entry["unexpected_count"] = count
+        entry["unexpected_percent"] = (
+            100.0 * count / table_rows if count is not None and table_rows else None
+        )
+        if "repeated_rows" in entry:
+            entry["repeated_rows"] = merged.repeated
+        first = sorted(merged.examples, key=lambda e: e[0])[:N_EXAMPLES]
+        entry["examples"] = [example for _, example, _ in first]
+        entry["example_rows"] = [row for _, _, row in first]
+    return entry
