@@ -97,6 +97,8 @@ class Content2CF(ContentRecommender):
     """Content -> MF factors regression for cold-start items (see the module docstring)."""
 
     name: ClassVar[str] = "content2cf"
+    #: a minibatch is an array of item rows and the loss their mean: plain row shards
+    ddp_sharding: ClassVar[Literal["rows", "batches"]] = "rows"
     Config: ClassVar[type[Content2CFConfig]] = Content2CFConfig
     config: Content2CFConfig
 

@@ -57,6 +57,7 @@ from recpipe.models.content import (
 )
 from recpipe.models.embedding import aggregate_items
 from recpipe.train.device import to_device
+from recpipe.train.distributed import row_bounds
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,7 @@ class Content2Vec(ContentRecommender):
     """Joint content + Prod2Vec item embeddings (see the module docstring)."""
 
     name: ClassVar[str] = "content2vec"
+    ddp_sharding: ClassVar[Literal["rows", "batches"]] = "rows"
     Config: ClassVar[type[Content2VecConfig]] = Content2VecConfig
     config: Content2VecConfig
 
@@ -322,6 +324,15 @@ class Content2Vec(ContentRecommender):
         neg = self._similarity(anchor[:, None, :], emb[ineg])  # (B, K)
         loss = nn.functional.softplus(-pos) + nn.functional.softplus(neg).sum(dim=1)
         return loss.mean(), int(ia.shape[0])
+
+    def _shard_batch(
+        self, batch: tuple[np.ndarray, ...], rank: int, world_size: int
+    ) -> tuple[np.ndarray, ...]:
+        """A rank's block of the pairs; every rank keeps the batch's unique items and
+        their id mask (encoded in full, so the same dropout applies on every rank)."""
+        unique, mask, ia, ib, ineg = batch
+        lo, hi = row_bounds(ia.shape[0], rank, world_size)
+        return unique, mask, ia[lo:hi], ib[lo:hi], ineg[lo:hi]
 
     def _validation(
         self, train: Interactions, valid: Interactions | None

@@ -54,7 +54,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -77,6 +77,7 @@ from recpipe.models.hashed import IdEmbeddingConfig, check_tables
 from recpipe.models.layers import MLP, Bag, FieldEmbedding, FMInteraction, LinearWide
 from recpipe.models.torch_base import TorchModelConfig, TorchRecommender, user_item_csr
 from recpipe.train.device import to_device
+from recpipe.train.distributed import row_bounds
 
 log = logging.getLogger(__name__)
 
@@ -492,6 +493,28 @@ class _Batch:
     def __len__(self) -> int:
         return int(self.users.shape[0])
 
+    def rows(self, lo: int, hi: int) -> _Batch:
+        """Rows ``[lo, hi)`` of the minibatch (bags cut at their offsets)."""
+
+        def bag(
+            parts: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+        ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+            if parts is None:
+                return None
+            indices, offsets, weights = parts
+            start = int(offsets[lo]) if lo < offsets.shape[0] else int(indices.shape[0])
+            stop = int(offsets[hi]) if hi < offsets.shape[0] else int(indices.shape[0])
+            return indices[start:stop], offsets[lo:hi] - start, weights[start:stop]
+
+        return _Batch(
+            users=self.users[lo:hi],
+            items=self.items[lo:hi],
+            dense=self.dense[lo:hi],
+            categories=bag(self.categories),
+            crosses=bag(self.crosses),
+            label=None if self.label is None else self.label[lo:hi],
+        )
+
     def inputs(self, device: torch.device) -> CtrInputs:
         def bag(parts: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> Bag | None:
             if parts is None:
@@ -664,6 +687,7 @@ class CtrRecommender(TorchRecommender):
     Config: ClassVar[type[CtrConfig]] = CtrConfig
     query_kinds: ClassVar[frozenset[str]] = frozenset({"user"})
     predicts_ctr: ClassVar[bool] = True
+    ddp_sharding: ClassVar[Literal["rows", "batches"]] = "rows"
     _uses_crosses: ClassVar[bool] = False
 
     def __init__(self, config: Any, meta: Any) -> None:
@@ -791,6 +815,11 @@ class CtrRecommender(TorchRecommender):
         if self.config.l2 > 0:
             loss = loss + self.config.l2 * module.penalty(inputs)
         return loss, len(batch)
+
+    def _shard_batch(self, batch: _Batch, rank: int, world_size: int) -> _Batch:
+        # the loss and the penalty are means over rows: a rank's rows, weighted by
+        # their share, give the 1-process gradient
+        return batch.rows(*row_bounds(len(batch), rank, world_size))
 
     # scoring -------------------------------------------------------------------
     def _item_table(self, device: torch.device) -> ItemTable:

@@ -80,8 +80,7 @@ def aggregate_items(vectors: np.ndarray, items: np.ndarray, decay: float = 0.8) 
         raise ValueError(f"vectors must be (n_items, D), got shape {vectors.shape}")
     if items.size and (items.min() < 0 or items.max() >= vectors.shape[0]):
         raise ValueError(
-            f"item indices must lie in [0, {vectors.shape[0]}), got "
-            f"[{items.min()}, {items.max()}]"
+            f"item indices must lie in [0, {vectors.shape[0]}), got [{items.min()}, {items.max()}]"
         )
     weights = recency_weights(items, decay)
     total = weights.sum(axis=1, keepdims=True)

@@ -51,6 +51,7 @@ from recpipe.models.torch_base import (
     user_item_csr,
 )
 from recpipe.train.device import to_device
+from recpipe.train.distributed import row_bounds
 
 _USER = frozenset({"user"})
 #: The id tables of the MF models (``id_embedding.tables``).
@@ -409,6 +410,7 @@ class MFWeighted(_MF):
 
     name: ClassVar[str] = "mf_wals"
     Config: ClassVar[type[MFWeightedConfig]] = MFWeightedConfig
+    ddp_sharding: ClassVar[Literal["rows", "batches"]] = "rows"
 
     def _prepare(self, train: Interactions, valid: Interactions | None) -> None:
         cfg = self.config
@@ -452,6 +454,17 @@ class MFWeighted(_MF):
                 module.user(users).pow(2).sum() + share * embedding_table(module.item).pow(2).sum()
             )
         return (loss + penalty) / b, int(b)
+
+    def _shard_batch(
+        self, batch: tuple[np.ndarray, ...], rank: int, world_size: int
+    ) -> tuple[np.ndarray, ...]:
+        """A rank's block of the batch's users with their cells. The loss is a sum over
+        users (and the item penalty a users' share) over the batch's users, so the
+        share-weighted ranks add up to the 1-process gradient."""
+        users, rows, cols, conf = batch
+        lo, hi = row_bounds(users.shape[0], rank, world_size)
+        start, stop = np.searchsorted(rows, [lo, hi])  # cells are sorted by row
+        return users[lo:hi], rows[start:stop] - lo, cols[start:stop], conf[start:stop]
 
 
 def _event_counts(data: Interactions, n_users: int, n_items: int) -> Any:

@@ -17,8 +17,9 @@ Under ``torchrun`` (DistributedDataParallel, :mod:`recpipe.train.distributed`), 
 model whose ``ddp_sharding`` is ``"rows"`` trains each rank on its rows of the same
 global minibatch (:meth:`TorchRecommender._shard_batch`, by default
 :func:`~recpipe.train.distributed.shard_rows`), which matches the 1-process run up to
-float summation order; ``"batches"`` (the default, for batches that are not plain
-row-aligned arrays) has ranks take whole minibatches in turn.
+float summation order (every recpipe model: those whose batches are not plain
+row-aligned arrays override ``_shard_batch``); ``"batches"`` (the default, for a new
+model that has not defined its row shards) has ranks take whole minibatches in turn.
 
 :meth:`TorchRecommender.fit` takes, beyond the contract's ``(train, valid)``, a
 checkpoint folder (resume after a kill), a progress flag and a per-epoch callback;

@@ -45,7 +45,28 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
             "loss": "bpr_max",
         },
     ),
+    "gru4rec_ctx": (
+        "gru4rec_ctx",
+        {
+            "batch_size": 32,
+            "layers": [16],
+            "n_sample": 16,
+            "dropout_input": 0.0,
+            "dropout_hidden": 0.0,
+        },
+    ),
     "mf_bpr_resume": ("mf_bpr", {"batch_size": 16, "factors": 16, "negatives": 4}),
+    "mf_wals": ("mf_wals", {"batch_size": 7, "factors": 8, "l2": 0.01}),
+    "wide_deep": (
+        "wide_deep",
+        {"batch_size": 64, "embedding_dim": 8, "hidden": [16], "dropout": 0.0},
+    ),
+    "deepfm": ("deepfm", {"batch_size": 64, "embedding_dim": 8, "hidden": [16], "dropout": 0.0}),
+    "content2cf": ("content2cf", {"batch_size": 5, "hidden": [16], "dropout": 0.0}),
+    "content2vec": (
+        "content2vec",
+        {"batch_size": 16, "dim": 8, "negatives": 2, "dropout": 0.0},
+    ),
 }
 
 
@@ -57,7 +78,7 @@ def config(name: str) -> dict[str, Any]:
 
 def queries(model_name: str) -> Queries:
     """The queries whose scores are compared."""
-    if model_name == "mf_bpr":
+    if model_name in ("mf_bpr", "mf_wals", "wide_deep", "deepfm", "content2cf"):
         return Queries.for_users([2, 5, 9, 11])
     return Queries.for_items([3, 4, 7, 12])
 

@@ -1,8 +1,10 @@
 """DistributedDataParallel training: 2 gloo processes on CPU against 1 process.
 
 One ``torchrun --standalone --nproc_per_node 2`` job (tests/unit/ddp_worker.py) trains
-mf_bpr, GRU4Rec (cross-entropy and BPR-max) and an mf_bpr run that resumes from a
-checkpoint written by a killed 1-process run; the same cases run here in one process.
+every torch model family (mf_bpr, mf_wals, GRU4Rec with cross-entropy and BPR-max, the
+contextual GRU4Rec, Wide & Deep, DeepFM, Content2CF, Content2Vec) and an mf_bpr run that
+resumes from a checkpoint written by a killed 1-process run; the same cases run here in
+one process.
 
 Tolerance: every rank builds the same global minibatch (same negatives) and keeps its
 rows, and each rank's loss is weighted by its share of the examples, so the averaged
@@ -88,7 +90,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     return result
 
 
-@pytest.mark.parametrize("name", ["mf_bpr", "gru4rec", "gru4rec_bpr", "mf_bpr_resume"])
+@pytest.mark.parametrize("name", list(ddp_worker.CASES))
 def test_two_processes_match_one(runs, name):
     run = runs[name]
     zero, one_rank = run["ranks"]
