@@ -281,16 +281,10 @@ def sessions(params: Params, paths: Paths) -> dict[str, Any]:
 
 def _sessions_arrow(params: Params, paths: Paths) -> dict[str, Any]:
     """The sessions stage on the arrow engine (see :func:`sessions`)."""
-    from recpipe.data.schema import EVENTS_FILE
-    from recpipe.errors import DataImportError
+    from recpipe.data.schema import events_file
     from recpipe.sessions.scaled import prepare_sessions_arrow
 
-    source = paths.validated_dir / EVENTS_FILE  # a Parquet file or a folder of parts
-    if not source.exists():
-        raise DataImportError(
-            f"no canonical events at {source}; expected the output of "
-            "`recpipe data import` or the ingest stage"
-        )
+    source = events_file(paths.validated_dir)  # a Parquet file or a folder of parts
     work = paths.sessions_dir.parent / "_sessions_work"
     staged = work / "out"
     try:

@@ -46,8 +46,7 @@ from recpipe.data.schema import (
     CanonicalTables,
     build_manifest,
     coerce_events,
-    empty_items,
-    empty_users,
+    read_tables,
     write_tables,
 )
 from recpipe.errors import DataImportError
@@ -410,25 +409,6 @@ def iter_event_batches(path: str | Path, batch_rows: int = 1_000_000) -> Iterato
 
 def read_side_tables(in_dir: str | Path) -> CanonicalTables:
     """The items and users tables and the source of canonical tables in ``in_dir``,
-    as :func:`recpipe.data.schema.read_tables` reads them, with *no* events (the
-    events stay on disk: stream them with :func:`iter_event_batches`)."""
-    in_dir = Path(in_dir)
-    events_path = in_dir / EVENTS_FILE
-    if not events_path.exists():
-        raise DataImportError(
-            f"no canonical events at {events_path}; expected the output of "
-            "`recpipe data import` or the ingest stage"
-        )
-    # the events schema must be the canonical one (read_tables raises the same way)
-    coerce_events(pq.read_schema(events_path).empty_table().to_pandas())
-    manifest_path = in_dir / MANIFEST_FILE
-    source = "unknown"
-    if manifest_path.exists():
-        source = json.loads(manifest_path.read_text()).get("source", "unknown")
-    items_path, users_path = in_dir / ITEMS_FILE, in_dir / USERS_FILE
-    return CanonicalTables(
-        events=empty_events(),
-        items=pd.read_parquet(items_path) if items_path.exists() else empty_items(),
-        users=pd.read_parquet(users_path) if users_path.exists() else empty_users(),
-        source=source,
-    )
+    with *no* events (they stay on disk: stream them with :func:`iter_event_batches`);
+    :func:`recpipe.data.schema.read_tables` with ``events=False``."""
+    return read_tables(Path(in_dir), events=False)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from recpipe.errors import DataImportError
 
@@ -289,22 +290,42 @@ def write_tables(tables: CanonicalTables, out_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-def read_tables(in_dir: Path) -> CanonicalTables:
-    """Read canonical tables written by :func:`write_tables`."""
-    in_dir = Path(in_dir)
-    events_path = in_dir / EVENTS_FILE
+def events_file(in_dir: str | Path) -> Path:
+    """The canonical events file in ``in_dir`` (a Parquet file or a folder of parts).
+
+    Raises
+    ------
+    DataImportError
+        There is none.
+    """
+    events_path = Path(in_dir) / EVENTS_FILE
     if not events_path.exists():
         raise DataImportError(
             f"no canonical events at {events_path}; expected the output of "
             "`recpipe data import` or the ingest stage"
         )
+    return events_path
+
+
+def read_tables(in_dir: Path, *, events: bool = True) -> CanonicalTables:
+    """Read canonical tables written by :func:`write_tables`.
+
+    ``events=False`` reads the items and users tables and the source only: the events
+    table is then empty (its file's schema checked), for readers that stream the events.
+    """
+    in_dir = Path(in_dir)
+    events_path = events_file(in_dir)
+    if events:
+        frame = pd.read_parquet(events_path)
+    else:  # the schema must be the canonical one, as reading it whole would check
+        frame = coerce_events(pq.read_schema(events_path).empty_table().to_pandas())
     manifest_path = in_dir / MANIFEST_FILE
     source = "unknown"
     if manifest_path.exists():
         source = json.loads(manifest_path.read_text()).get("source", "unknown")
     items_path, users_path = in_dir / ITEMS_FILE, in_dir / USERS_FILE
     return CanonicalTables(
-        events=pd.read_parquet(events_path),
+        events=frame,
         items=pd.read_parquet(items_path) if items_path.exists() else empty_items(),
         users=pd.read_parquet(users_path) if users_path.exists() else empty_users(),
         source=source,
