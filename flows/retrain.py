@@ -117,7 +117,9 @@ def dask_task_runner(params: Params) -> TaskRunner[Any]:
             "n_workers": orch.dask_workers,
             "threads_per_worker": orch.threads_per_worker,
             "processes": True,
-            "dashboard_address": None,
+            # a free loopback port: None does not turn the dashboard off (dask/distributed
+            # #8136) and the default :8787 clashes with a second cluster on the machine
+            "dashboard_address": "127.0.0.1:0",
         }
     )
 

@@ -61,6 +61,7 @@ def test_dask_task_runner_follows_the_params() -> None:
     local = dask_task_runner(load_params(None, ["orchestration.threads_per_worker=2"]))
     assert local.cluster_kwargs["n_workers"] == 2
     assert local.cluster_kwargs["threads_per_worker"] == 2
+    assert local.cluster_kwargs["dashboard_address"] == "127.0.0.1:0"  # never :8787
     remote = dask_task_runner(load_params(None, ["orchestration.dask_address=tcp://h:8786"]))
     assert remote.address == "tcp://h:8786"
 
