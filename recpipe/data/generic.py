@@ -367,8 +367,13 @@ def iter_parquet_events(path: Path, options: DataParams, batch_rows: int) -> Ite
     path = Path(path)
     dataset, mapping, present = _parquet_source(path, options, what)
     offset = 0
+    # no read-ahead: the scanner's default (16 batches, 4 files) holds up to 16 batches,
+    # most of a file of 1M-row row groups, while one frame at a time is canonicalized
     batches = dataset.to_batches(
-        columns=sorted({mapping[n] for n in present}), batch_size=batch_rows
+        columns=sorted({mapping[n] for n in present}),
+        batch_size=batch_rows,
+        batch_readahead=0,
+        fragment_readahead=0,
     )
     while True:
         try:
