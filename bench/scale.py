@@ -216,7 +216,13 @@ def prep_stage(engine: str, stage: str, workspace: Path, source: Path, partition
     return {"seconds": time.perf_counter() - t0, "peak_mib": peak_rss_mib()}
 
 
-def bench_prep(sizes: list[int], partitions: int, pandas_max: int, keep: Path | None) -> list:
+def bench_prep(
+    sizes: list[int],
+    partitions: int,
+    pandas_max: int,
+    keep: Path | None,
+    stages: tuple[str, ...] = PREP_STAGES,
+) -> list:
     """For each size: write raw events, then run ingest, validate and sessions (all splits)
     with each engine, every stage in a fresh subprocess (peak RSS: its VmHWM)."""
     rows: list[dict[str, Any]] = []
@@ -231,7 +237,7 @@ def bench_prep(sizes: list[int], partitions: int, pandas_max: int, keep: Path | 
                     rows.append({"events": n, "engine": engine, "stage": "-", "skipped": True})
                     continue
                 workspace = Path(tmp) / f"ws-{engine}-{n}"
-                for stage in PREP_STAGES:
+                for stage in stages:
                     result = subprocess.run(
                         [
                             *(sys.executable, __file__, "prep-stage", engine, stage),
@@ -348,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
         "--pandas-max", type=int, default=20_000_000, help="skip the pandas engine above this"
     )
     prep.add_argument("--tmp", type=Path, default=None, help="folder for the raw and work data")
+    prep.add_argument(
+        "--stages", nargs="+", choices=PREP_STAGES, default=list(PREP_STAGES), help="a prefix"
+    )
     prep_w = sub.add_parser("prep-stage", help="(internal) one stage, one engine")
     prep_w.add_argument("engine", choices=["pandas", "arrow"])
     prep_w.add_argument("stage", choices=PREP_STAGES)
@@ -374,7 +383,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
     if args.section == "prep":
-        rows = bench_prep(args.sizes, args.partitions, args.pandas_max, args.tmp)
+        stages = tuple(args.stages)
+        if stages != PREP_STAGES[: len(stages)]:
+            parser.error(
+                f"--stages must be a prefix of {' '.join(PREP_STAGES)} (each needs the last)"
+            )
+        rows = bench_prep(args.sizes, args.partitions, args.pandas_max, args.tmp, stages)
         print_prep(rows, args.partitions)
         return 0
     if args.section == "train-worker":
