@@ -54,8 +54,11 @@ log = logging.getLogger("bench.scale")
 TRAIN_MODELS = ["mf_bpr", "gru4rec"]
 
 
-def train_worker(folder: Path, model: str, epochs: int, out: Path) -> None:
-    """One rank of a training run: fit ``model`` on ``folder``; rank 0 writes ``out``."""
+def train_worker(
+    folder: Path, model: str, epochs: int, out: Path, extra: dict[str, Any] | None = None
+) -> None:
+    """One rank of a training run: fit ``model`` on ``folder`` (``extra``: more config
+    options); rank 0 writes ``out``."""
     from recpipe.models import build_model
     from recpipe.models.base import DataMeta, Interactions
     from recpipe.train import distributed as ddp
@@ -63,7 +66,7 @@ def train_worker(folder: Path, model: str, epochs: int, out: Path) -> None:
     with ddp.session("cpu"):
         meta = DataMeta.from_features(folder)
         data = {p: Interactions.from_parquet(folder / f"{p}.parquet") for p in ("train", "valid")}
-        config = {"device": "cpu", "epochs": epochs, "patience": None}
+        config = {"device": "cpu", "epochs": epochs, "patience": None, **(extra or {})}
         candidate = build_model(model, config, meta)
         t0 = time.perf_counter()
         candidate.fit(data["train"], data["valid"])
@@ -87,7 +90,11 @@ def train_worker(folder: Path, model: str, epochs: int, out: Path) -> None:
 
 
 def bench_train(
-    models: list[str], nprocs: list[int], epochs: int, overrides: list[str]
+    models: list[str],
+    nprocs: list[int],
+    epochs: int,
+    overrides: list[str],
+    model_config: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Throughput of each model with each process count (rows of the table)."""
     sys.path.insert(0, str(REPO / "bench"))
@@ -104,6 +111,7 @@ def bench_train(
                     sys.executable, "-m", "torch.distributed.run", "--standalone",
                     "--nproc_per_node", str(n), str(Path(__file__).resolve()), "train-worker",
                     str(folder), model, str(epochs), str(out),
+                    "--config", json.dumps(model_config or {}),
                 ]  # fmt: skip
                 env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
                 t0 = time.perf_counter()
@@ -342,11 +350,19 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--nproc", nargs="+", type=int, default=[1, 2])
     train.add_argument("--epochs", type=int, default=2)
     train.add_argument("--set", dest="overrides", action="append", default=[])
+    train.add_argument(
+        "--config",
+        dest="model_config",
+        action="append",
+        default=[],
+        help="a model option for every model, KEY=VALUE (e.g. batch_size=4096)",
+    )
     worker = sub.add_parser("train-worker", help="(internal) one torchrun rank")
     worker.add_argument("folder", type=Path)
     worker.add_argument("model")
     worker.add_argument("epochs", type=int)
     worker.add_argument("out", type=Path)
+    worker.add_argument("--config", default="{}", help="(JSON) extra model options")
     prep = sub.add_parser("prep", help="ingest, validate, sessions: pandas vs arrow engine")
     prep.add_argument("--sizes", nargs="+", type=int, default=PREP_SIZES)
     prep.add_argument("--partitions", type=int, default=16)
@@ -392,9 +408,12 @@ def main(argv: list[str] | None = None) -> int:
         print_prep(rows, args.partitions)
         return 0
     if args.section == "train-worker":
-        train_worker(args.folder, args.model, args.epochs, args.out)
+        train_worker(args.folder, args.model, args.epochs, args.out, json.loads(args.config))
         return 0
-    print_train(bench_train(args.models, args.nproc, args.epochs, args.overrides))
+    import yaml
+
+    extra = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.model_config)}
+    print_train(bench_train(args.models, args.nproc, args.epochs, args.overrides, extra))
     return 0
 
 
