@@ -44,6 +44,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from recpipe import config
+
 log = logging.getLogger("bench.orchestration")
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,11 +64,7 @@ FLOW_STAGES = (
 )
 
 TELEMETRY_OFF = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DO_NOT_TRACK": "true",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "BENTOML_DO_NOT_TRACK": "true",
-    "DVC_NO_ANALYTICS": "1",
+    **config.TELEMETRY_OFF,
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
     "OPENBLAS_NUM_THREADS": "1",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",

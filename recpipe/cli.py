@@ -56,8 +56,12 @@ RootOpt = Annotated[Path, typer.Option("--root", help="workspace directory for a
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
 ) -> None:
-    """Configure logging once, for every command."""
+    """Configure logging once, and turn the tools' telemetry off, for every command."""
     from rich.logging import RichHandler
+
+    from recpipe.config import telemetry_off
+
+    telemetry_off()
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,

@@ -8,6 +8,7 @@ was expected. Nothing here does I/O at import time; only entry points call
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +16,25 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from recpipe.errors import ConfigError
+
+#: Environment variables that turn the stack's telemetry off: the Prefect server and
+#: client, MLflow, BentoML, DVC. Every ``recpipe`` command sets them unless they are set
+#: (:func:`telemetry_off`); ``make``, the tests and CI set them too.
+TELEMETRY_OFF: dict[str, str] = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "true",  # Prefect client; MLflow accepts "true", not "1"
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "BENTOML_DO_NOT_TRACK": "true",  # only the string "true"
+    "DVC_NO_ANALYTICS": "1",
+}
+
+
+def telemetry_off() -> None:
+    """Set each of :data:`TELEMETRY_OFF` in ``os.environ`` that is not set already (a
+    person's explicit choice wins). Call it before the tools are imported."""
+    for key, value in TELEMETRY_OFF.items():
+        os.environ.setdefault(key, value)
+
 
 #: Raw data kinds `recpipe data import` understands (``synthetic`` is generated, not read).
 SOURCE_KINDS: tuple[str, ...] = (

@@ -11,12 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from recpipe.config import TELEMETRY_OFF
+
 for _key, _value in {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DO_NOT_TRACK": "true",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "BENTOML_DO_NOT_TRACK": "true",
-    "DVC_NO_ANALYTICS": "1",
+    **TELEMETRY_OFF,
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
     "OPENBLAS_NUM_THREADS": "1",
     # torch's intra-op threads: the test models are tiny, and two threads that compete

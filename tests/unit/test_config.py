@@ -89,3 +89,17 @@ def test_missing_and_invalid_files(tmp_path: Path) -> None:
     (tmp_path / "broken.yaml").write_text("synth: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(tmp_path / "broken.yaml")
+
+
+def test_telemetry_off_sets_unset_variables_and_keeps_explicit_ones(monkeypatch) -> None:
+    import os
+
+    from recpipe.config import TELEMETRY_OFF, telemetry_off
+
+    for key in TELEMETRY_OFF:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "false")  # a person's explicit choice
+    telemetry_off()
+    assert os.environ["DO_NOT_TRACK"] == "true"
+    assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "false"
