@@ -10,6 +10,7 @@ validation's duplicate rule, sessionization, the per-user splits.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ import pyarrow.parquet as pq
 
 from recpipe.errors import SplitError
 
-__all__ = ["bucket_of", "partition_by_user"]
+__all__ = ["bucket_of", "partition_by_user", "write_buckets"]
 
 
 def bucket_of(batch: pa.RecordBatch, n_partitions: int) -> np.ndarray:
@@ -35,6 +36,31 @@ def bucket_of(batch: pa.RecordBatch, n_partitions: int) -> np.ndarray:
         )
     hashes = pd.util.hash_pandas_object(key.astype("string"), index=False).to_numpy()
     return (hashes % np.uint64(n_partitions)).astype(np.int64)
+
+
+def write_buckets(
+    batches: Iterable[tuple[pa.RecordBatch, np.ndarray]], out_dir: Path, n_partitions: int
+) -> list[Path]:
+    """Append each batch's rows to ``bucket-<k>.parquet`` in ``out_dir`` by its bucket
+    array (one ``k`` in ``[0, n_partitions)`` per row), keeping the rows' order within a
+    bucket. Returns the bucket files that got rows, by ``k``."""
+    writers: dict[int, pq.ParquetWriter] = {}
+    try:
+        for batch, bucket in batches:
+            order = np.argsort(bucket, kind="stable")
+            bounds = np.searchsorted(bucket[order], np.arange(n_partitions + 1))
+            table = pa.Table.from_batches([batch]).take(pa.array(order))
+            for k in range(n_partitions):
+                lo, hi = int(bounds[k]), int(bounds[k + 1])
+                if lo == hi:
+                    continue
+                if k not in writers:
+                    writers[k] = pq.ParquetWriter(out_dir / f"bucket-{k:05d}.parquet", table.schema)
+                writers[k].write_table(table.slice(lo, hi - lo))
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return [out_dir / f"bucket-{k:05d}.parquet" for k in sorted(writers)]
 
 
 def partition_by_user(
@@ -52,25 +78,8 @@ def partition_by_user(
         shutil.rmtree(out)
     out.mkdir(parents=True)
     dataset = ds.dataset(str(source), format="parquet")
-    writers: dict[int, pq.ParquetWriter] = {}
-    try:
-        # no read-ahead: the default (16 batches, 4 files) would hold ~16 batches at once
-        batches = dataset.to_batches(batch_size=batch_rows, batch_readahead=0, fragment_readahead=0)
-        for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            bucket = bucket_of(batch, n_partitions)
-            order = np.argsort(bucket, kind="stable")
-            bounds = np.searchsorted(bucket[order], np.arange(n_partitions + 1))
-            table = pa.Table.from_batches([batch]).take(pa.array(order))
-            for k in range(n_partitions):
-                lo, hi = int(bounds[k]), int(bounds[k + 1])
-                if lo == hi:
-                    continue
-                if k not in writers:
-                    writers[k] = pq.ParquetWriter(out / f"bucket-{k:05d}.parquet", table.schema)
-                writers[k].write_table(table.slice(lo, hi - lo))
-    finally:
-        for writer in writers.values():
-            writer.close()
-    return [out / f"bucket-{k:05d}.parquet" for k in sorted(writers)]
+    # no read-ahead: the default (16 batches, 4 files) would hold ~16 batches at once
+    batches = dataset.to_batches(batch_size=batch_rows, batch_readahead=0, fragment_readahead=0)
+    return write_buckets(
+        ((b, bucket_of(b, n_partitions)) for b in batches if b.num_rows), out, n_partitions
+    )

@@ -43,11 +43,10 @@ tables by all columns and resetting the index. Rows are written partition by
 partition; within a partition in the in-memory order restricted to its rows. Report
 values are identical (the split stats hold no timings).
 
-Not partitionable (refused or not detected, as for
-:func:`~recpipe.sessions.partitioned.sessionize_partitioned`): rows with neither a
-user nor a session id are refused; generated session ids colliding with source ids
-only across partitions; a user id equal to the ``session:<id>`` name cold-start gives
-an anonymous session.
+Not partitionable (refused or not detected): rows with neither a user nor a session
+id are refused (:class:`~recpipe.errors.SplitError`; validation quarantines them);
+generated session ids colliding with source ids only across partitions; a user id
+equal to the ``session:<id>`` name cold-start gives an anonymous session.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ from recpipe.data.chunked import (
     read_side_tables,
     write_chunked_tables,
 )
-from recpipe.data.partitions import bucket_of
+from recpipe.data.partitions import bucket_of, write_buckets
 from recpipe.data.schema import EVENTS_FILE, CanonicalTables, coerce_events
 from recpipe.errors import ConfigError
 from recpipe.validation.report import QUARANTINE_EVENTS_FILE, QUARANTINE_SUMMARY_FILE
@@ -238,10 +238,10 @@ def partition_events(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     source = pq.ParquetFile(events_path)
-    writers: dict[int, pq.ParquetWriter] = {}
-    paths: dict[int, Path] = {}
     offset = 0
-    try:
+
+    def tagged() -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+        nonlocal offset
         for batch in source.iter_batches(batch_size=batch_rows):
             n = batch.num_rows
             if n == 0:
@@ -253,23 +253,11 @@ def partition_events(
                 pa.record_batch([user, key], names=["user_id", "session_id"]), n_partitions
             )
             rows = pa.array(np.arange(offset, offset + n, dtype=np.int64))
-            table = pa.Table.from_batches([batch.append_column(ROW_COLUMN, rows)])
-            order = np.argsort(bucket, kind="stable")
-            bounds = np.searchsorted(bucket[order], np.arange(n_partitions + 1))
-            table = table.take(pa.array(order))
-            for k in range(n_partitions):
-                lo, hi = int(bounds[k]), int(bounds[k + 1])
-                if lo == hi:
-                    continue
-                if k not in writers:
-                    paths[k] = out / f"bucket-{k:05d}.parquet"
-                    writers[k] = pq.ParquetWriter(paths[k], table.schema)
-                writers[k].write_table(table.slice(lo, hi - lo))
             offset += n
-    finally:
-        for writer in writers.values():
-            writer.close()
-    return [paths[k] for k in sorted(paths)], offset
+            yield batch.append_column(ROW_COLUMN, rows), bucket
+
+    paths = write_buckets(tagged(), out, n_partitions)  # counts the rows as it reads
+    return paths, offset
 
 
 def _read_partition(path: Path | None, events_path: Path) -> tuple[pd.DataFrame, np.ndarray]:

@@ -21,40 +21,19 @@ from recpipe.train import distributed as ddp
 from tests.contract.planted import planted
 
 EPOCHS = 3
+GRU: dict[str, Any] = {
+    "batch_size": 32,
+    "layers": [16],
+    "n_sample": 16,
+    "dropout_input": 0.0,
+    "dropout_hidden": 0.0,
+}
 #: name -> (model, config); dropout off so that 1 and 2 processes compute the same.
 CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "mf_bpr": ("mf_bpr", {"batch_size": 16, "factors": 16, "negatives": 4}),
-    "gru4rec": (
-        "gru4rec",
-        {
-            "batch_size": 32,
-            "layers": [16],
-            "n_sample": 16,
-            "dropout_input": 0.0,
-            "dropout_hidden": 0.0,
-        },
-    ),
-    "gru4rec_bpr": (
-        "gru4rec",
-        {
-            "batch_size": 32,
-            "layers": [16],
-            "n_sample": 16,
-            "dropout_input": 0.0,
-            "dropout_hidden": 0.0,
-            "loss": "bpr_max",
-        },
-    ),
-    "gru4rec_ctx": (
-        "gru4rec_ctx",
-        {
-            "batch_size": 32,
-            "layers": [16],
-            "n_sample": 16,
-            "dropout_input": 0.0,
-            "dropout_hidden": 0.0,
-        },
-    ),
+    "gru4rec": ("gru4rec", GRU),
+    "gru4rec_bpr": ("gru4rec", {**GRU, "loss": "bpr_max"}),
+    "gru4rec_ctx": ("gru4rec_ctx", GRU),
     "mf_bpr_resume": ("mf_bpr", {"batch_size": 16, "factors": 16, "negatives": 4}),
     "mf_wals": ("mf_wals", {"batch_size": 7, "factors": 8, "l2": 0.01}),
     "wide_deep": (

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from recpipe.config import Params, load_params
+from recpipe.errors import SplitError
 from recpipe.paths import Paths
 from recpipe.stages import sessions
 
@@ -121,6 +122,17 @@ def test_cold_start_skipped_with_the_same_reason(tmp_path: Path) -> None:
     overrides = ["sessions.cold_item_fraction=0.0001", "sessions.cold_user_fraction=0.0001"]
     report = _compare(_synthetic(), tmp_path, overrides, [1, 7])
     assert "too few events" in report["splits"]["cold_start"]["skipped"]
+
+
+def test_rows_without_any_id_are_refused_and_nothing_is_lost(tmp_path: Path) -> None:
+    paths, _ = _run(_synthetic(), tmp_path, ["prep.engine=arrow", "prep.partitions=2"])
+    before = (paths.sessions_dir / "events.parquet").read_bytes()
+    events = _synthetic()
+    events.loc[events.index[0], ["user_id", "session_id"]] = None
+    with pytest.raises(SplitError, match="neither user_id nor session_id"):
+        _run(events, tmp_path, ["prep.engine=arrow", "prep.partitions=2"])
+    assert (paths.sessions_dir / "events.parquet").read_bytes() == before  # outputs kept
+    assert not (tmp_path / "data" / "_sessions_work").exists()
 
 
 # --------------------------------------------------------------------------- real data
