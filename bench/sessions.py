@@ -78,7 +78,8 @@ def id_mapper() -> tuple[str, Any]:
 
 def _summary(result: Any) -> Any:
     """What the streaming mode keeps of a split: its stats and leakage checks, no frames."""
-    from recpipe.sessions.splits import SplitResult, check_leakage
+    from recpipe.sessions.parts import SplitResult
+    from recpipe.sessions.splits import check_leakage
 
     if not isinstance(result, SplitResult):
         return result
@@ -90,8 +91,9 @@ def run(path: str, stream: bool = False) -> dict[str, Any]:
     import pandas as pd
 
     from recpipe.config import SessionsParams
+    from recpipe.sessions.parts import SplitResult
     from recpipe.sessions.sessionize import filter_support, sessionize
-    from recpipe.sessions.splits import SplitResult, build_splits, check_leakage, iter_splits
+    from recpipe.sessions.splits import build_splits, check_leakage, iter_splits
 
     events = pd.read_parquet(path)
     events["session_id"] = pd.Series(pd.NA, index=events.index, dtype="string")

@@ -71,39 +71,45 @@ from recpipe.config import SessionsParams
 from recpipe.data.partitions import partition_by_user
 from recpipe.errors import SplitError
 from recpipe.sessions._arrays import Codes, encode, take_rows, timestamps_ns
-from recpipe.sessions.sessionize import select_event_types, sessionize, support_stats
-from recpipe.sessions.splits import (
-    _DROPPED,
-    _SKIP_ON_ERROR,
-    _TEST,
-    _TRAIN,
-    _VALID,
-    PART_NAMES,
-    SplitResult,
-    _all_after,
-    _anonymous_as_users,
-    _mask_rows,
-    _presence,
-    _user_presence_counts,
-    assemble_stats,
-    check_leakage,
+from recpipe.sessions.cold import (
+    anonymous_as_users,
     cold_frame,
     cold_train_empty,
-    cut_cutoffs,
-    cut_fractions,
-    cut_parts,
     draw_ids,
-    global_cutoffs,
-    not_applicable,
+    mask_rows,
     nothing_held,
-    per_user_no_test,
-    per_user_parts,
+)
+from recpipe.sessions.parts import (
+    DROPPED,
+    PART_NAMES,
+    TEST,
+    TRAIN,
+    VALID,
+    SplitResult,
+    assemble_stats,
+    not_applicable,
+    presence,
+    summarise_parts,
+    user_presence_counts,
+)
+from recpipe.sessions.sessionize import select_event_types, sessionize, support_stats
+from recpipe.sessions.splits import (
+    SKIP_ON_ERROR,
+    all_after,
+    check_leakage,
     session_bounds,
     session_cutoffs,
     session_filter_empty,
     session_test_empty,
     session_train_empty,
-    summarise_parts,
+)
+from recpipe.sessions.temporal import (
+    cut_cutoffs,
+    cut_fractions,
+    cut_parts,
+    global_cutoffs,
+    per_user_no_test,
+    per_user_parts,
     users_by_events,
 )
 
@@ -340,7 +346,7 @@ class _Store:
         """Partition ``k``'s events (cold start: anonymous sessions as users)."""
         frame = pd.read_parquet(self._path("part", k))
         if converted and self.converts:
-            out = _anonymous_as_users(frame, self.params)
+            out = anonymous_as_users(frame, self.params)
             if out is frame:  # the in-memory path converts the whole column's dtype
                 out = frame.assign(user_id=frame["user_id"].astype("string"))
             frame = out
@@ -433,7 +439,7 @@ def _one_split(store: _Store, kind: str, params: SessionsParams, out: Path) -> d
         try:
             return _SPLITS[kind](store, params, kind, out)
         except SplitError as exc:
-            if kind not in _SKIP_ON_ERROR:
+            if kind not in SKIP_ON_ERROR:
                 raise
             reason = str(exc).removeprefix(f"{kind} split: ")
             shutil.rmtree(out, ignore_errors=True)
@@ -504,7 +510,7 @@ def _write(
             a = store.arrays(k)
             part = parts.load(k)
             frame = store.frame(k, converted=converted)
-            frames = [take_rows(frame, part == code) for code in (_TRAIN, _VALID, _TEST)]
+            frames = [take_rows(frame, part == code) for code in (TRAIN, VALID, TEST)]
             del frame
             for code, (writer, sub) in enumerate(zip(writers, frames, strict=True)):
                 table = pa.Table.from_pandas(sub, preserve_index=False)
@@ -514,15 +520,15 @@ def _write(
                     lo[code], hi[code] = min(lo[code], int(ts.min())), max(hi[code], int(ts.max()))
             rows += np.bincount(part, minlength=4)
             user = a.cuser if converted else a.user
-            for key, value in _user_presence_counts(_presence(user, part)).items():
+            for key, value in user_presence_counts(presence(user, part)).items():
                 users[key] += value
             ok = a.item >= 0
-            items |= _presence(Codes(a.item, store.item_ids), part)[:, :n_items]
+            items |= presence(Codes(a.item, store.item_ids), part)[:, :n_items]
             item_rows += np.bincount(
                 part[ok].astype(np.int64) * n_items + a.item[ok], minlength=4 * n_items
             ).reshape(4, n_items)
             if sessions is not None:
-                sessions |= _presence(Codes(a.session, store.session_ids), part)[:, :n_sessions]
+                sessions |= presence(Codes(a.session, store.session_ids), part)[:, :n_sessions]
             if hook is not None:
                 hook(k, a, part, frames)
     finally:
@@ -613,14 +619,14 @@ def _session(store: _Store, params: SessionsParams, kind: str, out: Path) -> dic
         raise session_filter_empty()
     test_start, valid_start = session_bounds(tmax, params)
     session_part = np.where(
-        start >= test_start, _TEST, np.where(start >= valid_start, _VALID, _TRAIN)
+        start >= test_start, TEST, np.where(start >= valid_start, VALID, TRAIN)
     ).astype(np.int8)
     parts = _Parts(store, kind)
     seen = np.zeros(n_items, bool)
     for k in range(store.n_partitions):
         a = store.arrays(k)
-        part = np.where(kept(a), session_part[a.session], _DROPPED).astype(np.int8)
-        seen[a.item[part == _TRAIN]] = True
+        part = np.where(kept(a), session_part[a.session], DROPPED).astype(np.int8)
+        seen[a.item[part == TRAIN]] = True
         parts.save(k, part)
     if not seen.any():
         raise session_train_empty(valid_start, params)
@@ -629,30 +635,30 @@ def _session(store: _Store, params: SessionsParams, kind: str, out: Path) -> dic
     held_lengths = np.zeros(n_sessions, np.int64)
     for k in range(store.n_partitions):
         a, part = store.arrays(k), parts.load(k)
-        held = (part == _VALID) | (part == _TEST)
+        held = (part == VALID) | (part == TEST)
         unseen = held & ~seen[np.maximum(a.item, 0)]
-        for name, code in (("valid", _VALID), ("test", _TEST)):
+        for name, code in (("valid", VALID), ("test", TEST)):
             unseen_rows[name] += int(np.count_nonzero(unseen & (part == code)))
-        part[unseen] = _DROPPED
+        part[unseen] = DROPPED
         held &= ~unseen
         held_lengths += np.bincount(a.session[held], minlength=n_sessions)
         parts.save(k, part)
     short_rows = {"valid": 0, "test": 0}
     for k in range(store.n_partitions):
         a, part = store.arrays(k), parts.load(k)
-        short = ((part == _VALID) | (part == _TEST)) & (held_lengths[a.session] < 2)
-        for name, code in (("valid", _VALID), ("test", _TEST)):
+        short = ((part == VALID) | (part == TEST)) & (held_lengths[a.session] < 2)
+        for name, code in (("valid", VALID), ("test", TEST)):
             short_rows[name] += int(np.count_nonzero(short & (part == code)))
-        part[short] = _DROPPED
+        part[short] = DROPPED
         parts.save(k, part)
     held_out = {}
-    for name, code in (("valid", _VALID), ("test", _TEST)):
+    for name, code in (("valid", VALID), ("test", TEST)):
         dropped[f"{name}_unseen_item"] = unseen_rows[name]
         dropped[f"{name}_short_session"] = short_rows[name]
         held_out[name] = int(np.count_nonzero((held_lengths >= 2) & (session_part == code)))
     if held_out["test"] == 0:
         with_rows = long_enough & (lengths > 0)
-        n_test_sessions = int(np.count_nonzero(session_part[with_rows] == _TEST))
+        n_test_sessions = int(np.count_nonzero(session_part[with_rows] == TEST))
         raise session_test_empty(n_test_sessions, test_start, tmax, params)
 
     # leakage: per-session start and length within each part
@@ -660,7 +666,7 @@ def _session(store: _Store, params: SessionsParams, kind: str, out: Path) -> dic
     sizes = np.zeros((3, n_sessions), np.int64)
 
     def hook(k: int, a: _Arrays, part: np.ndarray, frames: list[pd.DataFrame]) -> None:
-        for code in (_TRAIN, _VALID, _TEST):
+        for code in (TRAIN, VALID, TEST):
             rows = part == code
             np.minimum.at(starts[code], a.session[rows], a.ts[rows])
             sizes[code] += np.bincount(a.session[rows], minlength=n_sessions)
@@ -672,13 +678,13 @@ def _session(store: _Store, params: SessionsParams, kind: str, out: Path) -> dic
     )
     assert written.sessions is not None  # every row has a session here
     in_part = written.sessions[:3]
-    leakage: dict[str, bool] = {"test_nonempty": bool(written.rows[_TEST] > 0)}
+    leakage: dict[str, bool] = {"test_nonempty": bool(written.rows[TEST] > 0)}
     for name, a_code, b_code in (
         ("test_after_train", 0, 2),
         ("valid_after_train", 0, 1),
         ("test_after_valid", 1, 2),
     ):
-        leakage[name] = _all_after(
+        leakage[name] = all_after(
             starts[b_code][in_part[b_code]], starts[a_code][in_part[a_code]], strict=True
         )
     leakage["sessions_disjoint"] = not bool(
@@ -687,10 +693,10 @@ def _session(store: _Store, params: SessionsParams, kind: str, out: Path) -> dic
         or (in_part[1] & in_part[2]).any()
     )
     items = written.items
-    leakage["test_items_in_train"] = not bool((items[_TEST] & ~items[_TRAIN]).any())
-    leakage["valid_items_in_train"] = not bool((items[_VALID] & ~items[_TRAIN]).any())
+    leakage["test_items_in_train"] = not bool((items[TEST] & ~items[TRAIN]).any())
+    leakage["valid_items_in_train"] = not bool((items[VALID] & ~items[TRAIN]).any())
     leakage["heldout_sessions_min_length_2"] = all(
-        bool((sizes[code][in_part[code]] >= 2).all()) for code in (_VALID, _TEST)
+        bool((sizes[code][in_part[code]] >= 2).all()) for code in (VALID, TEST)
     )
     return _result(kind, stats, leakage, out)
 
@@ -709,7 +715,7 @@ def _global_temporal(store: _Store, params: SessionsParams, kind: str, out: Path
     stats = assemble_stats(
         kind, store.n, written.parts, written.cold, used, cutoffs, dropped, extra
     )
-    leakage = {"test_nonempty": bool(written.rows[_TEST] > 0), **_time_checks(written)}
+    leakage = {"test_nonempty": bool(written.rows[TEST] > 0), **_time_checks(written)}
     return _result(kind, stats, leakage, out)
 
 
@@ -726,7 +732,7 @@ def _per_user(store: _Store, params: SessionsParams, kind: str, out: Path) -> di
         repeat_user |= bool(np.any(count >= 2))
         for key, value in users_by_events(count).items():
             by_events[key] += value
-        null_user += int(np.count_nonzero(part == _DROPPED))
+        null_user += int(np.count_nonzero(part == DROPPED))
         parts.save(k, part)
     if not repeat_user:
         raise per_user_no_test(kind)
@@ -739,7 +745,7 @@ def _per_user(store: _Store, params: SessionsParams, kind: str, out: Path) -> di
             leakage[name] = leakage.get(name, True) and value
 
     written = _write(store, parts, out, hook=hook)
-    leakage["test_nonempty"] = bool(written.rows[_TEST] > 0)
+    leakage["test_nonempty"] = bool(written.rows[TEST] > 0)
     extra = {"users_by_events": by_events}
     dropped = {"null_user": null_user}
     stats = assemble_stats(
@@ -758,7 +764,7 @@ def _cold_start(store: _Store, params: SessionsParams, kind: str, out: Path) -> 
     for k in range(store.n_partitions):
         a = store.arrays(k)
         part = cut_parts(a.ts, a.cuser.codes >= 0, test_after, valid_after)
-        test = part == _TEST
+        test = part == TEST
         candidate_items[a.item[test & (a.item >= 0)]] = True
         users = np.unique(a.cuser.codes[test]).astype(np.int64)
         candidate_users.append(a.cuser.uniques.take(pa.array(users, pa.int64())))
@@ -792,24 +798,24 @@ def _cold_start(store: _Store, params: SessionsParams, kind: str, out: Path) -> 
         )
         user_held = np.zeros(max(a.cuser.n_uniques, 1), bool)
         user_held[: len(local_held)] = local_held
-        earlier = (part == _TRAIN) | (part == _VALID)
-        cold_item_rows = earlier & _mask_rows(a.item, item_held)
-        cold_user_rows = earlier & ~cold_item_rows & _mask_rows(a.cuser.codes, user_held)
-        part[cold_item_rows | cold_user_rows] = _DROPPED
+        earlier = (part == TRAIN) | (part == VALID)
+        cold_item_rows = earlier & mask_rows(a.item, item_held)
+        cold_user_rows = earlier & ~cold_item_rows & mask_rows(a.cuser.codes, user_held)
+        part[cold_item_rows | cold_user_rows] = DROPPED
         dropped["cold_item"] += int(np.count_nonzero(cold_item_rows))
         dropped["cold_user"] += int(np.count_nonzero(cold_user_rows))
         parts.save(k, part)
         ok = a.item >= 0
-        test_rows += np.bincount(a.item[ok & (part == _TEST)], minlength=n_items)
-        in_train |= np.bincount(a.item[ok & (part == _TRAIN)], minlength=n_items) > 0
+        test_rows += np.bincount(a.item[ok & (part == TEST)], minlength=n_items)
+        in_train |= np.bincount(a.item[ok & (part == TRAIN)], minlength=n_items) > 0
         c = a.cuser.codes
         n_users = max(a.cuser.n_uniques, 1)
         u_ok = c >= 0
         frame, counts, is_cold = cold_frame(
             "user_id",
             a.cuser.uniques,
-            np.bincount(c[u_ok & (part == _TEST)], minlength=n_users),
-            np.bincount(c[u_ok & (part == _TRAIN)], minlength=n_users) > 0,
+            np.bincount(c[u_ok & (part == TEST)], minlength=n_users),
+            np.bincount(c[u_ok & (part == TRAIN)], minlength=n_users) > 0,
             np.flatnonzero(local_held),
         )
         user_frames.append(frame)
@@ -830,15 +836,13 @@ def _cold_start(store: _Store, params: SessionsParams, kind: str, out: Path) -> 
 
     def hook(k: int, a: _Arrays, part: np.ndarray, frames: list[pd.DataFrame]) -> None:
         nonlocal either
-        cold_user_rows = _mask_rows(a.cuser.codes, cold_users[k])
-        cold_item_rows = _mask_rows(a.item, cold_items)
-        either += int(np.count_nonzero((part == _TEST) & (cold_item_rows | cold_user_rows)))
-        present = _presence(a.cuser, part)[:, : len(cold_users[k])]
-        user_checks["train"] &= not bool((present[_TRAIN] & cold_users[k]).any())
-        user_checks["valid"] &= not bool(
-            (present[_VALID] & held_users[k][: present.shape[1]]).any()
-        )
-        user_checks["test"] &= bool(present[_TEST][cold_users[k]].all())
+        cold_user_rows = mask_rows(a.cuser.codes, cold_users[k])
+        cold_item_rows = mask_rows(a.item, cold_items)
+        either += int(np.count_nonzero((part == TEST) & (cold_item_rows | cold_user_rows)))
+        present = presence(a.cuser, part)[:, : len(cold_users[k])]
+        user_checks["train"] &= not bool((present[TRAIN] & cold_users[k]).any())
+        user_checks["valid"] &= not bool((present[VALID] & held_users[k][: present.shape[1]]).any())
+        user_checks["test"] &= bool(present[TEST][cold_users[k]].all())
 
     written = _write(store, parts, out, converted=True, hook=hook)
     for name, table in (("cold_items", items_frame), ("cold_users", users_frame)):
@@ -856,11 +860,11 @@ def _cold_start(store: _Store, params: SessionsParams, kind: str, out: Path) -> 
     )
     items = written.items
     cold_item_mask = cold_items[: items.shape[1]]
-    leakage = {"test_nonempty": bool(written.rows[_TEST] > 0), **_time_checks(written)}
+    leakage = {"test_nonempty": bool(written.rows[TEST] > 0), **_time_checks(written)}
     leakage |= {
-        "cold_items_not_in_train": not bool((items[_TRAIN] & cold_item_mask).any()),
-        "held_out_items_not_in_valid": not bool((items[_VALID] & item_held).any()),
-        "cold_items_in_test": bool(items[_TEST][cold_item_mask].all()),
+        "cold_items_not_in_train": not bool((items[TRAIN] & cold_item_mask).any()),
+        "held_out_items_not_in_valid": not bool((items[VALID] & item_held).any()),
+        "cold_items_in_test": bool(items[TEST][cold_item_mask].all()),
         "cold_users_not_in_train": user_checks["train"],
         "held_out_users_not_in_valid": user_checks["valid"],
         "cold_users_in_test": user_checks["test"],

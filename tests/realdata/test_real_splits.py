@@ -35,10 +35,10 @@ import pytest
 from recpipe.config import SessionsParams
 from recpipe.data.sources import import_source
 from recpipe.errors import SplitError
+from recpipe.sessions.parts import SplitResult
 from recpipe.sessions.sessionize import filter_support, sessionize
 from recpipe.sessions.splits import (
     SkippedSplit,
-    SplitResult,
     build_splits,
     check_leakage,
     session_split,

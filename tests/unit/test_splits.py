@@ -13,17 +13,19 @@ from hypothesis import strategies as st
 
 from recpipe.config import SessionsParams
 from recpipe.errors import SplitError
+from recpipe.sessions.cold import cold_start_split
+from recpipe.sessions.parts import SplitResult
 from recpipe.sessions.sessionize import filter_support, sessionize
 from recpipe.sessions.splits import (
     SkippedSplit,
-    SplitResult,
     build_splits,
     check_leakage,
-    cold_start_split,
-    global_temporal_split,
     iter_splits,
-    leave_last_out_split,
     session_split,
+)
+from recpipe.sessions.temporal import (
+    global_temporal_split,
+    leave_last_out_split,
     user_temporal_split,
 )
 from tests.unit.test_sessionize import events_frame
