@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from recpipe.evaluate.leaderboard import evaluate_models
     from recpipe.evaluate.significance import paired_bootstrap
-    from recpipe.models import build_model
-    from recpipe.models.base import DataMeta, Interactions
+    from recpipe.models.data import DataMeta, Interactions
+    from recpipe.models.registry import build_model
 
     configs = _parse_sets(args.set)
     given = args.given if args.given is not None else GIVEN[args.dataset]

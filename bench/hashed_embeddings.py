@@ -111,7 +111,7 @@ def run_one(
 ) -> dict[str, Any]:
     """Fit one configuration (early stopping on valid) and evaluate it on test."""
     from recpipe.evaluate.protocols import next_item, user_topk
-    from recpipe.models import build_model
+    from recpipe.models.registry import build_model
 
     meta = data["meta"]
     model = build_model(name, config, meta)
@@ -137,7 +137,7 @@ def bench_model(
     name: str, root: Path, workspace: Path, specs: list[dict[str, Any]], base: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], str]:
     """Every variant of one model on its data set; the rows and a caption."""
-    from recpipe.models.base import DataMeta, Interactions
+    from recpipe.models.data import DataMeta, Interactions
 
     data_name, overrides, split, protocol = SETUPS[name]
     data_dir = root / data_name

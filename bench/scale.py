@@ -59,8 +59,8 @@ def train_worker(
 ) -> None:
     """One rank of a training run: fit ``model`` on ``folder`` (``extra``: more config
     options); rank 0 writes ``out``."""
-    from recpipe.models import build_model
-    from recpipe.models.base import DataMeta, Interactions
+    from recpipe.models.data import DataMeta, Interactions
+    from recpipe.models.registry import build_model
     from recpipe.train import distributed as ddp
 
     with ddp.session("cpu"):
@@ -303,8 +303,8 @@ def bench_device(models: list[str], device: str, events: int, epochs: int) -> li
     sys.path.insert(0, str(REPO / "bench"))
     from _common import build_features, synth_params_for
 
-    from recpipe.models import build_model
-    from recpipe.models.base import DataMeta, Interactions
+    from recpipe.models.data import DataMeta, Interactions
+    from recpipe.models.registry import build_model
 
     synth = synth_params_for(events, 0)
     overrides = [

@@ -57,8 +57,8 @@ def synthetic_bundle(n_items: int, out: Path, serve: Any, seed: int = 0) -> tupl
     import torch
 
     from recpipe.features.idmap import N_RESERVED, IdMap
-    from recpipe.models import build_model
-    from recpipe.models.base import DataMeta, Interactions
+    from recpipe.models.data import DataMeta, Interactions
+    from recpipe.models.registry import build_model
     from recpipe.serve.bundle import write_bundle
 
     rng = np.random.default_rng(seed)

@@ -61,8 +61,8 @@ def run(folder: Path, config: dict[str, Any], max_queries: int | None) -> dict[s
     """Fit on train (valid for early stopping), time it, and score the test prefixes."""
 
     from recpipe.evaluate.protocols import next_item
-    from recpipe.models import build_model
-    from recpipe.models.base import DataMeta, Interactions, Queries
+    from recpipe.models.data import DataMeta, Interactions, Queries
+    from recpipe.models.registry import build_model
     from recpipe.sessions.batching import prefixes
 
     meta = DataMeta.from_features(folder)

@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     log.setLevel(logging.INFO)
 
     from recpipe.evaluate.leaderboard import compare_to_best, evaluate_models
-    from recpipe.models import build_model
-    from recpipe.models.base import DataMeta, Interactions
+    from recpipe.models.data import DataMeta, Interactions
+    from recpipe.models.registry import build_model
 
     data_root = Path(os.environ.get("RECPIPE_DATA_DIR", REPO.parent / "shared" / "data"))
     with tempfile.TemporaryDirectory() as tmp:

@@ -44,8 +44,8 @@ DEFAULT_MODELS = ["mf_explicit", "mf_bce", "mf_bpr", "mf_wals", "wide_deep", "de
 def bench_model(name: str, folder: Path, device: str, epochs: int | None) -> dict[str, Any]:
     """Fit one model with early stopping; its throughput, times and test metrics."""
     from recpipe.evaluate.protocols import user_topk
-    from recpipe.models import build_model
-    from recpipe.models.base import DataMeta, Interactions
+    from recpipe.models.data import DataMeta, Interactions
+    from recpipe.models.registry import build_model
 
     meta = DataMeta.from_features(folder)
     data = {
@@ -79,9 +79,9 @@ def bpr_ratio(folder: Path, device: str, epochs: int) -> dict[str, float]:
     import threadpoolctl
     from implicit.cpu.bpr import BayesianPersonalizedRanking
 
-    from recpipe.baselines._sparse import drop_reserved
-    from recpipe.models import build_model
-    from recpipe.models.base import DataMeta, Interactions
+    from recpipe.models.data import DataMeta, Interactions
+    from recpipe.models.registry import build_model
+    from recpipe.models.sparse import drop_reserved
 
     meta = DataMeta.from_features(folder)
     train = Interactions.from_parquet(folder / "train.parquet")

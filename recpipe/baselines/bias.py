@@ -24,15 +24,9 @@ from pydantic import Field
 
 from recpipe.features.context import EVENT_TYPE_INDEX
 from recpipe.features.idmap import N_RESERVED
-from recpipe.models.base import (
-    Interactions,
-    ModelConfig,
-    Queries,
-    Recommender,
-    expect_shape,
-    load_arrays,
-    save_arrays,
-)
+from recpipe.models.artifact import expect_shape, load_arrays, save_arrays
+from recpipe.models.base import ModelConfig, Recommender
+from recpipe.models.data import Interactions, Queries
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +54,7 @@ class BiasBaseline(Recommender):
     Examples
     --------
     >>> import pandas as pd
-    >>> from recpipe.models.base import DataMeta
+    >>> from recpipe.models.data import DataMeta
     >>> train = Interactions.from_frame(pd.DataFrame({"session_id": ["a", "a", "b"],
     ...     "user_idx": [2, 2, 3], "item_idx": [2, 3, 2], "timestamp": [0, 1, 2],
     ...     "value": [4.0, 2.0, 3.0]}))

@@ -47,13 +47,7 @@ from pydantic import Field
 
 from recpipe.errors import ArtifactError
 from recpipe.features.idmap import N_RESERVED
-from recpipe.models.base import (
-    QUERY_KINDS,
-    DataMeta,
-    Interactions,
-    ModelConfig,
-    Queries,
-    Recommender,
+from recpipe.models.artifact import (
     csr_from_arrays,
     csr_keys,
     csr_to_arrays,
@@ -61,6 +55,8 @@ from recpipe.models.base import (
     load_arrays,
     save_arrays,
 )
+from recpipe.models.base import ModelConfig, Recommender
+from recpipe.models.data import QUERY_KINDS, DataMeta, Interactions, Queries
 from recpipe.models.embedding import recency_weights
 
 __all__ = [
@@ -318,7 +314,7 @@ class CategoryPopularity(Recommender):
     Examples
     --------
     >>> import pandas as pd
-    >>> from recpipe.models.base import DataMeta
+    >>> from recpipe.models.data import DataMeta
     >>> train = Interactions.from_frame(pd.DataFrame({"session_id": ["a", "a", "b"],
     ...     "user_idx": [2, 2, 3], "item_idx": [2, 3, 2], "timestamp": [0, 1, 2]}))
     >>> cats = sp.csr_matrix(np.array([[0, 0, 0], [0, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]]))

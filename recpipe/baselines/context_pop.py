@@ -53,12 +53,7 @@ from recpipe.baselines.category_pop import CategoryProfile
 from recpipe.errors import ArtifactError
 from recpipe.features.context import context_cardinalities
 from recpipe.features.idmap import N_RESERVED
-from recpipe.models.base import (
-    QUERY_KINDS,
-    Interactions,
-    ModelConfig,
-    Queries,
-    Recommender,
+from recpipe.models.artifact import (
     csr_from_arrays,
     csr_keys,
     csr_to_arrays,
@@ -66,6 +61,8 @@ from recpipe.models.base import (
     load_arrays,
     save_arrays,
 )
+from recpipe.models.base import ModelConfig, Recommender
+from recpipe.models.data import QUERY_KINDS, Interactions, Queries
 from recpipe.models.embedding import has_known_items
 
 __all__ = ["CONTEXT_FEATURES", "ContextPopConfig", "ContextPopularity", "context_sizes"]

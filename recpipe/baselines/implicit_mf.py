@@ -49,19 +49,12 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
-from recpipe.baselines._sparse import drop_reserved, popularity_prior
 from recpipe.features.idmap import N_RESERVED
-from recpipe.models.base import (
-    QUERY_KINDS,
-    Interactions,
-    ModelConfig,
-    Queries,
-    Recommender,
-    expect_shape,
-    load_arrays,
-    save_arrays,
-)
+from recpipe.models.artifact import expect_shape, load_arrays, save_arrays
+from recpipe.models.base import ModelConfig, Recommender
+from recpipe.models.data import QUERY_KINDS, Interactions, Queries
 from recpipe.models.embedding import aggregate_items, has_known_items
+from recpipe.models.sparse import drop_reserved, popularity_prior
 
 log = logging.getLogger(__name__)
 

@@ -27,13 +27,8 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
-from recpipe.baselines._sparse import popularity_prior, top_k_per_row
 from recpipe.features.idmap import N_RESERVED
-from recpipe.models.base import (
-    Interactions,
-    ModelConfig,
-    Queries,
-    Recommender,
+from recpipe.models.artifact import (
     csr_from_arrays,
     csr_keys,
     csr_to_arrays,
@@ -41,6 +36,9 @@ from recpipe.models.base import (
     load_arrays,
     save_arrays,
 )
+from recpipe.models.base import ModelConfig, Recommender
+from recpipe.models.data import Interactions, Queries
+from recpipe.models.sparse import popularity_prior, top_k_per_row
 
 log = logging.getLogger(__name__)
 

@@ -22,16 +22,9 @@ import numpy as np
 from pydantic import Field
 
 from recpipe.features.idmap import N_RESERVED
-from recpipe.models.base import (
-    QUERY_KINDS,
-    Interactions,
-    ModelConfig,
-    Queries,
-    Recommender,
-    expect_shape,
-    load_arrays,
-    save_arrays,
-)
+from recpipe.models.artifact import expect_shape, load_arrays, save_arrays
+from recpipe.models.base import ModelConfig, Recommender
+from recpipe.models.data import QUERY_KINDS, Interactions, Queries
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +49,7 @@ class Popularity(Recommender):
     Examples
     --------
     >>> import pandas as pd
-    >>> from recpipe.models.base import DataMeta
+    >>> from recpipe.models.data import DataMeta
     >>> train = Interactions.from_frame(pd.DataFrame({"session_id": ["a", "a", "b"],
     ...     "user_idx": [2, 2, 3], "item_idx": [3, 2, 3], "timestamp": [0, 1, 2]}))
     >>> model = Popularity({}, DataMeta.from_interactions(train)).fit(train)

@@ -17,8 +17,9 @@ import numpy as np
 
 from recpipe.evaluate.protocols import COLD_START_SPLITS, NEXT_ITEM_SPLITS, evaluate_model
 from recpipe.evaluate.significance import paired_bootstrap
-from recpipe.models import build_model, get_model
-from recpipe.models.base import DataMeta, Interactions, Recommender
+from recpipe.models.base import Recommender
+from recpipe.models.data import DataMeta, Interactions
+from recpipe.models.registry import build_model, get_model
 
 log = logging.getLogger(__name__)
 

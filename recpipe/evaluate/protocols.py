@@ -66,7 +66,8 @@ from recpipe.evaluate.metrics import (
 from recpipe.evaluate.ranking import chunked_top_k, target_ranks, top_k
 from recpipe.features.context import EVENT_TYPE_INDEX
 from recpipe.features.idmap import N_RESERVED, UNK
-from recpipe.models.base import CONTEXT_COLUMNS, DataMeta, Interactions, Queries, Recommender
+from recpipe.models.base import Recommender
+from recpipe.models.data import CONTEXT_COLUMNS, DataMeta, Interactions, Queries
 from recpipe.sessions.batching import prefixes
 
 log = logging.getLogger(__name__)
@@ -722,7 +723,7 @@ def cold_users(
     Notes
     -----
     A user's test events are ordered by time (ties in data order). The request is a
-    session query (:meth:`~recpipe.models.base.Queries.for_sessions`) of the known
+    session query (:meth:`~recpipe.models.data.Queries.for_sessions`) of the known
     items (index ``>= N_RESERVED``) among the first ``given`` events, with their
     timestamps and context and the user ``UNK``; the relevant items are the
     distinct known items of the later events that are not in the request. The
@@ -787,8 +788,8 @@ def _session_scorer(model: Recommender, train: Interactions, meta: DataMeta) -> 
     with a popularity fallback fitted on ``train``), as serving answers unknown users."""
     if "session" in model.query_kinds or model.item_vectors() is None:
         return model
-    from recpipe.models import build_model
     from recpipe.models.coldstart import ColdStartPolicy, SessionScorer
+    from recpipe.models.registry import build_model
 
     fallback = build_model("pop", {}, meta).fit(train)
     return SessionScorer(ColdStartPolicy(model, fallback))

@@ -38,7 +38,8 @@ import numpy as np
 
 from recpipe.errors import ArtifactError
 from recpipe.features.idmap import N_RESERVED, PAD, UNK, IdMap
-from recpipe.models.base import DataMeta, Interactions, Queries, Recommender
+from recpipe.models.base import Recommender
+from recpipe.models.data import DataMeta, Interactions, Queries
 
 log = logging.getLogger(__name__)
 

@@ -68,7 +68,9 @@ from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
 from recpipe import __version__
 from recpipe.errors import ArtifactError, RegistryError
 from recpipe.features.idmap import N_RESERVED
-from recpipe.models.base import Queries, Recommender
+from recpipe.models.base import Recommender
+from recpipe.models.data import Queries
+from recpipe.models.registry import load_model
 from recpipe.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -166,7 +168,7 @@ class RecpipePyfunc(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context: Any) -> None:
-        self.model = Recommender.load(context.artifacts[ARTIFACT_KEY])
+        self.model = load_model(context.artifacts[ARTIFACT_KEY])
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
@@ -461,7 +463,7 @@ class Registry:
             The new version number.
         """
         artifact = Path(artifact)
-        model = Recommender.load(artifact)
+        model = load_model(artifact)
         mlflow.set_tracking_uri(self.tracking_uri)
         with (
             _mlflow_errors(f"cannot register {artifact} in {self.name!r}"),

@@ -43,7 +43,8 @@ import numpy as np
 
 from recpipe.features.content import ItemContent
 from recpipe.features.idmap import N_RESERVED, PAD, UNK
-from recpipe.models.base import CONTEXT_COLUMNS, Queries, Recommender
+from recpipe.models.base import Recommender
+from recpipe.models.data import CONTEXT_COLUMNS, Queries
 from recpipe.models.embedding import aggregate_items, has_known_items
 
 __all__ = ["STRATEGIES", "ColdStartPolicy", "Routed", "SessionScorer", "Strategy"]

@@ -2,7 +2,7 @@
 
 The features stage encodes every item into an :class:`~recpipe.features.content.ItemContent`
 row (multi-hot categories, hashed text n-gram counts, standardised numeric attributes);
-:class:`~recpipe.models.base.DataMeta` carries it aligned to the item index. This
+:class:`~recpipe.models.data.DataMeta` carries it aligned to the item index. This
 module turns rows of it into tensors and vectors:
 
 - :class:`ContentColumns`: the category and text columns a model reads, fitted on its
@@ -51,21 +51,14 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 
-from recpipe.baselines._sparse import popularity_prior
 from recpipe.errors import ArtifactError, MissingContentError
 from recpipe.features.content import ItemContent
 from recpipe.features.idmap import N_RESERVED, UNK
-from recpipe.models.base import (
-    QUERY_KINDS,
-    DataMeta,
-    Interactions,
-    Queries,
-    expect_shape,
-    load_arrays,
-    save_arrays,
-)
+from recpipe.models.artifact import expect_shape, load_arrays, save_arrays
+from recpipe.models.data import QUERY_KINDS, DataMeta, Interactions, Queries
 from recpipe.models.embedding import aggregate_items, has_known_items
 from recpipe.models.layers import MLP, Bag
+from recpipe.models.sparse import popularity_prior
 from recpipe.models.torch_base import TorchModelConfig, TorchRecommender
 from recpipe.train.device import seed_everything
 

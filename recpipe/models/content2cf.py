@@ -45,7 +45,7 @@ from pydantic import Field
 from torch import nn
 
 from recpipe.features.idmap import N_RESERVED
-from recpipe.models.base import DataMeta, Interactions, expect_shape
+from recpipe.models.artifact import expect_shape
 from recpipe.models.content import (
     ContentBatch,
     ContentColumns,
@@ -54,6 +54,8 @@ from recpipe.models.content import (
     ContentTower,
     usable_rows,
 )
+from recpipe.models.data import DataMeta, Interactions
+from recpipe.models.mf import MFBCE, MFBPR, MFWeighted
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,10 @@ __all__ = ["Content2CF", "Content2CFConfig"]
 NO_VECTOR, LEARNED, PREDICTED = 0, 1, 2
 #: Fewest warm items for a held-out validation part.
 _MIN_WARM_FOR_VALID = 10
+#: The implicit MF models that can give the factors (``factors_model``), by registry name.
+_FACTORS_MODELS: dict[str, type[MFBCE | MFBPR | MFWeighted]] = {
+    model.name: model for model in (MFWeighted, MFBPR, MFBCE)
+}
 
 
 class Content2CFConfig(ContentModelConfig):
@@ -104,9 +110,7 @@ class Content2CF(ContentRecommender):
 
     def __init__(self, config: Any, meta: DataMeta) -> None:
         super().__init__(config, meta)
-        from recpipe.models import get_model  # the registry imports this module
-
-        get_model(self.config.factors_model).parse_config(self._factors_options())
+        _FACTORS_MODELS[self.config.factors_model].parse_config(self._factors_options())
         self._user_vectors = np.zeros((meta.n_users, 0), dtype=np.float32)
         self._known_users = np.zeros(meta.n_users, dtype=bool)
         self._item_source = np.zeros(meta.n_items, dtype=np.int8)
@@ -120,12 +124,10 @@ class Content2CF(ContentRecommender):
 
     # training ------------------------------------------------------------------
     def _prepare(self, train: Interactions, valid: Interactions | None) -> None:
-        from recpipe.models import build_model
-
         cfg = self.config
-        factors_model = build_model(cfg.factors_model, self._factors_options(), self.meta)
+        factors_model = _FACTORS_MODELS[cfg.factors_model](self._factors_options(), self.meta)
         factors_model.fit(train, valid if cfg.factors_early_stopping else None)
-        users, items = factors_model.factors()  # type: ignore[attr-defined]
+        users, items = factors_model.factors()
         self._user_vectors = np.ascontiguousarray(users[:, :-1], dtype=np.float32)
         targets = np.ascontiguousarray(items[:, :-1], dtype=np.float32)
         self._dim = targets.shape[1]

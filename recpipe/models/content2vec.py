@@ -46,7 +46,7 @@ from torch import nn
 
 from recpipe.features.idmap import N_RESERVED, PAD
 from recpipe.features.sampling import NegativeSampler
-from recpipe.models.base import DataMeta, Interactions, expect_shape
+from recpipe.models.artifact import expect_shape
 from recpipe.models.content import (
     ContentBatch,
     ContentColumns,
@@ -55,6 +55,7 @@ from recpipe.models.content import (
     ContentTower,
     usable_rows,
 )
+from recpipe.models.data import DataMeta, Interactions
 from recpipe.models.embedding import aggregate_items
 from recpipe.train.device import to_device
 from recpipe.train.distributed import row_bounds

@@ -64,15 +64,8 @@ from torch import nn
 
 from recpipe.features.inputs import cross_name, hash_cross, shard_order
 from recpipe.features.sampling import NegativeSampler
-from recpipe.models.base import (
-    Interactions,
-    Queries,
-    _check_range,
-    _int_array,
-    expect_shape,
-    load_arrays,
-    save_arrays,
-)
+from recpipe.models.artifact import expect_shape, load_arrays, save_arrays
+from recpipe.models.data import Interactions, Queries, check_range, int_array
 from recpipe.models.hashed import IdEmbeddingConfig, check_tables
 from recpipe.models.layers import MLP, Bag, FieldEmbedding, FMInteraction, LinearWide
 from recpipe.models.torch_base import TorchModelConfig, TorchRecommender, user_item_csr
@@ -860,14 +853,14 @@ class CtrRecommender(TorchRecommender):
             The model is not fitted.
         """
         self._require_fitted()
-        users = _int_array(users, "users", 1)
-        items = _int_array(items, "items", 1)
+        users = int_array(users, "users", 1)
+        items = int_array(items, "items", 1)
         if users.shape != items.shape:
             raise ValueError(
                 f"users and items must be aligned 1-D arrays, got {users.shape} and {items.shape}"
             )
-        _check_range(users, self.meta.n_users, "users")
-        _check_range(items, self.meta.n_items, "items")
+        check_range(users, self.meta.n_users, "users")
+        check_range(items, self.meta.n_items, "items")
         assert self.module is not None
         module = self.module.eval()
         out = np.empty(users.shape[0], dtype=np.float64)

@@ -70,7 +70,7 @@ from pydantic import Field, PositiveInt, field_validator
 from recpipe.features.context import EVENT_TYPE_INDEX
 from recpipe.features.idmap import N_RESERVED, PAD
 from recpipe.features.sampling import NegativeSampler
-from recpipe.models.base import CONTEXT_COLUMNS, Interactions, Queries
+from recpipe.models.data import CONTEXT_COLUMNS, Interactions, Queries
 from recpipe.models.hashed import (
     HashedEmbedding,
     IdEmbeddingConfig,

@@ -31,11 +31,10 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
-from recpipe.baselines._sparse import drop_reserved
 from recpipe.features.idmap import N_RESERVED
 from recpipe.features.inputs import TripletBatch, shard_order, triplet_batches
 from recpipe.features.sampling import NegativeSampler
-from recpipe.models.base import Interactions, Queries
+from recpipe.models.data import Interactions, Queries
 from recpipe.models.hashed import (
     IdEmbeddingConfig,
     check_tables,
@@ -45,6 +44,7 @@ from recpipe.models.hashed import (
     make_id_embedding,
 )
 from recpipe.models.losses import bpr_loss, mse_loss, sampled_bce_loss, weighted_full_loss
+from recpipe.models.sparse import drop_reserved
 from recpipe.models.torch_base import (
     TorchModelConfig,
     TorchRecommender,

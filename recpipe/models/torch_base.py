@@ -41,10 +41,11 @@ import scipy.sparse as sp
 import torch
 from pydantic import ConfigDict, Field
 
-from recpipe.baselines._sparse import drop_reserved
 from recpipe.errors import ArtifactError
 from recpipe.features.idmap import N_RESERVED
-from recpipe.models.base import Interactions, ModelConfig, Queries, Recommender
+from recpipe.models.base import ModelConfig, Recommender
+from recpipe.models.data import Interactions, Queries
+from recpipe.models.sparse import drop_reserved
 from recpipe.train.device import resolve_device, seed_everything, to_device
 from recpipe.train.distributed import shard_rows
 from recpipe.train.loop import (

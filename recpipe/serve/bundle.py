@@ -40,16 +40,16 @@ from recpipe import __version__
 from recpipe.config import ServeParams
 from recpipe.errors import ArtifactError
 from recpipe.features.idmap import N_RESERVED
-from recpipe.models.base import (
-    DataMeta,
-    Interactions,
-    Recommender,
+from recpipe.models.artifact import (
     csr_from_arrays,
     csr_keys,
     csr_to_arrays,
     load_arrays,
     save_arrays,
 )
+from recpipe.models.base import Recommender
+from recpipe.models.data import DataMeta, Interactions
+from recpipe.models.registry import build_model, load_model
 
 __all__ = [
     "BENTO_NAME",
@@ -123,8 +123,6 @@ def fit_fallback(
     kind : {"context_pop", "pop"}
         The fallback model.
     """
-    from recpipe.models import build_model
-
     meta = model.meta
     counts = np.bincount(events.item_idx, minlength=meta.n_items).astype(np.int64)
     counts[:N_RESERVED] = 0
@@ -199,7 +197,7 @@ def write_bundle(
             name, meta = model.name, model.meta
         else:
             shutil.copytree(Path(model), tmp / MODEL_DIR)
-            loaded = Recommender.load(tmp / MODEL_DIR)
+            loaded = load_model(tmp / MODEL_DIR)
             name, meta = loaded.name, loaded.meta
         if fallback.meta.n_items != meta.n_items:
             raise ArtifactError(

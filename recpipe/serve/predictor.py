@@ -48,9 +48,11 @@ from recpipe.config import ServeParams
 from recpipe.errors import ArtifactError, RequestError
 from recpipe.features.context import EVENT_TYPE_INDEX, gap_bucket_of
 from recpipe.features.idmap import N_RESERVED, UNK
-from recpipe.models.base import Queries, Recommender
+from recpipe.models.base import Recommender
 from recpipe.models.coldstart import STRATEGIES, ColdStartPolicy
+from recpipe.models.data import Queries
 from recpipe.models.embedding import aggregate_items, has_known_items
+from recpipe.models.registry import load_model
 from recpipe.serve.bundle import FALLBACK_DIR, MODEL_DIR, read_info, read_seen
 from recpipe.serve.index import ExactIndex, FaissIndex, build_index, top_k
 from recpipe.serve.schemas import (
@@ -184,8 +186,8 @@ class Predictor:
         """
         bundle = Path(bundle)
         info = read_info(bundle)
-        model = Recommender.load(bundle / MODEL_DIR)
-        fallback = Recommender.load(bundle / FALLBACK_DIR)
+        model = load_model(bundle / MODEL_DIR)
+        fallback = load_model(bundle / FALLBACK_DIR)
         seen = read_seen(bundle, model.meta.n_users, model.meta.n_items)
         try:
             settings = ServeParams.model_validate(info.get("serve", {}))

@@ -24,7 +24,7 @@ import pandas as pd
 
 from recpipe.features.content import ContentEncoder, ItemContent, align
 from recpipe.features.idmap import N_RESERVED, IdMap
-from recpipe.models.base import DataMeta, Interactions
+from recpipe.models.data import DataMeta, Interactions
 
 POPULAR = 2
 BLOCK_A = (4, 5, 6, 7)

@@ -1,6 +1,6 @@
 """The model contract, checked for every registered model on a planted data set.
 
-A model joins this suite by registration in ``recpipe.models.MODELS`` alone. Models
+A model joins this suite by registration in ``recpipe.models.registry.MODELS`` alone. Models
 that rank by popularity only are listed in ``NON_PERSONALISED`` and checked on the
 popular item instead of the sequential / collaborative answers; slow models may get
 lighter settings in ``CONTRACT_CONFIGS``.
@@ -17,15 +17,9 @@ import pytest
 
 from recpipe.errors import ArtifactError, ConfigError
 from recpipe.features.idmap import N_RESERVED
-from recpipe.models import (
-    MODELS,
-    QUERY_KINDS,
-    NotFittedError,
-    Queries,
-    Recommender,
-    build_model,
-    get_model,
-)
+from recpipe.models.base import NotFittedError, Recommender
+from recpipe.models.data import QUERY_KINDS, Queries
+from recpipe.models.registry import MODELS, build_model, get_model, load_model
 from tests.contract.planted import (
     BLOCK_B,
     HELD_OUT_ITEM,
@@ -281,8 +275,8 @@ def test_save_load_round_trip(fitted, tmp_path):
     assert meta["data"] == {"split": "planted", "n_items": N_ITEMS, "n_users": 14}
     assert {"recpipe_version", "created_at"} <= set(meta)
 
-    for loader in (Recommender, type(fitted)):
-        loaded = loader.load(path)
+    for load in (load_model, type(fitted).load):
+        loaded = load(path)
         assert type(loaded) is type(fitted)
         assert loaded.is_fitted
         assert loaded.config == fitted.config
@@ -334,8 +328,9 @@ CORRUPTIONS = {
 def test_broken_artifact_raises_artifact_error(fitted, tmp_path, corruption):
     path = fitted.save(tmp_path / "artifact")
     CORRUPTIONS[corruption](path)
-    with pytest.raises(ArtifactError):
-        Recommender.load(path)
+    for load in (load_model, type(fitted).load):
+        with pytest.raises(ArtifactError):
+            load(path)
 
 
 def test_loading_as_another_model_class_fails(fitted, tmp_path):

@@ -46,9 +46,10 @@ def test_stage_train_with_two_processes(tmp_path: Path, monkeypatch: pytest.Monk
     assert entry["processes"] == 2
     assert len(entry["history"]) == 2  # train.max_epochs=2, both epochs recorded once
 
-    from recpipe.models.base import Queries, Recommender
+    from recpipe.models.data import Queries
+    from recpipe.models.registry import load_model
 
-    model = Recommender.load(paths.model_dir("mf_bpr") / SPLIT)
+    model = load_model(paths.model_dir("mf_bpr") / SPLIT)
     scores = model.score(Queries.for_users([0, 1]))
     assert scores.shape[0] == 2 and np.isfinite(scores[:, N_RESERVED:]).all()  # not PAD/UNK
     assert not (paths.root / "checkpoints" / "mf_bpr" / SPLIT).exists()  # removed once done

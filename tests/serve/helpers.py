@@ -10,8 +10,9 @@ import numpy as np
 
 from recpipe.config import ServeParams
 from recpipe.features.idmap import N_RESERVED, IdMap
-from recpipe.models import build_model
-from recpipe.models.base import DataMeta, Recommender
+from recpipe.models.base import Recommender
+from recpipe.models.data import DataMeta
+from recpipe.models.registry import build_model
 from recpipe.serve.bundle import fit_fallback, seen_matrix, write_bundle
 from tests.contract.planted import N_ITEMS, N_USERS, planted
 

@@ -83,7 +83,7 @@ def test_the_item_index_ranks_like_the_cold_start_policy(mf: Predictor) -> None:
     items = np.zeros((len(sessions), 3), dtype=np.int64)
     for row, s in enumerate(sessions):
         items[row, 3 - len(s) :] = s
-    from recpipe.models.base import Queries
+    from recpipe.models.data import Queries
 
     scores = mf.policy.sessions(Queries.for_sessions(items)).scores
     for row, (s, answer) in enumerate(zip(sessions, answers, strict=True)):

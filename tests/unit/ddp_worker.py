@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from recpipe.models import build_model
-from recpipe.models.base import Queries
+from recpipe.models.data import Queries
+from recpipe.models.registry import build_model
 from recpipe.train import distributed as ddp
 from tests.contract.planted import planted
 

@@ -20,8 +20,8 @@ from recpipe.config import Params, load_params
 from recpipe.evaluate.leaderboard import compare_to_best, evaluate_models
 from recpipe.features.encode import encode_events
 from recpipe.features.idmap import IdMap
-from recpipe.models import build_model
-from recpipe.models.base import DataMeta, Interactions
+from recpipe.models.data import DataMeta, Interactions
+from recpipe.models.registry import build_model
 from recpipe.paths import Paths
 
 N_ITEMS = 40

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recpipe.baselines._sparse import drop_reserved, popularity_prior, top_k_per_row
 from recpipe.baselines.itemknn import ItemKNN, cosine_neighbours
 from recpipe.baselines.markov import MarkovChain, SequentialRules, sequential_rules, step_weights
 from recpipe.baselines.popularity import Popularity, RecentPopularity
-from recpipe.models.base import DataMeta, Queries
+from recpipe.models.data import DataMeta, Queries
+from recpipe.models.sparse import drop_reserved, popularity_prior, top_k_per_row
 from tests.contract.planted import interactions
 
 DAY = 86_400 * 10**9

@@ -10,7 +10,7 @@ import pytest
 
 from recpipe.baselines.implicit_mf import ALS, BPR
 from recpipe.baselines.sknn import SessionKNN, prefix_weights
-from recpipe.models.base import DataMeta, Queries
+from recpipe.models.data import DataMeta, Queries
 from tests.contract.planted import interactions
 
 N_ITEMS = 8  # items 2..7

@@ -12,7 +12,9 @@ import scipy.sparse as sp
 from recpipe.baselines.category_pop import CategoryPopularity, item_category_weights
 from recpipe.baselines.context_pop import ContextPopularity
 from recpipe.baselines.implicit_mf import ALS, BPR
-from recpipe.models.base import DataMeta, Interactions, Queries, Recommender
+from recpipe.models.base import Recommender
+from recpipe.models.data import DataMeta, Interactions, Queries
+from recpipe.models.registry import load_model
 from tests.contract.planted import encoded_frame, interactions
 
 N_ITEMS = 8  # items 2..7
@@ -40,7 +42,7 @@ def real(scores: np.ndarray) -> np.ndarray:
 
 
 def assert_round_trip(model: Recommender, queries: list[Queries], tmp_path) -> None:
-    loaded = Recommender.load(model.save(tmp_path / model.name))
+    loaded = load_model(model.save(tmp_path / model.name))
     assert type(loaded) is type(model) and loaded.config == model.config
     for q in queries:
         np.testing.assert_array_equal(loaded.score(q), model.score(q))
@@ -322,4 +324,4 @@ def test_implicit_mf_dot_round_trip(model_cls, tmp_path):
         Queries.for_users([2, 3]),
     ]
     assert_round_trip(model, queries, tmp_path)
-    assert math.isclose(Recommender.load(tmp_path / model.name).config.decay, 0.7)
+    assert math.isclose(load_model(tmp_path / model.name).config.decay, 0.7)

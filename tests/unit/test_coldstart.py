@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from recpipe.features.idmap import N_RESERVED, PAD, UNK
-from recpipe.models import build_model
-from recpipe.models.base import Queries
 from recpipe.models.coldstart import STRATEGIES, ColdStartPolicy
+from recpipe.models.data import Queries
 from recpipe.models.embedding import aggregate_items
+from recpipe.models.registry import build_model
 from tests.unit.test_content_models import (
     FAST,
     N_ITEMS,

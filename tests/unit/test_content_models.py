@@ -14,8 +14,6 @@ import torch
 from recpipe.errors import ArtifactError, ConfigError
 from recpipe.features.content import ContentEncoder, ItemContent, align
 from recpipe.features.idmap import N_RESERVED, PAD, UNK, IdMap
-from recpipe.models import Recommender, build_model
-from recpipe.models.base import DataMeta, Queries
 from recpipe.models.content import (
     ContentColumns,
     ContentTower,
@@ -24,6 +22,8 @@ from recpipe.models.content import (
     usable_rows,
 )
 from recpipe.models.content2vec import cooccurring_pairs
+from recpipe.models.data import DataMeta, Queries
+from recpipe.models.registry import build_model, load_model
 from tests.contract.planted import interactions, planted
 
 MODELS = ("content2cf", "content2vec")
@@ -359,7 +359,7 @@ def test_artifact_round_trip(fitted, data, tmp_path):
     files = json.loads((path / "meta.json").read_text())["files"]
     assert "item_content/item_content.npz" in files
     assert "item_encoder/item_encoder.json" in files
-    loaded = Recommender.load(path)
+    loaded = load_model(path)
     assert loaded.meta.item_encoder is not None
     np.testing.assert_array_equal(
         loaded.meta.item_content.text.toarray(), fitted.meta.item_content.text.toarray()
@@ -375,14 +375,14 @@ def test_artifact_round_trip(fitted, data, tmp_path):
     # a corrupt content file is an artifact error
     (path / "item_content" / "item_content.npz").write_bytes(b"garbage")
     with pytest.raises(ArtifactError):
-        Recommender.load(path)
+        load_model(path)
 
 
 def test_other_models_artifacts_carry_no_content(data, tmp_path):
     train, valid, meta = data
     path = build_model("pop", {}, meta).fit(train, valid).save(tmp_path / "pop")
     assert not (path / "item_content").exists() and not (path / "item_encoder").exists()
-    assert Recommender.load(path).meta.item_content is None
+    assert load_model(path).meta.item_content is None
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,9 @@ from recpipe.evaluate.leaderboard import evaluate_models
 from recpipe.evaluate.protocols import ctr
 from recpipe.features.idmap import N_RESERVED
 from recpipe.features.inputs import hash_cross
-from recpipe.models import Queries, Recommender, build_model
-from recpipe.models.ctr import DeepFM, WideAndDeep
+from recpipe.models.ctr import DeepFM, DeepFMNet, WideAndDeep, WideAndDeepNet
+from recpipe.models.data import Queries
+from recpipe.models.registry import build_model, load_model
 from recpipe.models.torch_base import user_item_csr
 from tests.contract.planted import BLOCK_A, BLOCK_B, N_ITEMS, N_USERS, POPULAR, A, B, planted
 
@@ -242,7 +243,7 @@ def test_chunked_scoring_gives_the_same_scores(fitted, monkeypatch):
 
 def test_save_load_round_trip_gives_identical_scores(fitted, tmp_path):
     path = fitted.save(tmp_path / "model")
-    loaded = Recommender.load(path)
+    loaded = load_model(path)
     assert type(loaded) is type(fitted)
     assert (loaded.meta.item_categories is None) == (fitted.meta.item_categories is None)
     q = Queries.for_users(np.arange(N_USERS))
@@ -269,7 +270,7 @@ def test_predict_proba_checks_its_input(fitted):
 
 
 def test_unfitted_predict_proba_raises(data):
-    from recpipe.models import NotFittedError
+    from recpipe.models.base import NotFittedError
 
     with pytest.raises(NotFittedError):
         build_model("deepfm", {}, data[2]).predict_proba(np.array([2]), np.array([3]))
@@ -418,7 +419,7 @@ def test_hashed_full_scores_equal_pairwise_logits(hashed_fit):
 
 def test_hashed_save_load_round_trip_gives_identical_scores(hashed_fit, tmp_path):
     path = hashed_fit.save(tmp_path / "model")
-    loaded = Recommender.load(path)
+    loaded = load_model(path)
     assert loaded.config == hashed_fit.config
     assert loaded.config.id_embedding.kind == "hashed"
     q = Queries.for_users(np.arange(N_USERS))
@@ -437,7 +438,7 @@ def test_hashed_ids_shrink_the_model_and_share_buckets(name):
     from recpipe.models.hashed import IdEmbeddingConfig
 
     n_users, n_items, dim = 1000, 5000, 16
-    net = {"wide_deep": ctr_module.WideAndDeepNet, "deepfm": ctr_module.DeepFMNet}[name]
+    net = {"wide_deep": WideAndDeepNet, "deepfm": DeepFMNet}[name]
     extra = {"n_cross_buckets": 64} if name == "wide_deep" else {}
     table = net(n_users, n_items, 4, dim, (8,), 0.0, **extra)
     keys = {k for k in table.state_dict() if k.startswith(("embed.", "linear."))}

@@ -10,8 +10,8 @@ import pytest
 from recpipe.errors import ArtifactError
 from recpipe.features.idmap import N_RESERVED
 from recpipe.gates import measure
-from recpipe.models import build_model
-from recpipe.models.base import Queries
+from recpipe.models.data import Queries
+from recpipe.models.registry import build_model
 from recpipe.paths import Paths
 from tests.unit.gate_workspace import SPLIT, write_features
 

@@ -12,9 +12,9 @@ import torch
 from recpipe.evaluate.protocols import next_item
 from recpipe.features.context import EVENT_TYPE_INDEX
 from recpipe.features.idmap import N_RESERVED
-from recpipe.models import Recommender, build_model
-from recpipe.models.base import DataMeta, Interactions, Queries
+from recpipe.models.data import DataMeta, Interactions, Queries
 from recpipe.models.gru4rec import CONTEXT_UNKNOWN, GRU4Rec, context_codes
+from recpipe.models.registry import build_model, load_model
 from recpipe.models.session_losses import (
     LOSSES,
     accidental_hits,
@@ -443,7 +443,7 @@ def test_save_load_round_trip(name, planted_data, tmp_path):
     train, valid, meta = planted_data
     model = build_model(name, {**FAST, "epochs": 1, "embedding": "onehot"}, meta)
     model.fit(train, valid)
-    loaded = Recommender.load(model.save(tmp_path / name))
+    loaded = load_model(model.save(tmp_path / name))
     assert type(loaded) is type(model) and loaded.config == model.config
     q = Queries.from_item_lists([[A], [2, 5, A], []])
     np.testing.assert_array_equal(loaded.score(q), model.score(q))

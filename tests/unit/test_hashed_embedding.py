@@ -14,8 +14,7 @@ import torch
 from recpipe.errors import ConfigError
 from recpipe.features.hashing import hash_ids
 from recpipe.features.idmap import N_RESERVED, PAD, UNK
-from recpipe.models import build_model
-from recpipe.models.base import DataMeta, Queries, Recommender
+from recpipe.models.data import DataMeta, Queries
 from recpipe.models.hashed import (
     HashedEmbedding,
     IdEmbeddingConfig,
@@ -24,6 +23,7 @@ from recpipe.models.hashed import (
     make_id_embedding,
 )
 from recpipe.models.mf import MFModule
+from recpipe.models.registry import build_model, load_model
 from tests.contract.planted import interactions, planted
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -242,7 +242,7 @@ def test_hashed_models_round_trip_with_identical_scores(name, config, tmp_path):
     )
     before = model.score(queries)
     model.save(tmp_path / "m")
-    loaded = Recommender.load(tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
     assert loaded.config == model.config
     assert loaded.config.id_embedding.kind == "hashed"
     np.testing.assert_array_equal(loaded.score(queries), before)

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from recpipe.models import build_model
-from recpipe.models.base import DataMeta, Queries
+from recpipe.models.data import DataMeta, Queries
 from recpipe.models.losses import (
     bpr_loss,
     mse_loss,
@@ -18,6 +17,7 @@ from recpipe.models.losses import (
     weighted_full_loss_bruteforce,
 )
 from recpipe.models.mf import MFModule
+from recpipe.models.registry import build_model
 from tests.contract.planted import HELD_OUT_ITEM, HELD_OUT_USER, N_ITEMS, interactions, planted
 
 

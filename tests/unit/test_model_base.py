@@ -1,26 +1,24 @@
-"""The contract's data classes: DataMeta, Interactions, Queries, configs, array I/O."""
+"""The contract's data classes (DataMeta, Interactions, Queries), configs, array I/O, loading."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from recpipe.baselines.itemknn import ItemKNN
+from recpipe.baselines.popularity import Popularity
 from recpipe.errors import ArtifactError, ConfigError
 from recpipe.features.encode import ENCODED_COLUMNS, encode_events
 from recpipe.features.idmap import IdMap
-from recpipe.models import build_model
-from recpipe.models.base import (
-    DataMeta,
-    Interactions,
-    Queries,
-    csr_from_arrays,
-    csr_to_arrays,
-    load_arrays,
-    save_arrays,
-)
+from recpipe.models.artifact import csr_from_arrays, csr_to_arrays, load_arrays, save_arrays
+from recpipe.models.base import Recommender
+from recpipe.models.data import DataMeta, Interactions, Queries
+from recpipe.models.registry import build_model, load_model
 from recpipe.sessions.batching import prefixes
 from tests.contract.planted import encoded_frame, interactions
 
@@ -221,3 +219,31 @@ def test_array_files(tmp_path):
         csr_from_arrays(broken, "m", (5, 4))
     with pytest.raises(TypeError, match="pickle"):
         save_arrays(tmp_path / "b.npz", x=np.array(["a", None], dtype=object))
+
+
+# ---------------------------------------------------------------------- loading, imports
+def test_loading_needs_a_concrete_class_or_the_registry(tmp_path):
+    data = interactions([[2, 3, 3], [2]])
+    model = build_model("pop", {}, DataMeta.from_interactions(data)).fit(data)
+    path = model.save(tmp_path / "pop")
+    assert type(load_model(path)) is Popularity
+    assert type(Popularity.load(path)) is Popularity
+    with pytest.raises(TypeError, match=r"recpipe\.models\.registry\.load_model"):
+        Recommender.load(path)
+    with pytest.raises(ArtifactError, match="holds a 'pop' model, not a ItemKNN"):
+        ItemKNN.load(path)
+    meta = json.loads((path / "meta.json").read_text())
+    (path / "meta.json").write_text(json.dumps(meta | {"model": "no_such_model"}))
+    with pytest.raises(ArtifactError, match=r"unknown model 'no_such_model'; known: \[.*'pop'"):
+        load_model(path)
+
+
+def test_the_contract_imports_no_model():
+    code = (
+        "import sys, recpipe.models.base, recpipe.models.registry; "
+        "loaded = [m for m in sys.modules if m.startswith('recpipe.baselines') or m == 'torch'"
+        " or m.startswith('recpipe.models.') and m.rsplit('.', 1)[1] not in "
+        "{'base', 'data', 'artifact', 'registry'}]; "
+        "assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -21,7 +21,8 @@ from recpipe.evaluate.protocols import (
 )
 from recpipe.features.context import EVENT_TYPE_INDEX
 from recpipe.features.idmap import UNK
-from recpipe.models.base import QUERY_KINDS, DataMeta, Interactions, Queries, Recommender
+from recpipe.models.base import Recommender
+from recpipe.models.data import QUERY_KINDS, DataMeta, Interactions, Queries
 from tests.contract.planted import encoded_frame, interactions, planted
 
 PURCHASE = EVENT_TYPE_INDEX["purchase"]

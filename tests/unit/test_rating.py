@@ -11,8 +11,9 @@ from recpipe.baselines.bias import BiasBaseline
 from recpipe.evaluate.protocols import rating
 from recpipe.features.context import EVENT_TYPE_INDEX
 from recpipe.features.idmap import UNK
-from recpipe.models import build_model, get_model
-from recpipe.models.base import DataMeta, Interactions, Queries, Recommender
+from recpipe.models.base import Recommender
+from recpipe.models.data import DataMeta, Interactions, Queries
+from recpipe.models.registry import build_model, get_model, load_model
 from tests.contract.planted import encoded_frame
 
 RATING = EVENT_TYPE_INDEX["rating"]
@@ -118,7 +119,7 @@ def test_rating_protocol_skips_non_rating_events_and_needs_some():
 def test_save_load_round_trip(tmp_path: Path):
     model = fit()
     path = model.save(tmp_path / "bias")
-    loaded = Recommender.load(path)
+    loaded = load_model(path)
     assert isinstance(loaded, BiasBaseline)
     assert loaded.config == model.config
     q = Queries.for_users([2, 3, UNK])

@@ -1,4 +1,4 @@
-"""Sparse-matrix helpers shared by the neighbourhood and rule baselines."""
+"""Sparse-matrix helpers shared by the neighbourhood and rule baselines and the models."""
 
 from __future__ import annotations
 
