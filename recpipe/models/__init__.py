@@ -18,9 +18,9 @@ one module (e.g. the contract) never pulls in the models, their baselines or tor
 building blocks                 ``layers`` (MLP, FM, embeddings), ``hashed`` (hashed
                                 embeddings), ``embedding`` (item aggregation), ``losses``,
                                 ``session_losses``, ``torch_base`` (models trained by the
-                                shared loop), ``content`` (the content tower),
-                                ``coldstart`` (routing)
-one model per file              ``mf``, ``ctr`` (Wide & Deep, DeepFM), ``gru4rec``,
+                                shared loop), ``ctr`` (the CTR models' shared parts),
+                                ``content`` (the content tower), ``coldstart`` (routing)
+one model per file              ``mf``, ``wide_deep``, ``deepfm``, ``gru4rec``,
                                 ``content2cf``, ``content2vec``; the baselines are in
                                 :mod:`recpipe.baselines`
 ==============================  ===========================================================

@@ -1,15 +1,18 @@
-"""Click-through-rate style rankers: Wide & Deep and DeepFM on implicit feedback.
+"""The machinery the click-through-rate style rankers share, on implicit feedback.
 
-==============  ===========================================================================
-``wide_deep``   Wide & Deep (Cheng et al. 2016, "Wide & Deep Learning for Recommender
-                Systems"): a linear model over sparse ids and hashed cross-product
-                features (memorisation) plus an MLP over embeddings and dense features
-                (generalisation), trained jointly; logit = wide + deep.
-``deepfm``      DeepFM (Guo et al. 2017, "DeepFM: A Factorization-Machine based Neural
-                Network for CTR Prediction"): a factorization machine (first-order weights
-                plus pairwise inner products of the field embeddings) and an MLP that
-                share ONE embedding table; logit = linear + FM + deep.
-==============  ===========================================================================
+- ``wide_deep`` (:mod:`recpipe.models.wide_deep`): Wide & Deep (Cheng et al. 2016,
+  "Wide & Deep Learning for Recommender Systems"): a linear model over sparse ids and
+  hashed cross-product features (memorisation) plus an MLP over embeddings and dense
+  features (generalisation), trained jointly; logit = wide + deep.
+- ``deepfm`` (:mod:`recpipe.models.deepfm`): DeepFM (Guo et al. 2017, "DeepFM: A
+  Factorization-Machine based Neural Network for CTR Prediction"): a factorization
+  machine (first-order weights plus pairwise inner products of the field embeddings)
+  and an MLP that share ONE embedding table; logit = linear + FM + deep.
+
+This module holds what both share: the config (:class:`CtrConfig`), the network's
+common parts (:class:`CtrNet`: field embeddings, first-order weights, the deep MLP and
+full-catalogue scoring), the input builder and the estimator (:class:`CtrRecommender`:
+sampling, training, scoring, artifact); each model's module adds its own terms.
 
 Inputs of a (user, item) pair. B: batch, D: ``embedding_dim``, C: categories.
 
@@ -67,7 +70,7 @@ from recpipe.features.sampling import NegativeSampler
 from recpipe.models.artifact import expect_shape, load_arrays, save_arrays
 from recpipe.models.data import Interactions, Queries, check_range, int_array
 from recpipe.models.hashed import IdEmbeddingConfig, check_tables
-from recpipe.models.layers import MLP, Bag, FieldEmbedding, FMInteraction, LinearWide
+from recpipe.models.layers import MLP, Bag, FieldEmbedding, LinearWide
 from recpipe.models.torch_base import TorchModelConfig, TorchRecommender, user_item_csr
 from recpipe.train.device import to_device
 from recpipe.train.distributed import row_bounds
@@ -75,17 +78,12 @@ from recpipe.train.distributed import row_bounds
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "CtrConfig",
     "CtrInputs",
     "CtrNet",
     "CtrRecommender",
-    "DeepFM",
-    "DeepFMConfig",
-    "DeepFMNet",
     "ItemTable",
     "UserTable",
-    "WideAndDeep",
-    "WideAndDeepNet",
-    "WideDeepConfig",
 ]
 
 STATE_FILE = "ctr_state.npz"
@@ -133,24 +131,6 @@ class CtrConfig(TorchModelConfig):
     @classmethod
     def _known_tables(cls, spec: IdEmbeddingConfig) -> IdEmbeddingConfig:
         return check_tables(spec, CTR_TABLES)
-
-
-class WideDeepConfig(CtrConfig):
-    """Options of :class:`WideAndDeep`."""
-
-    n_cross_buckets: int = Field(
-        default=1 << 18, ge=1, description="size of the hashed space of the wide crosses"
-    )
-    hash_seed: int = Field(default=0, description="seed of the cross hash")
-    learning_rate: float = Field(
-        default=3e-3,
-        gt=0,
-        description="Adam step (the wide part's sparse weights learn faster with a larger one)",
-    )
-
-
-class DeepFMConfig(CtrConfig):
-    """Options of :class:`DeepFM`."""
 
 
 # ---------------------------------------------------------------------- tensors
@@ -217,13 +197,6 @@ class UserTable(NamedTuple):
     dense: torch.Tensor
     popularity_cross: torch.Tensor | None = None
     category_cross: torch.Tensor | None = None
-
-
-def _chunk_bag(bag: Bag, indptr: torch.Tensor, start: int, stop: int) -> Bag:
-    """Rows ``start:stop`` of a bag whose row pointer is ``indptr``."""
-    lo, hi = int(indptr[start]), int(indptr[stop])
-    weights = None if bag.weights is None else bag.weights[lo:hi]
-    return Bag(bag.indices[lo:hi], indptr[start:stop] - lo, weights)
 
 
 # ---------------------------------------------------------------------- modules
@@ -380,95 +353,6 @@ class CtrNet(nn.Module):
                 scores = scores + extra
             out[:, start:stop] = scores
         return out
-
-
-class WideAndDeepNet(CtrNet):
-    """Wide (linear over ids and hashed crosses) plus deep (MLP over embeddings) parts.
-
-    Parameters
-    ----------
-    n_cross_buckets : int
-        Size of the hashed cross space of the wide part.
-    **kwargs
-        As :class:`CtrNet`.
-    """
-
-    def __init__(self, *args: Any, n_cross_buckets: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.cross = LinearWide([], bag_size=n_cross_buckets, bias=False)
-
-    def forward(self, inputs: CtrInputs) -> torch.Tensor:
-        """(B,) logits: wide (ids + crosses) + deep."""
-        if inputs.crosses is None:
-            raise ValueError("wide_deep needs the cross features (inputs.crosses)")
-        wide = self.first_order(inputs) + self.cross(bag=inputs.crosses)
-        return wide + self.deep(self.fields(inputs), inputs.dense)
-
-    def _pair_terms(
-        self, users: UserTable, items: ItemTable, item_fields: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        user_term = self.linear.bias_value() + self.linear.field(0, users.users)
-        return user_term.float(), self._item_first_order(items).float()
-
-    def _chunk_terms(
-        self,
-        users: UserTable,
-        items: ItemTable,
-        item_fields: torch.Tensor,
-        start: int,
-        stop: int,
-    ) -> torch.Tensor:
-        weight = self.cross.bag_weight()
-        assert users.popularity_cross is not None
-        g_pop = weight[users.popularity_cross]  # (B, P)
-        out = g_pop[:, items.popularity_bucket[start:stop]]
-        if self.has_categories:
-            assert users.category_cross is not None and items.categories is not None
-            assert items.indptr is not None
-            g_cat = weight[users.category_cross]  # (B, C)
-            rows = _chunk_bag(items.categories, items.indptr, start, stop)
-            # (stop - start, B): each item's weighted sum of its categories' columns
-            per_item = nn.functional.embedding_bag(
-                rows.indices,
-                g_cat.t().contiguous(),
-                rows.offsets,
-                mode="sum",
-                per_sample_weights=rows.weights,
-            )
-            out = out + per_item.t()
-        return out.float()
-
-
-class DeepFMNet(CtrNet):
-    """First-order weights + FM pairwise term + deep MLP over ONE set of field embeddings."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.fm = FMInteraction()
-
-    def forward(self, inputs: CtrInputs) -> torch.Tensor:
-        """(B,) logits: linear + FM + deep."""
-        v = self.fields(inputs)
-        return self.first_order(inputs) + self.fm(v) + self.deep(v, inputs.dense)
-
-    def _pair_terms(
-        self, users: UserTable, items: ItemTable, item_fields: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        user_term = self.linear.bias_value() + self.linear.field(0, users.users)
-        # FM(user, item fields) = <e_user, sum of item fields> + FM(item fields)
-        item_term = self._item_first_order(items) + self.fm(item_fields)
-        return user_term.float(), item_term.float()
-
-    def _chunk_terms(
-        self,
-        users: UserTable,
-        items: ItemTable,
-        item_fields: torch.Tensor,
-        start: int,
-        stop: int,
-    ) -> torch.Tensor:
-        e_user = self.embed.field(0, users.users)
-        return (e_user @ item_fields[start:stop].sum(dim=1).t()).float()
 
 
 # ---------------------------------------------------------------------- numpy side
@@ -669,7 +553,8 @@ def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
 
 # ---------------------------------------------------------------------- models
 class CtrRecommender(TorchRecommender):
-    """Base of :class:`WideAndDeep` and :class:`DeepFM` (see the module docstring).
+    """Base of :class:`~recpipe.models.wide_deep.WideAndDeep` and
+    :class:`~recpipe.models.deepfm.DeepFM` (see the module docstring).
 
     Class attributes
     ----------------
@@ -898,24 +783,3 @@ class CtrRecommender(TorchRecommender):
         )
         self._user_activity = activity.astype(np.int64)
         self._features = None
-
-
-class WideAndDeep(CtrRecommender):
-    """Wide & Deep (Cheng et al. 2016) on implicit feedback; see the module docstring."""
-
-    name: ClassVar[str] = "wide_deep"
-    Config: ClassVar[type[WideDeepConfig]] = WideDeepConfig
-    _uses_crosses: ClassVar[bool] = True
-
-    def _build_module(self) -> WideAndDeepNet:
-        return WideAndDeepNet(**self._net_args(), n_cross_buckets=self.config.n_cross_buckets)
-
-
-class DeepFM(CtrRecommender):
-    """DeepFM (Guo et al. 2017) on implicit feedback; see the module docstring."""
-
-    name: ClassVar[str] = "deepfm"
-    Config: ClassVar[type[DeepFMConfig]] = DeepFMConfig
-
-    def _build_module(self) -> DeepFMNet:
-        return DeepFMNet(**self._net_args())

@@ -43,9 +43,10 @@ def _registry() -> dict[str, type[Recommender]]:
     from recpipe.baselines.sknn import SessionKNN
     from recpipe.models.content2cf import Content2CF
     from recpipe.models.content2vec import Content2Vec
-    from recpipe.models.ctr import DeepFM, WideAndDeep
+    from recpipe.models.deepfm import DeepFM
     from recpipe.models.gru4rec import ContextualGRU4Rec, GRU4Rec
     from recpipe.models.mf import MFBCE, MFBPR, MFExplicit, MFWeighted
+    from recpipe.models.wide_deep import WideAndDeep
 
     models: dict[str, type[Recommender]] = {}
     for model in (

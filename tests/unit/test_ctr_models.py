@@ -1,4 +1,4 @@
-"""Wide & Deep and DeepFM (recpipe.models.ctr) and the ctr protocol."""
+"""Wide & Deep and DeepFM (recpipe.models.{ctr,wide_deep,deepfm}) and the ctr protocol."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ from recpipe.evaluate.leaderboard import evaluate_models
 from recpipe.evaluate.protocols import ctr
 from recpipe.features.idmap import N_RESERVED
 from recpipe.features.inputs import hash_cross
-from recpipe.models.ctr import DeepFM, DeepFMNet, WideAndDeep, WideAndDeepNet
 from recpipe.models.data import Queries
+from recpipe.models.deepfm import DeepFM, DeepFMNet
 from recpipe.models.registry import build_model, load_model
 from recpipe.models.torch_base import user_item_csr
+from recpipe.models.wide_deep import WideAndDeep, WideAndDeepNet
 from tests.contract.planted import BLOCK_A, BLOCK_B, N_ITEMS, N_USERS, POPULAR, A, B, planted
 
 #: Small and quick, yet enough for the planted answer (as in the contract suite).
