@@ -9,7 +9,7 @@
   ``b_u = sum_{i in R(u)} (r_ui - mu - b_i) / (reg_user + |R(u)|)``.
 
 It is the first baseline a rating predictor must beat (RMSE / MAE with
-:func:`recpipe.evaluate.protocols.rating`). Its scores for a user are predicted
+:func:`recpipe.evaluate.pointwise.rating`). Its scores for a user are predicted
 ratings, so as a ranker it orders every user's items alike up to the item biases.
 """
 

@@ -131,7 +131,7 @@ def evaluate_models(
 
 def _rating_metrics(model: Any, test: Interactions, meta: DataMeta, name: str) -> dict[str, float]:
     """RMSE / MAE of a rating predictor on the test ratings; {} when there are none."""
-    from recpipe.evaluate.protocols import rating
+    from recpipe.evaluate.pointwise import rating
 
     try:
         return dict(rating(model, test, meta).metrics)
@@ -144,7 +144,7 @@ def _ctr_metrics(
     model: Any, train: Interactions, test: Interactions, meta: DataMeta, name: str
 ) -> dict[str, float]:
     """AUC / log loss of a click-probability model on the test pairs; {} when there are none."""
-    from recpipe.evaluate.protocols import ctr
+    from recpipe.evaluate.pointwise import ctr
 
     try:
         return dict(ctr(model, train, test, meta).metrics)

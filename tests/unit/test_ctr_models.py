@@ -13,7 +13,7 @@ import torch
 import recpipe.models.ctr as ctr_module
 from recpipe.errors import ConfigError
 from recpipe.evaluate.leaderboard import evaluate_models
-from recpipe.evaluate.protocols import ctr
+from recpipe.evaluate.pointwise import ctr
 from recpipe.features.idmap import N_RESERVED
 from recpipe.features.inputs import hash_cross
 from recpipe.models.data import Queries

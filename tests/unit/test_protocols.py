@@ -10,15 +10,9 @@ import pytest
 
 from recpipe.baselines.markov import MarkovChain
 from recpipe.baselines.popularity import Popularity
-from recpipe.evaluate.protocols import (
-    ProtocolResult,
-    cold_items,
-    cold_start,
-    cold_users,
-    evaluate_model,
-    next_item,
-    user_topk,
-)
+from recpipe.evaluate.cold import cold_items, cold_users
+from recpipe.evaluate.common import ProtocolResult
+from recpipe.evaluate.protocols import cold_start, evaluate_model, next_item, user_topk
 from recpipe.features.context import EVENT_TYPE_INDEX
 from recpipe.features.idmap import UNK
 from recpipe.models.base import Recommender

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from recpipe.baselines.bias import BiasBaseline
-from recpipe.evaluate.protocols import rating
+from recpipe.evaluate.pointwise import rating
 from recpipe.features.context import EVENT_TYPE_INDEX
 from recpipe.features.idmap import UNK
 from recpipe.models.base import Recommender
