@@ -48,7 +48,7 @@ def build_features(overrides: list[str], split: str, workspace: Any) -> Any:
     (``key=value``, as ``recpipe run --set``), building only ``split``; its features folder."""
     from recpipe.config import load_params
     from recpipe.paths import Paths
-    from recpipe.stages import run_stage
+    from recpipe.pipeline import run_stage
 
     params = load_params(None, [*overrides, f"sessions.splits=[{split}]"])
     paths = Paths.at(workspace)

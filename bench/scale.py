@@ -206,7 +206,7 @@ def prep_stage(engine: str, stage: str, workspace: Path, source: Path, partition
 
     from recpipe.config import load_params
     from recpipe.paths import Paths
-    from recpipe.stages import run_stage
+    from recpipe.pipeline import run_stage
 
     params = load_params(
         None,

@@ -5,7 +5,7 @@ same one that ``recpipe stage NAME`` and dvc.yaml run (``register``, which write
 the MLflow registry only, has no dvc.yaml stage). The run ends by packaging the
 champion (after this run's promotion, if any) as a Bento, and records the run's
 lineage (``dvc commit`` and ``dvc push`` in a DVC repository, then MLflow tags;
-:func:`recpipe.stages.lineage`).
+:func:`recpipe.lineage.record_run`).
 
 With ``orchestration.task_runner: dask`` the candidates train concurrently on a
 Prefect Dask task runner (a ``train-candidates`` subflow: a temporary local cluster,
@@ -34,6 +34,7 @@ from prefect.task_runners import TaskRunner
 from recpipe import retraining, stages, tracking
 from recpipe.config import Params
 from recpipe.errors import ConfigError
+from recpipe.lineage import record_run
 from recpipe.locks import retrain_lock
 from recpipe.paths import Paths
 from recpipe.scheduling import FLOW_NAME
@@ -187,7 +188,7 @@ def package_task(params: Params, paths: Paths) -> dict[str, Any]:
 @task(name="lineage", cache_policy=NO_CACHE)
 def lineage_task(params: Params, paths: Paths, packaged: bool) -> dict[str, Any]:
     # dvc commit + push, then tags; a skipped or failed step is reported, not raised
-    return stages.lineage(params, paths, packaged=packaged)
+    return record_run(params, paths, packaged=packaged)
 
 
 @flow(name=FLOW_NAME)

@@ -140,7 +140,7 @@ def _quiet_expected_tracebacks() -> None:
 
 def _params(root: Path, params_file: Path | None, overrides: list[str] | None) -> Any:
     from recpipe.paths import Paths
-    from recpipe.stages import workspace_params
+    from recpipe.pipeline import workspace_params
 
     return workspace_params(Paths.at(root), params_file, overrides or [])
 
@@ -295,7 +295,7 @@ def stage(
 ) -> None:
     """Run one pipeline stage (what dvc.yaml calls)."""
     from recpipe.paths import Paths
-    from recpipe.stages import run_stage
+    from recpipe.pipeline import run_stage
 
     def go() -> dict[str, Any]:
         extra = [f"train.nproc={nproc}"] if nproc is not None else []

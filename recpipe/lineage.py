@@ -193,7 +193,7 @@ def pipeline_stages(params: Params, *, packaged: bool = True) -> list[str]:
 def uncached_outs(paths: Paths, stage_names: list[str]) -> list[Path]:
     """The ``cache: false`` outputs and metrics of these dvc.yaml stages (reports, plots):
     DVC records their hashes in dvc.lock but cannot restore them, so the run keeps them."""
-    from recpipe.stages import STAGES
+    from recpipe.pipeline import STAGES
 
     found: list[Path] = []
     for name in dict.fromkeys(n.split("@", 1)[0] for n in stage_names):
@@ -243,6 +243,31 @@ def write_params(params: Params, paths: Paths, keys: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------- record
+def record_run(params: Params, paths: Paths, *, packaged: bool = True) -> dict[str, Any]:
+    """Record a finished run's lineage: :func:`record` for the active MLflow run.
+
+    In a DVC repository, commits the stages the run ran (``package`` only when
+    ``packaged``: it built a Bento) so that dvc.lock records this run's data, params and
+    outputs, and pushes them to the default remote; then tags the active MLflow run and
+    the model versions it registered with the git commit and the dvc.lock sha256, and
+    attaches ``lineage/dvc.lock`` and ``lineage/params.yaml`` to the run. Outside a DVC
+    repository, or without a remote, those steps are skipped with the reason; a failed
+    commit or push is a warning in the summary, not an error (the models are registered
+    already). Like ``register``, this writes outside dvc.yaml's outputs, so it is not a
+    dvc.yaml stage: the retraining flow runs it last.
+    """
+    from recpipe import tracking
+    from recpipe.stages import workspace_io
+
+    run_id = None
+    if tracking.run_active():
+        import mlflow
+
+        run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
+    with workspace_io("stage lineage"):
+        return record(params, paths, run_id=run_id, packaged=packaged)
+
+
 def record(
     params: Params,
     paths: Paths,

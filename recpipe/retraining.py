@@ -106,7 +106,7 @@ def run_params(
     ``overrides``; then :func:`run_overrides` for the data drop and the models. The
     returned overrides are what to record or pass on (``recpipe run --set`` form).
     """
-    from recpipe.stages import workspace_params
+    from recpipe.pipeline import workspace_params
 
     overrides = list(overrides or [])
     base = workspace_params(paths, params_file, overrides)

@@ -163,6 +163,9 @@ def request_latency(
 class RemappedModel:
     """A model trained on other id maps, scored in the index space of a new split.
 
+    A model trained with other ``gap_buckets`` than the split's sees its session
+    queries' ``gap_bucket`` context re-bucketed its own way (:func:`rebucket_gaps`).
+
     Duck-types the parts of :class:`~recpipe.models.base.Recommender` the evaluation
     protocols use (``name``, ``query_kinds``, ``meta``, ``score``). Query users and
     items are translated to the model's indices through the raw ids (unknown ids
@@ -199,6 +202,9 @@ class RemappedModel:
         self._items = _translation(new.item_map, old.item_map)  # new index -> old index
         self._users = _translation(new.user_map, old.user_map)
         self.known_items = int((self._items[N_RESERVED:] >= N_RESERVED).sum())
+        # the gap buckets the model was trained with, when the split's differ
+        differ = old.gap_buckets is not None and old.gap_buckets != new.gap_buckets
+        self.gap_buckets = old.gap_buckets if differ else None
 
     def score(self, queries: Queries, candidates: np.ndarray | None = None) -> np.ndarray:
         """Scores in the new split's item indices (see the class docstring)."""
@@ -207,6 +213,8 @@ class RemappedModel:
             mapped["users"] = self._users[queries.users]
         if queries.items is not None:
             mapped["items"] = self._items[queries.items]
+        if self.gap_buckets is not None and queries.gap_bucket is not None:
+            mapped["gap_bucket"] = rebucket_gaps(queries, self.gap_buckets)
         scores = self.inner.score(replace(queries, **mapped))  # (B, n_old)
         out = scores[:, self._items]  # (B, n_new); unknown items gather UNK's -inf
         out[:, :N_RESERVED] = -np.inf
@@ -216,6 +224,27 @@ class RemappedModel:
         if cand.ndim == 1:
             cand = np.broadcast_to(cand, (len(queries), cand.shape[0]))
         return np.take_along_axis(out, cand, axis=1)
+
+
+def rebucket_gaps(queries: Queries, gap_buckets: int) -> np.ndarray:
+    """The (B, T) ``gap_bucket`` context of session ``queries`` under ``gap_buckets``.
+
+    From the queries' timestamps when they carry them (exact: the seconds since the
+    previous event of the session, as the features stage computes them); else from the
+    buckets themselves, capped at ``gap_buckets - 1`` (exact unless the queries'
+    bucketing was the coarser one and capped the gap).
+    """
+    from recpipe.features.context import gap_bucket_of
+
+    old = np.asarray(queries.gap_bucket)
+    if queries.timestamps is None or queries.items is None:
+        return np.minimum(old, gap_buckets - 1)
+    ns = np.asarray(queries.timestamps, dtype=np.int64)
+    real = np.asarray(queries.items) != PAD  # left-padded, most recent event last
+    seconds = np.full(ns.shape, np.nan)
+    follows = real[:, 1:] & real[:, :-1]
+    seconds[:, 1:] = np.where(follows, (ns[:, 1:] - ns[:, :-1]) / 1e9, np.nan)
+    return np.where(real, gap_bucket_of(seconds, gap_buckets), 0).astype(old.dtype)
 
 
 def _translation(new: IdMap, old: IdMap) -> np.ndarray:
@@ -242,6 +271,7 @@ def fit_to_split(model: Recommender, meta: DataMeta) -> tuple[Any, bool]:
         and model.meta.user_map is not None
         and model.meta.item_map == meta.item_map
         and model.meta.user_map == meta.user_map
+        and (model.meta.gap_buckets is None or model.meta.gap_buckets == meta.gap_buckets)
     )
     if same:
         return model, False

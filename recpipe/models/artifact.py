@@ -163,6 +163,8 @@ def _write_files(model: Recommender, tmp: Path) -> None:
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "query_kinds": sorted(model.query_kinds),
         "data": data_meta.sizes(),
+        # the preprocessing the model's inputs were encoded with (serving re-encodes so)
+        "preprocessing": {"gap_buckets": data_meta.gap_buckets},
         "files": [*files, META_FILE],
     }
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
@@ -295,6 +297,7 @@ def _load_data_meta(path: Path, meta: Mapping[str, Any]) -> DataMeta:
             item_categories=categories,
             item_content=content,
             item_encoder=encoder,
+            gap_buckets=(meta.get("preprocessing") or {}).get("gap_buckets"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"model artifact {str(path)!r}: inconsistent data meta: {exc}") from exc

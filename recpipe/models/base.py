@@ -172,6 +172,17 @@ class Recommender(ABC):
             raise ConfigError(_config_error(err, cls.name)) from None
 
     @classmethod
+    def training_options(
+        cls, options: Mapping[str, Any], *, device: str, max_epochs: int | None
+    ) -> dict[str, Any]:
+        """The options the ``train`` stage builds this model with: ``options`` (from
+        ``train.model_configs``) with the stage-wide ``train.device`` and
+        ``train.max_epochs`` applied where the model has such settings. A model without
+        a training loop takes its options as they are; subclasses with one override
+        this (so the stage needs no per-model cases)."""
+        return dict(options)
+
+    @classmethod
     def check_contract(cls) -> None:
         """Raise :class:`TypeError` if the class attributes break the contract (used by
         the registry, so that a broken model fails at registration, not at serving)."""

@@ -116,6 +116,20 @@ class Content2CF(ContentRecommender):
         self._item_source = np.zeros(meta.n_items, dtype=np.int8)
         self._dim = 0
 
+    @classmethod
+    def training_options(
+        cls, options: Mapping[str, Any], *, device: str, max_epochs: int | None
+    ) -> dict[str, Any]:
+        """As for every torch model, and the epoch cap applies to the inner factors
+        model too (its device follows this model's, see :meth:`_factors_options`)."""
+        out = super().training_options(options, device=device, max_epochs=max_epochs)
+        if max_epochs is not None:
+            inner = dict(out.get("factors_config", {}))
+            inner_cls = _FACTORS_MODELS[out.get("factors_model", cls.Config().factors_model)]
+            inner["epochs"] = min(int(inner.get("epochs", inner_cls.Config().epochs)), max_epochs)  # type: ignore[attr-defined]
+            out["factors_config"] = inner
+        return out
+
     def _factors_options(self) -> dict[str, Any]:
         options = dict(self.config.factors_config)
         options.setdefault("seed", self.config.seed)

@@ -136,6 +136,10 @@ class DataMeta:
     item_encoder : ContentEncoder or None
         The fitted encoder that produced ``item_content``, to encode new items the
         same way (cold start at serving time); copied with ``item_content``.
+    gap_buckets : int or None
+        ``features.gap_buckets`` the split's context was encoded with (the
+        ``gap_bucket`` column), recorded in every artifact so that serving and the
+        gate encode a model's inputs as it was trained; None for data built in memory.
 
     Examples
     --------
@@ -153,6 +157,7 @@ class DataMeta:
     item_categories: sp.csr_matrix | None = field(default=None, repr=False)
     item_content: ItemContent | None = field(default=None, repr=False)
     item_encoder: ContentEncoder | None = field(default=None, repr=False)
+    gap_buckets: int | None = None
 
     def __post_init__(self) -> None:
         n_items, n_users = int(self.n_items), int(self.n_users)
@@ -186,6 +191,11 @@ class DataMeta:
         object.__setattr__(self, "n_users", n_users)
         object.__setattr__(self, "item_counts", counts)
         object.__setattr__(self, "split", str(self.split))
+        if self.gap_buckets is not None:
+            gaps = int(self.gap_buckets)
+            if gaps != self.gap_buckets or gaps < 2:
+                raise ValueError(f"gap_buckets must be an integer >= 2, got {self.gap_buckets!r}")
+            object.__setattr__(self, "gap_buckets", gaps)
 
     @property
     def n_real_items(self) -> int:
@@ -231,6 +241,7 @@ class DataMeta:
                 item_categories=_item_categories(content),
                 item_content=content,
                 item_encoder=encoder,
+                gap_buckets=meta.get("gap_buckets"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(

@@ -169,6 +169,18 @@ class TorchRecommender(Recommender):
         self._run_options: dict[str, Any] = {}
         self._device: torch.device | None = None
 
+    @classmethod
+    def training_options(
+        cls, options: Mapping[str, Any], *, device: str, max_epochs: int | None
+    ) -> dict[str, Any]:
+        """``options`` with ``device`` unless they set one, and ``epochs`` capped at
+        ``max_epochs`` (the model's default epochs when the options set none)."""
+        out = dict(options)
+        out.setdefault("device", device)
+        if max_epochs is not None:
+            out["epochs"] = min(int(out.get("epochs", cls.Config().epochs)), max_epochs)  # type: ignore[attr-defined]
+        return out
+
     # hooks -------------------------------------------------------------------
     def _build_module(self) -> torch.nn.Module:
         raise NotImplementedError

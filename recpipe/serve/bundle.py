@@ -134,6 +134,7 @@ def fit_fallback(
         item_map=meta.item_map,
         user_map=meta.user_map,
         item_categories=meta.item_categories,
+        gap_buckets=meta.gap_buckets,
     )
     return build_model(kind, {}, fallback_meta).fit(events)
 

@@ -11,7 +11,7 @@ from recpipe.data.schema import write_tables
 from recpipe.data.synth import generate
 from recpipe.features.idmap import N_RESERVED, UNK, IdMap
 from recpipe.paths import Paths
-from recpipe.stages import run_stage
+from recpipe.pipeline import run_stage
 from tests.pipeline.conftest import SMALL
 
 

@@ -8,7 +8,7 @@ import yaml
 
 from recpipe.config import Params
 from recpipe.paths import Paths
-from recpipe.stages import STAGES, run_stage
+from recpipe.pipeline import STAGES, run_stage
 
 REPO = Path(__file__).resolve().parents[2]
 

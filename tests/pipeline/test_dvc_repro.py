@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recpipe.stages import STAGES
+from recpipe.pipeline import STAGES
 from tests.pipeline.conftest import SMALL, copy_project
 
 pytestmark = pytest.mark.slow

@@ -101,7 +101,7 @@ def _write_drop(drop: Path) -> pd.DataFrame:
 
 def _state(paths: Paths) -> dict[str, Any]:
     from recpipe.gates.registry import Registry
-    from recpipe.stages import workspace_params
+    from recpipe.pipeline import workspace_params
 
     registry = Registry.for_workspace(workspace_params(paths), paths)
     manifest = json.loads(paths.manifest_json.read_text())
@@ -119,7 +119,7 @@ def _state(paths: Paths) -> dict[str, Any]:
 def e2e(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> dict[str, Any]:
     from flows.retrain import retrain
     from recpipe.lineage import reproduce
-    from recpipe.stages import workspace_params
+    from recpipe.pipeline import workspace_params
 
     base = tmp_path_factory.mktemp("e2e")
     ws, drop = base / "ws", base / "drop"
@@ -211,7 +211,7 @@ def test_lineage_of_each_version_points_at_its_own_run(e2e: dict[str, Any]) -> N
 
     from recpipe.cli import app
     from recpipe.lineage import describe
-    from recpipe.stages import workspace_params
+    from recpipe.pipeline import workspace_params
 
     paths: Paths = e2e["paths"]
     params = workspace_params(paths)

@@ -18,7 +18,7 @@ import pytest
 from recpipe.config import load_params
 from recpipe.data.synth import generate
 from recpipe.paths import Paths
-from recpipe.stages import run_stage
+from recpipe.pipeline import run_stage
 from tests.pipeline.conftest import SMALL
 
 STAGES = ("ingest", "validate", "sessions", "features")

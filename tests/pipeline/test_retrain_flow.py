@@ -92,7 +92,7 @@ def test_retrain_flow_writes_leak_free_splits_and_features(workspace: Paths) -> 
 def test_retrain_flow_gates_and_registers_every_candidate(workspace: Paths) -> None:
     from flows.retrain import retrain
     from recpipe.gates.registry import Registry
-    from recpipe.stages import workspace_params
+    from recpipe.pipeline import workspace_params
 
     summary = retrain(overrides=SMALL, root=str(workspace.root))
     gate = json.loads(workspace.gate_json.read_text())

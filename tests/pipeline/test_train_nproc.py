@@ -19,7 +19,7 @@ from recpipe.cli import app
 from recpipe.config import load_params
 from recpipe.features.idmap import N_RESERVED
 from recpipe.paths import Paths
-from recpipe.stages import run_stage
+from recpipe.pipeline import run_stage
 from tests.pipeline.conftest import SMALL
 
 pytestmark = pytest.mark.slow

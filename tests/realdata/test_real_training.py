@@ -9,7 +9,7 @@ import pytest
 
 from recpipe.config import load_params
 from recpipe.paths import Paths
-from recpipe.stages import run_stage
+from recpipe.pipeline import run_stage
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 

@@ -9,6 +9,7 @@ import pytest
 
 from recpipe import stages
 from recpipe.errors import StageError
+from recpipe.gates.promote import metrics_from_tags
 from recpipe.paths import Paths
 from tests.unit.gate_workspace import build_workspace, ring_sessions, small_params
 
@@ -32,7 +33,7 @@ def workspace(tmp_path):
 
 def test_metrics_come_back_from_registry_tags() -> None:
     tags = {"metric.recall_at_20": "0.5", "metric.cold_items.ndcg_at_10": "0.25", "git": "x"}
-    assert stages._metrics_from_tags(tags) == {"recall@20": 0.5, "cold_items.ndcg@10": 0.25}
+    assert metrics_from_tags(tags) == {"recall@20": 0.5, "cold_items.ndcg@10": 0.25}
 
 
 def test_nothing_to_package_is_a_clear_error(tmp_path) -> None:

@@ -1,0 +1,109 @@
+"""The body of the ``evaluate`` stage: the trained candidates and the baselines of one split,
+evaluated by the split's protocols.
+
+:func:`load_candidates` loads the candidates the train stage left for a split (and
+refuses one trained on other features); :func:`evaluate_split` fits the configured
+baselines, evaluates every model (:func:`~recpipe.evaluate.leaderboard.evaluate_models`)
+and bootstraps the primary metric against the best model
+(:func:`~recpipe.evaluate.leaderboard.compare_to_best`); :func:`leaderboard_columns`
+lists the leaderboard's columns. The stage function (:func:`recpipe.stages.evaluate`)
+reads the splits and writes the reports and plots.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from recpipe.config import EvaluateParams
+from recpipe.errors import StageError
+from recpipe.models.data import DataMeta
+from recpipe.models.dataset import SplitData
+
+log = logging.getLogger(__name__)
+
+
+def load_candidates(
+    names: Sequence[str], models_dir: Path, kind: str, meta: DataMeta
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """The trained candidates of one split (``<models_dir>/<name>/<kind>/``) and their
+    training seconds (from ``training.json``).
+
+    Raises
+    ------
+    StageError
+        A candidate was trained on other features (other sizes or gap buckets).
+    """
+    from recpipe.models.registry import load_model
+
+    loaded: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    for name in names:
+        artifact = models_dir / name / kind
+        if not artifact.is_dir():
+            continue
+        model = load_model(artifact)
+        trained_gaps = model.meta.gap_buckets
+        if model.meta.sizes() != meta.sizes() or trained_gaps not in (None, meta.gap_buckets):
+            raise StageError(
+                f"candidate {name!r} at {artifact} was trained on other features "
+                f"({model.meta.sizes()}, gap_buckets {trained_gaps}; now {meta.sizes()}, "
+                f"gap_buckets {meta.gap_buckets}); re-run the train stage"
+            )
+        loaded[name] = model
+        report = models_dir / name / "training.json"
+        if report.is_file():
+            entry = json.loads(report.read_text()).get("splits", {}).get(kind, {})
+            if isinstance(entry.get("seconds"), int | float):
+                seconds[name] = round(float(entry["seconds"]), 3)
+    return loaded, seconds
+
+
+def evaluate_split(
+    kind: str,
+    data: SplitData,
+    ep: EvaluateParams,
+    candidates: dict[str, Any],
+    trained_s: dict[str, float],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fit the baselines ``ep.models`` on the split and evaluate them with ``candidates``.
+
+    Returns
+    -------
+    (dict, dict)
+        ``{model: entry}`` (metrics, fit and evaluation seconds, role) with the
+        candidates' ``fit_s`` taken from their training, and the paired bootstrap of
+        ``ep.primary_metric`` against the best model.
+    """
+    from recpipe.evaluate.leaderboard import compare_to_best, evaluate_models
+
+    results, per_query = evaluate_models(
+        kind,
+        data.parts,
+        data.meta,
+        ep.models,
+        ep.model_configs,
+        ep.ks,
+        fitted=candidates,
+        test_user_keys=data.test_user_keys,
+        cold_given=ep.cold_users_given,
+    )
+    for name, seconds in trained_s.items():
+        if "fit_s" in results.get(name, {}):
+            results[name]["fit_s"] = seconds
+    return results, compare_to_best(per_query, ep.primary_metric)
+
+
+def leaderboard_columns(ks: Sequence[int]) -> list[str]:
+    """The metric columns of ``reports/leaderboard.md``."""
+    from recpipe.evaluate.protocols import COLD_PROTOCOLS
+
+    top = max(ks)
+    columns = [f"{m}@{k}" for m in ("recall", "mrr", "ndcg") for k in ks]
+    columns += [f"{p}/{m}@{top}" for p in COLD_PROTOCOLS for m in ("recall", "ndcg")]
+    columns += [f"coverage@{top}", f"popularity_bias@{top}", "rmse", "mae"]
+    columns += ["auc", "logloss"]  # CTR models (wide_deep, deepfm) on user splits
+    return columns

@@ -1,0 +1,71 @@
+"""Fitting one candidate on one split: what the ``train`` stage runs per model and split.
+
+:func:`candidate_options` gives a candidate's options with the stage-wide device and
+epoch cap (applied by the model class itself,
+:meth:`~recpipe.models.base.Recommender.training_options`), :func:`build_candidate`
+builds it on a split and :func:`fit_candidate` fits it: torch models with checkpoints,
+progress and a per-epoch callback. The generic training loop (:mod:`recpipe.train`)
+knows no model; the registry lives in :mod:`recpipe.models.registry`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from recpipe.models.base import Recommender
+from recpipe.models.dataset import SplitData
+
+log = logging.getLogger(__name__)
+
+def candidate_options(
+    name: str, options: Mapping[str, Any], device: str, max_epochs: int | None
+) -> dict[str, Any]:
+    """A candidate's options as the train stage builds it: ``train.model_configs[name]``
+    with the stage-wide ``train.device`` and ``train.max_epochs`` applied (by the model
+    class itself, :meth:`~recpipe.models.base.Recommender.training_options`)."""
+    from recpipe.models.registry import get_model
+
+    return get_model(name).training_options(dict(options), device=device, max_epochs=max_epochs)
+
+
+def build_candidate(name: str, options: Mapping[str, Any], data: SplitData) -> Recommender:
+    """The unfitted candidate on the split's meta.
+
+    Raises
+    ------
+    MissingContentError
+        A content model on data without item content.
+    """
+    from recpipe.models.registry import build_model
+
+    return build_model(name, options, data.meta)
+
+
+def fit_candidate(
+    candidate: Recommender,
+    data: SplitData,
+    *,
+    checkpoint_dir: Path | None = None,
+    progress: bool = False,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Fit ``candidate`` on the split's train part, validating on its valid part.
+
+    Torch models checkpoint each epoch to ``checkpoint_dir`` (a killed run resumes),
+    show progress and call ``on_epoch(record)`` after each epoch; baselines fit in one
+    call. Returns the training summary (per-epoch history, best epoch, device, seconds;
+    ``{}`` for a model without a training loop).
+    """
+    from recpipe.models.torch_base import TorchRecommender
+
+    train, valid = data.parts["train"], data.parts["valid"]
+    if isinstance(candidate, TorchRecommender):
+        candidate.fit(
+            train, valid, checkpoint_dir=checkpoint_dir, progress=progress, on_epoch=on_epoch
+        )
+        return candidate.training.summary() if candidate.training else {}
+    candidate.fit(train, valid)
+    return {}

@@ -1,0 +1,325 @@
+"""The stage table: what dvc.yaml, the Prefect flow and the CLI share.
+
+:data:`STAGES` declares every dvc.yaml stage: the stage function (in
+:mod:`recpipe.stages`), the params sections it reads, the code it runs and the files it
+reads and writes; ``tests/pipeline/test_dvc_consistency.py`` keeps dvc.yaml in step with
+it and ``tests/unit/test_architecture.py`` checks that the declared code covers every
+module the stage imports. :func:`run_stage` runs one stage by name (``recpipe stage
+NAME``); :func:`workspace_params` reads a workspace's params once per run and checks
+every model option against its model's config before any stage runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recpipe import stages
+from recpipe.config import Params, load_params
+from recpipe.errors import ConfigError, StageError
+from recpipe.paths import Paths
+
+StageFn = Callable[..., dict[str, Any]]
+
+
+def workspace_params(
+    paths: Paths, params_file: str | Path | None = None, overrides: list[str] | None = None
+) -> Params:
+    """Params of a workspace: ``params_file``, else ``<root>/params.yaml`` when it exists,
+    else the defaults; then the ``key=value`` overrides. Model names and options are
+    checked against the registry (:func:`check_models`), so a misspelt option fails here,
+    before any stage has run."""
+    if params_file is None and paths.params_file.exists():
+        params_file = paths.params_file
+    params = load_params(params_file, overrides)
+    check_models(params)
+    return params
+
+
+def _model_problems(section: str, names: list[str], configs: dict[str, Any]) -> list[str]:
+    """Unknown model names and options of one params section (``train`` or ``evaluate``)."""
+    from pydantic import ValidationError
+
+    from recpipe.models.registry import MODELS
+
+    problems: list[str] = []
+    list_key = "candidates" if section == "train" else "models"
+    for name in names:
+        if name not in MODELS:
+            problems.append(
+                f"{section}.{list_key}: unknown model {name!r}; known: {sorted(MODELS)}"
+            )
+    for name, options in configs.items():
+        if name not in MODELS:
+            problems.append(
+                f"{section}.model_configs.{name}: unknown model {name!r}; known: {sorted(MODELS)}"
+            )
+            continue
+        config_cls = MODELS[name].Config
+        if not isinstance(options, dict):
+            problems.append(
+                f"{section}.model_configs.{name}: must be a mapping of options, got {options!r}"
+            )
+            continue
+        try:
+            config_cls.model_validate(options)
+        except ValidationError as err:
+            allowed = sorted(config_cls.model_fields)
+            for e in err.errors():
+                key = ".".join(str(p) for p in e["loc"])
+                where = f"{section}.model_configs.{name}.{key}"
+                if e["type"] == "extra_forbidden":
+                    problems.append(
+                        f"{where}: unknown option of model {name!r}; allowed: {allowed}"
+                    )
+                else:
+                    problems.append(f"{where}: {e['msg']} (got {e.get('input')!r})")
+    return problems
+
+
+def check_models(params: Params) -> None:
+    """Check every model name and option in ``train`` and ``evaluate`` against the registry.
+
+    Raises
+    ------
+    ConfigError
+        An unknown model name, an unknown option or a bad value; the message gives the
+        key's full path (``train.model_configs.gru4rec.hiden_size``) and the allowed keys.
+    """
+    problems = _model_problems(
+        "train", list(params.train.candidates), dict(params.train.model_configs)
+    )
+    problems += _model_problems(
+        "evaluate", list(params.evaluate.models), dict(params.evaluate.model_configs)
+    )
+    if problems:
+        raise ConfigError("invalid model params:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What one stage reads and writes, as declared in dvc.yaml."""
+
+    name: str
+    func: StageFn
+    params: tuple[str, ...]
+    code: tuple[str, ...]
+    deps: Callable[[Paths], list[Path]] = field(default=lambda p: [])
+    outs: Callable[[Paths], list[Path]] = field(default=lambda p: [])
+    metrics: Callable[[Paths], list[Path]] = field(default=lambda p: [])
+    plain_outs: Callable[[Paths], list[Path]] = field(default=lambda p: [])
+    """Outputs kept in the workspace only (``cache: false``), e.g. human reports."""
+    foreach: str | None = None
+    """A dvc.yaml ``foreach`` list (one stage per item, ``cmd: recpipe stage NAME --model
+    ${item}``); ``outs`` then take the item as second argument."""
+
+    def items(self, params: Params) -> list[str]:
+        """The ``foreach`` items these params give (``[]`` for a plain stage)."""
+        if self.foreach is None:
+            return []
+        value: Any = params.dump()
+        for key in self.foreach.removeprefix("${").removesuffix("}").split("."):
+            value = value[key]
+        return [str(v) for v in value]
+
+    def all_outs(self, paths: Paths, params: Params) -> list[Path]:
+        """Cached outputs, one set per ``foreach`` item for a foreach stage."""
+        if self.foreach is None:
+            return self.outs(paths)
+        return [o for item in self.items(params) for o in self.outs(paths, item)]  # type: ignore[call-arg]
+
+
+STAGES: dict[str, StageSpec] = {
+    spec.name: spec
+    for spec in (
+        StageSpec(
+            name="ingest",
+            func=stages.ingest,
+            params=("data", "synth", "prep"),
+            code=(
+                "recpipe/stages.py",
+                "recpipe/config.py",
+                "recpipe/errors.py",
+                "recpipe/paths.py",
+                "recpipe/data",
+            ),
+            outs=lambda p: [p.interim_dir],
+        ),
+        StageSpec(
+            name="validate",
+            func=stages.validate,
+            params=("validate", "prep"),
+            code=(
+                "recpipe/stages.py",
+                "recpipe/config.py",
+                "recpipe/errors.py",
+                "recpipe/paths.py",
+                "recpipe/data",
+                "recpipe/validation",
+            ),
+            deps=lambda p: [p.interim_dir],
+            outs=lambda p: [p.validated_dir, p.quarantine_dir],
+            metrics=lambda p: [p.validation_json],
+            plain_outs=lambda p: [p.validation_md],
+        ),
+        StageSpec(
+            name="sessions",
+            func=stages.sessions,
+            params=("sessions", "prep"),
+            code=(
+                "recpipe/stages.py",
+                "recpipe/config.py",
+                "recpipe/errors.py",
+                "recpipe/paths.py",
+                "recpipe/data",
+                "recpipe/sessions",
+            ),
+            deps=lambda p: [p.validated_dir],
+            outs=lambda p: [p.sessions_dir, p.splits_dir],
+            metrics=lambda p: [p.splits_json],
+        ),
+        StageSpec(
+            name="features",
+            func=stages.features,
+            params=("features",),
+            code=(
+                "recpipe/stages.py",
+                "recpipe/config.py",
+                "recpipe/errors.py",
+                "recpipe/paths.py",
+                "recpipe/data",
+                "recpipe/features",
+            ),
+            deps=lambda p: [p.validated_dir, p.splits_dir],
+            outs=lambda p: [p.features_dir],
+            metrics=lambda p: [p.features_json],
+        ),
+        StageSpec(
+            name="train",
+            func=stages.train,
+            params=("train",),
+            code=(
+                "recpipe/stages.py",
+                "recpipe/config.py",
+                "recpipe/errors.py",
+                "recpipe/paths.py",
+                "recpipe/__init__.py",
+                "recpipe/baselines",
+                "recpipe/data",
+                "recpipe/evaluate",
+                "recpipe/features",
+                "recpipe/models",
+                "recpipe/sessions",
+                "recpipe/tracking.py",
+                "recpipe/train",
+            ),
+            deps=lambda p: [p.features_dir],
+            outs=lambda p, item="${item}": [p.model_dir(item)],
+            foreach="${train.candidates}",
+        ),
+        StageSpec(
+            name="evaluate",
+            func=stages.evaluate,
+            params=("evaluate", "train.candidates"),
+            code=(
+                "recpipe/stages.py",
+                "recpipe/config.py",
+                "recpipe/errors.py",
+                "recpipe/paths.py",
+                "recpipe/__init__.py",
+                "recpipe/baselines",
+                "recpipe/data",
+                "recpipe/evaluate",
+                "recpipe/features",
+                "recpipe/models",
+                "recpipe/sessions",
+                "recpipe/train",
+            ),
+            deps=lambda p: [p.features_dir, p.models_dir],
+            metrics=lambda p: [p.metrics_json, p.evaluation_json],
+            plain_outs=lambda p: [p.leaderboard_md, p.plots_dir],
+        ),
+        StageSpec(
+            name="gate",
+            func=stages.gate,
+            params=(
+                "gate",
+                "evaluate.primary_metric",
+                "evaluate.ks",
+                "evaluate.cold_users_given",
+                "tracking",
+            ),
+            code=(
+                "recpipe/stages.py",
+                "recpipe/config.py",
+                "recpipe/errors.py",
+                "recpipe/paths.py",
+                "recpipe/__init__.py",
+                "recpipe/baselines",
+                "recpipe/data",
+                "recpipe/evaluate",
+                "recpipe/features",
+                "recpipe/gates",
+                "recpipe/models",
+                "recpipe/sessions",
+                "recpipe/tracking.py",
+                "recpipe/train",
+            ),
+            deps=lambda p: [
+                p.evaluation_json,
+                p.validation_json,
+                p.features_dir,
+                p.models_dir,
+            ],
+            metrics=lambda p: [p.gate_json],
+            plain_outs=lambda p: [p.gate_md],
+        ),
+        StageSpec(
+            name="package",
+            func=stages.package,
+            params=("serve", "features.gap_buckets", "gate.registered_model", "tracking"),
+            code=(
+                "recpipe/stages.py",
+                "recpipe/config.py",
+                "recpipe/errors.py",
+                "recpipe/paths.py",
+                "recpipe/__init__.py",
+                "recpipe/baselines",
+                "recpipe/data",
+                "recpipe/features",
+                "recpipe/gates",
+                "recpipe/models",
+                "recpipe/serve",
+                "recpipe/sessions",
+                "recpipe/tracking.py",
+                "recpipe/train",
+                "bentofile.yaml",
+            ),
+            deps=lambda p: [p.sessions_dir, p.gate_json, p.models_dir],
+            outs=lambda p: [p.bento_archive],
+            metrics=lambda p: [p.package_json],
+        ),
+    )
+}
+
+
+def get_stage(name: str) -> StageSpec:
+    """The stage called ``name``; a clear error for an unknown one."""
+    try:
+        return STAGES[name]
+    except KeyError:
+        raise StageError(f"unknown stage {name!r}; known: {sorted(STAGES)}") from None
+
+
+def run_stage(name: str, params: Params, paths: Paths, **options: Any) -> dict[str, Any]:
+    """Run one stage by name (the entry point of ``recpipe stage NAME``).
+
+    ``options`` go to stages that take them (``train``: ``model``, ``progress``).
+    """
+    spec = get_stage(name)
+    given = {k: v for k, v in options.items() if v is not None}
+    if given and spec.foreach is None:
+        raise StageError(f"stage {name!r} takes no options, got {sorted(given)}")
+    return spec.func(params, paths, **given)
