@@ -18,11 +18,12 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from recpipe.config import Params
-from recpipe.errors import ConfigError, MissingContentError, StageError, WorkspaceError
+from recpipe.errors import MissingContentError, StageError, WorkspaceError
 from recpipe.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -83,57 +84,28 @@ def ingest(params: Params, paths: Paths) -> dict[str, Any]:
     """Read the configured source into canonical Parquet tables under ``data/interim``.
 
     ``data.source: synthetic`` generates the built-in click-stream from ``synth``;
-    any other source kind is imported from ``data.path``. Returns the manifest.
+    any other source kind is imported from ``data.path``
+    (:func:`recpipe.data.sources.read_source`). Returns the manifest.
 
     ``prep.engine: arrow`` streams a ``csv`` or ``parquet`` source in batches of
     ``prep.batch_rows`` rows into the same files (:func:`recpipe.data.chunked.import_chunked`),
     written beside ``data/interim`` and swapped in when the import succeeded; the other
     kinds are bounded data sets and are imported in memory by both engines.
     """
+    from recpipe.data.chunked import CHUNKED_KINDS, import_chunked
     from recpipe.data.schema import write_tables
+    from recpipe.data.sources import configured_path, read_source
 
-    source = params.data.source
+    data, batch_rows = params.data, params.prep.batch_rows
+    if params.prep.engine == "arrow" and data.source in CHUNKED_KINDS:
+        path = configured_path(data, "events.csv")
+        log.info("importing %s data from %s in batches of %d rows", data.source, path, batch_rows)
+        # streamed into a staging folder: a failed import loses nothing
+        with _replacing_dir(paths.interim_dir) as staging:
+            return import_chunked(data.source, path, data, staging, batch_rows=batch_rows)
     if params.prep.engine == "arrow":
-        from recpipe.data.chunked import CHUNKED_KINDS, import_chunked
-
-        if source in CHUNKED_KINDS:
-            if not params.data.path:
-                raise ConfigError(
-                    f"data.path is not set; data.source={source!r} needs the path of the raw "
-                    "data (e.g. --set data.path=events.csv)"
-                )
-            log.info(
-                "importing %s data from %s in batches of %d rows (prep.engine=arrow)",
-                source,
-                params.data.path,
-                params.prep.batch_rows,
-            )
-            # streamed into a staging folder: a failed import loses nothing
-            with _replacing_dir(paths.interim_dir) as staging:
-                manifest = import_chunked(
-                    source,
-                    params.data.path,
-                    params.data,
-                    staging,
-                    batch_rows=params.prep.batch_rows,
-                )
-            return manifest
-        log.info("prep.engine=arrow: %s is a bounded data set; importing it in memory", source)
-    if source == "synthetic":
-        from recpipe.data.synth import generate
-
-        log.info("generating synthetic click-stream (seed %d)", params.synth.seed)
-        tables = generate(params.synth)
-    else:
-        from recpipe.data.sources import import_source
-
-        if not params.data.path:
-            raise ConfigError(
-                f"data.path is not set; data.source={source!r} needs the path of the raw data "
-                "(e.g. --set data.path=../shared/data/ml-100k)"
-            )
-        log.info("importing %s data from %s", source, params.data.path)
-        tables = import_source(source, params.data.path, params.data)
+        log.info("prep.engine=arrow: %s is a bounded data set; importing it in memory", data.source)
+    tables = read_source(data, params.synth)
     # import fully before touching the previous output: a failed import loses nothing
     _reset_dir(paths.interim_dir)
     return write_tables(tables, paths.interim_dir)
@@ -407,15 +379,15 @@ def _train_candidates(
 ) -> dict[str, Any]:
     """The train stage's loop over splits and candidates (in this process; as one rank
     of a torchrun job when a process group is up: rank 0 writes, every rank trains)."""
+    from recpipe import tracking
     from recpipe.evaluate.leaderboard import split_query_kinds
     from recpipe.models.dataset import load_split
-    from recpipe.models.fitting import build_candidate, candidate_options
+    from recpipe.models.fitting import build_candidate, candidate_options, fit_and_save, skip_reason
     from recpipe.models.registry import get_model
     from recpipe.models.torch_base import TorchRecommender
     from recpipe.train import distributed as ddp
 
-    tp = params.train
-    main = ddp.is_main()
+    tp, main = params.train, ddp.is_main()
     splits_of = {name: list(tp.model_splits.get(name, tp.splits)) for name in names}
     reports: dict[str, dict[str, Any]] = {}
     for name in names:
@@ -423,81 +395,50 @@ def _train_candidates(
         reports[name] = {"model": name, "config": options, "splits": {}}
         if main:
             _reset_dir(paths.model_dir(name))
-    for kind in dict.fromkeys(k for name in names for k in splits_of[name]):
+    for kind in dict.fromkeys(k for name in names for k in splits_of[name]):  # a split at a time
         folder = paths.features_dir / kind
         for name in (n for n in names if kind in splits_of[n]):
-            cls, report = get_model(name), reports[name]
-            needed = split_query_kinds(kind)
-            if not main and not issubclass(cls, TorchRecommender):
+            if not main and not issubclass(get_model(name), TorchRecommender):
                 continue  # a baseline trains on rank 0 only
+            done = reports[name]["splits"]
+            skip = skip_reason(name, kind, split_query_kinds(kind))
             if not folder.is_dir():
-                report["splits"][kind] = {"skipped": "the sessions stage did not build this split"}
-                continue
-            if not needed & cls.query_kinds:
-                report["splits"][kind] = {
-                    "skipped": f"scores {sorted(cls.query_kinds)} queries; {kind} needs "
-                    + " or ".join(sorted(needed))
-                }
+                skip = "the sessions stage did not build this split"
+            if skip:
+                done[kind] = {"skipped": skip}
                 continue
             data = load_split(folder)
             try:
-                candidate = build_candidate(name, report["config"], data)
+                candidate = build_candidate(name, reports[name]["config"], data)
             except MissingContentError as exc:  # e.g. content models on click logs only
                 log.warning("%s: not trained on the %s split: %s", name, kind, exc)
-                report["splits"][kind] = {"skipped": str(exc)}
+                done[kind] = {"skipped": str(exc)}
                 continue
             log.info("training %s on the %s split", name, kind)
-            entry = _fit_logged(
-                params, paths, name, kind, candidate, data, main, progress, on_epoch
-            )
-            if entry is not None:
-                report["splits"][kind] = entry
+            checkpoints = paths.checkpoint_dir(name, kind) if tp.checkpoints else None
+            config = candidate.config.model_dump(mode="json")
+            with (
+                tracking.candidate_run(name, kind, config)
+                if main
+                else contextlib.nullcontext() as run
+            ):
+                entry, artifact = fit_and_save(
+                    candidate,
+                    data,
+                    paths.model_dir(name) / kind if main else None,
+                    checkpoint_dir=checkpoints,
+                    run=run,
+                    progress=progress,
+                    on_epoch=None if on_epoch is None else partial(on_epoch, name, kind),
+                )
+            if artifact is not None:
+                _remove_empty(checkpoints, paths.root)
+                done[kind] = entry | {"artifact": paths.rel(artifact)}
     if main:
         for name in names:
             _write_json(paths.model_dir(name) / "training.json", reports[name])
     ddp.barrier()  # the other ranks leave once rank 0 has written everything
     return reports
-
-
-def _fit_logged(
-    params: Params,
-    paths: Paths,
-    name: str,
-    kind: str,
-    candidate: Any,
-    data: Any,
-    main: bool,
-    progress: bool,
-    on_epoch: Callable[[str, str, dict[str, Any]], None] | None,
-) -> dict[str, Any] | None:
-    """Fit one candidate on one split under its MLflow run; save it (rank 0). Returns
-    its training.json entry (None on the other ranks)."""
-    from recpipe import tracking
-    from recpipe.models.fitting import fit_candidate
-    from recpipe.train import distributed as ddp
-
-    config = candidate.config.model_dump(mode="json")
-    checkpoints = paths.checkpoint_dir(name, kind) if params.train.checkpoints else None
-    with tracking.candidate_run(name, kind, config) if main else contextlib.nullcontext() as run:
-
-        def epoch_done(record: dict[str, Any]) -> None:
-            if run is not None:
-                run.on_epoch(record)
-            if on_epoch is not None:
-                on_epoch(name, kind, record)
-
-        entry = fit_candidate(
-            candidate, data, checkpoint_dir=checkpoints, progress=progress, on_epoch=epoch_done
-        )
-        if entry and ddp.world_size() > 1:
-            entry["processes"] = ddp.world_size()
-        if not main:
-            return None
-        _remove_empty(checkpoints, paths.root)
-        artifact = candidate.save(paths.model_dir(name) / kind)
-        if run is not None:
-            run.finish(artifact, entry)
-    return entry | {"artifact": paths.rel(artifact)}
 
 
 @workspace_io("stage evaluate")

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from recpipe.config import DataParams
+from recpipe.config import DataParams, SynthParams
 from recpipe.data.diginetica import import_diginetica
 from recpipe.data.generic import import_csv, import_parquet
 from recpipe.data.movielens import import_movielens_100k, import_movielens_latest
@@ -109,3 +109,30 @@ def import_source(
         n / elapsed if elapsed > 0 else float("inf"),
     )
     return tables
+
+
+def configured_path(data: DataParams, example: str = "../shared/data/ml-100k") -> str:
+    """``data.path``, or a :class:`~recpipe.errors.ConfigError` saying it must be set."""
+    from recpipe.errors import ConfigError
+
+    if not data.path:
+        raise ConfigError(
+            f"data.path is not set; data.source={data.source!r} needs the path of the raw "
+            f"data (e.g. --set data.path={example})"
+        )
+    return str(data.path)
+
+
+def read_source(data: DataParams, synth: SynthParams) -> CanonicalTables:
+    """The canonical tables of the configured source, in memory: the built-in synthetic
+    click-stream (``data.source: synthetic``, from ``synth``) or ``data.path`` imported
+    by :func:`import_source`."""
+    if data.source == "synthetic":
+        from recpipe.data.synth import generate
+
+        log.info("generating synthetic click-stream (seed %d)", synth.seed)
+        return generate(synth)
+    path = configured_path(data)
+    log.info("importing %s data from %s", data.source, path)
+    return import_source(data.source, path, data)
+

@@ -69,3 +69,51 @@ def fit_candidate(
         return candidate.training.summary() if candidate.training else {}
     candidate.fit(train, valid)
     return {}
+
+
+def skip_reason(name: str, kind: str, needed: frozenset[str]) -> str | None:
+    """Why candidate ``name`` does not train on split ``kind``, whose protocols score the
+    query kinds ``needed`` (None: it scores one of them)."""
+    from recpipe.models.registry import get_model
+
+    kinds = get_model(name).query_kinds
+    if needed & kinds:
+        return None
+    return f"scores {sorted(kinds)} queries; {kind} needs " + " or ".join(sorted(needed))
+
+
+def fit_and_save(
+    candidate: Recommender,
+    data: SplitData,
+    artifact_dir: Path | None,
+    *,
+    checkpoint_dir: Path | None = None,
+    run: Any = None,
+    progress: bool = False,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[dict[str, Any], Path | None]:
+    """:func:`fit_candidate`, then save the artifact to ``artifact_dir`` (None: a rank
+    of a distributed job that writes nothing). ``run`` is the candidate's tracking run
+    (:func:`recpipe.tracking.candidate_run`; None: none): it sees every epoch and the
+    artifact. Returns the training summary (with ``processes`` under DDP) and the
+    artifact's path."""
+    from recpipe.train import distributed as ddp
+
+    def epoch_done(record: dict[str, Any]) -> None:
+        if run is not None:
+            run.on_epoch(record)
+        if on_epoch is not None:
+            on_epoch(record)
+
+    entry = fit_candidate(
+        candidate, data, checkpoint_dir=checkpoint_dir, progress=progress, on_epoch=epoch_done
+    )
+    if entry and ddp.world_size() > 1:
+        entry["processes"] = ddp.world_size()
+    if artifact_dir is None:
+        return entry, None
+    artifact = candidate.save(artifact_dir)
+    if run is not None:
+        run.finish(artifact, entry)
+    return entry, artifact
+
