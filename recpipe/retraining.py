@@ -91,6 +91,21 @@ def run_overrides(
     return extra
 
 
+#: The last few runs' params, by what made them (see :func:`run_params`).
+_PARSED: dict[tuple[Any, ...], tuple[Params, list[str]]] = {}
+
+
+def _params_key(
+    paths: Paths, params_file: str | Path | None, overrides: list[str], *options: Any
+) -> tuple[Any, ...]:
+    """What a run's params come from: the file (with its size and modification time),
+    the overrides and the flow options."""
+    path = Path(params_file) if params_file is not None else paths.params_file
+    stat = path.stat() if path.is_file() else None
+    found = (str(path.resolve()), stat.st_size, stat.st_mtime_ns) if stat else (str(path), None)
+    return (str(paths.root.resolve()), params_file is None, found, tuple(overrides), *options)
+
+
 def run_params(
     paths: Paths,
     params_file: str | Path | None = None,
@@ -105,16 +120,28 @@ def run_params(
     ``params_file`` defaults to ``<root>/params.yaml`` (else the defaults); then the
     ``overrides``; then :func:`run_overrides` for the data drop and the models. The
     returned overrides are what to record or pass on (``recpipe run --set`` form).
+
+    A run parses its params once: ``recpipe run`` checks them before Prefect starts and
+    the flow, in the same process, gets the same object back (unless the file changed).
     """
     from recpipe.pipeline import workspace_params
 
     overrides = list(overrides or [])
+    key = _params_key(
+        paths, params_file, overrides, str(data_path), data_source, tuple(models or ())
+    )
+    if key in _PARSED:
+        params, everything = _PARSED[key]
+        return params, list(everything)
     base = workspace_params(paths, params_file, overrides)
     extra = run_overrides(base, data_path, data_source, models)
-    if not extra:
-        return base, overrides
-    everything = [*overrides, *extra]
-    return workspace_params(paths, params_file, everything), everything
+    result = (base, overrides)
+    if extra:
+        everything = [*overrides, *extra]
+        result = (workspace_params(paths, params_file, everything), everything)
+    _PARSED.clear()  # only the latest run's params are kept
+    _PARSED[key] = result
+    return result[0], list(result[1])
 
 
 def outcome_message(gate: dict[str, Any], registry: dict[str, Any]) -> str:

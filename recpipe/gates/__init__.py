@@ -9,10 +9,14 @@
 - :mod:`recpipe.gates.registry`: candidates as MLflow registered model versions (a
   pyfunc wrapper of the recpipe artifact) and promotion / rollback by the
   ``champion`` and ``previous`` aliases (imports MLflow; import it only where needed).
+- :mod:`recpipe.gates.decide`: the gate's rule assembly: gathers the figures for the
+  best candidate on the gate split (the champion re-evaluated, latency, size) and decides.
+- :mod:`recpipe.gates.promote`: registering the candidates, applying the decision
+  (promotion), and the choice of what the package stage serves.
 
-The ``gate`` stage (:func:`recpipe.stages.gate`) judges; the ``register`` step
-(:func:`recpipe.stages.register`) writes to the registry and moves the aliases only
-when the gate passed.
+The ``gate`` stage (:func:`recpipe.stages.gate`) judges through
+:func:`recpipe.gates.decide.judge`; the ``register`` step (:func:`recpipe.stages.register`)
+writes to the registry and moves the aliases only when the gate passed.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The gate rules: pure functions from figures to a :class:`RuleResult` with its reason.
 
 Nothing here reads files, trains, times or talks to MLflow: the ``gate`` stage
-(:func:`recpipe.stages.gate`) gathers the figures (the evaluate stage's metrics and
+(:func:`recpipe.gates.decide.judge`) gathers the figures (the evaluate stage's metrics and
 paired bootstrap, the champion re-evaluated on the same split, the candidate's
 measured latency and artifact size, the validation report) and :func:`decide` turns
 the rule results into one :class:`GateResult`. Each rule is a function

@@ -1,7 +1,7 @@
 """Package a serving bundle as a Bento, and serve the latest Bento (imports BentoML).
 
 :func:`package_bundle` is the BentoML half of the ``package`` stage
-(:func:`recpipe.stages.package`):
+(:func:`recpipe.stages.package`, through :func:`recpipe.serve.packaging.package_model`):
 
 1. the bundle directory goes into the BentoML model store as ``recpipe-champion``, with
    labels (registry version, git commit, data hash, metrics) and metadata;

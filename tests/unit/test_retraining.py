@@ -163,3 +163,28 @@ def test_server_urls_and_command() -> None:
         "--port",
         "4300",
     ]
+
+
+def test_a_run_parses_its_params_once(tmp_path, monkeypatch) -> None:
+    import recpipe.pipeline as pipeline
+
+    calls: list[list[str]] = []
+    real = pipeline.load_params
+
+    def counting(path, overrides=None):
+        calls.append(list(overrides or []))
+        return real(path, overrides)
+
+    monkeypatch.setattr(pipeline, "load_params", counting)
+    paths = Paths.at(tmp_path)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text("synth:\n  seed: 3\n")
+    first, _ = run_params(paths, overrides=["synth.days=2"])  # the CLI's check
+    again, _ = run_params(paths, overrides=["synth.days=2"])  # the flow, same process
+    assert again is first and len(calls) == 1
+    params_file.write_text("synth:\n  seed: 4\n")  # an edited file is read again
+    import os
+
+    os.utime(params_file, ns=(0, params_file.stat().st_mtime_ns + 1_000_000))
+    edited, _ = run_params(paths, overrides=["synth.days=2"])
+    assert edited.synth.seed == 4 and len(calls) == 2

@@ -1,0 +1,71 @@
+"""A split's data is read once per process however many stages and candidates use it,
+and read again when the features stage rewrites it."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from recpipe.models import dataset
+from recpipe.models.dataset import clear_cache, load_split
+from recpipe.paths import Paths
+from tests.unit.gate_workspace import build_workspace
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    """The folders :func:`recpipe.models.dataset.load_split` actually read."""
+    clear_cache()
+    seen: list[str] = []
+    real = dataset._read
+
+    def counting(folder):
+        seen.append(folder.name)
+        return real(folder)
+
+    monkeypatch.setattr(dataset, "_read", counting)
+    yield seen
+    clear_cache()
+
+
+def test_a_split_is_read_once_and_again_after_a_rewrite(tmp_path, reads) -> None:
+    paths = build_workspace(tmp_path)
+    folder = paths.features_dir / "session"
+    first = load_split(folder)
+    assert load_split(folder) is first
+    assert set(first.parts) == {"train", "valid", "test"} and first.test_user_keys is None
+    assert reads == ["session"]
+    meta = folder / "meta.json"
+    stat = meta.stat()
+    meta.write_text(json.dumps(json.loads(meta.read_text())) + " ")  # rewritten by a rerun
+    os.utime(meta, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert load_split(folder) is not first
+    assert reads == ["session", "session"]
+
+
+def test_the_train_evaluate_and_gate_stages_share_one_read(tmp_path, reads) -> None:
+    import mlflow
+
+    from recpipe import stages
+    from tests.unit.gate_workspace import small_params
+
+    paths: Paths = build_workspace(tmp_path)
+    params = small_params(
+        tmp_path,
+        "train.candidates=[markov, sr]",
+        "train.splits=[session]",
+        "train.model_splits={}",
+        "evaluate.splits=[session]",
+        "evaluate.models=[pop]",
+        "gate.split=session",
+    )
+    before = mlflow.get_tracking_uri()
+    try:
+        stages.train(params, paths)
+        stages.evaluate(params, paths)
+        assert stages.gate(params, paths)["candidate"]["model"] in {"markov", "sr"}
+    finally:
+        mlflow.set_tracking_uri(before)
+    assert reads == ["session"]
