@@ -79,3 +79,25 @@ def test_a_champion_without_id_maps_cannot_be_matched(drops):
     model = build_model("markov", {}, bare).fit(data["train"])
     with pytest.raises(ArtifactError, match="carries no id maps"):
         measure.fit_to_split(model, new_meta)
+
+
+def test_a_champion_with_other_gap_buckets_sees_its_own_bucketing() -> None:
+    from recpipe.features.context import gap_bucket_of
+    from recpipe.gates.measure import rebucket_gaps
+    from recpipe.models.data import Queries
+
+    s = 1_000_000_000
+    items = np.array([[0, 5, 6, 7], [3, 4, 5, 6]])  # left-padded
+    ts = np.array([[0, 0, 100 * s, 100_000 * s], [0, 2 * s, 2_000 * s, 9_000_000 * s]])
+    real = items != 0
+    seconds = np.full(ts.shape, np.nan)
+    seconds[:, 1:] = np.where(real[:, 1:] & real[:, :-1], (ts[:, 1:] - ts[:, :-1]) / s, np.nan)
+    queries = Queries.for_sessions(
+        items, timestamps=ts, gap_bucket=np.where(real, gap_bucket_of(seconds, 16), 0)
+    )
+    expected = np.where(real, gap_bucket_of(seconds, 4), 0)
+    np.testing.assert_array_equal(rebucket_gaps(queries, 4), expected)
+    assert not np.array_equal(queries.gap_bucket, expected)  # the two bucketings differ
+    # without times: the coarser bucketing caps the finer one
+    no_times = Queries.for_sessions(items, gap_bucket=queries.gap_bucket)
+    np.testing.assert_array_equal(rebucket_gaps(no_times, 4), np.minimum(queries.gap_bucket, 3))
