@@ -40,7 +40,10 @@ def _session_query(encoded: pd.DataFrame, length: int) -> tuple[pd.DataFrame, Qu
     rows = encoded[encoded["session_id"] == session].head(length)
     queries = Queries.for_sessions(
         rows["item_idx"].to_numpy()[None, :],
-        timestamps=rows["timestamp"].to_numpy().astype("datetime64[ns]").view(np.int64)[None, :],
+        timestamps=pd.to_datetime(rows["timestamp"], utc=True)
+        .dt.tz_localize(None)
+        .to_numpy("datetime64[ns]")
+        .view(np.int64)[None, :],
         **{c: rows[c].to_numpy()[None, :] for c in CONTEXT_COLUMNS},
     )
     return rows, queries
