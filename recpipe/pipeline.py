@@ -42,22 +42,22 @@ def _model_problems(section: str, names: list[str], configs: dict[str, Any]) -> 
     """Unknown model names and options of one params section (``train`` or ``evaluate``)."""
     from pydantic import ValidationError
 
-    from recpipe.models.registry import MODELS
+    from recpipe.models.names import NAMES
 
     problems: list[str] = []
     list_key = "candidates" if section == "train" else "models"
     for name in names:
-        if name not in MODELS:
-            problems.append(
-                f"{section}.{list_key}: unknown model {name!r}; known: {sorted(MODELS)}"
-            )
+        if name not in NAMES:
+            problems.append(f"{section}.{list_key}: unknown model {name!r}; known: {sorted(NAMES)}")
     for name, options in configs.items():
-        if name not in MODELS:
+        if name not in NAMES:
             problems.append(
-                f"{section}.model_configs.{name}: unknown model {name!r}; known: {sorted(MODELS)}"
+                f"{section}.model_configs.{name}: unknown model {name!r}; known: {sorted(NAMES)}"
             )
             continue
-        config_cls = MODELS[name].Config
+        from recpipe.models.registry import get_model
+
+        config_cls = get_model(name).Config  # imports this model's module only
         if not isinstance(options, dict):
             problems.append(
                 f"{section}.model_configs.{name}: must be a mapping of options, got {options!r}"
@@ -96,6 +96,21 @@ def check_models(params: Params) -> None:
     )
     if problems:
         raise ConfigError("invalid model params:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+#: Code every stage runs: the stage functions and what they import everywhere.
+CORE_CODE = ("recpipe/stages.py", "recpipe/config.py", "recpipe/errors.py", "recpipe/paths.py")
+#: Code the stages that load models run (the registry imports every model and baseline).
+MODEL_CODE = (
+    "recpipe/__init__.py",
+    "recpipe/baselines",
+    "recpipe/data",
+    "recpipe/evaluate",
+    "recpipe/features",
+    "recpipe/models",
+    "recpipe/sessions",
+    "recpipe/train",
+)
 
 
 @dataclass(frozen=True)
@@ -138,27 +153,14 @@ STAGES: dict[str, StageSpec] = {
             name="ingest",
             func=stages.ingest,
             params=("data", "synth", "prep"),
-            code=(
-                "recpipe/stages.py",
-                "recpipe/config.py",
-                "recpipe/errors.py",
-                "recpipe/paths.py",
-                "recpipe/data",
-            ),
+            code=(*CORE_CODE, "recpipe/data"),
             outs=lambda p: [p.interim_dir],
         ),
         StageSpec(
             name="validate",
             func=stages.validate,
             params=("validate", "prep"),
-            code=(
-                "recpipe/stages.py",
-                "recpipe/config.py",
-                "recpipe/errors.py",
-                "recpipe/paths.py",
-                "recpipe/data",
-                "recpipe/validation",
-            ),
+            code=(*CORE_CODE, "recpipe/data", "recpipe/validation"),
             deps=lambda p: [p.interim_dir],
             outs=lambda p: [p.validated_dir, p.quarantine_dir],
             metrics=lambda p: [p.validation_json],
@@ -168,14 +170,7 @@ STAGES: dict[str, StageSpec] = {
             name="sessions",
             func=stages.sessions,
             params=("sessions", "prep"),
-            code=(
-                "recpipe/stages.py",
-                "recpipe/config.py",
-                "recpipe/errors.py",
-                "recpipe/paths.py",
-                "recpipe/data",
-                "recpipe/sessions",
-            ),
+            code=(*CORE_CODE, "recpipe/data", "recpipe/sessions"),
             deps=lambda p: [p.validated_dir],
             outs=lambda p: [p.sessions_dir, p.splits_dir],
             metrics=lambda p: [p.splits_json],
@@ -184,14 +179,7 @@ STAGES: dict[str, StageSpec] = {
             name="features",
             func=stages.features,
             params=("features",),
-            code=(
-                "recpipe/stages.py",
-                "recpipe/config.py",
-                "recpipe/errors.py",
-                "recpipe/paths.py",
-                "recpipe/data",
-                "recpipe/features",
-            ),
+            code=(*CORE_CODE, "recpipe/data", "recpipe/features"),
             deps=lambda p: [p.validated_dir, p.splits_dir],
             outs=lambda p: [p.features_dir],
             metrics=lambda p: [p.features_json],
@@ -200,21 +188,7 @@ STAGES: dict[str, StageSpec] = {
             name="train",
             func=stages.train,
             params=("train",),
-            code=(
-                "recpipe/stages.py",
-                "recpipe/config.py",
-                "recpipe/errors.py",
-                "recpipe/paths.py",
-                "recpipe/__init__.py",
-                "recpipe/baselines",
-                "recpipe/data",
-                "recpipe/evaluate",
-                "recpipe/features",
-                "recpipe/models",
-                "recpipe/sessions",
-                "recpipe/tracking.py",
-                "recpipe/train",
-            ),
+            code=(*CORE_CODE, *MODEL_CODE, "recpipe/tracking.py"),
             deps=lambda p: [p.features_dir],
             outs=lambda p, item="${item}": [p.model_dir(item)],
             foreach="${train.candidates}",
@@ -223,20 +197,7 @@ STAGES: dict[str, StageSpec] = {
             name="evaluate",
             func=stages.evaluate,
             params=("evaluate", "train.candidates"),
-            code=(
-                "recpipe/stages.py",
-                "recpipe/config.py",
-                "recpipe/errors.py",
-                "recpipe/paths.py",
-                "recpipe/__init__.py",
-                "recpipe/baselines",
-                "recpipe/data",
-                "recpipe/evaluate",
-                "recpipe/features",
-                "recpipe/models",
-                "recpipe/sessions",
-                "recpipe/train",
-            ),
+            code=(*CORE_CODE, *MODEL_CODE),
             deps=lambda p: [p.features_dir, p.models_dir],
             metrics=lambda p: [p.metrics_json, p.evaluation_json],
             plain_outs=lambda p: [p.leaderboard_md, p.plots_dir],
@@ -251,22 +212,7 @@ STAGES: dict[str, StageSpec] = {
                 "evaluate.cold_users_given",
                 "tracking",
             ),
-            code=(
-                "recpipe/stages.py",
-                "recpipe/config.py",
-                "recpipe/errors.py",
-                "recpipe/paths.py",
-                "recpipe/__init__.py",
-                "recpipe/baselines",
-                "recpipe/data",
-                "recpipe/evaluate",
-                "recpipe/features",
-                "recpipe/gates",
-                "recpipe/models",
-                "recpipe/sessions",
-                "recpipe/tracking.py",
-                "recpipe/train",
-            ),
+            code=(*CORE_CODE, *MODEL_CODE, "recpipe/gates", "recpipe/tracking.py"),
             deps=lambda p: [
                 p.evaluation_json,
                 p.validation_json,
@@ -281,10 +227,7 @@ STAGES: dict[str, StageSpec] = {
             func=stages.package,
             params=("serve", "features.gap_buckets", "gate.registered_model", "tracking"),
             code=(
-                "recpipe/stages.py",
-                "recpipe/config.py",
-                "recpipe/errors.py",
-                "recpipe/paths.py",
+                *CORE_CODE,
                 "recpipe/__init__.py",
                 "recpipe/baselines",
                 "recpipe/data",

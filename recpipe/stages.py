@@ -339,17 +339,17 @@ def train(
     ``training.json``, checkpoints and MLflow runs.
     """
     from recpipe import tracking
-    from recpipe.models.registry import MODELS
+    from recpipe.models.names import NAMES
     from recpipe.train import distributed as ddp
     from recpipe.train.launch import PARENT_RUN_ENV, launch_torchrun
 
     tp = params.train
     names = [model] if model is not None else list(tp.candidates)
-    unknown = [n for n in names if n not in MODELS]
+    unknown = [n for n in names if n not in NAMES]
     if unknown:
         raise StageError(
             f"unknown candidate model(s) {unknown} (train.candidates or --model); "
-            f"known: {sorted(MODELS)}"
+            f"known: {sorted(NAMES)}"
         )
     if tp.nproc > 1 and not ddp.in_torchrun():
         parent = None

@@ -1,11 +1,13 @@
-"""The registry of model names: :data:`MODELS`, :func:`get_model`, :func:`build_model`
-and :func:`load_model`.
+"""The registry of model names: :data:`ENTRIES`, :data:`MODELS`, :func:`get_model`,
+:func:`build_model` and :func:`load_model`.
 
-:data:`MODELS` is a plain dict ``{name: model class}``, written out by hand in
-:func:`_registry`; a new model joins it with one line there (and is then covered by
-the contract test suite). The dict is built on first access rather than at import,
-because some model modules pull in heavy libraries (torch); importing this module
-stays cheap and free of side effects. No model module imports the registry.
+:data:`~recpipe.models.names.ENTRIES` maps every registered name to the class that
+implements it, written out by hand as ``"module:Class"``; a new model joins it with one
+line there (and is then covered by the contract test suite). A class is imported the first time its name is
+asked for, because model modules pull in heavy libraries (torch): checking names
+(:data:`NAMES`) imports no model, and asking for one model imports only its module.
+:data:`MODELS` (``{name: model class}``, every model) is built on first access.
+No model module imports the registry.
 
 >>> from recpipe.models.registry import MODELS, get_model
 >>> get_model("pop") is MODELS["pop"]
@@ -14,6 +16,7 @@ True
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -23,63 +26,27 @@ from recpipe.errors import ArtifactError
 from recpipe.models.artifact import read_artifact_meta
 from recpipe.models.base import ModelConfig, Recommender
 from recpipe.models.data import DataMeta
+from recpipe.models.names import ENTRIES, NAMES
 
 if TYPE_CHECKING:
     MODELS: dict[str, type[Recommender]]
 
-__all__ = ["MODELS", "build_model", "get_model", "load_model"]
-
+__all__ = ["ENTRIES", "MODELS", "NAMES", "build_model", "get_model", "load_model"]
 
 @cache
-def _registry() -> dict[str, type[Recommender]]:
-    """Build :data:`MODELS` once: every model class, checked against the contract."""
-    from recpipe.baselines.bias import BiasBaseline
-    from recpipe.baselines.category_pop import CategoryPopularity
-    from recpipe.baselines.context_pop import ContextPopularity
-    from recpipe.baselines.implicit_mf import ALS, BPR
-    from recpipe.baselines.itemknn import ItemKNN
-    from recpipe.baselines.markov import MarkovChain, SequentialRules
-    from recpipe.baselines.popularity import Popularity, RecentPopularity
-    from recpipe.baselines.sknn import SessionKNN
-    from recpipe.models.content2cf import Content2CF
-    from recpipe.models.content2vec import Content2Vec
-    from recpipe.models.deepfm import DeepFM
-    from recpipe.models.gru4rec import ContextualGRU4Rec, GRU4Rec
-    from recpipe.models.mf import MFBCE, MFBPR, MFExplicit, MFWeighted
-    from recpipe.models.wide_deep import WideAndDeep
+def _load(name: str) -> type[Recommender]:
+    """Import the class registered as ``name`` and check it against the contract."""
+    module, _, attr = ENTRIES[name].partition(":")
+    model: type[Recommender] = getattr(importlib.import_module(module), attr)
+    if model.name != name:
+        raise TypeError(f"{ENTRIES[name]} is registered as {name!r} but names itself {model.name!r}")
+    model.check_contract()
+    return model
 
-    models: dict[str, type[Recommender]] = {}
-    for model in (
-        Popularity,
-        RecentPopularity,
-        ItemKNN,
-        MarkovChain,
-        SequentialRules,
-        SessionKNN,
-        ALS,
-        BPR,
-        BiasBaseline,
-        CategoryPopularity,
-        ContextPopularity,
-        MFExplicit,
-        MFBCE,
-        MFBPR,
-        MFWeighted,
-        WideAndDeep,
-        DeepFM,
-        GRU4Rec,
-        ContextualGRU4Rec,
-        Content2CF,
-        Content2Vec,
-    ):
-        model.check_contract()
-        if model.name in models:
-            raise TypeError(
-                f"model name {model.name!r} is taken by both {models[model.name].__qualname__} "
-                f"and {model.__qualname__}"
-            )
-        models[model.name] = model
-    return models
+
+def _registry() -> dict[str, type[Recommender]]:
+    """Every model class (imports them all)."""
+    return {name: _load(name) for name in ENTRIES}
 
 
 def __getattr__(name: str) -> Any:
@@ -93,18 +60,16 @@ def __dir__() -> list[str]:
 
 
 def get_model(name: str) -> type[Recommender]:
-    """The model class registered as ``name``.
+    """The model class registered as ``name`` (imports its module only).
 
     Raises
     ------
     ValueError
         ``name`` is not registered; the message lists the known names.
     """
-    models = _registry()
-    try:
-        return models[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown model {name!r}; known: {sorted(models)}") from None
+    if not isinstance(name, str) or name not in ENTRIES:
+        raise ValueError(f"unknown model {name!r}; known: {sorted(ENTRIES)}")
+    return _load(name)
 
 
 def build_model(
@@ -152,10 +117,8 @@ def load_model(path: Path | str) -> Recommender:
     """
     path = Path(path)
     name = read_artifact_meta(path).get("model")
-    models = _registry()
-    model_cls = models.get(name) if isinstance(name, str) else None
-    if model_cls is None:
+    if not isinstance(name, str) or name not in ENTRIES:
         raise ArtifactError(
-            f"model artifact {str(path)!r} holds unknown model {name!r}; known: {sorted(models)}"
+            f"model artifact {str(path)!r} holds unknown model {name!r}; known: {sorted(ENTRIES)}"
         )
-    return model_cls.load(path)
+    return _load(name).load(path)
