@@ -44,4 +44,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/train.py
 
 clean:
-	rm -rf data/interim data/validated data/quarantine reports mlruns mlflow.db mlflow.db.lock models checkpoints bentos
+	rm -rf data/interim data/validated data/quarantine reports mlruns mlflow.db mlflow.db.lock models checkpoints bentos tuning tuned

@@ -18,6 +18,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from recpipe.errors import (
     ConfigError,
@@ -333,6 +334,49 @@ def validate(
         f"[green]validation passed[/]: {counts.get('events', '?')} events, "
         f"{counts.get('quarantined', 0)} quarantined; report: {paths.validation_md}"
     )
+
+
+@app.command()
+def tune(
+    model: Annotated[
+        list[str] | None, typer.Option("--model", help="a model to tune (repeatable)")
+    ] = None,
+    split: Annotated[str | None, typer.Option(help="the split (default: tune.split)")] = None,
+    trials: Annotated[int | None, typer.Option(min=1, help="finished trials per model")] = None,
+    timeout: Annotated[float | None, typer.Option(min=0.001, help="seconds per model")] = None,
+    params_file: ParamsOpt = None,
+    overrides: SetOpt = None,
+    root: RootOpt = Path("."),
+) -> None:
+    """Tune models (Optuna, the same budget each) on a split's validation part.
+
+    Needs the features stage's output. Writes tuned/<split>/<model>.yaml (used by train
+    and evaluate with tune.use=true), tuning/optuna.db and reports/tuning.json.
+    """
+    from recpipe import stages
+    from recpipe.paths import Paths
+
+    def go() -> dict[str, Any]:
+        params = _params(root, params_file, overrides)
+        return stages.tune(params, Paths.at(root.resolve()), model, split, trials, timeout)
+
+    report = _guard(go)
+    table = Table(title=f"tuned on {report['split']} (validation part)")
+    for column in ("model", "default", "tuned", "trials", "seconds"):
+        table.add_column(column)
+    for name, entry in report["models"].items():
+        if "skipped" in entry:
+            table.add_row(name, "-", "-", "-", escape(entry["skipped"]))
+            continue
+        default = entry["default_value"]
+        table.add_row(
+            name,
+            "-" if default is None else f"{default:.4f}",
+            f"{entry['best_value']:.4f}",
+            ", ".join(f"{k} {v}" for k, v in entry["trials"].items()),
+            f"{entry['seconds']:.1f}",
+        )
+    out.print(table)
 
 
 @app.command()

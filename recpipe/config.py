@@ -460,6 +460,26 @@ class PrepParams(StrictModel):
     )
 
 
+class TuneParams(StrictModel):
+    """``recpipe tune``: Optuna studies with the same budget for every model."""
+
+    use: bool = Field(
+        default=False,
+        description="train and evaluate with the tuned configs of tuned/<split>/<model>.yaml",
+    )
+    models: list[str] = Field(
+        default_factory=list,
+        description="models to tune; [] = every candidate and baseline with a search space",
+    )
+    split: Literal[*SPLIT_KINDS] | None = Field(  # type: ignore[valid-type]
+        default=None, description="the split tuned on (its validation part); null = gate.split"
+    )
+    trials: int | None = Field(default=20, ge=1, description="finished trials per model")
+    timeout: float | None = Field(default=None, gt=0, description="seconds per model")
+    seed: int = Field(default=0, description="the TPE sampler's seed (and every trial's)")
+    prune: bool = Field(default=True, description="stop hopeless trials from epoch metrics")
+
+
 class OrchestrationParams(StrictModel):
     """How the retraining flow runs its candidates (flows/retrain.py; no DVC stage reads it).
 
@@ -497,6 +517,7 @@ class Params(StrictModel):
     gate: GateParams = Field(default_factory=GateParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
     serve: ServeParams = Field(default_factory=ServeParams)
+    tune: TuneParams = Field(default_factory=TuneParams)
     orchestration: OrchestrationParams = Field(default_factory=OrchestrationParams)
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)

@@ -257,7 +257,7 @@ def record_run(params: Params, paths: Paths, *, packaged: bool = True) -> dict[s
     dvc.yaml stage: the retraining flow runs it last.
     """
     from recpipe import tracking
-    from recpipe.stages import workspace_io
+    from recpipe.workspace import workspace_io
 
     run_id = None
     if tracking.run_active():

@@ -72,6 +72,16 @@ class Paths:
         """One candidate's folder: an artifact per split and ``training.json``."""
         return self.models_dir / name
 
+    @property
+    def tuning_dir(self) -> Path:
+        """Tuning studies: ``optuna.db`` (Optuna's RDB storage; a killed study resumes)."""
+        return self.root / "tuning"
+
+    @property
+    def tuned_dir(self) -> Path:
+        """The best config of each tuned model: ``tuned/<split>/<model>.yaml``."""
+        return self.root / "tuned"
+
     def checkpoint_dir(self, name: str, split: str) -> Path:
         """Training checkpoints of one candidate on one split (not a DVC output)."""
         return self.root / "checkpoints" / name / split

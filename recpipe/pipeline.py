@@ -99,7 +99,13 @@ def check_models(params: Params) -> None:
 
 
 #: Code every stage runs: the stage functions and what they import everywhere.
-CORE_CODE = ("recpipe/stages.py", "recpipe/config.py", "recpipe/errors.py", "recpipe/paths.py")
+CORE_CODE = (
+    "recpipe/stages.py",
+    "recpipe/workspace.py",
+    "recpipe/config.py",
+    "recpipe/errors.py",
+    "recpipe/paths.py",
+)
 #: Code the stages that load models run (the registry imports every model and baseline).
 MODEL_CODE = (
     "recpipe/__init__.py",
@@ -187,8 +193,8 @@ STAGES: dict[str, StageSpec] = {
         StageSpec(
             name="train",
             func=stages.train,
-            params=("train",),
-            code=(*CORE_CODE, *MODEL_CODE, "recpipe/tracking.py"),
+            params=("train", "tune.use"),
+            code=(*CORE_CODE, *MODEL_CODE, "recpipe/tracking.py", "recpipe/tuning"),
             deps=lambda p: [p.features_dir],
             outs=lambda p, item="${item}": [p.model_dir(item)],
             foreach="${train.candidates}",
@@ -196,8 +202,8 @@ STAGES: dict[str, StageSpec] = {
         StageSpec(
             name="evaluate",
             func=stages.evaluate,
-            params=("evaluate", "train.candidates"),
-            code=(*CORE_CODE, *MODEL_CODE),
+            params=("evaluate", "train.candidates", "tune.use"),
+            code=(*CORE_CODE, *MODEL_CODE, "recpipe/tuning"),
             deps=lambda p: [p.features_dir, p.models_dir],
             metrics=lambda p: [p.metrics_json, p.evaluation_json],
             plain_outs=lambda p: [p.leaderboard_md, p.plots_dir],

@@ -13,70 +13,23 @@ and writes.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from recpipe.config import Params
-from recpipe.errors import MissingContentError, StageError, WorkspaceError
+from recpipe.errors import MissingContentError, StageError
 from recpipe.paths import Paths
+from recpipe.workspace import read_json, replacing_dir, reset_dir, workspace_io, write_json
 
 log = logging.getLogger(__name__)
 
 #: The parts of every split folder.
 SPLIT_PARTS: tuple[str, ...] = ("train", "valid", "test")
-
-
-@contextlib.contextmanager
-def workspace_io(context: str) -> Iterator[None]:
-    """Turn a file-system error inside into :class:`~recpipe.errors.WorkspaceError`.
-
-    A permission denied, a read-only file system, a full disk, a file where a folder
-    belongs (and the like) raised as ``OSError`` becomes one readable error that names
-    the operation, the path and the fix, prefixed with ``context`` (e.g. ``"stage
-    ingest"``); the ``OSError`` is its ``__cause__``. Other errors pass unchanged. Every
-    stage function runs under it (it works as a decorator too), so the CLI, dvc.yaml,
-    the Prefect flow and the Python API all see the same error.
-    """
-    try:
-        yield
-    except OSError as exc:
-        if not WorkspaceError.translates(exc):
-            raise
-        raise WorkspaceError.from_os_error(exc, context) from exc
-
-
-@contextlib.contextmanager
-def _replacing_dir(path: Path) -> Iterator[Path]:
-    """A fresh staging folder beside ``path`` that replaces ``path`` when the block
-    succeeds; when it raises, ``path`` is left as it was and the staging folder removed."""
-    staging = path.with_name(f".{path.name}.new-{os.getpid()}")
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
-    for leftover in (staging, old):
-        if leftover.exists():
-            shutil.rmtree(leftover)
-    staging.mkdir(parents=True)
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if path.exists():
-        path.rename(old)
-    staging.rename(path)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _reset_dir(path: Path) -> None:
-    """Empty ``path`` (an output this stage owns) so no stale file survives a re-run."""
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
 
 
 @workspace_io("stage ingest")
@@ -101,13 +54,13 @@ def ingest(params: Params, paths: Paths) -> dict[str, Any]:
         path = configured_path(data, "events.csv")
         log.info("importing %s data from %s in batches of %d rows", data.source, path, batch_rows)
         # streamed into a staging folder: a failed import loses nothing
-        with _replacing_dir(paths.interim_dir) as staging:
+        with replacing_dir(paths.interim_dir) as staging:
             return import_chunked(data.source, path, data, staging, batch_rows=batch_rows)
     if params.prep.engine == "arrow":
         log.info("prep.engine=arrow: %s is a bounded data set; importing it in memory", data.source)
     tables = read_source(data, params.synth)
     # import fully before touching the previous output: a failed import loses nothing
-    _reset_dir(paths.interim_dir)
+    reset_dir(paths.interim_dir)
     return write_tables(tables, paths.interim_dir)
 
 
@@ -161,10 +114,10 @@ def validate(params: Params, paths: Paths, source_dir: Path | None = None) -> di
 
     paths.reports_dir.mkdir(parents=True, exist_ok=True)
     write_report(outcome, paths.validation_json, paths.validation_md)
-    _reset_dir(paths.quarantine_dir)
+    reset_dir(paths.quarantine_dir)
     write_quarantined(paths.quarantine_dir)
     raise_if_failed(outcome)  # before touching data/validated: a failed drop changes nothing
-    with _replacing_dir(paths.validated_dir) as staging:
+    with replacing_dir(paths.validated_dir) as staging:
         if outcome.success:
             # nothing removed: copy the files byte for byte rather than re-encode them
             for src in in_dir.iterdir():
@@ -175,18 +128,9 @@ def validate(params: Params, paths: Paths, source_dir: Path | None = None) -> di
     return outcome.report
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def _require(path: Path, paths: Paths, stage: str) -> dict[str, Any]:
     """A report an earlier stage wrote; a clear error when it is missing."""
-    found = _read_json(path)
+    found = read_json(path)
     if found is None:
         raise StageError(f"no {paths.rel(path)}; run the {stage} stage first")
     return found
@@ -232,15 +176,15 @@ def sessions(params: Params, paths: Paths) -> dict[str, Any]:
             report = prepare_sessions(
                 paths.validated_dir, staged / "events.parquet", staged / "splits", params.sessions
             )
-        _reset_dir(paths.sessions_dir)
+        reset_dir(paths.sessions_dir)
         shutil.move(staged / "events.parquet", paths.sessions_dir / "events.parquet")
-        _reset_dir(paths.splits_dir)
+        reset_dir(paths.splits_dir)
         for kind in report["splits"]:
             if (staged / "splits" / kind).is_dir():
                 shutil.move(staged / "splits" / kind, paths.split_dir(kind))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    _write_json(paths.splits_json, report)
+    write_json(paths.splits_json, report)
     return report
 
 
@@ -264,7 +208,7 @@ def features(params: Params, paths: Paths) -> dict[str, Any]:
     if not paths.splits_dir.is_dir():
         raise StageError(f"no splits at {paths.splits_dir}; run the sessions stage first")
     tables = read_tables(paths.validated_dir)
-    _reset_dir(paths.features_dir)
+    reset_dir(paths.features_dir)
     report: dict[str, Any] = {"splits": {}}
     for split_dir in sorted(d for d in paths.splits_dir.iterdir() if d.is_dir()):
         kind = split_dir.name
@@ -282,7 +226,7 @@ def features(params: Params, paths: Paths) -> dict[str, Any]:
         built.user_map.save(out / "user_map.parquet")
         for part, frame in built.parts.items():
             frame.to_parquet(out / f"{part}.parquet", index=False)
-        _write_json(out / "meta.json", built.meta)
+        write_json(out / "meta.json", built.meta)
         report["splits"][kind] = built.meta
         log.info(
             "features %s: %d items, %d users (with reserved slots)",
@@ -298,7 +242,7 @@ def features(params: Params, paths: Paths) -> dict[str, Any]:
     item_content.save(content_dir / "items")
     user_encoder.save(content_dir / "user_encoder")
     report["content"] = {"items": item_encoder.summary(), "users": user_encoder.summary()}
-    _write_json(paths.features_json, report)
+    write_json(paths.features_json, report)
     return report
 
 
@@ -364,7 +308,7 @@ def train(
             [*cli, "--model", model] if model is not None else cli,
             parent_run_id=parent,
         )
-        return {n: _read_json(paths.model_dir(n) / "training.json") or {} for n in names}
+        return {n: read_json(paths.model_dir(n) / "training.json") or {} for n in names}
     with ddp.session(tp.device), tracking.under_run(params, paths, os.environ.get(PARENT_RUN_ENV)):
         return _train_candidates(params, paths, names, progress=progress, on_epoch=on_epoch)
 
@@ -386,6 +330,7 @@ def _train_candidates(
     from recpipe.models.registry import get_model
     from recpipe.models.torch_base import TorchRecommender
     from recpipe.train import distributed as ddp
+    from recpipe.tuning.configs import read_tuned
 
     tp, main = params.train, ddp.is_main()
     splits_of = {name: list(tp.model_splits.get(name, tp.splits)) for name in names}
@@ -394,7 +339,7 @@ def _train_candidates(
         options = candidate_options(name, tp.model_configs.get(name, {}), tp.device, tp.max_epochs)
         reports[name] = {"model": name, "config": options, "splits": {}}
         if main:
-            _reset_dir(paths.model_dir(name))
+            reset_dir(paths.model_dir(name))
     for kind in dict.fromkeys(k for name in names for k in splits_of[name]):  # a split at a time
         folder = paths.features_dir / kind
         for name in (n for n in names if kind in splits_of[n]):
@@ -408,8 +353,12 @@ def _train_candidates(
                 done[kind] = {"skipped": skip}
                 continue
             data = load_split(folder)
+            options = reports[name]["config"]
+            tuned = read_tuned(paths.tuned_dir, kind, name) if params.tune.use else None
+            if tuned is not None:  # tune.use: the tuned config of this split
+                options = candidate_options(name, tuned, tp.device, tp.max_epochs)
             try:
-                candidate = build_candidate(name, reports[name]["config"], data)
+                candidate = build_candidate(name, options, data)
             except MissingContentError as exc:  # e.g. content models on click logs only
                 log.warning("%s: not trained on the %s split: %s", name, kind, exc)
                 done[kind] = {"skipped": str(exc)}
@@ -436,9 +385,62 @@ def _train_candidates(
                 done[kind] = entry | {"artifact": paths.rel(artifact)}
     if main:
         for name in names:
-            _write_json(paths.model_dir(name) / "training.json", reports[name])
+            write_json(paths.model_dir(name) / "training.json", reports[name])
     ddp.barrier()  # the other ranks leave once rank 0 has written everything
     return reports
+
+
+@workspace_io("stage tune")
+def tune(
+    params: Params,
+    paths: Paths,
+    models: list[str] | None = None,
+    split: str | None = None,
+    trials: int | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """Tune models on one split's validation part, every model with the same budget.
+
+    ``models`` (default ``tune.models``; empty: every candidate and baseline that
+    declares a search space), ``split`` (default ``tune.split``, else ``gate.split``),
+    ``trials`` and ``timeout`` (defaults from ``tune``) override the params. The metric
+    is the gate's. Studies go to ``tuning/optuna.db`` (a killed tune resumes), the best
+    configs to ``tuned/<split>/<model>.yaml`` (:func:`recpipe.tuning.study.tune_split`),
+    the summary to ``reports/tuning.json``.
+    """
+    from recpipe.evaluate.leaderboard import split_query_kinds
+    from recpipe.models.dataset import load_split
+    from recpipe.tuning.configs import write_tuned
+    from recpipe.tuning.study import Budget, TuneResult, plan, tune_split
+
+    names, split, base = plan(params, models, split)
+    budget = Budget(
+        trials if trials is not None else params.tune.trials, timeout or params.tune.timeout
+    )
+    folder = paths.features_dir / split
+    if not folder.is_dir():
+        raise StageError(f"no features for the {split} split at {paths.rel(folder)}")
+    paths.tuning_dir.mkdir(parents=True, exist_ok=True)
+    results = tune_split(
+        names,
+        split,
+        load_split(folder),
+        base_options=base,
+        needed=split_query_kinds(split),
+        metric=params.gate.metric or params.evaluate.primary_metric,
+        ks=list(params.evaluate.ks),
+        budget=budget,
+        storage=f"sqlite:///{paths.tuning_dir / 'optuna.db'}",
+        seed=params.tune.seed,
+        prune=params.tune.prune,
+    )
+    for entry in results.values():
+        if "skipped" not in entry:
+            write_tuned(paths.tuned_dir, TuneResult(**entry))
+    report = {"split": split, "budget": {"trials": budget.trials, "timeout": budget.timeout}}
+    report["models"] = results
+    write_json(paths.reports_dir / "tuning.json", report)
+    return report
 
 
 @workspace_io("stage evaluate")
@@ -456,6 +458,7 @@ def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
     from recpipe.evaluate.leaderboard import leaderboard_markdown, plot_metric_curves
     from recpipe.evaluate.suite import evaluate_split, leaderboard_columns, load_candidates
     from recpipe.models.dataset import load_split
+    from recpipe.tuning.configs import read_tuned
 
     ep = params.evaluate
     results: dict[str, dict[str, Any]] = {}
@@ -470,13 +473,19 @@ def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
         candidates, trained_s = load_candidates(
             params.train.candidates, paths.models_dir, kind, data.meta
         )
-        results[kind], significance[kind] = evaluate_split(kind, data, ep, candidates, trained_s)
+        configs = dict(ep.model_configs)
+        if params.tune.use:  # the baselines' tuned configs of this split, where tuned
+            for name in ep.models:
+                configs[name] = read_tuned(paths.tuned_dir, kind, name) or configs.get(name, {})
+        results[kind], significance[kind] = evaluate_split(
+            kind, data, ep, candidates, trained_s, configs=configs
+        )
     if not results:
         raise StageError(
             f"none of evaluate.splits={ep.splits} was built ({skipped}); "
             "set evaluate.splits to splits the data supports"
         )
-    _reset_dir(paths.plots_dir)
+    reset_dir(paths.plots_dir)
     for kind, models in results.items():
         for metric in ("recall", "ndcg"):
             plot_metric_curves(
@@ -484,14 +493,14 @@ def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
             )
     first = next(iter(results))
     metrics = {m: e["metrics"] for m, e in results[first].items() if "metrics" in e}
-    _write_json(paths.metrics_json, metrics)
+    write_json(paths.metrics_json, metrics)
     report = {
         "primary_split": first,
         "results": results,
         "significance": significance,
         "skipped_splits": skipped,
     }
-    _write_json(paths.evaluation_json, report)
+    write_json(paths.evaluation_json, report)
     paths.leaderboard_md.write_text(
         leaderboard_markdown(results, ep.primary_metric, leaderboard_columns(ep.ks), significance)
     )
@@ -519,10 +528,10 @@ def gate(params: Params, paths: Paths) -> dict[str, Any]:
     from recpipe.gates.report import gate_json, gate_markdown
 
     evaluation = _require(paths.evaluation_json, paths, "evaluate")
-    validation = (_read_json(paths.validation_json) or {}).get("passed")
+    validation = (read_json(paths.validation_json) or {}).get("passed")
     result, context = judge(params, paths, evaluation, validation)
     report = gate_json(result, context)
-    _write_json(paths.gate_json, report)
+    write_json(paths.gate_json, report)
     paths.gate_md.write_text(gate_markdown(report))
     if result.passed:
         log.info("gate passed: %s (%s)", result.candidate, "; ".join(result.reasons))
@@ -549,7 +558,7 @@ def register(params: Params, paths: Paths) -> dict[str, Any]:
     from recpipe.gates.promote import register_and_promote
 
     decision = _require(paths.gate_json, paths, "gate")
-    evaluation = _read_json(paths.evaluation_json) or {}
+    evaluation = read_json(paths.evaluation_json) or {}
     with tracking.stage_run(params, paths, "register") as run_id:
         summary = register_and_promote(params, paths, decision, evaluation, run_id)
     log.debug("registry: %s", summary["message"])  # the flow and the CLI report it
@@ -592,8 +601,8 @@ def package(params: Params, paths: Paths, *, missing_ok: bool = False) -> dict[s
     events_file = paths.sessions_dir / "events.parquet"
     if not events_file.is_file():
         raise StageError(f"no {paths.rel(events_file)}; run the sessions stage first")
-    decision = _read_json(paths.gate_json)
-    evaluation = _read_json(paths.evaluation_json) or {}
+    decision = read_json(paths.gate_json)
+    evaluation = read_json(paths.evaluation_json) or {}
     with tempfile.TemporaryDirectory(prefix="recpipe-package-") as tmp_dir:
         tmp = Path(tmp_dir)
         source = serving_source(params, paths, tmp, decision, evaluation)
@@ -622,7 +631,7 @@ def package(params: Params, paths: Paths, *, missing_ok: bool = False) -> dict[s
         "archive": paths.rel(paths.bento_archive),
         "serve": f"recpipe serve --port {params.serve.port}",
     }
-    _write_json(paths.package_json, report)
+    write_json(paths.package_json, report)
     log.info(
         "packaged %s (%s v%s) as Bento %s -> %s",
         name,

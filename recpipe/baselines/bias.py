@@ -27,6 +27,7 @@ from recpipe.features.idmap import N_RESERVED
 from recpipe.models.artifact import expect_shape, load_arrays, save_arrays
 from recpipe.models.base import ModelConfig, Recommender
 from recpipe.models.data import Interactions, Queries
+from recpipe.models.space import Float, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,10 @@ class BiasBaseline(Recommender):
     """
 
     name: ClassVar[str] = "bias"
+    search_space: ClassVar[SearchSpace] = {
+        "reg_user": Float(0.1, 100.0, log=True),
+        "reg_item": Float(0.1, 100.0, log=True),
+    }
     Config: ClassVar[type[ModelConfig]] = BiasConfig
     query_kinds: ClassVar[frozenset[str]] = frozenset({"user"})
     predicts_ratings: ClassVar[bool] = True

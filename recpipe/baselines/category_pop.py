@@ -58,6 +58,7 @@ from recpipe.models.artifact import (
 from recpipe.models.base import ModelConfig, Recommender
 from recpipe.models.data import QUERY_KINDS, DataMeta, Interactions, Queries
 from recpipe.models.embedding import recency_weights
+from recpipe.models.space import Float, SearchSpace
 
 __all__ = [
     "CategoryPopConfig",
@@ -325,6 +326,10 @@ class CategoryPopularity(Recommender):
     """
 
     name: ClassVar[str] = "category_pop"
+    search_space: ClassVar[SearchSpace] = {
+        "prior": Float(0.01, 10.0, log=True),
+        "decay": Float(0.1, 1.0),
+    }
     Config: ClassVar[type[ModelConfig]] = CategoryPopConfig
     query_kinds: ClassVar[frozenset[str]] = QUERY_KINDS
     config: CategoryPopConfig

@@ -64,6 +64,7 @@ from recpipe.models.artifact import (
 from recpipe.models.base import ModelConfig, Recommender
 from recpipe.models.data import QUERY_KINDS, Interactions, Queries
 from recpipe.models.embedding import has_known_items
+from recpipe.models.space import Float, SearchSpace
 
 __all__ = ["CONTEXT_FEATURES", "ContextPopConfig", "ContextPopularity", "context_sizes"]
 
@@ -118,6 +119,10 @@ class ContextPopularity(Recommender):
     """
 
     name: ClassVar[str] = "context_pop"
+    search_space: ClassVar[SearchSpace] = {
+        "m": Float(0.1, 100.0, log=True),
+        "prior": Float(0.01, 10.0, log=True),
+    }
     Config: ClassVar[type[ModelConfig]] = ContextPopConfig
     query_kinds: ClassVar[frozenset[str]] = QUERY_KINDS
     config: ContextPopConfig

@@ -54,6 +54,7 @@ from recpipe.models.artifact import expect_shape, load_arrays, save_arrays
 from recpipe.models.base import ModelConfig, Recommender
 from recpipe.models.data import QUERY_KINDS, Interactions, Queries
 from recpipe.models.embedding import aggregate_items, has_known_items
+from recpipe.models.space import Float, Int, SearchSpace
 from recpipe.models.sparse import drop_reserved, popularity_prior
 
 log = logging.getLogger(__name__)
@@ -284,6 +285,12 @@ class ALS(ImplicitMF):
     """Implicit ALS (Hu, Koren & Volinsky 2008) via ``implicit``."""
 
     name: ClassVar[str] = "als"
+    search_space: ClassVar[SearchSpace] = {
+        "factors": Int(16, 256, log=True),
+        "regularization": Float(1e-4, 1.0, log=True),
+        "iterations": Int(5, 30),
+        "alpha": Float(0.1, 50.0, log=True),
+    }
     Config: ClassVar[type[ModelConfig]] = ALSConfig
     config: ALSConfig
 
@@ -305,6 +312,12 @@ class BPR(ImplicitMF):
     """Bayesian personalised ranking (Rendle et al. 2009) via ``implicit``."""
 
     name: ClassVar[str] = "bpr"
+    search_space: ClassVar[SearchSpace] = {
+        "factors": Int(16, 256, log=True),
+        "regularization": Float(1e-4, 1.0, log=True),
+        "iterations": Int(10, 100, log=True),
+        "learning_rate": Float(1e-3, 0.1, log=True),
+    }
     Config: ClassVar[type[ModelConfig]] = BPRConfig
     bias_column: ClassVar[bool] = True
     config: BPRConfig

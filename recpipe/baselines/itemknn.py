@@ -41,6 +41,7 @@ from recpipe.models.artifact import (
 )
 from recpipe.models.base import ModelConfig, Recommender
 from recpipe.models.data import QUERY_KINDS, Interactions, Queries
+from recpipe.models.space import Float, Int, SearchSpace
 from recpipe.models.sparse import drop_reserved, popularity_prior, top_k_per_row
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,11 @@ class ItemKNN(Recommender):
     """
 
     name: ClassVar[str] = "itemknn"
+    search_space: ClassVar[SearchSpace] = {
+        "neighbours": Int(10, 500, log=True),
+        "shrinkage": Float(0.0, 100.0),
+        "recency_decay": Float(0.1, 1.0),
+    }
     Config: ClassVar[type[ModelConfig]] = ItemKNNConfig
     query_kinds: ClassVar[frozenset[str]] = QUERY_KINDS
     config: ItemKNNConfig

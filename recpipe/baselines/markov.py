@@ -38,6 +38,7 @@ from recpipe.models.artifact import (
 )
 from recpipe.models.base import ModelConfig, Recommender
 from recpipe.models.data import Interactions, Queries
+from recpipe.models.space import Int, SearchSpace
 from recpipe.models.sparse import popularity_prior, top_k_per_row
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class MarkovChain(Recommender):
     """First-order Markov chain: the next item by transition counts from the last item."""
 
     name: ClassVar[str] = "markov"
+    search_space: ClassVar[SearchSpace] = {"pruning": Int(5, 100, log=True)}
     Config: ClassVar[type[ModelConfig]] = MarkovConfig
     query_kinds: ClassVar[frozenset[str]] = frozenset({"session", "item"})
     config: MarkovConfig
@@ -146,6 +148,10 @@ class SequentialRules(MarkovChain):
     """Sequential rules (SR): transitions within ``max_steps``, weighted by the gap."""
 
     name: ClassVar[str] = "sr"
+    search_space: ClassVar[SearchSpace] = {
+        "pruning": Int(5, 100, log=True),
+        "max_steps": Int(2, 20),
+    }
     Config: ClassVar[type[ModelConfig]] = SequentialRulesConfig
     config: SequentialRulesConfig
 

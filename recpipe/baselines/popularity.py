@@ -25,6 +25,7 @@ from recpipe.features.idmap import N_RESERVED
 from recpipe.models.artifact import expect_shape, load_arrays, save_arrays
 from recpipe.models.base import ModelConfig, Recommender
 from recpipe.models.data import QUERY_KINDS, Interactions, Queries
+from recpipe.models.space import Float, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ class RecentPopularity(Popularity):
     """
 
     name: ClassVar[str] = "recent_pop"
+    search_space: ClassVar[SearchSpace] = {"window_days": Float(1.0, 60.0, log=True)}
     Config: ClassVar[type[ModelConfig]] = RecentPopularityConfig
     config: RecentPopularityConfig
 

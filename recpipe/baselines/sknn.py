@@ -50,6 +50,7 @@ from recpipe.models.artifact import (
 )
 from recpipe.models.base import ModelConfig, Recommender
 from recpipe.models.data import Interactions, Queries
+from recpipe.models.space import Float, Int, SearchSpace
 from recpipe.models.sparse import drop_reserved, popularity_prior, top_k_per_row
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,11 @@ class SessionKNN(Recommender):
     """
 
     name: ClassVar[str] = "sknn"
+    search_space: ClassVar[SearchSpace] = {
+        "k": Int(20, 500, log=True),
+        "sample_size": Int(100, 2000, log=True),
+        "idf_weighting": Float(0.0, 5.0),
+    }
     Config: ClassVar[type[ModelConfig]] = SessionKNNConfig
     query_kinds: ClassVar[frozenset[str]] = frozenset({"session", "item"})
     config: SessionKNNConfig

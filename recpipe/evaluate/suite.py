@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +68,13 @@ def evaluate_split(
     ep: EvaluateParams,
     candidates: dict[str, Any],
     trained_s: dict[str, float],
+    *,
+    configs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit the baselines ``ep.models`` on the split and evaluate them with ``candidates``.
+
+    ``configs`` are the baselines' options (default ``ep.model_configs``; the tuned
+    configs when ``tune.use``).
 
     Returns
     -------
@@ -85,7 +90,7 @@ def evaluate_split(
         data.parts,
         data.meta,
         ep.models,
-        ep.model_configs,
+        ep.model_configs if configs is None else configs,
         ep.ks,
         fitted=candidates,
         test_user_keys=data.test_user_keys,

@@ -51,6 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from recpipe.errors import ConfigError, RecpipeError
 from recpipe.features.idmap import N_RESERVED
 from recpipe.models.artifact import read_artifact, write_artifact
+from recpipe.models.space import SearchSpace
 from recpipe.models.data import QUERY_KINDS, DataMeta, Interactions, Queries, check_range, int_array
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,8 @@ class Recommender(ABC):
     name: ClassVar[str]
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     query_kinds: ClassVar[frozenset[str]]
+    #: The options worth tuning (:mod:`recpipe.models.space`); empty: nothing to tune.
+    search_space: ClassVar[SearchSpace] = {}
     #: Whether user scores are predicted ratings (evaluable by the ``rating`` protocol).
     predicts_ratings: ClassVar[bool] = False
     #: Whether the model reads ``meta.item_content``; its artifacts then carry the item

@@ -91,6 +91,7 @@ from recpipe.models.torch_base import VALID_K, TorchModelConfig, TorchRecommende
 from recpipe.sessions.batching import SessionParallelBatches, prefixes
 from recpipe.train.device import to_device
 from recpipe.train.distributed import row_bounds
+from recpipe.models.space import Choice, Float, Int, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -557,6 +558,7 @@ class GRU4Rec(TorchRecommender):
     """
 
     name: ClassVar[str] = "gru4rec"
+    search_space: ClassVar[SearchSpace] = {"layers": Int(32, 256, log=True, as_tuple=True), "learning_rate": Float(0.01, 0.5, log=True), "dropout_input": Float(0.0, 0.5), "dropout_hidden": Float(0.0, 0.7), "batch_size": Choice((32, 64, 128, 256)), "sample_alpha": Float(0.0, 1.0)}
     Config: ClassVar[type[GRU4RecConfig]] = GRU4RecConfig
     query_kinds: ClassVar[frozenset[str]] = frozenset({"session", "item"})
     monitor: ClassVar[str] = f"recall@{VALID_K}"

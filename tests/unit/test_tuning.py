@@ -1,0 +1,209 @@
+"""Tuning: search spaces fit their configs; seeded studies reproduce; a killed study
+resumes; a failing trial is recorded and the study goes on; budgets hold; bad input gets
+a clear error; the tuned config drives the train and evaluate stages."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from recpipe.errors import ConfigError
+from recpipe.models.dataset import clear_cache, load_split
+from recpipe.models.names import NAMES
+from recpipe.models.registry import get_model
+from recpipe.models.space import Choice, Float, Int, to_option
+from recpipe.tuning import study as tuning
+from recpipe.tuning.configs import read_tuned, write_tuned
+from recpipe.tuning.study import Budget, check_tunable, tune_model
+from tests.unit.gate_workspace import SPLIT, build_workspace, small_params
+
+optuna = pytest.importorskip("optuna")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_search_space_fits_its_config(name: str) -> None:
+    cls = get_model(name)
+    for key, dim in cls.search_space.items():
+        assert key in cls.Config.model_fields, f"{name}: {key} is not an option"
+        if isinstance(dim, Choice):
+            values = list(dim.options)
+        else:
+            assert isinstance(dim, Int | Float)
+            values = [dim.low, dim.high]
+        for value in values:
+            cls.parse_config({key: to_option(dim, value)})  # raises on a bad value
+
+
+@pytest.fixture
+def split(tmp_path):
+    clear_cache()
+    paths = build_workspace(tmp_path)
+    yield paths, load_split(paths.features_dir / SPLIT)
+    clear_cache()
+
+
+def _tune(data, storage, trials=4, **kwargs):
+    return tune_model(
+        "sr",
+        SPLIT,
+        data,
+        metric="recall@20",
+        ks=[20],
+        budget=Budget(trials=trials),
+        storage=storage,
+        **kwargs,
+    )
+
+
+def _trial_params(storage: str) -> list[dict]:
+    found = optuna.load_study(study_name=f"{SPLIT}/sr", storage=storage)
+    return [t.params for t in found.trials]
+
+
+def test_a_seeded_study_reproduces(split, tmp_path) -> None:
+    _, data = split
+    one = _tune(data, f"sqlite:///{tmp_path / 'a.db'}")
+    two = _tune(data, f"sqlite:///{tmp_path / 'b.db'}")
+    assert one.best_config == two.best_config and one.best_value == two.best_value
+    assert _trial_params(f"sqlite:///{tmp_path / 'a.db'}") == _trial_params(
+        f"sqlite:///{tmp_path / 'b.db'}"
+    )
+    assert one.trials == {"complete": 4} and one.default_value is not None
+    assert one.best_value >= one.default_value  # the defaults are trial 0
+
+
+def test_a_killed_study_resumes_and_the_budget_holds(split, tmp_path) -> None:
+    _, data = split
+    storage = f"sqlite:///{tmp_path / 'k.db'}"
+    first = _tune(data, storage, trials=2)
+    assert first.budget["used_trials"] == 2
+    resumed = _tune(data, storage, trials=5)
+    assert resumed.budget["used_trials"] == 5  # 3 more, not 5 more
+    again = _tune(data, storage, trials=5)
+    assert again.budget["used_trials"] == 5  # the budget is spent: no new trial
+
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(split, tmp_path, monkeypatch) -> None:
+    _, data = split
+    real, calls = tuning._validation_value, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("boom in trial 1")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tuning, "_validation_value", flaky)
+    result = _tune(data, f"sqlite:///{tmp_path / 'f.db'}", trials=3)
+    assert result.trials == {"complete": 2, "fail": 1}
+
+
+def test_a_torch_model_reports_its_epochs(split, tmp_path) -> None:
+    _, data = split
+    storage = f"sqlite:///{tmp_path / 't.db'}"
+    result = tune_model(
+        "gru4rec",
+        SPLIT,
+        data,
+        metric="recall@20",
+        ks=[20],
+        budget=Budget(trials=2),
+        storage=storage,
+        base_options={"epochs": 2, "n_sample": 0, "device": "cpu"},
+    )
+    assert result.trials == {"complete": 2}
+    found = optuna.load_study(study_name=f"{SPLIT}/gru4rec", storage=storage)
+    assert all(len(t.intermediate_values) == 2 for t in found.trials)  # one per epoch
+
+
+def test_bad_input_gets_clear_errors(split, tmp_path) -> None:
+    _, data = split
+    with pytest.raises(ConfigError, match="needs trials or timeout"):
+        Budget(trials=None, timeout=None)
+    with pytest.raises(ConfigError, match="must be >= 1"):
+        Budget(trials=0)
+    with pytest.raises(ConfigError, match="declare no search space"):
+        check_tunable(["pop"], SPLIT)
+    with pytest.raises(ConfigError, match="unknown model"):
+        check_tunable(["nosuch"], SPLIT)
+    with pytest.raises(ConfigError, match="cold_start"):
+        check_tunable(["sr"], "cold_start")
+    with pytest.raises(ConfigError, match="no search space"):
+        tune_model(
+            "pop",
+            SPLIT,
+            data,
+            metric="recall@20",
+            ks=[20],
+            budget=Budget(1),
+            storage=f"sqlite:///{tmp_path / 'x.db'}",
+        )
+
+
+def test_the_tune_stage_writes_configs_that_drive_train_and_evaluate(
+    split, tmp_path, monkeypatch
+) -> None:
+    import mlflow
+
+    from recpipe import stages
+    from recpipe.evaluate import leaderboard
+
+    seen_configs: list[dict] = []
+    real = leaderboard.evaluate_models
+
+    def spy(*args, **kwargs):
+        seen_configs.append(dict(args[4]))
+        return real(*args, **kwargs)
+
+    paths, _ = split
+    params = small_params(
+        tmp_path,
+        "train.candidates=[markov]",
+        "evaluate.models=[pop, sr]",
+        "tune.trials=3",
+        "train.model_splits={}",
+    )
+    report = stages.tune(params, paths)
+    assert set(report["models"]) == {"markov", "sr"}  # pop has nothing to tune
+    assert report["budget"] == {"trials": 3, "timeout": None}
+    for name in ("markov", "sr"):
+        assert report["models"][name]["budget"]["used_trials"] == 3  # equal budgets
+        assert read_tuned(paths.tuned_dir, SPLIT, name) == report["models"][name]["best_config"]
+    # a tuned config (here written by hand) drives train and evaluate with tune.use
+    tuned = dict(report["models"]["markov"])
+    tuned["best_config"] = {"pruning": 7}
+    write_tuned(paths.tuned_dir, tuning.TuneResult(**tuned))
+    sr = dict(report["models"]["sr"])
+    sr["best_config"] = {"pruning": 9, "max_steps": 3}
+    write_tuned(paths.tuned_dir, tuning.TuneResult(**sr))
+    before = mlflow.get_tracking_uri()
+    try:
+        stages.train(params, paths)
+        used = small_params(tmp_path, *_overrides(params), "tune.use=true")
+        stages.train(used, paths)
+        monkeypatch.setattr(leaderboard, "evaluate_models", spy)
+        stages.evaluate(used, paths)
+    finally:
+        mlflow.set_tracking_uri(before)
+    config = yaml.safe_load((paths.model_dir("markov") / SPLIT / "config.json").read_text())
+    assert config["pruning"] == 7
+    assert seen_configs == [{"pop": {}, "sr": {"pruning": 9, "max_steps": 3}}]
+
+
+def _overrides(params) -> list[str]:
+    return ["train.candidates=[markov]", "evaluate.models=[pop, sr]", "train.model_splits={}"]
+
+
+def test_recpipe_tune_prints_default_and_tuned(split, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from recpipe.cli import app
+
+    paths, _ = split
+    args = ["tune", "--root", str(paths.root), "--model", "sr", "--split", SPLIT, "--trials", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "sr" in result.output and "complete 2" in result.output
+    assert read_tuned(paths.tuned_dir, SPLIT, "sr") is not None
+    bad = CliRunner().invoke(app, ["tune", "--root", str(paths.root), "--model", "pop"])
+    assert bad.exit_code == 2 and "no search space" in " ".join(bad.output.split())
