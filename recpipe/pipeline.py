@@ -217,8 +217,15 @@ STAGES: dict[str, StageSpec] = {
                 "evaluate.ks",
                 "evaluate.cold_users_given",
                 "tracking",
+                "tune.use",
             ),
-            code=(*CORE_CODE, *MODEL_CODE, "recpipe/gates", "recpipe/tracking.py"),
+            code=(
+                *CORE_CODE,
+                *MODEL_CODE,
+                "recpipe/gates",
+                "recpipe/tracking.py",
+                "recpipe/tuning",
+            ),
             deps=lambda p: [
                 p.evaluation_json,
                 p.validation_json,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from recpipe.config import Params
@@ -120,6 +121,20 @@ def _candidate_checks(
     return checks, entry
 
 
+def _tuning(params: Params, paths: Paths, split: str, models: list[str]) -> dict[str, Any]:
+    """Which configs the compared models ran with: ``{"use": tune.use, "models": {model:
+    tuned summary}}`` (:func:`recpipe.tuning.configs.tuned_summary`)."""
+    from recpipe.tuning.configs import tuned_summary
+
+    if not params.tune.use:
+        return {"use": False, "models": {m: {"tuned": False} for m in models}}
+    summaries = {m: tuned_summary(paths.tuned_dir, split, m) for m in models}
+    for entry in summaries.values():
+        if entry.get("file"):
+            entry["file"] = paths.rel(Path(entry["file"]))
+    return {"use": True, "models": summaries}
+
+
 def judge(
     params: Params, paths: Paths, evaluation: dict[str, Any], validation: bool | None
 ) -> tuple[rules.GateResult, dict[str, Any]]:
@@ -205,6 +220,7 @@ def judge(
         )
         checks += found
     checks.append(rules.data_validated(validation, gp.require_validation))
+    context["tuning"] = _tuning(params, paths, split, [m for m in (name, baseline) if m])
     context["candidate"] = candidate
     context["baseline"] = None if baseline is None else {"model": baseline, "value": baseline_value}
     context["bootstrap"] = interval

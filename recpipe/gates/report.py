@@ -40,6 +40,7 @@ def gate_json(result: GateResult, context: Mapping[str, Any]) -> dict[str, Any]:
         "bootstrap": context.get("bootstrap"),
         "rules": [r.to_dict() for r in result.rules],
         "params": context.get("params"),
+        "tuning": context.get("tuning"),
         "created_at": context.get("created_at"),
     }
 
@@ -86,6 +87,7 @@ def gate_markdown(report: Mapping[str, Any]) -> str:
         )
     else:
         lines.append("Champion: none yet.")
+    lines += _tuning_lines(report.get("tuning"))
     if candidate:
         latency = candidate.get("latency") or {}
         if latency:
@@ -97,3 +99,25 @@ def gate_markdown(report: Mapping[str, Any]) -> str:
             )
     lines.append("")
     return "\n".join(lines)
+
+
+def _tuning_lines(tuning: Mapping[str, Any] | None) -> list[str]:
+    """One line per compared model: the config it ran with (tuned: budget and values)."""
+    if not tuning:
+        return []
+    if not tuning.get("use"):
+        return ["Configs: every model ran with its configured options (tune.use is false)."]
+    lines = []
+    for model, entry in (tuning.get("models") or {}).items():
+        if not entry.get("tuned"):
+            lines.append(f"Config of {model}: not tuned on this split (its configured options).")
+            continue
+        budget = entry.get("budget") or {}
+        default = entry.get("default_value")
+        lines.append(
+            f"Config of {model}: tuned (`{entry.get('file')}`), budget {budget.get('trials')} "
+            f"trials / {budget.get('timeout')} s, {budget.get('used_trials')} used; validation "
+            f"{entry.get('metric')} {entry.get('best_value'):.4f}"
+            + (f" (defaults {default:.4f})." if default is not None else ".")
+        )
+    return lines

@@ -39,3 +39,14 @@ def read_tuned(folder: Path, split: str, model: str) -> dict[str, Any] | None:
     if not isinstance(config, dict):
         raise ConfigError(f"{path} holds no tuned config (expected a best_config mapping)")
     return config
+
+
+def tuned_summary(folder: Path, split: str, model: str) -> dict[str, Any]:
+    """What a report says of a model's config on ``split``: ``{"tuned": False}``, or
+    ``tuned`` with the study's metric, best and default values, budget and trials."""
+    path = tuned_path(folder, split, model)
+    if not path.is_file():
+        return {"tuned": False}
+    found = yaml.safe_load(path.read_text()) or {}
+    keys = ("metric", "best_value", "default_value", "budget", "trials")
+    return {"tuned": True, "file": path.as_posix(), **{k: found.get(k) for k in keys}}

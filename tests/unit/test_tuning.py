@@ -183,11 +183,20 @@ def test_the_tune_stage_writes_configs_that_drive_train_and_evaluate(
         stages.train(used, paths)
         monkeypatch.setattr(leaderboard, "evaluate_models", spy)
         stages.evaluate(used, paths)
+        monkeypatch.setattr(leaderboard, "evaluate_models", real)
+        gate = stages.gate(used, paths)
     finally:
         mlflow.set_tracking_uri(before)
     config = yaml.safe_load((paths.model_dir("markov") / SPLIT / "config.json").read_text())
     assert config["pruning"] == 7
     assert seen_configs == [{"pop": {}, "sr": {"pruning": 9, "max_steps": 3}}]
+    # the gate report names the tuned configs and their budget
+    said = gate["tuning"]
+    assert said["use"] is True
+    assert said["models"]["markov"]["tuned"] and said["models"]["markov"]["budget"]["trials"] == 3
+    assert said["models"]["markov"]["file"] == f"tuned/{SPLIT}/markov.yaml"
+    markdown = paths.gate_md.read_text()
+    assert f"Config of markov: tuned (`tuned/{SPLIT}/markov.yaml`), budget 3 trials" in markdown
 
 
 def _overrides(params) -> list[str]:
