@@ -406,12 +406,15 @@ def tune(
     ``trials`` and ``timeout`` (defaults from ``tune``) override the params. The metric
     is the gate's. Studies go to ``tuning/optuna.db`` (a killed tune resumes), the best
     configs to ``tuned/<split>/<model>.yaml`` (:func:`recpipe.tuning.study.tune_split`),
-    the summary to ``reports/tuning.json``.
+    the summary to ``reports/tuning.json`` and ``reports/tuning.md`` with Optuna's plots
+    under ``reports/tuning/``. Each study is an MLflow run nested in the active run (else
+    in a new ``tune`` run), with a nested run per trial.
     """
+    from recpipe import tracking
     from recpipe.evaluate.leaderboard import split_query_kinds
     from recpipe.models.dataset import load_split
-    from recpipe.tuning.configs import write_tuned
-    from recpipe.tuning.study import Budget, TuneResult, plan, tune_split
+    from recpipe.tuning.report import write_tuning_outputs
+    from recpipe.tuning.study import Budget, plan, tune_split
 
     names, split, base = plan(params, models, split)
     budget = Budget(
@@ -421,25 +424,26 @@ def tune(
     if not folder.is_dir():
         raise StageError(f"no features for the {split} split at {paths.rel(folder)}")
     paths.tuning_dir.mkdir(parents=True, exist_ok=True)
-    results = tune_split(
-        names,
-        split,
-        load_split(folder),
-        base_options=base,
-        needed=split_query_kinds(split),
-        metric=params.gate.metric or params.evaluate.primary_metric,
-        ks=list(params.evaluate.ks),
-        budget=budget,
-        storage=f"sqlite:///{paths.tuning_dir / 'optuna.db'}",
-        seed=params.tune.seed,
-        prune=params.tune.prune,
-    )
-    for entry in results.values():
-        if "skipped" not in entry:
-            write_tuned(paths.tuned_dir, TuneResult(**entry))
-    report = {"split": split, "budget": {"trials": budget.trials, "timeout": budget.timeout}}
-    report["models"] = results
-    write_json(paths.reports_dir / "tuning.json", report)
+    storage = f"sqlite:///{paths.tuning_dir / 'optuna.db'}"
+    metric = params.gate.metric or params.evaluate.primary_metric
+    budget_dict = {"trials": budget.trials, "timeout": budget.timeout}
+    with tracking.stage_run(params, paths, "tune"):
+        results = tune_split(
+            names,
+            split,
+            load_split(folder),
+            base_options=base,
+            needed=split_query_kinds(split),
+            metric=metric,
+            ks=list(params.evaluate.ks),
+            budget=budget,
+            storage=storage,
+            seed=params.tune.seed,
+            prune=params.tune.prune,
+            study_log=lambda name: tracking.study_run(name, split, metric, budget_dict),
+        )
+    report = {"split": split, "budget": budget_dict, "models": results}
+    write_tuning_outputs(report, storage, paths.tuned_dir, paths.reports_dir)
     return report
 
 

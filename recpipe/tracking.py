@@ -219,8 +219,11 @@ def candidate_run(model: str, split: str, config: dict[str, Any]) -> Iterator[Ca
         return
     import mlflow
 
-    if parent is None:
-        started = mlflow.start_run(run_name=f"train-{model}-{split}", nested=True)
+    if parent is None:  # nested in the active run, in its experiment (not Default)
+        experiment_id = mlflow.active_run().info.experiment_id  # type: ignore[union-attr]
+        started = mlflow.start_run(
+            run_name=f"train-{model}-{split}", nested=True, experiment_id=experiment_id
+        )
     else:
         experiment_id = mlflow.MlflowClient().get_run(parent).info.experiment_id
         started = mlflow.start_run(
@@ -232,6 +235,43 @@ def candidate_run(model: str, split: str, config: dict[str, Any]) -> Iterator[Ca
             {k: json.dumps(v) if isinstance(v, list) else v for k, v in _flatten(config).items()}
         )
         yield CandidateLog()
+
+
+@contextmanager
+def study_run(model: str, split: str, metric: str, budget: dict[str, Any]) -> Iterator[Any]:
+    """A nested MLflow run for one tuning study, when a run is active; yields an Optuna
+    callback ``(study, trial)`` that logs every finished trial as a run nested in it
+    (its config, its value of ``metric``, its state and error), or None without a run."""
+    if not run_active():
+        yield None
+        return
+    import mlflow
+
+    experiment_id = mlflow.active_run().info.experiment_id  # type: ignore[union-attr]
+
+    def on_trial(study: Any, trial: Any) -> None:
+        with mlflow.start_run(
+            run_name=f"trial-{trial.number}", nested=True, experiment_id=experiment_id
+        ):
+            state = trial.state.name.lower()
+            tags = {"recpipe.stage": "tune", "recpipe.model": model, "trial.state": state}
+            if trial.user_attrs.get("error"):
+                tags["trial.error"] = str(trial.user_attrs["error"])[:5000]
+            mlflow.set_tags(tags)
+            config = trial.user_attrs.get("config") or trial.params
+            mlflow.log_params(
+                {k: json.dumps(v) if isinstance(v, list) else v for k, v in config.items()}
+            )
+            if trial.value is not None:
+                mlflow.log_metric(metric.replace("@", "_at_"), float(trial.value))
+
+    # nested runs go to the parent's experiment (MLflow's default is the Default experiment)
+    with mlflow.start_run(
+        run_name=f"tune-{model}-{split}", nested=True, experiment_id=experiment_id
+    ):
+        mlflow.set_tags({"recpipe.stage": "tune", "recpipe.model": model, "recpipe.split": split})
+        mlflow.log_params({f"budget.{k}": v for k, v in budget.items()})
+        yield on_trial
 
 
 @contextmanager

@@ -19,6 +19,7 @@ evaluate stages use when ``tune.use`` is true.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -137,6 +138,7 @@ def tune_model(
     base_options: Mapping[str, Any] | None = None,
     seed: int = 0,
     prune: bool = True,
+    callbacks: list[Any] | None = None,
 ) -> TuneResult:
     """Tune model ``name`` on ``split`` (see the module docstring).
 
@@ -156,6 +158,9 @@ def tune_model(
     base_options : mapping, optional
         Options every trial starts from (``train.model_configs``); the search space
         overrides them.
+    callbacks : list, optional
+        Optuna callbacks ``(study, trial)`` run after every finished trial (e.g. the
+        MLflow logger of :func:`recpipe.tracking.study_run`).
 
     Raises
     ------
@@ -196,7 +201,7 @@ def tune_model(
         study.enqueue_trial(default, user_attrs={"default": True})  # trial 0: the defaults
     monitor = getattr(cls, "monitor", None) if metric == getattr(cls, "monitor", None) else None
 
-    def objective(trial: optuna.Trial) -> float:
+    def run_trial(trial: optuna.Trial) -> float:
         options = {**base, **suggest(trial, space), "seed": seed}
         trial.set_user_attr("config", _plain(options))
         model = build_model(name, options, data.meta)
@@ -209,6 +214,15 @@ def tune_model(
         else:
             model.fit(data.parts["train"], data.parts["valid"])
         return _validation_value(model, split, data, metric, ks)
+
+    def objective(trial: optuna.Trial) -> float:
+        try:
+            return run_trial(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:  # recorded with the trial; the study goes on
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            raise
 
     started = time.perf_counter()
     remaining = None if budget.trials is None else max(budget.trials - _finished(study), 0)
@@ -227,6 +241,7 @@ def tune_model(
             timeout=budget.timeout,
             catch=(Exception,),  # a failing trial is recorded as failed; the study goes on
             gc_after_trial=True,
+            callbacks=callbacks,
         )
     states = {}
     for t in study.trials:
@@ -295,8 +310,12 @@ def tune_split(
     storage: str,
     seed: int = 0,
     prune: bool = True,
+    study_log: Any = None,
 ) -> dict[str, Any]:
     """Tune each of ``names`` on one split with the same ``budget``.
+
+    ``study_log(name)``, when given, is a context manager around each model's study that
+    yields an Optuna callback (or None), e.g. :func:`recpipe.tracking.study_run`.
 
     A model whose queries the split's protocols do not ask (``needed``) is skipped with
     the reason. Check the names with :func:`check_tunable` first.
@@ -317,18 +336,20 @@ def tune_split(
                 + " or ".join(sorted(needed))
             }
             continue
-        result = tune_model(
-            name,
-            split,
-            data,
-            metric=metric,
-            ks=ks,
-            budget=budget,
-            storage=storage,
-            base_options=base_options.get(name, {}),
-            seed=seed,
-            prune=prune,
-        )
+        with study_log(name) if study_log is not None else contextlib.nullcontext() as logger:
+            result = tune_model(
+                name,
+                split,
+                data,
+                metric=metric,
+                ks=ks,
+                budget=budget,
+                storage=storage,
+                base_options=base_options.get(name, {}),
+                seed=seed,
+                prune=prune,
+                callbacks=None if logger is None else [logger],
+            )
         out[name] = result.to_dict()
     return out
 

@@ -163,8 +163,28 @@ def test_the_tune_stage_writes_configs_that_drive_train_and_evaluate(
         "tune.trials=3",
         "train.model_splits={}",
     )
-    report = stages.tune(params, paths)
+    before = mlflow.get_tracking_uri()
+    try:
+        report = stages.tune(params, paths)
+        runs = mlflow.search_runs(
+            experiment_names=[params.tracking.experiment], output_format="list"
+        )
+    finally:
+        mlflow.set_tracking_uri(before)
     assert set(report["models"]) == {"markov", "sr"}  # pop has nothing to tune
+    # MLflow: a tune run, a nested run per study, a run per trial nested in its study
+    by_name = {r.info.run_name: r for r in runs}
+    assert {"tune", "tune-markov-session", "tune-sr-session"} <= set(by_name)
+    studies = {by_name[f"tune-{m}-session"].info.run_id: m for m in ("markov", "sr")}
+    trials = [r for r in runs if r.info.run_name.startswith("trial-")]
+    assert len(trials) == 6
+    assert {r.data.tags["mlflow.parentRunId"] for r in trials} == set(studies)
+    assert all(r.data.tags["trial.state"] == "complete" and r.data.metrics for r in trials)
+    # the human report, with Optuna's plots
+    markdown = (paths.reports_dir / "tuning.md").read_text()
+    assert "| markov | recall@20 |" in markdown and "| sr | recall@20 |" in markdown
+    assert (paths.reports_dir / "tuning" / f"{SPLIT}_sr_history.png").is_file()
+    assert f"![{SPLIT}_sr_history](tuning/{SPLIT}_sr_history.png)" in markdown
     assert report["budget"] == {"trials": 3, "timeout": None}
     for name in ("markov", "sr"):
         assert report["models"][name]["budget"]["used_trials"] == 3  # equal budgets
@@ -176,7 +196,6 @@ def test_the_tune_stage_writes_configs_that_drive_train_and_evaluate(
     sr = dict(report["models"]["sr"])
     sr["best_config"] = {"pruning": 9, "max_steps": 3}
     write_tuned(paths.tuned_dir, tuning.TuneResult(**sr))
-    before = mlflow.get_tracking_uri()
     try:
         stages.train(params, paths)
         used = small_params(tmp_path, *_overrides(params), "tune.use=true")
