@@ -14,11 +14,19 @@ from tests.pipeline.conftest import SMALL
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
-def _mlflow_runs(paths: Paths) -> pd.DataFrame:
+def _all_runs(paths: Paths, experiment: str = "recpipe") -> pd.DataFrame:
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{paths.mlflow_db}")
-    return mlflow.search_runs(experiment_names=["recpipe"])
+    return mlflow.search_runs(experiment_names=[experiment])
+
+
+def _mlflow_runs(paths: Paths) -> pd.DataFrame:
+    """The pipeline runs (the candidates' training runs are nested in them)."""
+    runs = _all_runs(paths)
+    if "tags.mlflow.parentRunId" not in runs:
+        return runs
+    return runs[runs["tags.mlflow.parentRunId"].isna()].reset_index(drop=True)
 
 
 def test_retrain_flow_ingests_validates_and_tracks(workspace: Paths) -> None:
@@ -38,6 +46,11 @@ def test_retrain_flow_ingests_validates_and_tracks(workspace: Paths) -> None:
     assert len(runs) == 1
     run = runs.iloc[0]
     assert run["run_id"] == summary["mlflow_run_id"]
+    # the candidates' training runs are nested in it, in the same experiment (not Default)
+    nested = _all_runs(workspace)
+    nested = nested[nested["tags.mlflow.parentRunId"] == summary["mlflow_run_id"]]
+    assert len(nested) >= 1 and nested["tags.mlflow.runName"].str.startswith("train-").all()
+    assert len(_all_runs(workspace, "Default")) == 0
     assert run["params.synth.n_users"] == "60"
     assert run["tags.validation.passed"] == "True"
     assert run["tags.data.content_hash"] == manifest["content_hash"]
