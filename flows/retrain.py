@@ -141,6 +141,13 @@ def train_candidates(
     return {model: future.result() for model, future in futures.items()}
 
 
+@task(name="tune", cache_policy=NO_CACHE)
+def tune_task(params: Params, paths: Paths) -> dict[str, Any]:
+    report = stages.tune(params, paths)
+    _publish(paths.reports_dir / "tuning.md", "tuning", "Tuned configs, default against tuned")
+    return report
+
+
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(params: Params, paths: Paths) -> dict[str, Any]:
     report = stages.evaluate(params, paths)
@@ -237,6 +244,9 @@ def retrain(
         logger.info("validation passed: %s", report["passed"])
         splits = sessions_task(params, paths)
         features = features_task(params, paths)
+        tuning = tune_task(params, paths) if retraining.tune_due(params, paths) else None
+        if tuning is not None:
+            logger.info("tuned %s on %s", ", ".join(tuning["models"]), tuning["split"])
         if params.orchestration.task_runner == "dask":  # fan out, gather before evaluate
             fan_out = train_candidates.with_options(task_runner=dask_task_runner(params))
             training = fan_out(params, paths, list(params.train.candidates), run_id)
@@ -245,6 +255,8 @@ def retrain(
                 model: train_task.with_options(name=f"train-{model}")(params, paths, model)
                 for model in params.train.candidates
             }
+        if params.tune.use:  # lineage: the tuned configs this run used
+            tracking.log_tuned(paths)
         evaluation = evaluate_task(params, paths)
         gate = gate_task(params, paths, mlflow)  # a failed gate is a decision: the run goes on
         logger.info("gate %s: %s", "passed" if gate["passed"] else "NOT passed", gate["reasons"])
@@ -269,6 +281,7 @@ def retrain(
         "validation": {"passed": report["passed"], "counts": report.get("counts", {})},
         "splits": {k: v.get("skipped", "built") for k, v in splits["splits"].items()},
         "features": features,
+        "tuning": tuning,
         "training": training,
         "evaluation": evaluation,
         "gate": {k: gate[k] for k in ("passed", "reasons", "candidate", "champion")},

@@ -478,6 +478,12 @@ class TuneParams(StrictModel):
     timeout: float | None = Field(default=None, gt=0, description="seconds per model")
     seed: int = Field(default=0, description="the TPE sampler's seed (and every trial's)")
     prune: bool = Field(default=True, description="stop hopeless trials from epoch metrics")
+    every: int = Field(
+        default=0,
+        ge=0,
+        description="the retraining flow tunes on its 1st run and every Nth after (0: never; "
+        "tune by hand with `recpipe tune`); the other runs reuse the last tuned configs",
+    )
 
 
 class OrchestrationParams(StrictModel):

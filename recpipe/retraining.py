@@ -144,6 +144,19 @@ def run_params(
     return result[0], list(result[1])
 
 
+def tune_due(params: Params, paths: Paths) -> bool:
+    """Whether this retraining run tunes first (``tune.every``: the 1st run and every Nth
+    after; 0: never). Counts the runs in ``tuning/flow_runs.json``; call it once per run."""
+    every = params.tune.every
+    if every == 0:
+        return False
+    counter = paths.tuning_dir / "flow_runs.json"
+    runs = json.loads(counter.read_text()).get("runs", 0) if counter.is_file() else 0
+    counter.parent.mkdir(parents=True, exist_ok=True)
+    counter.write_text(json.dumps({"runs": runs + 1}) + "\n")
+    return runs % every == 0
+
+
 def outcome_message(gate: dict[str, Any], registry: dict[str, Any]) -> str:
     """The line a run ends with: ``promoted: ...`` or ``not promoted: ...`` (a failed
     gate, or a passed one that moved no alias), with the registry's own words."""

@@ -237,6 +237,16 @@ def candidate_run(model: str, split: str, config: dict[str, Any]) -> Iterator[Ca
         yield CandidateLog()
 
 
+def log_tuned(paths: Paths) -> None:
+    """Record in the active run which tuned configs it trained and evaluated with: the
+    ``tuned/`` files as artifacts, and the ``tune.use`` tag."""
+    import mlflow
+
+    mlflow.set_tag("tune.use", "true")
+    if paths.tuned_dir.is_dir():
+        mlflow.log_artifacts(str(paths.tuned_dir), "tuned")
+
+
 @contextmanager
 def study_run(model: str, split: str, metric: str, budget: dict[str, Any]) -> Iterator[Any]:
     """A nested MLflow run for one tuning study, when a run is active; yields an Optuna

@@ -139,3 +139,36 @@ def test_retrain_flow_gates_and_registers_every_candidate(workspace: Paths) -> N
     runs = _mlflow_runs(workspace)
     pipeline_run = runs.set_index("run_id").loc[summary["mlflow_run_id"]]
     assert pipeline_run["tags.gate.passed"] == str(gate["passed"])
+
+
+def test_a_scheduled_run_tunes_and_trains_with_the_tuned_config(workspace: Paths) -> None:
+    import mlflow
+    import yaml
+
+    from flows.retrain import retrain
+    from tests.pipeline.conftest import CHEAP
+
+    overrides = [
+        *CHEAP,
+        "train.candidates=[mf_bpr]",
+        "tune.every=1",
+        "tune.use=true",
+        "tune.trials=2",
+        "tune.models=[mf_bpr, itemknn]",
+        "tune.split=user_temporal",
+        "evaluate.models=[pop, itemknn]",
+    ]
+    summary = retrain(overrides=overrides, root=str(workspace.root))
+    assert set(summary["tuning"]["models"]) == {"mf_bpr", "itemknn"}
+    tuned = yaml.safe_load((workspace.tuned_dir / "user_temporal" / "mf_bpr.yaml").read_text())
+    config = json.loads(
+        (workspace.model_dir("mf_bpr") / "user_temporal" / "config.json").read_text()
+    )
+    for key in ("factors", "learning_rate", "l2", "negatives"):
+        assert config[key] == tuned["best_config"][key], key
+    gate = json.loads(workspace.gate_json.read_text())
+    assert gate["tuning"]["use"] and gate["tuning"]["models"]["mf_bpr"]["tuned"]
+    run = _mlflow_runs(workspace).iloc[0]
+    assert run["tags.tune.use"] == "true"
+    artifacts = mlflow.MlflowClient().list_artifacts(run["run_id"], "tuned/user_temporal")
+    assert {a.path for a in artifacts} >= {"tuned/user_temporal/mf_bpr.yaml"}

@@ -188,3 +188,21 @@ def test_a_run_parses_its_params_once(tmp_path, monkeypatch) -> None:
     os.utime(params_file, ns=(0, params_file.stat().st_mtime_ns + 1_000_000))
     edited, _ = run_params(paths, overrides=["synth.days=2"])
     assert edited.synth.seed == 4 and len(calls) == 2
+
+
+def test_the_flow_tunes_on_its_first_run_and_every_nth(tmp_path) -> None:
+    from recpipe.config import load_params
+    from recpipe.retraining import tune_due
+
+    paths = Paths.at(tmp_path)
+    assert [tune_due(load_params(None), paths) for _ in range(3)] == [False] * 3  # every: 0
+    every3 = load_params(None, ["tune.every=3"])
+    assert [tune_due(every3, paths) for _ in range(7)] == [
+        True,
+        False,
+        False,
+        True,
+        False,
+        False,
+        True,
+    ]
