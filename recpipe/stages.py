@@ -28,9 +28,6 @@ from recpipe.workspace import read_json, replacing_dir, reset_dir, workspace_io,
 
 log = logging.getLogger(__name__)
 
-#: The parts of every split folder.
-SPLIT_PARTS: tuple[str, ...] = ("train", "valid", "test")
-
 
 @workspace_io("stage ingest")
 def ingest(params: Params, paths: Paths) -> dict[str, Any]:
@@ -203,7 +200,8 @@ def features(params: Params, paths: Paths) -> dict[str, Any]:
     import pandas as pd
 
     from recpipe.data.schema import read_tables
-    from recpipe.features.build import content_features, split_features
+    from recpipe.features.build import COLD_TABLES, content_features, split_features
+    from recpipe.sessions.parts import PART_NAMES
 
     if not paths.splits_dir.is_dir():
         raise StageError(f"no splits at {paths.splits_dir}; run the sessions stage first")
@@ -212,12 +210,12 @@ def features(params: Params, paths: Paths) -> dict[str, Any]:
     report: dict[str, Any] = {"splits": {}}
     for split_dir in sorted(d for d in paths.splits_dir.iterdir() if d.is_dir()):
         kind = split_dir.name
-        parts = {p: pd.read_parquet(split_dir / f"{p}.parquet") for p in SPLIT_PARTS}
+        parts = {p: pd.read_parquet(split_dir / f"{p}.parquet") for p in PART_NAMES}
         cold = {
-            name: pd.read_parquet(f, columns=[f"{name[:-1]}_id"])[f"{name[:-1]}_id"]
+            name: pd.read_parquet(f, columns=[column])[column]
             if (f := split_dir / f"cold_{name}.parquet").is_file()
             else None
-            for name in ("items", "users")
+            for name, column in COLD_TABLES.items()
         }
         built = split_features(kind, parts, params.features, items=tables.items, cold=cold)
         out = paths.features_dir / kind
@@ -326,8 +324,8 @@ def _train_candidates(
     from recpipe import tracking
     from recpipe.evaluate.leaderboard import split_query_kinds
     from recpipe.models.dataset import load_split
-    from recpipe.models.fitting import build_candidate, candidate_options, fit_and_save, skip_reason
-    from recpipe.models.registry import get_model
+    from recpipe.models.fitting import candidate_options, fit_and_save, skip_reason
+    from recpipe.models.registry import build_model, get_model
     from recpipe.models.torch_base import TorchRecommender
     from recpipe.train import distributed as ddp
     from recpipe.tuning.configs import read_tuned
@@ -338,13 +336,15 @@ def _train_candidates(
     for name in names:
         options = candidate_options(name, tp.model_configs.get(name, {}), tp.device, tp.max_epochs)
         reports[name] = {"model": name, "config": options, "splits": {}}
-        if main:
-            reset_dir(paths.model_dir(name))
+    cleared: set[str] = set()  # a candidate's folder is cleared when it first trains
     for kind in dict.fromkeys(k for name in names for k in splits_of[name]):  # a split at a time
         folder = paths.features_dir / kind
         for name in (n for n in names if kind in splits_of[n]):
             if not main and not issubclass(get_model(name), TorchRecommender):
                 continue  # a baseline trains on rank 0 only
+            if main and name not in cleared:
+                reset_dir(paths.model_dir(name))
+                cleared.add(name)
             done = reports[name]["splits"]
             skip = skip_reason(name, kind, split_query_kinds(kind))
             if not folder.is_dir():
@@ -358,7 +358,7 @@ def _train_candidates(
             if tuned is not None:  # tune.use: the tuned config of this split
                 options = candidate_options(name, tuned, tp.device, tp.max_epochs)
             try:
-                candidate = build_candidate(name, options, data)
+                candidate = build_model(name, options, data.meta)
             except MissingContentError as exc:  # e.g. content models on click logs only
                 log.warning("%s: not trained on the %s split: %s", name, kind, exc)
                 done[kind] = {"skipped": str(exc)}
@@ -385,6 +385,8 @@ def _train_candidates(
                 done[kind] = entry | {"artifact": paths.rel(artifact)}
     if main:
         for name in names:
+            if name not in cleared:  # no split at all
+                reset_dir(paths.model_dir(name))
             write_json(paths.model_dir(name) / "training.json", reports[name])
     ddp.barrier()  # the other ranks leave once rank 0 has written everything
     return reports

@@ -20,6 +20,9 @@ from recpipe.features.idmap import N_RESERVED, PAD, UNK, IdMap
 
 log = logging.getLogger(__name__)
 
+#: The ``cold_start`` split's extra tables (``cold_<name>.parquet``) and their id column.
+COLD_TABLES: dict[str, str] = {"items": "item_id", "users": "user_id"}
+
 
 @dataclass
 class SplitFeatures:
@@ -80,7 +83,7 @@ def cold_counts(
         Ids in the item map before the extension.
     """
     out = {}
-    for name in ("items", "users"):
+    for name in COLD_TABLES:
         ids = cold.get(name)
         if ids is None:
             log.warning("split %s has no cold_%s table; re-run the sessions stage", split, name)

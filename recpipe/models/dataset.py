@@ -20,11 +20,10 @@ from typing import Any
 import numpy as np
 
 from recpipe.models.data import DataMeta, Interactions
+from recpipe.sessions.parts import PART_NAMES
 
 log = logging.getLogger(__name__)
 
-#: The parts of every split folder.
-SPLIT_PARTS: tuple[str, ...] = ("train", "valid", "test")
 #: Splits whose test part keeps the raw ``user_id`` (the cold_users protocol groups by it).
 _USER_KEYED_SPLITS = frozenset({"cold_start"})
 #: How many splits stay in memory (a run's train, evaluate and gate stages share them).
@@ -86,7 +85,7 @@ _CACHE: OrderedDict[tuple[Any, ...], SplitData] = OrderedDict()
 
 def _read(folder: Path) -> SplitData:
     meta = DataMeta.from_features(folder)
-    parts = {p: Interactions.from_parquet(folder / f"{p}.parquet") for p in SPLIT_PARTS}
+    parts = {p: Interactions.from_parquet(folder / f"{p}.parquet") for p in PART_NAMES}
     keys = test_user_keys(folder) if folder.name in _USER_KEYED_SPLITS else None
     return SplitData(meta=meta, parts=parts, test_user_keys=keys)
 

@@ -2,8 +2,8 @@
 
 :func:`candidate_options` gives a candidate's options with the stage-wide device and
 epoch cap (applied by the model class itself,
-:meth:`~recpipe.models.base.Recommender.training_options`), :func:`build_candidate`
-builds it on a split and :func:`fit_candidate` fits it: torch models with checkpoints,
+:meth:`~recpipe.models.base.Recommender.training_options`) and :func:`fit_candidate`
+fits it on a split: torch models with checkpoints,
 progress and a per-epoch callback. The generic training loop (:mod:`recpipe.train`)
 knows no model; the registry lives in :mod:`recpipe.models.registry`.
 """
@@ -29,19 +29,6 @@ def candidate_options(
     from recpipe.models.registry import get_model
 
     return get_model(name).training_options(dict(options), device=device, max_epochs=max_epochs)
-
-
-def build_candidate(name: str, options: Mapping[str, Any], data: SplitData) -> Recommender:
-    """The unfitted candidate on the split's meta.
-
-    Raises
-    ------
-    MissingContentError
-        A content model on data without item content.
-    """
-    from recpipe.models.registry import build_model
-
-    return build_model(name, options, data.meta)
 
 
 def fit_candidate(

@@ -50,7 +50,7 @@ def model_gap_buckets(model: Any, legacy: int) -> int:
     current ``features.gap_buckets``) is used then, with a warning, since it cannot be
     checked; retrain the model to record it.
     """
-    found = getattr(model.meta, "gap_buckets", None)
+    found = model.meta.gap_buckets
     if found is not None:
         return int(found)
     log.warning(

@@ -19,8 +19,6 @@ from recpipe.config import SessionsParams
 
 log = logging.getLogger(__name__)
 
-SPLIT_PARTS: tuple[str, ...] = ("train", "valid", "test")
-
 
 def prepare_sessions(
     validated_dir: Path, events_out: Path, splits_out: Path, sp: SessionsParams
@@ -28,6 +26,7 @@ def prepare_sessions(
     """Sessionize ``validated_dir``'s events into ``events_out``; write the splits under
     ``splits_out`` (one folder per split); return the report."""
     from recpipe.data.schema import read_tables
+    from recpipe.sessions.parts import PART_NAMES
     from recpipe.sessions.sessionize import filter_support, select_event_types, sessionize
     from recpipe.sessions.splits import SkippedSplit, check_leakage, iter_splits
 
@@ -51,7 +50,7 @@ def prepare_sessions(
             continue
         out = splits_out / kind
         out.mkdir(parents=True)
-        for part in SPLIT_PARTS:
+        for part in PART_NAMES:
             getattr(result, part).to_parquet(out / f"{part}.parquet", index=False)
         for name, table in result.tables.items():  # cold_start: cold_items, cold_users
             table.to_parquet(out / f"{name}.parquet", index=False)

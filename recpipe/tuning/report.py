@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from recpipe.workspace import write_json
+
 log = logging.getLogger(__name__)
 
 
@@ -80,8 +82,6 @@ def write_tuning_outputs(
 ) -> None:
     """Write what a tune run leaves: ``tuned/<split>/<model>.yaml`` per tuned model,
     ``reports/tuning.json``, the plots under ``reports/tuning/`` and ``reports/tuning.md``."""
-    import json
-
     from recpipe.tuning.configs import write_tuned
     from recpipe.tuning.study import TuneResult
 
@@ -93,6 +93,5 @@ def write_tuning_outputs(
         write_tuned(tuned_dir, TuneResult(**entry))
         files = plot_study(storage, split, name, reports_dir / "tuning")
         plots[name] = [p.relative_to(reports_dir).as_posix() for p in files]
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    (reports_dir / "tuning.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    write_json(reports_dir / "tuning.json", dict(report))
     (reports_dir / "tuning.md").write_text(tuning_markdown(report, plots))

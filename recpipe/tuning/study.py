@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -32,9 +31,6 @@ from recpipe.models.dataset import SplitData
 from recpipe.models.space import Choice, Dimension, Float, Int, SearchSpace, to_option
 
 log = logging.getLogger(__name__)
-
-#: Failed trials get this value: worse than any metric.
-_FAILED = -math.inf
 
 
 @dataclass(frozen=True)
@@ -199,7 +195,7 @@ def tune_model(
     default = _default_params(cls, space, base)
     if default is not None and not study.trials:
         study.enqueue_trial(default, user_attrs={"default": True})  # trial 0: the defaults
-    monitor = getattr(cls, "monitor", None) if metric == getattr(cls, "monitor", None) else None
+    monitor = metric if metric == getattr(cls, "monitor", None) else None  # torch models
 
     def run_trial(trial: optuna.Trial) -> float:
         options = {**base, **suggest(trial, space), "seed": seed}

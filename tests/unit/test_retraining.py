@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,8 +184,6 @@ def test_a_run_parses_its_params_once(tmp_path, monkeypatch) -> None:
     again, _ = run_params(paths, overrides=["synth.days=2"])  # the flow, same process
     assert again is first and len(calls) == 1
     params_file.write_text("synth:\n  seed: 4\n")  # an edited file is read again
-    import os
-
     os.utime(params_file, ns=(0, params_file.stat().st_mtime_ns + 1_000_000))
     edited, _ = run_params(paths, overrides=["synth.days=2"])
     assert edited.synth.seed == 4 and len(calls) == 2

@@ -19,6 +19,14 @@ from tests.unit.gate_workspace import SPLIT, build_workspace, small_params
 
 optuna = pytest.importorskip("optuna")
 
+#: The tune-stage test's workspace: one candidate (markov), a baseline with nothing to
+#: tune (pop) and one with a search space (sr).
+STAGE_OVERRIDES = [
+    "train.candidates=[markov]",
+    "evaluate.models=[pop, sr]",
+    "train.model_splits={}",
+]
+
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_search_space_fits_its_config(name: str) -> None:
@@ -156,13 +164,7 @@ def test_the_tune_stage_writes_configs_that_drive_train_and_evaluate(
         return real(*args, **kwargs)
 
     paths, _ = split
-    params = small_params(
-        tmp_path,
-        "train.candidates=[markov]",
-        "evaluate.models=[pop, sr]",
-        "tune.trials=3",
-        "train.model_splits={}",
-    )
+    params = small_params(tmp_path, *STAGE_OVERRIDES, "tune.trials=3")
     before = mlflow.get_tracking_uri()
     try:
         report = stages.tune(params, paths)
@@ -198,7 +200,7 @@ def test_the_tune_stage_writes_configs_that_drive_train_and_evaluate(
     write_tuned(paths.tuned_dir, tuning.TuneResult(**sr))
     try:
         stages.train(params, paths)
-        used = small_params(tmp_path, *_overrides(params), "tune.use=true")
+        used = small_params(tmp_path, *STAGE_OVERRIDES, "tune.use=true")
         stages.train(used, paths)
         monkeypatch.setattr(leaderboard, "evaluate_models", spy)
         stages.evaluate(used, paths)
@@ -216,10 +218,6 @@ def test_the_tune_stage_writes_configs_that_drive_train_and_evaluate(
     assert said["models"]["markov"]["file"] == f"tuned/{SPLIT}/markov.yaml"
     markdown = paths.gate_md.read_text()
     assert f"Config of markov: tuned (`tuned/{SPLIT}/markov.yaml`), budget 3 trials" in markdown
-
-
-def _overrides(params) -> list[str]:
-    return ["train.candidates=[markov]", "evaluate.models=[pop, sr]", "train.model_splits={}"]
 
 
 def test_recpipe_tune_prints_default_and_tuned(split, tmp_path) -> None:
