@@ -142,8 +142,10 @@ def train_candidates(
 
 
 @task(name="tune", cache_policy=NO_CACHE)
-def tune_task(params: Params, paths: Paths) -> dict[str, Any]:
-    report = stages.tune(params, paths)
+def tune_task(params: Params, paths: Paths, force: bool) -> dict[str, Any]:
+    report = stages.tune_stage(params, paths, force=force)
+    if not report.get("tuned"):
+        return report
     _publish(paths.reports_dir / "tuning.md", "tuning", "Tuned configs, default against tuned")
     return report
 
@@ -244,9 +246,9 @@ def retrain(
         logger.info("validation passed: %s", report["passed"])
         splits = sessions_task(params, paths)
         features = features_task(params, paths)
-        tuning = tune_task(params, paths) if retraining.tune_due(params, paths) else None
-        if tuning is not None:
-            logger.info("tuned %s on %s", ", ".join(tuning["models"]), tuning["split"])
+        tuning = tune_task(params, paths, retraining.tune_due(params, paths))
+        if tuning.get("tuned"):
+            logger.info("tuned %s on %s", ", ".join(tuning["tuned"]), tuning["split"])
         if params.orchestration.task_runner == "dask":  # fan out, gather before evaluate
             fan_out = train_candidates.with_options(task_runner=dask_task_runner(params))
             training = fan_out(params, paths, list(params.train.candidates), run_id)

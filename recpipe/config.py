@@ -484,6 +484,27 @@ class TuneParams(StrictModel):
         description="the retraining flow tunes on its 1st run and every Nth after (0: never; "
         "tune by hand with `recpipe tune`); the other runs reuse the last tuned configs",
     )
+    retune_growth: float | None = Field(
+        default=None,
+        gt=0,
+        description="re-tune when the tuned split's train part grew by this share since its "
+        "configs were tuned (0.5: by half); null: data growth alone never re-tunes",
+    )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description="trials run in parallel on one study (seeded results reproduce at 1 only)",
+    )
+    parallel: Literal["processes", "dask"] = Field(
+        default="processes",
+        description="where parallel trials run: local worker processes, or the Dask cluster "
+        "at orchestration.dask_address (else a local one of `workers` processes)",
+    )
+    storage: str | None = Field(
+        default=None,
+        description="Optuna RDB URL of the studies; null = sqlite:///<workspace>/tuning/"
+        "optuna.db (Dask workers on other machines need a shared one, e.g. postgresql://)",
+    )
 
 
 class OrchestrationParams(StrictModel):

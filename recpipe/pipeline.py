@@ -132,6 +132,9 @@ class StageSpec:
     metrics: Callable[[Paths], list[Path]] = field(default=lambda p: [])
     plain_outs: Callable[[Paths], list[Path]] = field(default=lambda p: [])
     """Outputs kept in the workspace only (``cache: false``), e.g. human reports."""
+    persist: bool = False
+    """Every output is ``persist: true`` in dvc.yaml: dvc does not delete it before the
+    stage runs (the tune stage keeps the tuned configs it does not re-tune)."""
     foreach: str | None = None
     """A dvc.yaml ``foreach`` list (one stage per item, ``cmd: recpipe stage NAME --model
     ${item}``); ``outs`` then take the item as second argument."""
@@ -191,11 +194,41 @@ STAGES: dict[str, StageSpec] = {
             metrics=lambda p: [p.features_json],
         ),
         StageSpec(
+            name="tune",
+            func=stages.tune_stage,
+            params=(
+                "tune",
+                "train.candidates",
+                "train.model_configs",
+                "train.device",
+                "train.max_epochs",
+                "evaluate.models",
+                "evaluate.model_configs",
+                "evaluate.ks",
+                "evaluate.primary_metric",
+                "gate.split",
+                "gate.metric",
+                "orchestration.dask_address",
+            ),
+            code=(
+                *CORE_CODE,
+                *MODEL_CODE,
+                "recpipe/gates",
+                "recpipe/tracking.py",
+                "recpipe/tuning",
+            ),
+            deps=lambda p: [p.features_dir],
+            outs=lambda p: [p.tuned_dir],
+            metrics=lambda p: [p.reports_dir / "tuning.json"],
+            plain_outs=lambda p: [p.reports_dir / "tuning.md", p.reports_dir / "tuning"],
+            persist=True,
+        ),
+        StageSpec(
             name="train",
             func=stages.train,
             params=("train", "tune.use"),
             code=(*CORE_CODE, *MODEL_CODE, "recpipe/tracking.py", "recpipe/tuning"),
-            deps=lambda p: [p.features_dir],
+            deps=lambda p: [p.features_dir, p.tuned_dir],
             outs=lambda p, item="${item}": [p.model_dir(item)],
             foreach="${train.candidates}",
         ),
@@ -204,7 +237,7 @@ STAGES: dict[str, StageSpec] = {
             func=stages.evaluate,
             params=("evaluate", "train.candidates", "tune.use"),
             code=(*CORE_CODE, *MODEL_CODE, "recpipe/tuning"),
-            deps=lambda p: [p.features_dir, p.models_dir],
+            deps=lambda p: [p.features_dir, p.models_dir, p.tuned_dir],
             metrics=lambda p: [p.metrics_json, p.evaluation_json],
             plain_outs=lambda p: [p.leaderboard_md, p.plots_dir],
         ),
@@ -231,6 +264,7 @@ STAGES: dict[str, StageSpec] = {
                 p.validation_json,
                 p.features_dir,
                 p.models_dir,
+                p.tuned_dir,
             ],
             metrics=lambda p: [p.gate_json],
             plain_outs=lambda p: [p.gate_md],

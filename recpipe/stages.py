@@ -400,53 +400,121 @@ def tune(
     split: str | None = None,
     trials: int | None = None,
     timeout: float | None = None,
+    *,
+    only_due: bool = False,
 ) -> dict[str, Any]:
     """Tune models on one split's validation part, every model with the same budget.
 
     ``models`` (default ``tune.models``; empty: every candidate and baseline that
     declares a search space), ``split`` (default ``tune.split``, else ``gate.split``),
     ``trials`` and ``timeout`` (defaults from ``tune``) override the params. The metric
-    is the gate's. Studies go to ``tuning/optuna.db`` (a killed tune resumes), the best
-    configs to ``tuned/<split>/<model>.yaml`` (:func:`recpipe.tuning.study.tune_split`),
-    the summary to ``reports/tuning.json`` and ``reports/tuning.md`` with Optuna's plots
-    under ``reports/tuning/``. Each study is an MLflow run nested in the active run (else
-    in a new ``tune`` run), with a nested run per trial.
+    is the gate's. Studies go to the ``tune.storage`` RDB (default ``tuning/optuna.db``;
+    a killed tune resumes; a study on other data starts afresh), ``tune.workers`` trials
+    at a time; the best configs to ``tuned/<split>/<model>.yaml``
+    (:func:`recpipe.tuning.study.tune_split`), the summary to ``reports/tuning.json`` and
+    ``reports/tuning.md`` with Optuna's plots under ``reports/tuning/``. Each study is an
+    MLflow run nested in the active run (else in a new ``tune`` run), with a nested run
+    per trial.
+
+    With ``only_due`` (the dvc ``tune`` stage and the retraining flow) only the models
+    whose tuned config is out of date are tuned
+    (:func:`recpipe.tuning.policy.retune_reasons`); the others are reused. The returned
+    report's ``tuned`` lists the models tuned now.
     """
     from recpipe import tracking
     from recpipe.evaluate.leaderboard import split_query_kinds
     from recpipe.models.dataset import load_split
+    from recpipe.models.registry import get_model
+    from recpipe.tuning.configs import read_tuned_file
+    from recpipe.tuning.policy import retune_reasons, split_fingerprint
     from recpipe.tuning.report import write_tuning_outputs
-    from recpipe.tuning.study import Budget, plan, tune_split
+    from recpipe.tuning.study import Budget, plan, study_key, tune_split
 
+    tp = params.tune
     names, split, base = plan(params, models, split)
-    budget = Budget(
-        trials if trials is not None else params.tune.trials, timeout or params.tune.timeout
-    )
+    budget = Budget(trials if trials is not None else tp.trials, timeout or tp.timeout)
     folder = paths.features_dir / split
     if not folder.is_dir():
         raise StageError(f"no features for the {split} split at {paths.rel(folder)}")
+    paths.tuned_dir.mkdir(parents=True, exist_ok=True)
     paths.tuning_dir.mkdir(parents=True, exist_ok=True)
-    storage = f"sqlite:///{paths.tuning_dir / 'optuna.db'}"
+    storage = tp.storage or f"sqlite:///{paths.tuning_dir / 'optuna.db'}"
     metric = params.gate.metric or params.evaluate.primary_metric
-    budget_dict = {"trials": budget.trials, "timeout": budget.timeout}
-    with tracking.stage_run(params, paths, "tune"):
-        results = tune_split(
-            names,
-            split,
-            load_split(folder),
-            base_options=base,
-            needed=split_query_kinds(split),
-            metric=metric,
-            ks=list(params.evaluate.ks),
-            budget=budget,
-            storage=storage,
-            seed=params.tune.seed,
-            prune=params.tune.prune,
-            study_log=lambda name: tracking.study_run(name, split, metric, budget_dict),
-        )
-    report = {"split": split, "budget": budget_dict, "models": results}
-    write_tuning_outputs(report, storage, paths.tuned_dir, paths.reports_dir)
+    budget_dict = {"trials": budget.trials, "timeout": budget.timeout, "workers": tp.workers}
+    data_info = split_fingerprint(folder)
+    due = names
+    reasons: dict[str, str] = {}
+    if only_due:
+        keys = {n: study_key(get_model(n).search_space, base[n], metric) for n in names}
+        reasons = retune_reasons(paths.tuned_dir, split, keys, data_info, tp.retune_growth)
+        due = [n for n in names if n in reasons]
+        for name in due:
+            log.info("tuning %s on %s: %s", name, split, reasons[name])
+        if not due:
+            log.info("tune: every tuned config on %s is current; nothing to tune", split)
+    results: dict[str, Any] = {}
+    if due:
+        with tracking.stage_run(params, paths, "tune"):
+            results = tune_split(
+                due,
+                split,
+                load_split(folder),
+                base_options=base,
+                needed=split_query_kinds(split),
+                metric=metric,
+                ks=list(params.evaluate.ks),
+                budget=budget,
+                storage=storage,
+                seed=tp.seed,
+                prune=tp.prune,
+                study_log=lambda name: tracking.study_run(name, split, metric, budget_dict),
+                folder=folder,
+                data_info=data_info,
+                workers=tp.workers,
+                parallel=tp.parallel,
+                dask_address=params.orchestration.dask_address,
+            )
+    for name in names:  # reused: the current tuned config of a model not tuned now
+        found = None if name in results else read_tuned_file(paths.tuned_dir, split, name)
+        if found is not None:
+            results[name] = {**found, "reused": True}
+    report = {
+        "split": split,
+        "budget": budget_dict,
+        "tuned": due,
+        "reasons": reasons,
+        "models": {n: results[n] for n in names if n in results},
+    }
+    if due or not paths.reports_dir.joinpath("tuning.json").is_file():
+        write_tuning_outputs(report, storage, paths.tuned_dir, paths.reports_dir)
     return report
+
+
+@workspace_io("stage tune")
+def tune_stage(params: Params, paths: Paths, force: bool = False) -> dict[str, Any]:
+    """The dvc ``tune`` stage (and the retraining flow's tune step): with ``tune.use``,
+    :func:`tune` the models whose tuned config is out of date (not tuned yet, their
+    search changed, or the split's train part grew by ``tune.retune_growth``) and keep
+    the others; without it, tune nothing and leave ``tuned/`` as it is (the train and
+    evaluate stages then ignore it). ``force`` (the flow's ``tune.every`` turn) tunes
+    every model."""
+    if force:
+        return tune(params, paths)
+    if not params.tune.use:
+        log.info("tune: tune.use is false; nothing tuned (tuned/ left as it is)")
+        paths.tuned_dir.mkdir(parents=True, exist_ok=True)
+        _tuning_placeholder(paths, "tune.use is false: nothing was tuned")
+        return {"tuned": [], "reason": "tune.use is false"}
+    return tune(params, paths, only_due=True)
+
+
+def _tuning_placeholder(paths: Paths, reason: str) -> None:
+    """The tuning reports' first version, before any study: what dvc expects to find."""
+    if paths.reports_dir.joinpath("tuning.json").is_file():
+        return
+    write_json(paths.reports_dir / "tuning.json", {"tuned": [], "reason": reason, "models": {}})
+    (paths.reports_dir / "tuning").mkdir(parents=True, exist_ok=True)
+    (paths.reports_dir / "tuning.md").write_text(f"# Tuning\n\n{reason}.\n")
 
 
 @workspace_io("stage evaluate")

@@ -29,6 +29,14 @@ def write_tuned(folder: Path, result: Any) -> Path:
     return path
 
 
+def read_tuned_file(folder: Path, split: str, model: str) -> dict[str, Any] | None:
+    """The whole tuned file of ``model`` on ``split`` (None: not tuned)."""
+    path = tuned_path(folder, split, model)
+    if not path.is_file():
+        return None
+    return yaml.safe_load(path.read_text()) or {}
+
+
 def read_tuned(folder: Path, split: str, model: str) -> dict[str, Any] | None:
     """The tuned config of ``model`` on ``split`` (None: not tuned)."""
     path = tuned_path(folder, split, model)

@@ -15,9 +15,10 @@ from recpipe.workspace import write_json
 log = logging.getLogger(__name__)
 
 
-def plot_study(storage: str, split: str, model: str, out_dir: Path) -> list[Path]:
-    """PNG plots of the study ``<split>/<model>``: its optimisation history and, with
-    enough finished trials, its parameter importances. Returns the files written."""
+def plot_study(storage: str, study: str, split: str, model: str, out_dir: Path) -> list[Path]:
+    """PNG plots of the study named ``study`` (``model`` on ``split``): its optimisation
+    history and, with enough finished trials, its parameter importances. Returns the
+    files written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,7 +26,11 @@ def plot_study(storage: str, split: str, model: str, out_dir: Path) -> list[Path
     import optuna
     from optuna.visualization import matplotlib as ov
 
-    study = optuna.load_study(study_name=f"{split}/{model}", storage=storage)
+    try:
+        found = optuna.load_study(study_name=study, storage=storage)
+    except KeyError:  # e.g. a reused config whose study lives in another storage
+        log.info("no study %s in %s: no plots for %s", study, storage, model)
+        return []
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     plots = {"history": ov.plot_optimization_history, "importances": ov.plot_param_importances}
@@ -34,7 +39,7 @@ def plot_study(storage: str, split: str, model: str, out_dir: Path) -> list[Path
             with warnings.catch_warnings():  # "experimental" and equal-importance notices
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 warnings.simplefilter("ignore", UserWarning)
-                ax = plot(study)
+                ax = plot(found)
         except (ValueError, RuntimeError) as exc:  # e.g. too few trials for importances
             log.info("no %s plot for %s on %s: %s", kind, model, split, exc)
             continue
@@ -65,7 +70,7 @@ def tuning_markdown(report: Mapping[str, Any], plots: Mapping[str, list[str]]) -
         default = entry.get("default_value")
         states = ", ".join(f"{k} {v}" for k, v in entry.get("trials", {}).items())
         lines.append(
-            f"| {model} | {entry['metric']} | "
+            f"| {model}{' (reused)' if entry.get('reused') else ''} | {entry['metric']} | "
             + ("-" if default is None else f"{default:.4f}")
             + f" | {entry['best_value']:.4f} | {entry['budget'].get('used_trials')} | {states} "
             f"| {entry['seconds']:.1f} |"
@@ -90,8 +95,11 @@ def write_tuning_outputs(
     for name, entry in report["models"].items():
         if "skipped" in entry:
             continue
-        write_tuned(tuned_dir, TuneResult(**entry))
-        files = plot_study(storage, split, name, reports_dir / "tuning")
+        if not entry.get("reused"):  # a reused config's file is already there
+            write_tuned(tuned_dir, TuneResult(**entry))
+        if not entry.get("study"):  # tuned by an older recpipe: no study name recorded
+            continue
+        files = plot_study(storage, entry["study"], split, name, reports_dir / "tuning")
         plots[name] = [p.relative_to(reports_dir).as_posix() for p in files]
     write_json(reports_dir / "tuning.json", dict(report))
     (reports_dir / "tuning.md").write_text(tuning_markdown(report, plots))

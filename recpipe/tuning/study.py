@@ -20,15 +20,27 @@ evaluate stages use when ``tune.use`` is true.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from recpipe.errors import ConfigError, RecpipeError
 from recpipe.models.dataset import SplitData
-from recpipe.models.space import Choice, Dimension, Float, Int, SearchSpace, to_option
+from recpipe.models.space import Choice, Float, Int, SearchSpace
+from recpipe.tuning.trials import (
+    DONE_STATES,
+    Job,
+    count_trials,
+    open_study,
+    plain_options,
+    run_trials,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,63 +75,46 @@ class TuneResult:
     budget: dict[str, Any]
     trials: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    study: str = ""
+    """The Optuna study's name in the storage: ``<split>/<model>/<key>-<data hash>``."""
+    key: str = ""
+    """:func:`study_key` of the search space, base options and metric."""
+    data: dict[str, Any] = field(default_factory=dict)
+    """The split's fingerprint when tuned (``hash``, ``train_events``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def suggest(trial: Any, space: SearchSpace) -> dict[str, Any]:
-    """Config options for one trial: each dimension of ``space`` suggested by ``trial``."""
-    out: dict[str, Any] = {}
-    for name, dim in space.items():
-        out[name] = to_option(dim, _suggest_one(trial, name, dim))
-    return out
+def study_key(space: SearchSpace, base: Mapping[str, Any], metric: str) -> str:
+    """A short hash of what a study searches: the search space, the options every trial
+    starts from and the metric. A tuned config whose key differs is out of date."""
+    text = json.dumps(
+        {
+            "space": {k: repr(v) for k, v in space.items()},
+            "base": plain_options(base),
+            "metric": metric,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
-def _suggest_one(trial: Any, name: str, dim: Dimension) -> Any:
-    if isinstance(dim, Int):
-        return trial.suggest_int(name, dim.low, dim.high, log=dim.log)
-    if isinstance(dim, Float):
-        return trial.suggest_float(name, dim.low, dim.high, log=dim.log)
-    if isinstance(dim, Choice):
-        return trial.suggest_categorical(name, list(dim.options))
-    raise TypeError(f"unknown search dimension {dim!r} for {name!r}")
+def _fail_interrupted(study: Any) -> None:
+    """Mark the trials a killed tune left RUNNING as failed (they count as used)."""
+    from optuna.trial import TrialState
 
-
-def _validation_value(model: Any, split: str, data: SplitData, metric: str, ks: list[int]) -> float:
-    """The mean ``metric`` of ``model`` on the split's validation part, by its protocol."""
-    from recpipe.gates.measure import evaluate_on_split
-
-    parts = {
-        "train": data.parts["train"],
-        "valid": data.parts["valid"],
-        "test": data.parts["valid"],
-    }
-    value, _ = evaluate_on_split(model, split, parts, data.meta, ks, metric)
-    return float(value)
-
-
-def _epoch_reporter(trial: Any, monitor: str | None) -> Any:
-    """An ``on_epoch`` callback that reports the monitored validation metric to the trial
-    and stops a hopeless one (``optuna.TrialPruned``)."""
-    import optuna
-
-    def on_epoch(record: Mapping[str, Any]) -> None:
-        metrics = record.get("metrics") or {}
-        if monitor is None or monitor not in metrics:
-            return
-        trial.report(float(metrics[monitor]), int(record.get("epoch", 0)))
-        if trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {record.get('epoch')}")
-
-    return on_epoch
-
-
-def _finished(study: Any) -> int:
-    import optuna
-
-    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return sum(t.state in (*done, optuna.trial.TrialState.FAIL) for t in study.trials)
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in stale:
+        study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+    if stale:
+        log.warning(
+            "study %s: trial(s) %s were interrupted (the tune process stopped mid-trial): "
+            "recorded as failed",
+            study.study_name,
+            [t.number for t in stale],
+        )
 
 
 def tune_model(
@@ -135,6 +130,11 @@ def tune_model(
     seed: int = 0,
     prune: bool = True,
     callbacks: list[Any] | None = None,
+    data_info: Mapping[str, Any] | None = None,
+    workers: int = 1,
+    parallel: str = "processes",
+    dask_address: str | None = None,
+    folder: Path | str | None = None,
 ) -> TuneResult:
     """Tune model ``name`` on ``split`` (see the module docstring).
 
@@ -147,8 +147,8 @@ def tune_model(
     ks : list[int]
         Cut-offs the protocol computes (must include the metric's).
     budget : Budget
-        Finished trials and/or seconds for this model's study (trials finished before a
-        resume count).
+        Started trials and/or seconds for this model's study (trials of an interrupted
+        run count: a killed study resumes with what is left).
     storage : str
         An Optuna RDB URL (``sqlite:///tuning/optuna.db``).
     base_options : mapping, optional
@@ -156,19 +156,29 @@ def tune_model(
         overrides them.
     callbacks : list, optional
         Optuna callbacks ``(study, trial)`` run after every finished trial (e.g. the
-        MLflow logger of :func:`recpipe.tracking.study_run`).
+        MLflow logger of :func:`recpipe.tracking.study_run`); with several workers they
+        run once the workers are done.
+    data_info : mapping, optional
+        The split's :func:`recpipe.tuning.policy.split_fingerprint` (``hash``,
+        ``train_events``): the study is named after it, so a study on other data starts
+        afresh, and the tuned file records it (the re-tune rule on data growth).
+    workers, parallel, dask_address, folder
+        ``workers`` > 1 run trials in parallel on the same study
+        (:func:`recpipe.tuning.parallel.run_workers`): worker processes, or a Dask
+        cluster (``parallel="dask"``: the scheduler at ``dask_address``, else a local
+        one); each reads the split from ``folder``.
 
     Raises
     ------
     ConfigError
-        Unknown model, or a model with an empty search space (nothing to tune).
+        Unknown model, a model with an empty search space (nothing to tune), or
+        parallel workers without the split's folder.
     RecpipeError
         No trial of the study finished (every one failed or was pruned).
     """
     import optuna
 
-    from recpipe.models.registry import build_model, get_model
-    from recpipe.models.torch_base import TorchRecommender
+    from recpipe.models.registry import get_model
 
     try:
         cls = get_model(name)
@@ -179,67 +189,64 @@ def tune_model(
         raise ConfigError(
             f"model {name!r} declares no search space (search_space is empty): nothing to tune"
         )
+    if workers > 1 and folder is None:
+        raise ConfigError(f"tuning {name} with {workers} workers needs the split's folder")
     base = dict(base_options or {})
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=f"{split}/{name}",
+    info = dict(data_info or {})
+    key = study_key(space, base, metric)
+    study_name = f"{split}/{name}/{key}" + (f"-{info['hash'][:8]}" if info.get("hash") else "")
+    started = time.perf_counter()
+    job = Job(
+        model=name,
+        split=split,
+        study_name=study_name,
         storage=storage,
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
-        if prune
-        else optuna.pruners.NopPruner(),
-        load_if_exists=True,
+        metric=metric,
+        ks=tuple(ks),
+        base=base,
+        seed=seed,
+        prune=prune,
+        deadline=None if budget.timeout is None else time.time() + budget.timeout,
+        folder=None if folder is None else str(folder),
+        threads=max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None,
     )
+    study = open_study(job, seed)
     study.set_user_attr("metric", metric)
+    _fail_interrupted(study)
     default = _default_params(cls, space, base)
     if default is not None and not study.trials:
         study.enqueue_trial(default, user_attrs={"default": True})  # trial 0: the defaults
-    monitor = metric if metric == getattr(cls, "monitor", None) else None  # torch models
+    before = count_trials(study)
+    remaining = None if budget.trials is None else max(budget.trials - before, 0)
+    log.info(
+        "tuning %s on %s: %s trials, %s s, %d worker(s) (%d done before)",
+        name,
+        split,
+        "any" if remaining is None else remaining,
+        budget.timeout if budget.timeout is not None else "no limit of",
+        workers,
+        before,
+    )
+    if workers == 1 or remaining == 0:
+        run_trials(job, data, n_trials=remaining, study=study, callbacks=callbacks)
+    else:  # each worker gets its share of the trials left: the budget holds exactly
+        from recpipe.tuning.parallel import run_workers
 
-    def run_trial(trial: optuna.Trial) -> float:
-        options = {**base, **suggest(trial, space), "seed": seed}
-        trial.set_user_attr("config", _plain(options))
-        model = build_model(name, options, data.meta)
-        if isinstance(model, TorchRecommender):  # report epochs, prune
-            model.fit(
-                data.parts["train"],
-                data.parts["valid"],
-                on_epoch=_epoch_reporter(trial, monitor if prune else None),
-            )
-        else:
-            model.fit(data.parts["train"], data.parts["valid"])
-        return _validation_value(model, split, data, metric, ks)
-
-    def objective(trial: optuna.Trial) -> float:
-        try:
-            return run_trial(trial)
-        except optuna.TrialPruned:
-            raise
-        except Exception as exc:  # recorded with the trial; the study goes on
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
-            raise
-
-    started = time.perf_counter()
-    remaining = None if budget.trials is None else max(budget.trials - _finished(study), 0)
-    if remaining != 0:
-        log.info(
-            "tuning %s on %s: %s trials, %s s (%d done before)",
-            name,
-            split,
-            "any" if remaining is None else remaining,
-            budget.timeout if budget.timeout is not None else "no limit of",
-            _finished(study),
+        shares: list[int | None] = (
+            [None] * workers
+            if remaining is None
+            else [
+                s for i in range(workers) if (s := remaining // workers + (i < remaining % workers))
+            ]
         )
-        study.optimize(
-            objective,
-            n_trials=remaining,
-            timeout=budget.timeout,
-            catch=(Exception,),  # a failing trial is recorded as failed; the study goes on
-            gc_after_trial=True,
-            callbacks=callbacks,
-        )
-    states = {}
+        known = {t.number for t in study.trials if t.state.name in DONE_STATES}
+        run_workers(job, shares, parallel, dask_address)
+        for trial in optuna.load_study(study_name=study_name, storage=storage).trials:
+            if trial.number not in known and trial.state.name in DONE_STATES:
+                for callback in callbacks or []:
+                    callback(study, trial)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    states: dict[str, int] = {}
     for t in study.trials:
         states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -262,10 +269,14 @@ def tune_model(
         budget={
             "trials": budget.trials,
             "timeout": budget.timeout,
-            "used_trials": len(study.trials),
+            "used_trials": count_trials(study),
+            "workers": workers,
         },
         trials=states,
         seconds=round(time.perf_counter() - started, 3),
+        study=study_name,
+        key=key,
+        data=info,
     )
 
 
@@ -288,11 +299,6 @@ def _default_params(cls: Any, space: SearchSpace, base: Mapping[str, Any]) -> di
     return out
 
 
-def _plain(options: Mapping[str, Any]) -> dict[str, Any]:
-    """JSON/YAML-able options (tuples as lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
-
-
 def tune_split(
     names: list[str],
     split: str,
@@ -307,6 +313,11 @@ def tune_split(
     seed: int = 0,
     prune: bool = True,
     study_log: Any = None,
+    folder: Path | None = None,
+    data_info: Mapping[str, Any] | None = None,
+    workers: int = 1,
+    parallel: str = "processes",
+    dask_address: str | None = None,
 ) -> dict[str, Any]:
     """Tune each of ``names`` on one split with the same ``budget``.
 
@@ -314,7 +325,8 @@ def tune_split(
     yields an Optuna callback (or None), e.g. :func:`recpipe.tracking.study_run`.
 
     A model whose queries the split's protocols do not ask (``needed``) is skipped with
-    the reason. Check the names with :func:`check_tunable` first.
+    the reason. Check the names with :func:`check_tunable` first. ``folder``,
+    ``data_info``, ``workers``, ``parallel`` and ``dask_address`` go to :func:`tune_model`.
 
     Returns
     -------
@@ -345,6 +357,11 @@ def tune_split(
                 seed=seed,
                 prune=prune,
                 callbacks=None if logger is None else [logger],
+                data_info=data_info,
+                workers=workers,
+                parallel=parallel,
+                dask_address=dask_address,
+                folder=folder,
             )
         out[name] = result.to_dict()
     return out

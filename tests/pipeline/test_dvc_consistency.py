@@ -47,6 +47,8 @@ def test_dvc_yaml_declares_exactly_what_stages_declare() -> None:
         assert uncached == {paths.rel(p) for p in spec.plain_outs(paths)}, name
         metrics = _entries(stage.get("metrics", []))
         assert set(metrics) == {paths.rel(p) for p in spec.metrics(paths)}, name
+        for path, options in {**outs, **metrics}.items():  # dvc keeps a persisting out
+            assert options.get("persist", False) == spec.persist, (name, path)
         for code in spec.code:
             assert (REPO / code).exists(), f"{name}: code dep {code} does not exist"
 

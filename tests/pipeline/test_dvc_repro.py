@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -78,6 +79,26 @@ def test_dvc_repro_runs_the_pipeline(clone: tuple[Path, dict[str, str]]) -> None
     # nothing changed: a second repro runs no stage
     res = _run([*dvc, "repro"], dest, env)
     assert "didn't change, skipping" in res.stdout or "up to date" in res.stdout
+    # tune.use: the tune stage tunes (one trial of one candidate here), then train
+    # re-runs with the tuned config
+    first, split = candidates[0], params["gate"]["split"]
+    params["tune"].update(use=True, models=[first], trials=1)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params))
+    res = _run([*dvc, "repro"], dest, env)
+    assert "Running stage 'tune'" in res.stdout
+    assert f"Running stage 'train@{first}'" in res.stdout
+    tuned = dest / "tuned" / split / f"{first}.yaml"
+    entry = yaml.safe_load(tuned.read_text())
+    # the tuned config changes (by hand here): dvc re-runs that training with it; the
+    # tune stage keeps the file (its search and data are unchanged: nothing to re-tune)
+    entry["best_config"]["factors"] = 12
+    tuned.write_text(yaml.safe_dump(entry))
+    res = _run([*dvc, "repro"], dest, env)
+    assert f"Running stage 'train@{first}'" in res.stdout
+    assert "Running stage 'evaluate'" in res.stdout
+    config = json.loads((dest / "models" / first / split / "config.json").read_text())
+    assert config["factors"] == 12
+    assert yaml.safe_load(tuned.read_text())["best_config"]["factors"] == 12
     # one validate param changed: only validate re-runs
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["validate"]["max_future_seconds"] = 7200

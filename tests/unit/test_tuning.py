@@ -12,9 +12,9 @@ from recpipe.models.dataset import clear_cache, load_split
 from recpipe.models.names import NAMES
 from recpipe.models.registry import get_model
 from recpipe.models.space import Choice, Float, Int, to_option
-from recpipe.tuning import study as tuning
+from recpipe.tuning import trials as tuning
 from recpipe.tuning.configs import read_tuned, write_tuned
-from recpipe.tuning.study import Budget, check_tunable, tune_model
+from recpipe.tuning.study import Budget, TuneResult, check_tunable, tune_model
 from tests.unit.gate_workspace import SPLIT, build_workspace, small_params
 
 optuna = pytest.importorskip("optuna")
@@ -63,8 +63,8 @@ def _tune(data, storage, trials=4, **kwargs):
     )
 
 
-def _trial_params(storage: str) -> list[dict]:
-    found = optuna.load_study(study_name=f"{SPLIT}/sr", storage=storage)
+def _trial_params(storage: str, study: str) -> list[dict]:
+    found = optuna.load_study(study_name=study, storage=storage)
     return [t.params for t in found.trials]
 
 
@@ -73,8 +73,9 @@ def test_a_seeded_study_reproduces(split, tmp_path) -> None:
     one = _tune(data, f"sqlite:///{tmp_path / 'a.db'}")
     two = _tune(data, f"sqlite:///{tmp_path / 'b.db'}")
     assert one.best_config == two.best_config and one.best_value == two.best_value
-    assert _trial_params(f"sqlite:///{tmp_path / 'a.db'}") == _trial_params(
-        f"sqlite:///{tmp_path / 'b.db'}"
+    assert one.study == two.study
+    assert _trial_params(f"sqlite:///{tmp_path / 'a.db'}", one.study) == _trial_params(
+        f"sqlite:///{tmp_path / 'b.db'}", two.study
     )
     assert one.trials == {"complete": 4} and one.default_value is not None
     assert one.best_value >= one.default_value  # the defaults are trial 0
@@ -120,7 +121,7 @@ def test_a_torch_model_reports_its_epochs(split, tmp_path) -> None:
         base_options={"epochs": 2, "n_sample": 0, "device": "cpu"},
     )
     assert result.trials == {"complete": 2}
-    found = optuna.load_study(study_name=f"{SPLIT}/gru4rec", storage=storage)
+    found = optuna.load_study(study_name=result.study, storage=storage)
     assert all(len(t.intermediate_values) == 2 for t in found.trials)  # one per epoch
 
 
@@ -187,17 +188,17 @@ def test_the_tune_stage_writes_configs_that_drive_train_and_evaluate(
     assert "| markov | recall@20 |" in markdown and "| sr | recall@20 |" in markdown
     assert (paths.reports_dir / "tuning" / f"{SPLIT}_sr_history.png").is_file()
     assert f"![{SPLIT}_sr_history](tuning/{SPLIT}_sr_history.png)" in markdown
-    assert report["budget"] == {"trials": 3, "timeout": None}
+    assert report["budget"] == {"trials": 3, "timeout": None, "workers": 1}
     for name in ("markov", "sr"):
         assert report["models"][name]["budget"]["used_trials"] == 3  # equal budgets
         assert read_tuned(paths.tuned_dir, SPLIT, name) == report["models"][name]["best_config"]
     # a tuned config (here written by hand) drives train and evaluate with tune.use
     tuned = dict(report["models"]["markov"])
     tuned["best_config"] = {"pruning": 7}
-    write_tuned(paths.tuned_dir, tuning.TuneResult(**tuned))
+    write_tuned(paths.tuned_dir, TuneResult(**tuned))
     sr = dict(report["models"]["sr"])
     sr["best_config"] = {"pruning": 9, "max_steps": 3}
-    write_tuned(paths.tuned_dir, tuning.TuneResult(**sr))
+    write_tuned(paths.tuned_dir, TuneResult(**sr))
     try:
         stages.train(params, paths)
         used = small_params(tmp_path, *STAGE_OVERRIDES, "tune.use=true")
