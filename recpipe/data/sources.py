@@ -135,4 +135,3 @@ def read_source(data: DataParams, synth: SynthParams) -> CanonicalTables:
     path = configured_path(data)
     log.info("importing %s data from %s", data.source, path)
     return import_source(data.source, path, data)
-

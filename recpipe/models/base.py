@@ -51,8 +51,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from recpipe.errors import ConfigError, RecpipeError
 from recpipe.features.idmap import N_RESERVED
 from recpipe.models.artifact import read_artifact, write_artifact
-from recpipe.models.space import SearchSpace
 from recpipe.models.data import QUERY_KINDS, DataMeta, Interactions, Queries, check_range, int_array
+from recpipe.models.space import SearchSpace
 
 log = logging.getLogger(__name__)
 

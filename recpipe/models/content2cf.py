@@ -104,7 +104,11 @@ class Content2CF(ContentRecommender):
     """Content -> MF factors regression for cold-start items (see the module docstring)."""
 
     name: ClassVar[str] = "content2cf"
-    search_space: ClassVar[SearchSpace] = {"learning_rate": Float(1e-4, 1e-2, log=True), "dropout": Float(0.0, 0.5), "hidden": Int(64, 512, log=True, as_tuple=True)}
+    search_space: ClassVar[SearchSpace] = {
+        "learning_rate": Float(1e-4, 1e-2, log=True),
+        "dropout": Float(0.0, 0.5),
+        "hidden": Int(64, 512, log=True, as_tuple=True),
+    }
     #: a minibatch is an array of item rows and the loss their mean: plain row shards
     ddp_sharding: ClassVar[Literal["rows", "batches"]] = "rows"
     Config: ClassVar[type[Content2CFConfig]] = Content2CFConfig

@@ -57,9 +57,9 @@ from recpipe.models.content import (
 )
 from recpipe.models.data import DataMeta, Interactions
 from recpipe.models.embedding import aggregate_items
+from recpipe.models.space import Choice, Float, Int, SearchSpace
 from recpipe.train.device import to_device
 from recpipe.train.distributed import row_bounds
-from recpipe.models.space import Choice, Float, Int, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,12 @@ class Content2Vec(ContentRecommender):
     """Joint content + Prod2Vec item embeddings (see the module docstring)."""
 
     name: ClassVar[str] = "content2vec"
-    search_space: ClassVar[SearchSpace] = {"learning_rate": Float(3e-4, 3e-2, log=True), "dim": Choice((32, 64, 128)), "temperature": Float(0.02, 1.0, log=True), "negatives": Int(1, 16, log=True)}
+    search_space: ClassVar[SearchSpace] = {
+        "learning_rate": Float(3e-4, 3e-2, log=True),
+        "dim": Choice((32, 64, 128)),
+        "temperature": Float(0.02, 1.0, log=True),
+        "negatives": Int(1, 16, log=True),
+    }
     ddp_sharding: ClassVar[Literal["rows", "batches"]] = "rows"
     Config: ClassVar[type[Content2VecConfig]] = Content2VecConfig
     config: Content2VecConfig

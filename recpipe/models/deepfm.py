@@ -62,7 +62,13 @@ class DeepFM(CtrRecommender):
     """DeepFM (Guo et al. 2017) on implicit feedback; see the module docstring."""
 
     name: ClassVar[str] = "deepfm"
-    search_space: ClassVar[SearchSpace] = {"embedding_dim": Choice((16, 32, 64)), "learning_rate": Float(1e-4, 1e-2, log=True), "dropout": Float(0.0, 0.5), "l2": Float(1e-6, 1e-3, log=True), "negatives": Int(1, 16, log=True)}
+    search_space: ClassVar[SearchSpace] = {
+        "embedding_dim": Choice((16, 32, 64)),
+        "learning_rate": Float(1e-4, 1e-2, log=True),
+        "dropout": Float(0.0, 0.5),
+        "l2": Float(1e-6, 1e-3, log=True),
+        "negatives": Int(1, 16, log=True),
+    }
     Config: ClassVar[type[DeepFMConfig]] = DeepFMConfig
 
     def _build_module(self) -> DeepFMNet:

@@ -20,6 +20,7 @@ from recpipe.models.dataset import SplitData
 
 log = logging.getLogger(__name__)
 
+
 def candidate_options(
     name: str, options: Mapping[str, Any], device: str, max_epochs: int | None
 ) -> dict[str, Any]:
@@ -103,4 +104,3 @@ def fit_and_save(
     if run is not None:
         run.finish(artifact, entry)
     return entry, artifact
-

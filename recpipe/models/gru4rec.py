@@ -87,11 +87,16 @@ from recpipe.models.session_losses import (
     cross_entropy_hits,
     negative_mask,
 )
-from recpipe.models.torch_base import VALID_K, TorchModelConfig, TorchRecommender
-from recpipe.sessions.batching import SessionParallelBatches, prefixes
+from recpipe.models.space import Choice, Float, Int, SearchSpace
+from recpipe.models.torch_base import (
+    VALID_K,
+    TorchModelConfig,
+    TorchRecommender,
+    next_item_validator,
+)
+from recpipe.sessions.batching import SessionParallelBatches
 from recpipe.train.device import to_device
 from recpipe.train.distributed import row_bounds
-from recpipe.models.space import Choice, Float, Int, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -558,7 +563,14 @@ class GRU4Rec(TorchRecommender):
     """
 
     name: ClassVar[str] = "gru4rec"
-    search_space: ClassVar[SearchSpace] = {"layers": Int(32, 256, log=True, as_tuple=True), "learning_rate": Float(0.01, 0.5, log=True), "dropout_input": Float(0.0, 0.5), "dropout_hidden": Float(0.0, 0.7), "batch_size": Choice((32, 64, 128, 256)), "sample_alpha": Float(0.0, 1.0)}
+    search_space: ClassVar[SearchSpace] = {
+        "layers": Int(32, 256, log=True, as_tuple=True),
+        "learning_rate": Float(0.01, 0.5, log=True),
+        "dropout_input": Float(0.0, 0.5),
+        "dropout_hidden": Float(0.0, 0.7),
+        "batch_size": Choice((32, 64, 128, 256)),
+        "sample_alpha": Float(0.0, 1.0),
+    }
     Config: ClassVar[type[GRU4RecConfig]] = GRU4RecConfig
     query_kinds: ClassVar[frozenset[str]] = frozenset({"session", "item"})
     monitor: ClassVar[str] = f"recall@{VALID_K}"
@@ -773,43 +785,9 @@ class GRU4Rec(TorchRecommender):
     def _validator(
         self, train: Interactions, valid: Interactions
     ) -> Callable[[torch.nn.Module, torch.device], Mapping[str, float]] | None:
-        """Recall@20 and MRR@20 of next-item prediction on sampled validation prefixes.
-
-        Every (prefix, next event) pair of the validation sessions whose target is a
-        known item is a candidate; at most ``max_valid_queries`` are drawn (seeded by
-        ``config.seed``). Ties count against the target.
-        """
-        cfg = self.config
-        ends, target_pos = prefixes(valid.offsets)
-        targets = valid.item_idx[target_pos].astype(np.int64)
-        known = targets >= N_RESERVED
-        ends, targets = ends[known], targets[known]
-        if ends.shape[0] == 0:
-            return None
-        if ends.shape[0] > cfg.max_valid_queries:
-            rng = np.random.default_rng(cfg.seed)
-            pick = np.sort(rng.choice(ends.shape[0], size=cfg.max_valid_queries, replace=False))
-            ends, targets = ends[pick], targets[pick]
-        queries = Queries.session_prefixes(valid, ends, cfg.max_len)
-        k = min(VALID_K, self.meta.n_real_items)
-        chunk = cfg.score_batch_size
-
-        def validate(module: torch.nn.Module, device: torch.device) -> Mapping[str, float]:
-            hits = rr = 0.0
-            for start in range(0, len(queries), chunk):
-                part = queries.take(slice(start, start + chunk))
-                scores = self._score_tensor(module, part, device).float()
-                scores[:, :N_RESERVED] = -torch.inf
-                t = to_device(targets[start : start + chunk], device)
-                mine = scores.gather(1, t[:, None])
-                rank = (scores >= mine).sum(dim=1) - 1  # other items as good or better
-                hit = rank < k
-                hits += float(hit.sum())
-                rr += float(torch.where(hit, 1.0 / (rank + 1).float(), 0.0).sum())
-            n = len(queries)
-            return {f"recall@{VALID_K}": hits / n, f"mrr@{VALID_K}": rr / n}
-
-        return validate
+        """Recall@20 and MRR@20 of next-item prediction on sampled validation prefixes
+        (:func:`~recpipe.models.torch_base.next_item_validator`)."""
+        return next_item_validator(self, valid)
 
 
 class ContextualGRU4Rec(GRU4Rec):

@@ -44,6 +44,7 @@ from recpipe.models.hashed import (
     make_id_embedding,
 )
 from recpipe.models.losses import bpr_loss, mse_loss, sampled_bce_loss, weighted_full_loss
+from recpipe.models.space import Float, Int, SearchSpace
 from recpipe.models.sparse import drop_reserved
 from recpipe.models.torch_base import (
     TorchModelConfig,
@@ -52,7 +53,6 @@ from recpipe.models.torch_base import (
 )
 from recpipe.train.device import to_device
 from recpipe.train.distributed import row_bounds
-from recpipe.models.space import Float, Int, SearchSpace
 
 _USER = frozenset({"user"})
 #: The id tables of the MF models (``id_embedding.tables``).
@@ -236,7 +236,11 @@ class MFExplicit(_MF):
     """
 
     name: ClassVar[str] = "mf_explicit"
-    search_space: ClassVar[SearchSpace] = {"factors": Int(8, 128, log=True), "learning_rate": Float(1e-4, 3e-2, log=True), "l2": Float(1e-4, 1.0, log=True)}
+    search_space: ClassVar[SearchSpace] = {
+        "factors": Int(8, 128, log=True),
+        "learning_rate": Float(1e-4, 3e-2, log=True),
+        "l2": Float(1e-4, 1.0, log=True),
+    }
     Config: ClassVar[type[MFExplicitConfig]] = MFExplicitConfig
     predicts_ratings: ClassVar[bool] = True
     monitor: ClassVar[str] = "rmse"
@@ -356,7 +360,12 @@ class MFBCE(_SampledMF):
     """Implicit feedback as classification: BCE over positives and sampled negatives."""
 
     name: ClassVar[str] = "mf_bce"
-    search_space: ClassVar[SearchSpace] = {"factors": Int(16, 256, log=True), "learning_rate": Float(1e-4, 3e-2, log=True), "l2": Float(1e-5, 1e-1, log=True), "negatives": Int(1, 16, log=True)}
+    search_space: ClassVar[SearchSpace] = {
+        "factors": Int(16, 256, log=True),
+        "learning_rate": Float(1e-4, 3e-2, log=True),
+        "l2": Float(1e-5, 1e-1, log=True),
+        "negatives": Int(1, 16, log=True),
+    }
 
     def _step(
         self, module: torch.nn.Module, batch: TripletBatch, device: torch.device
@@ -375,7 +384,12 @@ class MFBPR(_SampledMF):
     """Implicit feedback as ranking: BPR pairs (positive, each sampled negative)."""
 
     name: ClassVar[str] = "mf_bpr"
-    search_space: ClassVar[SearchSpace] = {"factors": Int(16, 256, log=True), "learning_rate": Float(1e-4, 3e-2, log=True), "l2": Float(1e-5, 1e-1, log=True), "negatives": Int(1, 16, log=True)}
+    search_space: ClassVar[SearchSpace] = {
+        "factors": Int(16, 256, log=True),
+        "learning_rate": Float(1e-4, 3e-2, log=True),
+        "l2": Float(1e-5, 1e-1, log=True),
+        "negatives": Int(1, 16, log=True),
+    }
     Config: ClassVar[type[MFBPRConfig]] = MFBPRConfig
 
     def _step(
@@ -413,7 +427,13 @@ class MFWeighted(_MF):
     """
 
     name: ClassVar[str] = "mf_wals"
-    search_space: ClassVar[SearchSpace] = {"factors": Int(16, 256, log=True), "learning_rate": Float(1e-3, 0.1, log=True), "l2": Float(1e-5, 1e-1, log=True), "alpha": Float(0.1, 50.0, log=True), "unobserved_weight": Float(0.01, 1.0, log=True)}
+    search_space: ClassVar[SearchSpace] = {
+        "factors": Int(16, 256, log=True),
+        "learning_rate": Float(1e-3, 0.1, log=True),
+        "l2": Float(1e-5, 1e-1, log=True),
+        "alpha": Float(0.1, 50.0, log=True),
+        "unobserved_weight": Float(0.01, 1.0, log=True),
+    }
     Config: ClassVar[type[MFWeightedConfig]] = MFWeightedConfig
     ddp_sharding: ClassVar[Literal["rows", "batches"]] = "rows"
 

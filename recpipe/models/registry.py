@@ -3,11 +3,11 @@
 
 :data:`~recpipe.models.names.ENTRIES` maps every registered name to the class that
 implements it, written out by hand as ``"module:Class"``; a new model joins it with one
-line there (and is then covered by the contract test suite). A class is imported the first time its name is
-asked for, because model modules pull in heavy libraries (torch): checking names
-(:data:`NAMES`) imports no model, and asking for one model imports only its module.
-:data:`MODELS` (``{name: model class}``, every model) is built on first access.
-No model module imports the registry.
+line there (and is then covered by the contract test suite). A class is imported the
+first time its name is asked for, because model modules pull in heavy libraries
+(torch): checking names (:data:`NAMES`) imports no model, and asking for one model
+imports only its module. :data:`MODELS` (``{name: model class}``, every model) is
+built on first access. No model module imports the registry.
 
 >>> from recpipe.models.registry import MODELS, get_model
 >>> get_model("pop") is MODELS["pop"]
@@ -33,13 +33,16 @@ if TYPE_CHECKING:
 
 __all__ = ["ENTRIES", "MODELS", "NAMES", "build_model", "get_model", "load_model"]
 
+
 @cache
 def _load(name: str) -> type[Recommender]:
     """Import the class registered as ``name`` and check it against the contract."""
     module, _, attr = ENTRIES[name].partition(":")
     model: type[Recommender] = getattr(importlib.import_module(module), attr)
     if model.name != name:
-        raise TypeError(f"{ENTRIES[name]} is registered as {name!r} but names itself {model.name!r}")
+        raise TypeError(
+            f"{ENTRIES[name]} is registered as {name!r} but names itself {model.name!r}"
+        )
     model.check_contract()
     return model
 

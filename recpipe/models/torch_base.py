@@ -151,6 +151,53 @@ class UserRecallValidator:
         return {self.key: float(np.mean(hits / n_rel))}
 
 
+def next_item_validator(
+    model: Any, valid: Interactions
+) -> Callable[[torch.nn.Module, torch.device], Mapping[str, float]] | None:
+    """Recall@20 and MRR@20 of next-item prediction on sampled validation prefixes, for
+    the early stopping of a session model (``model._score_tensor`` scores session
+    queries; its config has ``max_len``, ``max_valid_queries``, ``seed`` and
+    ``score_batch_size``).
+
+    Every (prefix, next event) pair of the validation sessions whose target is a known
+    item is a candidate; at most ``max_valid_queries`` are drawn (seeded by
+    ``config.seed``). Ties count against the target. None when no pair qualifies.
+    """
+    from recpipe.sessions.batching import prefixes
+
+    cfg = model.config
+    ends, target_pos = prefixes(valid.offsets)
+    targets = valid.item_idx[target_pos].astype(np.int64)
+    known = targets >= N_RESERVED
+    ends, targets = ends[known], targets[known]
+    if ends.shape[0] == 0:
+        return None
+    if ends.shape[0] > cfg.max_valid_queries:
+        rng = np.random.default_rng(cfg.seed)
+        pick = np.sort(rng.choice(ends.shape[0], size=cfg.max_valid_queries, replace=False))
+        ends, targets = ends[pick], targets[pick]
+    queries = Queries.session_prefixes(valid, ends, cfg.max_len)
+    k = min(VALID_K, model.meta.n_real_items)
+    chunk = cfg.score_batch_size
+
+    def validate(module: torch.nn.Module, device: torch.device) -> Mapping[str, float]:
+        hits = rr = 0.0
+        for start in range(0, len(queries), chunk):
+            part = queries.take(slice(start, start + chunk))
+            scores = model._score_tensor(module, part, device).float()
+            scores[:, :N_RESERVED] = -torch.inf
+            t = to_device(targets[start : start + chunk], device)
+            mine = scores.gather(1, t[:, None])
+            rank = (scores >= mine).sum(dim=1) - 1  # other items as good or better
+            hit = rank < k
+            hits += float(hit.sum())
+            rr += float(torch.where(hit, 1.0 / (rank + 1).float(), 0.0).sum())
+        n = len(queries)
+        return {f"recall@{VALID_K}": hits / n, f"mrr@{VALID_K}": rr / n}
+
+    return validate
+
+
 class TorchRecommender(Recommender):
     """A model trained by :class:`recpipe.train.loop.Trainer` (see the module docstring)."""
 
