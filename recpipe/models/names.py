@@ -28,6 +28,7 @@ ENTRIES: dict[str, str] = {
     "deepfm": "recpipe.models.deepfm:DeepFM",
     "gru4rec": "recpipe.models.gru4rec:GRU4Rec",
     "gru4rec_ctx": "recpipe.models.gru4rec:ContextualGRU4Rec",
+    "sasrec": "recpipe.models.sasrec:SASRec",
     "content2cf": "recpipe.models.content2cf:Content2CF",
     "content2vec": "recpipe.models.content2vec:Content2Vec",
 }

@@ -191,3 +191,12 @@ def test_ann_and_int8_settings_build_a_faiss_index(tmp_path) -> None:
     answer = predictor.recommend_session(ids([12]), k=3)
     assert answer.strategy == "item_aggregate" and answer.items[0] == item_id(13)
     assert predictor.similar(item_id(4), k=3).strategy == "item_similarity"
+
+
+def test_a_sasrec_champion_answers_users_sessions_and_items_itself(tmp_path) -> None:
+    config = {"hidden": 16, "blocks": 1, "max_len": 8, "batch_size": 8, "epochs": 30}
+    predictor = Predictor.from_artifact(make_bundle(tmp_path / "b", "sasrec", config))
+    assert predictor.recommend(user_id(3), k=5).strategy == "model"  # from its history
+    answer = predictor.recommend_session(ids([12]), k=3)
+    assert answer.strategy == "model" and item_id(13) in answer.items
+    assert predictor.similar(item_id(12), k=3).strategy == "model"

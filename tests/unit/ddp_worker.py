@@ -29,6 +29,7 @@ GRU: dict[str, Any] = {
     "dropout_hidden": 0.0,
 }
 #: name -> (model, config); dropout off so that 1 and 2 processes compute the same.
+SAS: dict[str, Any] = {"batch_size": 8, "hidden": 16, "blocks": 1, "max_len": 8, "dropout": 0.0}
 CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "mf_bpr": ("mf_bpr", {"batch_size": 16, "factors": 16, "negatives": 4}),
     "gru4rec": ("gru4rec", GRU),
@@ -45,6 +46,11 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "content2vec": (
         "content2vec",
         {"batch_size": 16, "dim": 8, "negatives": 2, "dropout": 0.0},
+    ),
+    "sasrec": ("sasrec", SAS),
+    "sasrec_sampled": (
+        "sasrec",
+        {**SAS, "loss": "sampled_softmax", "n_negatives": 8, "in_batch": True},
     ),
 }
 
