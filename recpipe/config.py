@@ -42,6 +42,7 @@ SOURCE_KINDS: tuple[str, ...] = (
     "movielens-latest",
     "yoochoose",
     "session-tsv",
+    "user-sequences",
     "diginetica",
     "retailrocket",
     "csv",

@@ -10,6 +10,7 @@ movielens-100k      ``u.data`` + ``u.item`` + ``u.user`` (+ ``u.genre``)
 movielens-latest    ``ratings.csv`` + ``movies.csv`` + ``tags.csv``
 yoochoose           raw ``yoochoose-clicks.dat`` (+ ``yoochoose-buys.dat``)
 session-tsv         prepared ``SessionId ItemId Time`` files (GRU4Rec / session-rec)
+user-sequences      ``user item`` lines in time order, no timestamps (SASRec / BERT4Rec)
 diginetica          ``(sample_)train-item-views.csv`` + ``train-purchases.csv`` +
                     ``product-categories.csv`` (+ ``products.csv``)
 retailrocket        ``events.csv`` (+ ``item_properties*.csv``)
@@ -42,6 +43,7 @@ from recpipe.data.generic import import_csv, import_parquet
 from recpipe.data.movielens import import_movielens_100k, import_movielens_latest
 from recpipe.data.retailrocket import import_retailrocket
 from recpipe.data.schema import CanonicalTables
+from recpipe.data.sequences import import_user_sequences
 from recpipe.data.yoochoose import import_session_tsv, import_yoochoose
 from recpipe.errors import DataImportError
 
@@ -56,6 +58,7 @@ SOURCES: dict[str, Importer] = {
     "movielens-latest": import_movielens_latest,
     "yoochoose": import_yoochoose,
     "session-tsv": import_session_tsv,
+    "user-sequences": import_user_sequences,
     "diginetica": import_diginetica,
     "retailrocket": import_retailrocket,
     "csv": import_csv,

@@ -739,3 +739,26 @@ def test_round_trip_through_parquet(ml100k, tmp_path):
     cats = back.items.set_index("item_id")["categories"]
     assert list(cats["302"]) == ["Crime", "Film-Noir", "Mystery", "Thriller"]
     assert back.users["zip_code"].tolist() == tables.users["zip_code"].tolist()
+
+
+# ---------------------------------------------------------- user-sequences ---
+
+
+def test_user_sequences_keep_each_users_order(tmp_path):
+    path = tmp_path / "Video.txt"
+    path.write_text("1 10\n1 11\n2 10\n1 12\n2 13\n")
+    ev = check_events(import_source("user-sequences", path), 5)
+    assert ev["user_id"].tolist() == ["1", "1", "2", "1", "2"]
+    assert ev["timestamp"].is_monotonic_increasing  # the line number is the clock
+    assert (ev["event_type"] == "click").all() and (ev["value"] == 1.0).all()
+    folder = tmp_path / "seqs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("1 10\n")
+    (folder / "b.txt").write_text("1 11\n")
+    both = import_source("user-sequences", folder).events
+    assert both["item_id"].tolist() == ["10", "11"] and both["timestamp"].is_monotonic_increasing
+    (tmp_path / "bad.txt").write_text("1 10\n1 x\n")
+    with raises("bad.txt"):
+        import_source("user-sequences", tmp_path / "bad.txt")
+    with raises("no \\*.txt file"):
+        import_source("user-sequences", tmp_path / "empty_dir_missing").events
