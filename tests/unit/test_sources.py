@@ -760,5 +760,6 @@ def test_user_sequences_keep_each_users_order(tmp_path):
     (tmp_path / "bad.txt").write_text("1 10\n1 x\n")
     with raises("bad.txt"):
         import_source("user-sequences", tmp_path / "bad.txt")
+    (tmp_path / "empty").mkdir()
     with raises("no \\*.txt file"):
-        import_source("user-sequences", tmp_path / "empty_dir_missing").events
+        import_source("user-sequences", tmp_path / "empty")
