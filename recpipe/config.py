@@ -282,6 +282,13 @@ class EvaluateParams(StrictModel):
         description="cold_start split, cold_users protocol: a new user's first N test events "
         "are the request, the later ones the targets",
     )
+    sampled_negatives: int = Field(
+        default=0,
+        ge=0,
+        description="leave_last_out split: also rank each test target among N sampled items "
+        "the user never touched (sampled<N>/hit@K; only to check against papers that report "
+        "it: it mis-ranks models and is never gated); 0: off",
+    )
 
 
 class TrainParams(StrictModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ def evaluate_models(
     fitted: Mapping[str, Recommender] | None = None,
     test_user_keys: np.ndarray | None = None,
     cold_given: int = 5,
+    extra_metrics: Callable[[Recommender], dict[str, float]] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
     """Fit each model on ``data["train"]`` and evaluate it with the split's protocol.
 
@@ -60,6 +61,9 @@ def evaluate_models(
     ``candidate``), or ``{model: {"skipped": reason}}`` for a model that cannot serve
     the protocol, and ``{model: per-query metric arrays}``, aligned across models, for
     significance tests.
+
+    ``extra_metrics(model)``, when given, adds metrics to each evaluated model's (e.g.
+    the labelled sampled-negatives ranking of :mod:`recpipe.evaluate.sampled`).
 
     On the ``cold_start`` split a model is evaluated by every protocol of
     :func:`~recpipe.evaluate.protocols.cold_start` whose query kind it scores
@@ -105,6 +109,8 @@ def evaluate_models(
             metrics.update(_rating_metrics(model, data["test"], meta, name))
         if "user" in needed & kinds and getattr(model, "predicts_ctr", False):
             metrics.update(_ctr_metrics(model, data["train"], data["test"], meta, name))
+        if extra_metrics is not None:
+            metrics.update(extra_metrics(model))
         t2 = time.perf_counter()
         per_query[name] = result.per_query
         out[name] = {
@@ -235,8 +241,25 @@ def leaderboard_markdown(
         ]
         if partial:
             lines += ["", "Protocols not run: " + "; ".join(partial)]
+        lines += _sampled_table(ranked)
         lines.append("")
     return "\n".join(lines)
+
+
+def _sampled_table(ranked: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """The labelled sampled-negatives metrics (``sampled<N>/...``), apart from the rest."""
+    from recpipe.evaluate.sampled import LABEL
+
+    keys = sorted({k for _, e in ranked for k in e["metrics"] if k.startswith("sampled")})
+    if not keys:
+        return []
+    lines = ["", f"Sampled-negatives ranking ({LABEL}):", ""]
+    lines += ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for name, entry in ranked:
+        if any(k in entry["metrics"] for k in keys):
+            cells = [f"{entry['metrics'][k]:.4f}" if k in entry["metrics"] else "" for k in keys]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_metric_curves(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,9 @@ def evaluate_split(
     """
     from recpipe.evaluate.leaderboard import compare_to_best, evaluate_models
 
+    extra = None
+    if kind == "leave_last_out" and ep.sampled_negatives > 0:
+        extra = _sampled_metrics(data, ep.sampled_negatives, list(ep.ks))
     results, per_query = evaluate_models(
         kind,
         data.parts,
@@ -95,11 +98,29 @@ def evaluate_split(
         fitted=candidates,
         test_user_keys=data.test_user_keys,
         cold_given=ep.cold_users_given,
+        extra_metrics=extra,
     )
     for name, seconds in trained_s.items():
         if "fit_s" in results.get(name, {}):
             results[name]["fit_s"] = seconds
     return results, compare_to_best(per_query, ep.primary_metric)
+
+
+def _sampled_metrics(data: SplitData, n: int, ks: list[int]) -> Callable[[Any], dict[str, float]]:
+    """The labelled sampled-negatives ranking (:mod:`recpipe.evaluate.sampled`) of a
+    model that scores users; nothing for one that does not."""
+    from recpipe.evaluate.sampled import sampled_user_topk
+
+    def metrics(model: Any) -> dict[str, float]:
+        if "user" not in model.query_kinds:
+            return {}
+        touched = [data.parts["train"], data.parts["valid"]]
+        result = sampled_user_topk(
+            model, data.parts["test"], data.meta, touched=touched, n_negatives=n, ks=ks
+        )
+        return result.metrics
+
+    return metrics
 
 
 def leaderboard_columns(ks: Sequence[int]) -> list[str]:

@@ -70,3 +70,22 @@ def test_negatives_are_items_the_user_never_touched() -> None:
         sampled_user_topk(model, valid, meta, touched=[train], n_negatives=meta.n_items)
     result = sampled_user_topk(model, valid, meta, touched=[train], n_negatives=2, ks=[1])
     assert 0.0 <= result.metrics["sampled2/hit@1"] <= 1.0 and result.n_queries > 0
+
+
+def test_the_evaluate_suite_adds_labelled_sampled_metrics_on_leave_last_out() -> None:
+    from recpipe.config import EvaluateParams
+    from recpipe.evaluate.leaderboard import leaderboard_markdown
+    from recpipe.evaluate.suite import evaluate_split, leaderboard_columns
+    from recpipe.models.dataset import SplitData
+
+    train, valid, meta = planted()
+    data = SplitData(meta=meta, parts={"train": train, "valid": valid, "test": valid})
+    ep = EvaluateParams(models=["pop", "markov"], ks=[1, 5], sampled_negatives=3)
+    results, _ = evaluate_split("leave_last_out", data, ep, {}, {})
+    assert "sampled3/hit@1" in results["pop"]["metrics"]
+    assert "recall@5" in results["pop"]["metrics"]  # the full ranking as always
+    off, _ = evaluate_split("leave_last_out", data, EvaluateParams(models=["pop"], ks=[1]), {}, {})
+    assert not any(k.startswith("sampled") for k in off["pop"]["metrics"])
+    columns = leaderboard_columns([1, 5])
+    text = leaderboard_markdown({"leave_last_out": results}, "recall@5", columns)
+    assert LABEL in text and "| pop |" in text.split(LABEL)[1]
