@@ -21,6 +21,7 @@ Run::
     .venv/bin/python bench/tuning.py movielens --trials 20
     .venv/bin/python bench/tuning.py yoochoose --trials 10 --timeout 600
     .venv/bin/python bench/tuning.py movielens --models mf_bpr als --trials 5
+    .venv/bin/python bench/tuning.py movielens --extra sasrec   # a candidate not in params
 
 The data come from $RECPIPE_DATA_DIR (default ../shared/data). Set the telemetry
 variables of ../shared/TOOLCHAIN.md first (the tune stage logs to a throwaway MLflow
@@ -135,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=20, help="finished trials per model")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per model")
     parser.add_argument("--models", nargs="*", default=None, help="default: every tunable one")
+    parser.add_argument(
+        "--extra", nargs="*", default=[], help="candidates beyond train.candidates (e.g. sasrec)"
+    )
     parser.add_argument("--workspace", type=Path, default=None, help="keep the workspace here")
     parser.add_argument("--out", type=Path, default=None, help="write the table here (.md)")
     args = parser.parse_args(argv)
@@ -169,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("features of %s built in %.0f s", split, time.perf_counter() - t0)
         params = load_params(None, [*overrides, f"sessions.splits=[{split}]"])
         paths = Paths.at(ws)
-        wanted = args.models or [*params.train.candidates, *params.evaluate.models]
+        wanted = args.models or [*params.train.candidates, *args.extra, *params.evaluate.models]
         fixed = [n for n in wanted if not get_model(n).search_space]  # e.g. pop: no knobs
         tunable, split, base = plan(params, [n for n in wanted if n not in fixed], split)
         report = stages.tune(
@@ -179,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         studies.update({n: {"budget": {"used_trials": 0}, "seconds": 0.0} for n in fixed})
         base.update({n: dict(params.evaluate.model_configs.get(n, {})) for n in fixed})
         names = [n for n in [*tunable, *fixed] if "skipped" not in studies[n]]
-        candidates = set(params.train.candidates)
+        candidates = {*params.train.candidates, *args.extra}
         data = load_split(folder)
         ks = list(params.evaluate.ks)
         tuned_cfg = {n: read_tuned(paths.tuned_dir, split, n) or base[n] for n in names}

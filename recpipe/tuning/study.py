@@ -5,7 +5,8 @@ with Optuna's TPE sampler (seeded) for the best mean ``metric`` on the split's
 **validation** part, by the split's own protocol (as the evaluate stage ranks the test
 part; the test part is never read). Every model gets the same budget: ``trials``
 finished trials and/or ``timeout`` seconds. Torch models report their per-epoch
-validation metric, so hopeless trials are pruned (median rule). A trial that raises is
+validation metric, so hopeless trials are pruned (bottom quarter at an epoch, see
+:data:`recpipe.tuning.trials.PRUNE_PERCENTILE`). A trial that raises is
 recorded as failed, with its error, and the study goes on.
 
 The study lives in an RDB storage (``sqlite:///.../tuning/optuna.db`` in a workspace),

@@ -66,6 +66,14 @@ def _epoch_reporter(trial: Any, monitor: str | None) -> Any:
     return on_epoch
 
 
+#: A trial is pruned when its validation metric after an epoch is in the bottom quarter
+#: of the earlier trials' at that epoch, from the 4th epoch on and after 5 trials. The
+#: median rule (bottom half, from epoch 2) pruned 16 of 20 mf_bpr trials on MovieLens
+#: 100K and kept the default: configs that learn slower early were cut before they
+#: could overtake it.
+PRUNE_PERCENTILE = 25.0
+PRUNE_WARMUP_EPOCHS = 3
+
 DONE_STATES = ("COMPLETE", "PRUNED", "FAIL")
 
 
@@ -104,7 +112,9 @@ def open_study(job: Job, seed: int) -> Any:
         storage=job.storage,
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        pruner=optuna.pruners.PercentilePruner(
+            PRUNE_PERCENTILE, n_startup_trials=5, n_warmup_steps=PRUNE_WARMUP_EPOCHS
+        )
         if job.prune
         else optuna.pruners.NopPruner(),
         load_if_exists=True,
