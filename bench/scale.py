@@ -18,7 +18,7 @@ Run::
 
 Each process uses OMP_NUM_THREADS threads (1 by default here): N processes want N cores.
 
-``device``: single-device training throughput of GRU4Rec and DeepFM on ~1M synthetic
+``device``: single-device training throughput of GRU4Rec, SASRec and DeepFM on ~1M synthetic
 events (``--device cuda`` by default; says so and exits when there is no CUDA device;
 ``--device cpu`` for a reference)::
 
@@ -290,7 +290,7 @@ def print_prep(rows: list[dict[str, Any]], partitions: int) -> None:
 
 
 # --------------------------------------------------------------------------- device
-DEVICE_MODELS = {"gru4rec": "session", "deepfm": "user_temporal"}
+DEVICE_MODELS = {"gru4rec": "session", "sasrec": "session", "deepfm": "user_temporal"}
 
 
 def bench_device(models: list[str], device: str, events: int, epochs: int) -> list[dict]:
@@ -379,7 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     prep_w.add_argument("workspace", type=Path)
     prep_w.add_argument("source", type=Path)
     prep_w.add_argument("--partitions", type=int, default=16)
-    dev = sub.add_parser("device", help="single-device training throughput (GRU4Rec, DeepFM)")
+    dev = sub.add_parser(
+        "device", help="single-device training throughput (GRU4Rec, SASRec, DeepFM)"
+    )
     dev.add_argument("--models", nargs="+", default=list(DEVICE_MODELS))
     dev.add_argument("--device", default="cuda", help="cuda | cuda:N | cpu")
     dev.add_argument("--events", type=int, default=1_000_000)

@@ -1,4 +1,5 @@
-"""Session-based leaderboard: GRU4Rec with each loss, the contextual RNN and the baselines.
+"""Session-based leaderboard: GRU4Rec and SASRec with each loss, the contextual RNN and the
+baselines.
 
 For a real session data set, builds the session split with the pipeline's stages, then
 fits every model on **train_full** (the split's train and valid parts together: the
@@ -67,6 +68,8 @@ def variants(epochs: int) -> dict[str, tuple[str, dict[str, Any]]]:
             config["logq"] = 0.0
         out[f"gru4rec:{loss}"] = ("gru4rec", config)
     out["gru4rec_ctx"] = ("gru4rec_ctx", {"epochs": epochs, "patience": None})
+    for loss in ("cross_entropy", "sampled_softmax", "bce", "gbce"):
+        out[f"sasrec:{loss}"] = ("sasrec", {"loss": loss, "epochs": epochs, "patience": None})
     return out
 
 
