@@ -20,6 +20,8 @@ ENTRIES: dict[str, str] = {
     "bias": "recpipe.baselines.bias:BiasBaseline",
     "category_pop": "recpipe.baselines.category_pop:CategoryPopularity",
     "context_pop": "recpipe.baselines.context_pop:ContextPopularity",
+    "ease": "recpipe.baselines.ease:EASE",
+    "rp3beta": "recpipe.baselines.rp3beta:RP3beta",
     "mf_explicit": "recpipe.models.mf:MFExplicit",
     "mf_bce": "recpipe.models.mf:MFBCE",
     "mf_bpr": "recpipe.models.mf:MFBPR",

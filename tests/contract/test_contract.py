@@ -54,6 +54,10 @@ CONTRACT_CONFIGS: dict[str, dict] = {
     # 12 users and 48 sessions: 64 factors memorise the matrix (unseen items score 0);
     # a low rank makes the factorisations generalise to the held-out item.
     "als": {"factors": 4, "regularization": 0.1},
+    # the planted sequential answer (A then B) lives in sessions; user histories hold
+    # POPULAR with A as often as B
+    "ease": {"context": "session"},
+    "rp3beta": {"context": "session"},
     "bpr": {"factors": 2, "learning_rate": 0.05, "iterations": 200},
     # ~70 planted positives make one default batch an epoch: smaller batches and a higher
     # rate give the CTR models enough steps to learn the block structure
