@@ -15,6 +15,7 @@ ENTRIES: dict[str, str] = {
     "markov": "recpipe.baselines.markov:MarkovChain",
     "sr": "recpipe.baselines.markov:SequentialRules",
     "sknn": "recpipe.baselines.sknn:SessionKNN",
+    "stan": "recpipe.baselines.stan:STAN",
     "als": "recpipe.baselines.implicit_mf:ALS",
     "bpr": "recpipe.baselines.implicit_mf:BPR",
     "bias": "recpipe.baselines.bias:BiasBaseline",

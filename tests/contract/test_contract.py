@@ -51,6 +51,7 @@ CONTRACT_CONFIGS: dict[str, dict] = {
     # them (and the popularity prior then picks POPULAR); the IDF item weighting breaks it.
     # A is always followed by B; with remind, A (in every neighbour) would tie with B.
     "sknn": {"idf_weighting": 1.0, "remind": False},
+    "stan": {"idf_weighting": 1.0, "remind": False},
     # 12 users and 48 sessions: 64 factors memorise the matrix (unseen items score 0);
     # a low rank makes the factorisations generalise to the held-out item.
     "als": {"factors": 4, "regularization": 0.1},
