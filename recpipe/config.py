@@ -50,6 +50,10 @@ SOURCE_KINDS: tuple[str, ...] = (
 )
 
 
+#: The session split's item support when ``sessions.min_item_support`` is null (GRU4Rec).
+DEFAULT_ITEM_SUPPORT = 5
+
+
 class StrictModel(BaseModel):
     """Base of every params section: unknown keys are errors, values are re-validated."""
 
@@ -180,8 +184,17 @@ class SessionsParams(StrictModel):
     collapse_repeats: bool = Field(
         default=False, description="merge immediate repeats of the same item in a session"
     )
-    min_item_support: int = Field(
-        default=5, ge=1, description="drop items with fewer events (GRU4Rec preprocessing)"
+    min_item_support: int | None = Field(
+        default=None,
+        ge=1,
+        description="session split: drop items with fewer events (GRU4Rec preprocessing); "
+        "null: 5, or 1 for prepared session-tsv data (already filtered: evaluated as given)",
+    )
+    min_item_support_all: int = Field(
+        default=1,
+        ge=1,
+        description="drop items with fewer events before every split (1: the user splits keep "
+        "every item)",
     )
     min_session_length: int = Field(
         default=2, ge=1, description="drop shorter sessions (session split only)"
@@ -226,6 +239,12 @@ class SessionsParams(StrictModel):
         description="cold start: events without a user are dropped, or each anonymous "
         "session counts as a user (session:<id>)",
     )
+
+    @property
+    def item_support(self) -> int:
+        """The session split's ``min_item_support`` (:data:`DEFAULT_ITEM_SUPPORT` when
+        unset; the sessions stage sets it from the data source first)."""
+        return DEFAULT_ITEM_SUPPORT if self.min_item_support is None else self.min_item_support
 
 
 class FeaturesParams(StrictModel):

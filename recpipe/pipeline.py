@@ -178,7 +178,7 @@ STAGES: dict[str, StageSpec] = {
         StageSpec(
             name="sessions",
             func=stages.sessions,
-            params=("sessions", "prep"),
+            params=("sessions", "prep", "data.source"),
             code=(*CORE_CODE, "recpipe/data", "recpipe/sessions"),
             deps=lambda p: [p.validated_dir],
             outs=lambda p: [p.sessions_dir, p.splits_dir],

@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from recpipe.config import Params
+from recpipe.config import DEFAULT_ITEM_SUPPORT, Params
 from recpipe.errors import MissingContentError, StageError
 from recpipe.paths import Paths
 from recpipe.workspace import read_json, replacing_dir, reset_dir, workspace_io, write_json
@@ -150,6 +150,10 @@ def sessions(params: Params, paths: Paths) -> dict[str, Any]:
     :func:`recpipe.sessions.scaled.prepare_sessions_arrow` (user-hash partitions, one
     at a time), whose tables hold the same rows, grouped by partition.
     """
+    sp = params.sessions
+    if sp.min_item_support is None:  # prepared session-tsv data are evaluated as given
+        support = 1 if params.data.source == "session-tsv" else DEFAULT_ITEM_SUPPORT
+        sp = sp.model_copy(update={"min_item_support": support})
     work = paths.sessions_dir.parent / "_sessions_work"
     staged = work / "out"
     shutil.rmtree(work, ignore_errors=True)
@@ -163,7 +167,7 @@ def sessions(params: Params, paths: Paths) -> dict[str, Any]:
                 staged / "events.parquet",
                 staged / "splits",
                 work / "scratch",
-                params.sessions,
+                sp,
                 n_partitions=params.prep.partitions,
                 batch_rows=params.prep.batch_rows,
             )
@@ -171,7 +175,7 @@ def sessions(params: Params, paths: Paths) -> dict[str, Any]:
             from recpipe.sessions.prepare import prepare_sessions
 
             report = prepare_sessions(
-                paths.validated_dir, staged / "events.parquet", staged / "splits", params.sessions
+                paths.validated_dir, staged / "events.parquet", staged / "splits", sp
             )
         reset_dir(paths.sessions_dir)
         shutil.move(staged / "events.parquet", paths.sessions_dir / "events.parquet")

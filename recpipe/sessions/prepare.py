@@ -1,11 +1,12 @@
 """The body of the ``sessions`` stage on the pandas engine: sessionize, filter, split.
 
 :func:`prepare_sessions` reads the validated events, sessionizes them, filters rare
-items, writes the sessionized events and every split's parts, and returns the report
-that ``reports/splits.json`` holds (each split's statistics, dropped counts with
-reasons, the leakage checks; a split that does not apply is reported as skipped). It
-writes into the folders it is given; the stage function stages them and swaps them in
-only when every split is done, as it does for the arrow engine
+items (``min_item_support_all``, 1 by default: none; the session split applies
+``min_item_support`` itself), writes the sessionized events and every split's parts, and
+returns the report that ``reports/splits.json`` holds (each split's statistics, dropped
+counts with reasons, the leakage checks; a split that does not apply is reported as
+skipped). It writes into the folders it is given; the stage function stages them and
+swaps them in only when every split is done, as it does for the arrow engine
 (:func:`recpipe.sessions.scaled.prepare_sessions_arrow`).
 """
 
@@ -33,7 +34,7 @@ def prepare_sessions(
     tables = read_tables(validated_dir)
     events, type_filter = select_event_types(tables.events, sp.event_types)
     events = sessionize(events, sp)
-    events, filter_stats = filter_support(events, sp.min_item_support, 1)
+    events, filter_stats = filter_support(events, sp.min_item_support_all, 1)
     events_out.parent.mkdir(parents=True, exist_ok=True)
     events.to_parquet(events_out, index=False)
     splits_out.mkdir(parents=True, exist_ok=True)

@@ -258,7 +258,7 @@ class _Store:
         item_counts = np.zeros(len(self.item_ids), np.int64)
         for m, c in zip(item_maps, counts, strict=True):
             item_counts[m] += c
-        keep_item = item_counts >= params.min_item_support
+        keep_item = item_counts >= params.min_item_support_all
         sessions: list[pa.Array] = []
         writer: pq.ParquetWriter | None = None
         try:
@@ -296,8 +296,8 @@ class _Store:
             if writer is not None:
                 writer.close()
         self.n = sum(self.sizes)
-        filter_stats = support_stats(  # filter_support(events, min_item_support, 1)
-            params.min_item_support,
+        filter_stats = support_stats(  # filter_support(events, min_item_support_all, 1)
+            params.min_item_support_all,
             1,
             rows_in,
             self.n,
@@ -568,7 +568,7 @@ def _result(kind: str, stats: dict[str, Any], leakage: dict[str, bool], out: Pat
 
 # ------------------------------------------------------------------ session
 def _session(store: _Store, params: SessionsParams, kind: str, out: Path) -> dict[str, Any]:
-    s_min, l_min = params.min_item_support, params.min_session_length
+    s_min, l_min = params.item_support, params.min_session_length
     n_items, n_sessions = max(len(store.item_ids), 1), max(len(store.session_ids), 1)
     counts = np.zeros(n_items, np.int64)
     for k in range(store.n_partitions):

@@ -146,7 +146,7 @@ def _session_split(table: Table, params: SessionsParams) -> SplitResult:
         raise SplitError(f"{kind} split: {reason}")
     table.prefetch("user", "item", "session")
     keep, filter_stats = support_mask(
-        table.item, table.session, params.min_item_support, params.min_session_length
+        table.item, table.session, params.item_support, params.min_session_length
     )
     if not keep.any():
         raise session_filter_empty()
@@ -207,9 +207,8 @@ def session_cutoffs(
         "test_start": iso(test_start),
         "rule": "a session belongs to the part its first event falls in",
     }
-    used = {
-        k: getattr(params, k)
-        for k in ("min_item_support", "min_session_length", "test_days", "valid_days")
+    used = {k: getattr(params, k) for k in ("min_session_length", "test_days", "valid_days")} | {
+        "min_item_support": params.item_support
     }
     return cutoffs, used
 

@@ -1,0 +1,56 @@
+"""Protocol rules of the sessions stage: the item-support filter belongs to the session
+split (user splits keep every item); prepared session-tsv data are not filtered again."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from recpipe.config import load_params
+from recpipe.paths import Paths
+from recpipe.pipeline import run_stage
+from tests.pipeline.conftest import SMALL
+
+
+def _items(folder) -> set[str]:
+    parts = [pd.read_parquet(folder / f"{p}.parquet") for p in ("train", "valid", "test")]
+    return set(pd.concat(parts)["item_id"].astype(str))
+
+
+def test_user_splits_keep_every_item_and_the_session_split_filters(tmp_path) -> None:
+    params = load_params(
+        None,
+        [*SMALL, "sessions.splits=[session, user_temporal]", "sessions.min_item_support=20"],
+    )
+    paths = Paths.at(tmp_path)
+    for stage in ("ingest", "validate", "sessions"):
+        report = run_stage(stage, params, paths)
+    everything = set(pd.read_parquet(paths.validated_dir / "events.parquet")["item_id"].astype(str))
+    assert report["filter"]["dropped"]["item_support"] == 0  # nothing before the splits
+    assert _items(paths.splits_dir / "user_temporal") == everything
+    session = report["splits"]["session"]["stats"]
+    assert session["dropped"]["item_support"] > 0  # the session split's own filter
+    assert session["params"]["min_item_support"] == 20
+
+
+def test_the_item_support_default_follows_the_source(tmp_path, monkeypatch) -> None:
+    import pytest
+
+    import recpipe.sessions.prepare as prepare
+    from recpipe import stages
+
+    seen = {}
+
+    def spy(validated, events_out, splits_out, sp):
+        seen["support"] = sp.min_item_support
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(prepare, "prepare_sessions", spy)
+    cases = [
+        (["data.source=synthetic"], 5),
+        (["data.source=session-tsv"], 1),  # prepared data: evaluated as given
+        (["data.source=session-tsv", "sessions.min_item_support=3"], 3),  # explicit wins
+    ]
+    for overrides, want in cases:
+        with pytest.raises(RuntimeError, match="stop"):
+            stages.sessions(load_params(None, [*SMALL, *overrides]), Paths.at(tmp_path))
+        assert seen["support"] == want, overrides
