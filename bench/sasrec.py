@@ -107,7 +107,7 @@ def train_and_valid(data: Any) -> Any:
 def validate(args: argparse.Namespace, data: Any, log: logging.Logger) -> str:
     from recpipe.evaluate.sampled import LABEL, sampled_user_topk
 
-    config = {**PAPER_CONFIG, "epochs": args.epochs, "patience": args.patience}
+    config = {**PAPER_CONFIG, "epochs": args.epochs, "patience": args.patience or None}
     config["device"] = args.device
     model, seconds = fit("sasrec", config, data, log)
     model.set_histories(train_and_valid(data))  # the paper's test input holds the valid item
@@ -141,7 +141,8 @@ def losses(args: argparse.Namespace, data: Any, log: logging.Logger) -> str:
     rows: dict[str, Any] = {}
     per_query: dict[str, dict[str, np.ndarray]] = {}
     for loss in ("cross_entropy", "sampled_softmax", "bce", "gbce"):
-        config = {**PAPER_CONFIG, "loss": loss, "epochs": args.epochs, "patience": args.patience}
+        config = {**PAPER_CONFIG, "loss": loss, "epochs": args.epochs}
+        config["patience"] = args.patience or None
         config["device"] = args.device
         model, seconds = fit("sasrec", config, data, log)
         model.set_histories(seen)
@@ -212,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("mode", choices=["validate", "losses", "speed"])
     parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument(
+        "--patience", type=int, default=10, help="early-stopping patience (0: none, all epochs)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
