@@ -80,7 +80,9 @@ def fit(name: str, config: dict[str, Any], data: Any, log: logging.Logger) -> tu
 
     t0 = time.perf_counter()
     model = build_model(name, config, data.meta)
-    model.fit(data.parts["train"], data.parts["valid"], progress=False)
+    # no patience: every epoch, the last weights (no validation to pick an epoch by)
+    valid = data.parts["valid"] if config.get("patience") else None
+    model.fit(data.parts["train"], valid, progress=False)
     seconds = time.perf_counter() - t0
     history = model.training.history if model.training else []
     log.info(
