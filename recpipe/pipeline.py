@@ -235,7 +235,7 @@ STAGES: dict[str, StageSpec] = {
         StageSpec(
             name="evaluate",
             func=stages.evaluate,
-            params=("evaluate", "train.candidates", "tune.use"),
+            params=("evaluate", "train.candidates", "tune.use", "gate.split", "gate.metric"),
             code=(*CORE_CODE, *MODEL_CODE, "recpipe/tuning"),
             deps=lambda p: [p.features_dir, p.models_dir, p.tuned_dir],
             metrics=lambda p: [p.metrics_json, p.evaluation_json],

@@ -521,13 +521,31 @@ def _tuning_placeholder(paths: Paths, reason: str) -> None:
     (paths.reports_dir / "tuning.md").write_text(f"# Tuning\n\n{reason}.\n")
 
 
+def headline_metrics(params: Params, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``reports/metrics.json``: on the gate's split (``gate.split``, else the first
+    evaluated one), each model's recall, NDCG, MRR and coverage at the primary metric's
+    cut-off, so ``dvc metrics show`` / ``dvc metrics diff`` print a few readable columns
+    per model; every other figure stays in ``reports/evaluation.json``."""
+    split = params.gate.split if params.gate.split in results else next(iter(results))
+    primary = params.gate.metric or params.evaluate.primary_metric
+    k = primary.split("@")[1] if "@" in primary else str(max(params.evaluate.ks))
+    names = [f"{m}@{k}" for m in ("recall", "ndcg", "mrr", "coverage")]
+    models = {
+        name: {m: entry["metrics"][m] for m in names if m in entry["metrics"]}
+        for name, entry in results[split].items()
+        if "metrics" in entry
+    }
+    return {"split": split, "metric": primary, "models": models}
+
+
 @workspace_io("stage evaluate")
 def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
     """Fit the configured baselines on each split and evaluate them, with the deep
     candidates the train stage left in ``models/`` (``train.candidates``), by full ranking.
 
-    Writes ``reports/evaluation.json`` (every split), ``reports/metrics.json``
-    (``{model: metrics}`` on the first evaluated split), ``reports/leaderboard.md`` and
+    Writes ``reports/evaluation.json`` (every split), ``reports/metrics.json`` (the
+    headline metrics of every model on the gate's split: :func:`headline_metrics`, what
+    ``dvc metrics show`` prints), ``reports/leaderboard.md`` and
     metric@K plots under ``reports/plots/``. The work is
     :func:`recpipe.evaluate.suite.evaluate_split` (on the ``cold_start`` split also the
     cold items and cold users protocols, metrics prefixed ``cold_items/`` and
@@ -570,8 +588,7 @@ def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
                 models, metric, ep.ks, paths.plots_dir / f"{kind}_{metric}.png", f"{kind} split"
             )
     first = next(iter(results))
-    metrics = {m: e["metrics"] for m, e in results[first].items() if "metrics" in e}
-    write_json(paths.metrics_json, metrics)
+    write_json(paths.metrics_json, headline_metrics(params, results))
     report = {
         "primary_split": first,
         "results": results,

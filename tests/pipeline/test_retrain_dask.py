@@ -41,8 +41,8 @@ def test_retrain_flow_trains_candidates_on_dask_workers(workspace: Paths) -> Non
         assert json.loads((workspace.model_dir(name) / "training.json").read_text())["model"]
     # the results were gathered before evaluate: both candidates are on the leaderboard
     metrics = json.loads(workspace.metrics_json.read_text())
-    board = metrics.get("user_temporal", metrics)
-    assert {"mf_bpr", "mf_wals"} <= set(board), metrics
+    assert metrics["split"] == "user_temporal"
+    assert {"mf_bpr", "mf_wals"} <= set(metrics["models"]), metrics
     gate = json.loads(workspace.gate_json.read_text())  # the gate ran on the gathered results
     assert gate["candidate"]["model"] in {"mf_bpr", "mf_wals"}
     assert summary["gate"]["passed"] == gate["passed"]

@@ -54,3 +54,25 @@ def test_the_item_support_default_follows_the_source(tmp_path, monkeypatch) -> N
         with pytest.raises(RuntimeError, match="stop"):
             stages.sessions(load_params(None, [*SMALL, *overrides]), Paths.at(tmp_path))
         assert seen["support"] == want, overrides
+
+
+def test_metrics_json_holds_the_gate_splits_headline(tmp_path) -> None:
+    import json
+
+    params = load_params(
+        None,
+        [
+            *SMALL,
+            "sessions.splits=[session, user_temporal]",
+            "evaluate.splits=[session, user_temporal]",
+            "evaluate.models=[pop, markov, itemknn]",
+            "train.candidates=[]",
+        ],
+    )
+    paths = Paths.at(tmp_path)
+    for stage in ("ingest", "validate", "sessions", "features", "evaluate"):
+        run_stage(stage, params, paths)
+    headline = json.loads(paths.metrics_json.read_text())
+    assert headline["split"] == "user_temporal" == params.gate.split  # not the first split
+    assert set(headline["models"]) == {"pop", "itemknn"}  # markov scores no user queries
+    assert set(headline["models"]["pop"]) == {"recall@20", "ndcg@20", "mrr@20", "coverage@20"}
