@@ -49,12 +49,14 @@ def encode_events(
         :data:`ENCODED_COLUMNS`, one row per input event, in input order.
     """
     context = context_features(events, gap_buckets)
+    # explicit dtypes: an empty part (e.g. valid with sessions.valid_days 0) must keep
+    # them too, or joining it to another part breaks (object timestamps)
     return pd.DataFrame(
         {
-            "session_id": events["session_id"].to_numpy(),
+            "session_id": pd.Series(events["session_id"].to_numpy(), dtype="str"),
             "user_idx": users.encode(events["user_id"]).astype(np.int32),
             "item_idx": items.encode(events["item_id"]).astype(np.int32),
-            "timestamp": events["timestamp"].to_numpy(),
+            "timestamp": pd.Series(events["timestamp"].array).astype("datetime64[ns, UTC]"),
             "value": events["value"].to_numpy(dtype=np.float32),
             **{col: context[col].to_numpy() for col in context.columns},
         }

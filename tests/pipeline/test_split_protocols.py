@@ -76,3 +76,32 @@ def test_metrics_json_holds_the_gate_splits_headline(tmp_path) -> None:
     assert headline["split"] == "user_temporal" == params.gate.split  # not the first split
     assert set(headline["models"]) == {"pop", "itemknn"}  # markov scores no user queries
     assert set(headline["models"]["pop"]) == {"recall@20", "ndcg@20", "mrr@20", "coverage@20"}
+
+
+def test_valid_days_zero_runs_end_to_end(tmp_path) -> None:
+    from recpipe.models.data import Interactions
+
+    params = load_params(
+        None,
+        [
+            *SMALL,
+            "sessions.splits=[session]",
+            "sessions.valid_days=0",
+            "train.candidates=[gru4rec]",
+            "train.splits=[session]",
+            "train.model_splits={}",
+            "evaluate.splits=[session]",
+            "evaluate.models=[pop, markov]",
+            "gate.split=session",
+        ],
+    )
+    paths = Paths.at(tmp_path)
+    for stage in ("ingest", "validate", "sessions", "features"):
+        run_stage(stage, params, paths)
+    folder = paths.features_dir / "session"
+    train, valid = (pd.read_parquet(folder / f"{p}.parquet") for p in ("train", "valid"))
+    assert len(valid) == 0 and dict(valid.dtypes) == dict(train.dtypes)
+    Interactions.from_frame(pd.concat([train, valid]))  # the parts join
+    run_stage("train", params, paths, model="gru4rec")
+    report = run_stage("evaluate", params, paths)
+    assert "metrics" in report["results"]["session"]["gru4rec"]
