@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from recpipe.evaluate.health import health_markdown
 from recpipe.evaluate.protocols import COLD_START_SPLITS, NEXT_ITEM_SPLITS, evaluate_model
 from recpipe.evaluate.significance import paired_bootstrap
 from recpipe.models.base import Recommender
@@ -242,6 +243,7 @@ def leaderboard_markdown(
         if partial:
             lines += ["", "Protocols not run: " + "; ".join(partial)]
         lines += _sampled_table(ranked)
+        lines += health_markdown({n: e["health"] for n, e in ranked if e.get("health")})
         lines.append("")
     return "\n".join(lines)
 

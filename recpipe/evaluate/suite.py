@@ -83,6 +83,7 @@ def evaluate_split(
         candidates' ``fit_s`` taken from their training, and the paired bootstrap of
         ``ep.primary_metric`` against the best model.
     """
+    from recpipe.evaluate.health import health_flags
     from recpipe.evaluate.leaderboard import compare_to_best, evaluate_models
 
     extra = None
@@ -103,6 +104,9 @@ def evaluate_split(
     for name, seconds in trained_s.items():
         if "fit_s" in results.get(name, {}):
             results[name]["fit_s"] = seconds
+    for name, reasons in health_flags(results).items():
+        results[name]["health"] = reasons
+        log.warning("%s on the %s split: %s", name, kind, "; ".join(reasons))
     return results, compare_to_best(per_query, ep.primary_metric)
 
 

@@ -221,6 +221,7 @@ def judge(
         checks += found
     checks.append(rules.data_validated(validation, gp.require_validation))
     context["tuning"] = _tuning(params, paths, split, [m for m in (name, baseline) if m])
+    context["health"] = list(models[name].get("health", [])) if name else []
     context["candidate"] = candidate
     context["baseline"] = None if baseline is None else {"model": baseline, "value": baseline_value}
     context["bootstrap"] = interval

@@ -7,7 +7,8 @@ metric's ``value``, ``size_mb``, ``latency``), ``champion`` (``version``, ``mode
 when there is none), ``split``, ``metric``, ``baseline`` (best baseline and its
 value), ``bootstrap`` (the paired interval of candidate minus baseline), ``rules``
 (each rule's ``name``, ``passed``, ``reason`` and ``figures``), ``params`` (the gate
-section) and ``created_at``.
+section), ``health`` (the candidate's health warnings from the evaluate stage,
+:mod:`recpipe.evaluate.health`) and ``created_at``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def gate_json(result: GateResult, context: Mapping[str, Any]) -> dict[str, Any]:
         "rules": [r.to_dict() for r in result.rules],
         "params": context.get("params"),
         "tuning": context.get("tuning"),
+        "health": context.get("health") or [],
         "created_at": context.get("created_at"),
     }
 
@@ -88,6 +90,8 @@ def gate_markdown(report: Mapping[str, Any]) -> str:
     else:
         lines.append("Champion: none yet.")
     lines += _tuning_lines(report.get("tuning"))
+    for warning in report.get("health") or []:  # flagged by the evaluate stage
+        lines.append(f"Health warning for {candidate.get('model', '?')}: {warning}.")
     if candidate:
         latency = candidate.get("latency") or {}
         if latency:
