@@ -199,6 +199,13 @@ class SessionsParams(StrictModel):
     min_session_length: int = Field(
         default=2, ge=1, description="drop shorter sessions (session split only)"
     )
+    min_test_sessions: int = Field(
+        default=5,
+        ge=0,
+        description="session split: skip it (with the reason) when its test part has fewer "
+        "sessions of 2+ events, or its sessions hold 1 event or fewer on average, e.g. "
+        "rating data without sessions (0: never skip)",
+    )
     splits: list[Literal[*SPLIT_KINDS]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: list(SPLIT_KINDS),
         description="splits to build; one that does not apply to the data is skipped, with why",

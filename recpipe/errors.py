@@ -51,6 +51,11 @@ class SplitError(RecpipeError):
     """Events cannot be split as asked (e.g. an empty test part); names the params to change."""
 
 
+class SplitNotApplicable(SplitError):
+    """The data do not support a split (e.g. no sequences to predict): the split is
+    skipped, with this reason, and the run goes on."""
+
+
 class TrainingError(RecpipeError):
     """Training cannot go on (a NaN or infinite loss, an unusable device); names where."""
 

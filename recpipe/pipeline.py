@@ -237,7 +237,7 @@ STAGES: dict[str, StageSpec] = {
             func=stages.evaluate,
             params=("evaluate", "train.candidates", "tune.use", "gate.split", "gate.metric"),
             code=(*CORE_CODE, *MODEL_CODE, "recpipe/tuning"),
-            deps=lambda p: [p.features_dir, p.models_dir, p.tuned_dir],
+            deps=lambda p: [p.features_dir, p.models_dir, p.tuned_dir, p.splits_json],
             metrics=lambda p: [p.metrics_json, p.evaluation_json],
             plain_outs=lambda p: [p.leaderboard_md, p.plots_dir],
         ),

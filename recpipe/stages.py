@@ -560,10 +560,17 @@ def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     significance: dict[str, dict[str, Any]] = {}
     skipped: dict[str, str] = {}
+    built = read_json(paths.splits_json).get("splits", {}) if paths.splits_json.is_file() else {}
     for kind in ep.splits:
         folder = paths.features_dir / kind
         if not folder.is_dir():
-            skipped[kind] = "the sessions stage did not build this split"
+            why = (built.get(kind) or {}).get("skipped")
+            skipped[kind] = (
+                f"skipped by the sessions stage: {why}"
+                if why
+                else ("the sessions stage did not build this split")
+            )
+            log.info("evaluate: no %s split (%s)", kind, skipped[kind])
             continue
         data = load_split(folder)
         candidates, trained_s = load_candidates(
@@ -597,7 +604,9 @@ def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
     }
     write_json(paths.evaluation_json, report)
     paths.leaderboard_md.write_text(
-        leaderboard_markdown(results, ep.primary_metric, leaderboard_columns(ep.ks), significance)
+        leaderboard_markdown(
+            results, ep.primary_metric, leaderboard_columns(ep.ks), significance, skipped
+        )
     )
     return report
 

@@ -196,13 +196,17 @@ def leaderboard_markdown(
     primary: str,
     columns: Sequence[str],
     significance: Mapping[str, Mapping[str, Any]] | None = None,
+    skipped_splits: Mapping[str, str] | None = None,
 ) -> str:
     """A Markdown leaderboard per split, best ``primary`` metric first.
 
     With ``significance`` (from :func:`compare_to_best` per split), a column gives each
-    model's 95% paired-bootstrap interval of its difference to the best model.
+    model's 95% paired-bootstrap interval of its difference to the best model;
+    ``skipped_splits`` (``{split: reason}``) are listed first, with why.
     """
     lines = ["# Leaderboard", ""]
+    for split, why in (skipped_splits or {}).items():
+        lines += [f"Split `{split}` not evaluated: {why}.", ""]
     for split, models in results.items():
         lines += [f"## {split}", ""]
         ranked = sorted(

@@ -69,7 +69,7 @@ import pyarrow.parquet as pq
 
 from recpipe.config import SessionsParams
 from recpipe.data.partitions import partition_by_user
-from recpipe.errors import SplitError
+from recpipe.errors import SplitError, SplitNotApplicable
 from recpipe.sessions._arrays import Codes, encode, take_rows, timestamps_ns
 from recpipe.sessions.cold import (
     anonymous_as_users,
@@ -97,6 +97,8 @@ from recpipe.sessions.splits import (
     SKIP_ON_ERROR,
     all_after,
     check_leakage,
+    check_sequences,
+    check_session_test,
     session_bounds,
     session_cutoffs,
     session_filter_empty,
@@ -439,7 +441,7 @@ def _one_split(store: _Store, kind: str, params: SessionsParams, out: Path) -> d
         try:
             return _SPLITS[kind](store, params, kind, out)
         except SplitError as exc:
-            if kind not in SKIP_ON_ERROR:
+            if kind not in SKIP_ON_ERROR and not isinstance(exc, SplitNotApplicable):
                 raise
             reason = str(exc).removeprefix(f"{kind} split: ")
             shutil.rmtree(out, ignore_errors=True)
@@ -569,6 +571,7 @@ def _result(kind: str, stats: dict[str, Any], leakage: dict[str, bool], out: Pat
 # ------------------------------------------------------------------ session
 def _session(store: _Store, params: SessionsParams, kind: str, out: Path) -> dict[str, Any]:
     s_min, l_min = params.item_support, params.min_session_length
+    check_sequences(store.n, len(store.session_ids), params)
     n_items, n_sessions = max(len(store.item_ids), 1), max(len(store.session_ids), 1)
     counts = np.zeros(n_items, np.int64)
     for k in range(store.n_partitions):
@@ -656,6 +659,7 @@ def _session(store: _Store, params: SessionsParams, kind: str, out: Path) -> dic
         dropped[f"{name}_unseen_item"] = unseen_rows[name]
         dropped[f"{name}_short_session"] = short_rows[name]
         held_out[name] = int(np.count_nonzero((held_lengths >= 2) & (session_part == code)))
+    check_session_test(held_out["test"], params)
     if held_out["test"] == 0:
         with_rows = long_enough & (lengths > 0)
         n_test_sessions = int(np.count_nonzero(session_part[with_rows] == TEST))

@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 
 from recpipe.config import SPLIT_KINDS, SessionsParams
-from recpipe.errors import SplitError
+from recpipe.errors import SplitError, SplitNotApplicable
 from recpipe.sessions._arrays import NS_PER_DAY, encode_parts, iso, timestamps_ns
 from recpipe.sessions.cold import anonymous_as_users, cold_start_split_table
 from recpipe.sessions.parts import (
@@ -145,6 +145,7 @@ def _session_split(table: Table, params: SessionsParams) -> SplitResult:
     if reason:
         raise SplitError(f"{kind} split: {reason}")
     table.prefetch("user", "item", "session")
+    check_sequences(table.n, table.session.n_uniques, params)
     keep, filter_stats = support_mask(
         table.item, table.session, params.item_support, params.min_session_length
     )
@@ -184,6 +185,7 @@ def _session_split(table: Table, params: SessionsParams) -> SplitResult:
         dropped[f"{name}_unseen_item"] = int(np.count_nonzero(unseen))
         dropped[f"{name}_short_session"] = int(np.count_nonzero(short))
         held_out[name] = int(np.count_nonzero(lengths >= 2))
+    check_session_test(held_out["test"], params)
     if held_out["test"] == 0:
         n_test_sessions = int(np.count_nonzero(session_part[np.unique(session[keep])] == TEST))
         raise session_test_empty(n_test_sessions, test_start, tmax, params)
@@ -229,6 +231,29 @@ def session_train_empty(valid_start: int, params: SessionsParams) -> SplitError:
         f"{iso(valid_start)}); lower sessions.test_days={params.test_days} or "
         f"sessions.valid_days={params.valid_days}"
     )
+
+
+def check_sequences(n_events: int, n_sessions: int, params: SessionsParams) -> None:
+    """The session split needs sequences: :class:`SplitNotApplicable` when the sessions
+    hold one event or fewer on average (nothing to predict from a prefix), unless
+    ``sessions.min_test_sessions`` is 0 (the skip rules off)."""
+    if params.min_test_sessions and n_sessions and n_events / n_sessions <= 1.0:
+        raise SplitNotApplicable(
+            f"session split: the {n_sessions} sessions hold {n_events / n_sessions:.2f} events "
+            "on average (no sequences to predict); the user splits suit these data"
+        )
+
+
+def check_session_test(n_test_sessions: int, params: SessionsParams) -> None:
+    """:class:`SplitNotApplicable` when fewer than ``sessions.min_test_sessions`` test
+    sessions keep 2+ events (too few next-item predictions to judge a model by)."""
+    if n_test_sessions < params.min_test_sessions:
+        raise SplitNotApplicable(
+            f"session split: the test part has {n_test_sessions} session(s) of 2+ events, "
+            f"fewer than sessions.min_test_sessions={params.min_test_sessions} (too few "
+            "next-item predictions to judge a model; rating data without sessions?); raise "
+            "sessions.test_days or lower sessions.min_test_sessions"
+        )
 
 
 def session_test_empty(
@@ -278,7 +303,7 @@ def iter_splits(
             try:
                 result = _SPLITS[kind](this, params)
             except SplitError as exc:
-                if kind not in SKIP_ON_ERROR:
+                if kind not in SKIP_ON_ERROR and not isinstance(exc, SplitNotApplicable):
                     raise
                 reason = str(exc).removeprefix(f"{kind} split: ")
             else:

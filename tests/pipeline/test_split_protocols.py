@@ -105,3 +105,64 @@ def test_valid_days_zero_runs_end_to_end(tmp_path) -> None:
     run_stage("train", params, paths, model="gru4rec")
     report = run_stage("evaluate", params, paths)
     assert "metrics" in report["results"]["session"]["gru4rec"]
+
+
+def _rating_log(path) -> None:
+    """A MovieLens-like rating log: 40 users, each rating 15 movies in one evening, spread
+    over 90 days (the last day holds one or two users)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for user in range(40):
+        start = pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(days=user * 90 / 40)
+        for j, item in enumerate(rng.choice(60, size=15, replace=False)):
+            when = start + pd.Timedelta(minutes=2 * j)
+            rows.append((f"u{user}", f"m{item}", when.isoformat(), float(rng.integers(1, 6))))
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "value"])
+    frame.to_csv(path, index=False)
+
+
+def test_a_rating_log_skips_the_session_split_with_the_reason(tmp_path) -> None:
+    import json
+
+    _rating_log(tmp_path / "ratings.csv")
+    params = load_params(
+        None,
+        [
+            "data.source=csv",
+            f"data.path={tmp_path / 'ratings.csv'}",
+            "data.default_event_type=rating",
+            "sessions.splits=[session, user_temporal]",
+            "evaluate.splits=[session, user_temporal]",
+            "evaluate.models=[pop, itemknn]",
+            "train.candidates=[]",
+        ],
+    )
+    paths = Paths.at(tmp_path / "ws")
+    for stage in ("ingest", "validate", "sessions", "features", "evaluate"):
+        run_stage(stage, params, paths)
+    splits = json.loads(paths.splits_json.read_text())["splits"]
+    assert "fewer than sessions.min_test_sessions=5" in splits["session"]["skipped"]
+    assert "stats" in splits["user_temporal"]  # the user split runs, every item kept
+    assert _items(paths.splits_dir / "user_temporal") == {f"m{i}" for i in range(60)} & set(
+        pd.read_parquet(paths.validated_dir / "events.parquet")["item_id"].astype(str)
+    )
+    evaluation = json.loads(paths.evaluation_json.read_text())
+    assert "min_test_sessions" in evaluation["skipped_splits"]["session"]
+    assert "Split `session` not evaluated: skipped by the sessions stage" in (
+        paths.leaderboard_md.read_text()
+    )
+
+
+def test_one_event_sessions_skip_the_session_split() -> None:
+    import pytest
+
+    from recpipe.config import SessionsParams
+    from recpipe.errors import SplitNotApplicable
+    from recpipe.sessions.splits import check_sequences
+
+    with pytest.raises(SplitNotApplicable, match=r"1.00 events on average"):
+        check_sequences(100, 100, SessionsParams())
+    check_sequences(100, 100, SessionsParams(min_test_sessions=0))  # the rules off
+    check_sequences(150, 100, SessionsParams())

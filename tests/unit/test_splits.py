@@ -163,6 +163,7 @@ params_strategy = st.builds(
     cold_item_fraction=st.sampled_from([0.0, 0.1, 0.5]),
     cold_user_fraction=st.sampled_from([0.0, 0.3, 1.0]),
     cold_seed=st.integers(0, 3),
+    min_test_sessions=st.just(0),  # the reference knows no skip rule
 )
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -351,7 +352,9 @@ def session_events() -> pd.DataFrame:
 
 def test_session_split_hand_example():
     ev = sessionize(session_events(), SessionsParams())
-    p = SessionsParams(min_item_support=1, min_session_length=2, test_days=1.0, valid_days=1.0)
+    p = SessionsParams(
+        min_test_sessions=0, min_item_support=1, min_session_length=2, test_days=1.0, valid_days=1.0
+    )
     result = session_split(ev, p)
     assert sorted(result.train["session_id"].unique()) == ["t1", "t2", "t3"]
     assert result.valid["row"].tolist() == [7, 9]
@@ -400,7 +403,7 @@ def test_session_split_hand_example():
 def test_session_split_on_item_filtered_events_is_the_same_split():
     """The sessions stage item-filters first; the split's own item filter is then a no-op."""
     ev = sessionize(session_events(), SessionsParams())
-    p = SessionsParams(min_item_support=3, test_days=1.0, valid_days=1.0)
+    p = SessionsParams(min_test_sessions=0, min_item_support=3, test_days=1.0, valid_days=1.0)
     direct = session_split(ev, p)
     item_filtered, fstats = filter_support(ev, p.min_item_support, 1)
     staged = session_split(item_filtered, p)
@@ -425,7 +428,9 @@ def test_session_split_boundaries():
         ("c", "y", 2 * day, "view", "late"),  # tmax
     ]
     ev = sessionize(events_frame(rows), SessionsParams())
-    result = session_split(ev, SessionsParams(min_item_support=2, test_days=1, valid_days=0))
+    result = session_split(
+        ev, SessionsParams(min_test_sessions=0, min_item_support=2, test_days=1, valid_days=0)
+    )
     assert sorted(result.test["session_id"].unique()) == ["edge", "late"]
     assert result.train["session_id"].unique().tolist() == ["t1"]
     assert result.stats["dropped"]["item_support"] == 1
@@ -434,11 +439,13 @@ def test_session_split_boundaries():
 def test_session_split_empty_test_names_the_params():
     ev = sessionize(session_events(), SessionsParams())
     with pytest.raises(SplitError, match=r"increase sessions\.test_days"):
-        session_split(ev, SessionsParams(min_item_support=1, test_days=0.01))
+        session_split(ev, SessionsParams(min_test_sessions=0, min_item_support=1, test_days=0.01))
     with pytest.raises(SplitError, match="min_item_support"):
-        session_split(ev, SessionsParams(min_item_support=10))
+        session_split(ev, SessionsParams(min_test_sessions=0, min_item_support=10))
     with pytest.raises(SplitError, match="train part is empty"):
-        session_split(ev, SessionsParams(min_item_support=1, test_days=2, valid_days=5))
+        session_split(
+            ev, SessionsParams(min_test_sessions=0, min_item_support=1, test_days=2, valid_days=5)
+        )
 
 
 def test_global_split_ties_go_to_the_earlier_part():
@@ -496,7 +503,7 @@ def test_build_splits_skips_what_does_not_apply():
         events_frame([(None, f"i{k % 2}", k * 600, "view", f"s{k // 3}") for k in range(12)]),
         SessionsParams(),
     )
-    p = SessionsParams(min_item_support=1, test_days=1.0, valid_days=0.0)
+    p = SessionsParams(min_test_sessions=0, min_item_support=1, test_days=1.0, valid_days=0.0)
     out = build_splits(anonymous, p)
     assert isinstance(out["session"], SplitResult)
     for kind in ("global_temporal", "user_temporal", "leave_last_out"):
@@ -516,7 +523,7 @@ def test_build_splits_skips_what_does_not_apply():
 
 def test_check_leakage_detects_leaks():
     ev = sessionize(session_events(), SessionsParams())
-    p = SessionsParams(min_item_support=1)
+    p = SessionsParams(min_test_sessions=0, min_item_support=1)
     good = session_split(ev, p)
     leaky = SplitResult(
         train=pd.concat([good.train, good.test.iloc[:1]], ignore_index=True),
@@ -539,7 +546,7 @@ def test_check_leakage_detects_leaks():
 def test_parts_do_not_alias_the_input():
     ev = sessionize(session_events(), SessionsParams())
     before = ev.copy(deep=True)
-    result = session_split(ev, SessionsParams(min_item_support=1))
+    result = session_split(ev, SessionsParams(min_test_sessions=0, min_item_support=1))
     result.train.loc[0, "item_id"] = "changed"
     pd.testing.assert_frame_equal(ev, before)
 
