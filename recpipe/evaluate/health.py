@@ -4,8 +4,10 @@ Two symptoms, read from one split's evaluation results (no model is scored again
 
 - **collapse towards popularity**: the model's top-K lists cover hardly more of the
   catalogue than plain popularity (``coverage@K`` at most :data:`COVERAGE_RATIO` times
-  ``pop``'s, or :data:`MIN_COVERAGE` without ``pop``) while recommending mostly the most
-  popular items (``popularity_bias@K`` at least :data:`POPULARITY_BIAS`);
+  ``pop``'s, or :data:`MIN_COVERAGE` without ``pop``), recommend mostly the most popular
+  items (``popularity_bias@K`` at least :data:`POPULARITY_BIAS`) and, when ``pop`` was
+  evaluated, are hardly more accurate (``recall@K`` at most :data:`RECALL_RATIO` times
+  ``pop``'s: on popularity-heavy data a good model may recommend popular items too);
 - **the same results as another model**: every metric equal to another model's (e.g.
   a content model that falls back to its CF model's factors on warm items).
 
@@ -25,8 +27,10 @@ NON_PERSONALISED = frozenset({"pop", "recent_pop", "category_pop", "context_pop"
 COVERAGE_RATIO = 3.0
 #: ... (or this share of the catalogue when ``pop`` was not evaluated) ...
 MIN_COVERAGE = 0.1
-#: ... and a mean popularity percentile of the recommended items at least this.
+#: ... a mean popularity percentile of the recommended items at least this ...
 POPULARITY_BIAS = 0.9
+#: ... and a recall@K at most this many times popularity's.
+RECALL_RATIO = 1.05
 
 
 def _k(metrics: Mapping[str, float]) -> int | None:
@@ -54,7 +58,9 @@ def health_flags(results: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str
             cov, bias = metrics[f"coverage@{k}"], metrics[f"popularity_bias@{k}"]
             pop_cov = None if pop is None else pop.get(f"coverage@{k}")
             limit = MIN_COVERAGE if pop_cov is None else COVERAGE_RATIO * pop_cov
-            if cov <= limit and bias >= POPULARITY_BIAS:
+            recall, pop_recall = metrics.get(f"recall@{k}"), (pop or {}).get(f"recall@{k}")
+            no_better = recall is None or pop_recall is None or recall <= RECALL_RATIO * pop_recall
+            if cov <= limit and bias >= POPULARITY_BIAS and no_better:
                 than = "" if pop_cov is None else f" (pop: {pop_cov:.3f})"
                 found.append(
                     f"top-{k} collapses towards popularity: coverage@{k} {cov:.3f}{than}, "

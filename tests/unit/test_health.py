@@ -22,6 +22,7 @@ def test_a_model_that_ranks_like_popularity_is_flagged() -> None:
         "pop": _entry(0.30, 0.04, 0.99),
         "deepfm": _entry(0.303, 0.08, 0.97),  # 2x pop's coverage, popular items
         "itemknn": _entry(0.35, 0.60, 0.70),
+        "ease": _entry(0.40, 0.10, 0.95),  # popular items, but far more accurate than pop
         "mf_wals": _entry(0.33, 0.40, 0.80),
         "content2cf": _entry(0.33, 0.40, 0.80),  # the same rankings as mf_wals
         "recent_pop": _entry(0.25, 0.04, 0.99),  # popularity by design: never flagged
