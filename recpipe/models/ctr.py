@@ -117,10 +117,17 @@ class CtrConfig(TorchModelConfig):
     )
     l2: float = Field(default=1e-5, ge=0.0, description="l2 on the batch's embeddings")
     init_std: float = Field(default=0.01, gt=0.0, description="std of the embedding init")
-    # training-loop defaults suited to these models
+    # training-loop defaults suited to these models. With 1e-3 and patience 3, DeepFM on
+    # the default data sat ~6 epochs on a popularity plateau (validation Recall@20
+    # 0.215-0.223, pop's level) before personalising (0.323 at epoch 25); a small
+    # validation dip there stopped it on the plateau, collapsed to popularity (test
+    # 0.303 vs pop 0.301, coverage@20 0.08). 3e-3 leaves the plateau at once (0.222,
+    # 0.226, 0.245, ...; test 0.427 after 14 epochs, half the time) and patience 5
+    # rides out a dip.
     epochs: int = Field(default=30, ge=1, description="most epochs to train")
     batch_size: int = Field(default=1024, ge=1, description="examples per minibatch")
-    learning_rate: float = Field(default=1e-3, gt=0)
+    learning_rate: float = Field(default=3e-3, gt=0)
+    patience: int | None = Field(default=5, ge=1)
     id_embedding: IdEmbeddingConfig = Field(
         default_factory=IdEmbeddingConfig,
         description="user / item fields (embeddings and first-order weights): one table row "
