@@ -182,7 +182,7 @@ def dvc_remote(root: Path | str) -> dict[str, str] | None:
 
 def pipeline_stages(params: Params, *, packaged: bool = True) -> list[str]:
     """The dvc.yaml stages a retraining run runs (``train@NAME`` per candidate)."""
-    names = ["ingest", "validate", "sessions", "features"]
+    names = ["ingest", "validate", "sessions", "features", "tune"]
     names += [f"train@{name}" for name in params.train.candidates]
     names += ["evaluate", "gate"]
     if packaged:

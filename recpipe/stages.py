@@ -440,7 +440,7 @@ def tune(
     folder = paths.features_dir / split
     if not folder.is_dir():
         raise StageError(f"no features for the {split} split at {paths.rel(folder)}")
-    paths.tuned_dir.mkdir(parents=True, exist_ok=True)
+    _tuned_dir(paths)
     paths.tuning_dir.mkdir(parents=True, exist_ok=True)
     storage = tp.storage or f"sqlite:///{paths.tuning_dir / 'optuna.db'}"
     metric = params.gate.metric or params.evaluate.primary_metric
@@ -506,10 +506,22 @@ def tune_stage(params: Params, paths: Paths, force: bool = False) -> dict[str, A
         return tune(params, paths)
     if not params.tune.use:
         log.info("tune: tune.use is false; nothing tuned (tuned/ left as it is)")
-        paths.tuned_dir.mkdir(parents=True, exist_ok=True)
+        _tuned_dir(paths)
         _tuning_placeholder(paths, "tune.use is false: nothing was tuned")
         return {"tuned": [], "reason": "tune.use is false"}
     return tune(params, paths, only_due=True)
+
+
+def _tuned_dir(paths: Paths) -> None:
+    """``tuned/`` with its README: never an empty folder (dvc cannot check one out)."""
+    paths.tuned_dir.mkdir(parents=True, exist_ok=True)
+    readme = paths.tuned_dir / "README.md"
+    if not readme.is_file():
+        readme.write_text(
+            "# Tuned configs\n\n`<split>/<model>.yaml`: the best config of each tuned model "
+            "(`recpipe tune`, or the dvc `tune` stage with `tune.use: true`), used by train "
+            "and evaluate when `tune.use` is true.\n"
+        )
 
 
 def _tuning_placeholder(paths: Paths, reason: str) -> None:

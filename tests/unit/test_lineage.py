@@ -51,6 +51,7 @@ def test_pipeline_stages_and_hashes() -> None:
         "validate",
         "sessions",
         "features",
+        "tune",
         "train@mf_bpr",
         "train@gru4rec",
         "evaluate",
