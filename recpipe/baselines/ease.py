@@ -28,7 +28,6 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
-from recpipe.features.idmap import N_RESERVED
 from recpipe.models.artifact import (
     csr_from_arrays,
     csr_keys,
@@ -40,7 +39,7 @@ from recpipe.models.artifact import (
 from recpipe.models.base import ModelConfig, Recommender
 from recpipe.models.data import QUERY_KINDS, Interactions, Queries
 from recpipe.models.space import Float, SearchSpace
-from recpipe.models.sparse import drop_reserved, popularity_prior
+from recpipe.models.sparse import drop_reserved, popularity_prior, query_item_matrix
 
 log = logging.getLogger(__name__)
 
@@ -108,20 +107,11 @@ class EASE(Recommender):
         self._history = history.astype(np.float32)
         self._prior = popularity_prior(np.bincount(train.item_idx, minlength=n_items))
 
-    def _query_matrix(self, queries: Queries) -> sp.csr_matrix:
-        b, n_items = len(queries), self.meta.n_items
-        if queries.kind == "user":
-            return self._history[queries.users]
-        items = queries.items if queries.kind == "session" else queries.items[:, None]
-        known = items >= N_RESERVED
-        rows = np.broadcast_to(np.arange(b)[:, None], items.shape)
-        ones = np.ones(int(known.sum()), dtype=np.float32)
-        m = sp.csr_matrix((ones, (rows[known], items[known])), shape=(b, n_items))
-        m.data[:] = 1.0  # a repeated item counts once
-        return m
-
     def _score(self, queries: Queries) -> np.ndarray:
-        scores = np.asarray(self._query_matrix(queries) @ self._weights, dtype=np.float32)
+        scores = np.asarray(
+            query_item_matrix(queries, self._history, self.meta.n_items) @ self._weights,
+            dtype=np.float32,
+        )
         return scores + (self.config.pop_weight * self._prior).astype(np.float32)
 
     def _save_state(self, path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -66,3 +68,19 @@ def popularity_prior(counts: np.ndarray) -> np.ndarray:
     prior[:N_RESERVED] = 0.0
     top = prior.max(initial=0.0)
     return prior / top if top > 0 else prior
+
+
+def query_item_matrix(queries: Any, history: sp.csr_matrix, n_items: int) -> sp.csr_matrix:
+    """(B, n_items) binary item rows of ``queries`` (:class:`~recpipe.models.data.Queries`):
+    the users' rows of ``history`` (user queries), the known items of each session
+    prefix, or the one item (item queries); a repeated item counts once."""
+    if queries.kind == "user":
+        return history[queries.users]
+    items = queries.items if queries.kind == "session" else queries.items[:, None]
+    b = items.shape[0]
+    known = items >= N_RESERVED
+    rows = np.broadcast_to(np.arange(b)[:, None], items.shape)
+    ones = np.ones(int(known.sum()), dtype=np.float32)
+    out = sp.csr_matrix((ones, (rows[known], items[known])), shape=(b, n_items))
+    out.data[:] = 1.0
+    return out
