@@ -142,3 +142,36 @@ def test_parallel_workers_need_the_split_folder(workspace, tmp_path) -> None:
     data = load_split(workspace.features_dir / SPLIT)
     with pytest.raises(ConfigError, match="needs the split's folder"):
         _sr(data, f"sqlite:///{tmp_path / 'x.db'}", workers=2)
+
+
+def test_the_pruner_cuts_only_the_bottom_quarter(tmp_path) -> None:
+    from recpipe.tuning.trials import PRUNE_WARMUP_EPOCHS, Job, open_study
+
+    job = Job(
+        model="sr",
+        split=SPLIT,
+        study_name="p",
+        storage=f"sqlite:///{tmp_path / 'q.db'}",
+        metric="recall@20",
+        ks=(20,),
+        base={},
+        seed=0,
+        prune=True,
+        deadline=None,
+    )
+    study = open_study(job, 0)
+    step = PRUNE_WARMUP_EPOCHS
+    for value in (1.0, 2.0, 3.0, 4.0, 5.0):  # five finished trials: pruning starts
+        trial = study.ask()
+        trial.report(value, step)
+        study.tell(trial, value)
+
+    def pruned(value: float) -> bool:
+        trial = study.ask()
+        trial.report(value, step)
+        out = trial.should_prune()
+        study.tell(trial, value)
+        return out
+
+    assert pruned(1.5)  # below the 25th percentile (2.0)
+    assert not pruned(2.5)  # below the median, above the bottom quarter: kept
