@@ -332,9 +332,12 @@ def tune_split(
     Returns
     -------
     dict
-        ``{model: TuneResult.to_dict() or {"skipped": reason}}``.
+        ``{model: TuneResult.to_dict() or {"skipped": reason}}``: skipped are the models
+        whose queries the split does not ask, those that cannot be built on the data
+        (a content model without item content) and those whose every trial failed.
     """
-    from recpipe.models.registry import get_model
+    from recpipe.errors import MissingContentError
+    from recpipe.models.registry import build_model, get_model
 
     out: dict[str, Any] = {}
     for name in names:
@@ -345,25 +348,36 @@ def tune_split(
                 + " or ".join(sorted(needed))
             }
             continue
-        with study_log(name) if study_log is not None else contextlib.nullcontext() as logger:
-            result = tune_model(
-                name,
-                split,
-                data,
-                metric=metric,
-                ks=ks,
-                budget=budget,
-                storage=storage,
-                base_options=base_options.get(name, {}),
-                seed=seed,
-                prune=prune,
-                callbacks=None if logger is None else [logger],
-                data_info=data_info,
-                workers=workers,
-                parallel=parallel,
-                dask_address=dask_address,
-                folder=folder,
-            )
+        try:  # e.g. a content model on click logs without item content (as train skips it)
+            build_model(name, base_options.get(name, {}), data.meta)
+        except MissingContentError as exc:
+            out[name] = {"skipped": str(exc)}
+            log.warning("not tuning %s on %s: %s", name, split, exc)
+            continue
+        try:
+            with study_log(name) if study_log is not None else contextlib.nullcontext() as logger:
+                result = tune_model(
+                    name,
+                    split,
+                    data,
+                    metric=metric,
+                    ks=ks,
+                    budget=budget,
+                    storage=storage,
+                    base_options=base_options.get(name, {}),
+                    seed=seed,
+                    prune=prune,
+                    callbacks=None if logger is None else [logger],
+                    data_info=data_info,
+                    workers=workers,
+                    parallel=parallel,
+                    dask_address=dask_address,
+                    folder=folder,
+                )
+        except RecpipeError as exc:  # every trial failed: the other models still tune
+            out[name] = {"skipped": f"no trial finished: {exc}"}
+            log.warning("tuning %s on %s failed: %s", name, split, exc)
+            continue
         out[name] = result.to_dict()
     return out
 
