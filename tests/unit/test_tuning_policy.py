@@ -175,3 +175,34 @@ def test_the_pruner_cuts_only_the_bottom_quarter(tmp_path) -> None:
 
     assert pruned(1.5)  # below the 25th percentile (2.0)
     assert not pruned(2.5)  # below the median, above the bottom quarter: kept
+
+
+def test_a_model_whose_every_trial_fails_is_skipped_and_the_others_tune(
+    workspace, tmp_path, monkeypatch
+) -> None:
+    from recpipe.evaluate.leaderboard import split_query_kinds
+    from recpipe.tuning import trials
+    from recpipe.tuning.study import tune_split
+
+    data = load_split(workspace.features_dir / SPLIT)
+    real = trials._validation_value
+
+    def broken_for_sr(model, *args, **kwargs):
+        if model.name == "sr":
+            raise RuntimeError("sr is broken")
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(trials, "_validation_value", broken_for_sr)
+    out = tune_split(
+        ["sr", "markov"],
+        SPLIT,
+        data,
+        base_options={},
+        needed=split_query_kinds(SPLIT),
+        metric="recall@20",
+        ks=[20],
+        budget=Budget(trials=2),
+        storage=f"sqlite:///{tmp_path / 'f.db'}",
+    )
+    assert "no trial finished" in out["sr"]["skipped"] and "sr is broken" in out["sr"]["skipped"]
+    assert out["markov"]["trials"] == {"complete": 2}
