@@ -332,6 +332,7 @@ class TrainParams(StrictModel):
             "gru4rec",
             "gru4rec_ctx",
             "content2cf",
+            "sasrec",
         ],
         description="registered models to train; each gets models/<name>/",
     )
@@ -343,7 +344,10 @@ class TrainParams(StrictModel):
         description="splits to train on (each model on those its queries suit)",
     )
     model_splits: dict[str, list[Literal[*SPLIT_KINDS]]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: {"content2cf": ["user_temporal", "cold_start"]},
+        default_factory=lambda: {
+            "content2cf": ["user_temporal", "cold_start"],
+            "sasrec": ["user_temporal"],
+        },
         description="per-candidate splits instead of `splits`, e.g. content models on cold_start",
     )
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N, for every model")
