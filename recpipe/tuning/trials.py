@@ -50,18 +50,27 @@ def _validation_value(model: Any, split: str, data: SplitData, metric: str, ks: 
     return float(value)
 
 
-def _epoch_reporter(trial: Any, monitor: str | None) -> Any:
+def _epoch_reporter(trial: Any, monitor: str | None, deadline: float | None = None) -> Any:
     """An ``on_epoch`` callback that reports the monitored validation metric to the trial
-    and stops a hopeless one (``optuna.TrialPruned``)."""
+    and stops a hopeless one (``optuna.TrialPruned``); past ``deadline`` (the study's
+    time budget) it stops the trial too, once the study has a finished trial (the
+    first one always runs to its end), so the budget holds to within one epoch."""
     import optuna
 
     def on_epoch(record: Mapping[str, Any]) -> None:
+        epoch = int(record.get("epoch", 0))
         metrics = record.get("metrics") or {}
-        if monitor is None or monitor not in metrics:
-            return
-        trial.report(float(metrics[monitor]), int(record.get("epoch", 0)))
-        if trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {record.get('epoch')}")
+        if monitor is not None and monitor in metrics:
+            trial.report(float(metrics[monitor]), epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+        if deadline is not None and time.time() >= deadline:
+            done = trial.study.get_trials(
+                deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)
+            )
+            if done:
+                trial.set_user_attr("stopped", f"time budget spent after epoch {epoch}")
+                raise optuna.TrialPruned(f"time budget spent after epoch {epoch}")
 
     return on_epoch
 
@@ -142,7 +151,7 @@ def _objective(job: Job, data: SplitData) -> Any:
             model.fit(
                 data.parts["train"],
                 data.parts["valid"],
-                on_epoch=_epoch_reporter(trial, monitor if job.prune else None),
+                on_epoch=_epoch_reporter(trial, monitor if job.prune else None, job.deadline),
             )
         else:
             model.fit(data.parts["train"], data.parts["valid"])
@@ -169,16 +178,16 @@ def run_trials(
     study: Any = None,
     callbacks: list[Any] | None = None,
 ) -> int:
-    """Run ``n_trials`` trials of the study (None: any number), stopping early at
-    ``job.deadline``; worker ``worker`` samples with the seed ``job.seed + worker``.
+    """Run ``n_trials`` trials of the study (None: any number), starting none after
+    ``job.deadline`` but the first; worker ``worker`` samples with the seed ``job.seed + worker``.
     Returns the trials this call ran."""
     if study is None:
         study = open_study(job, job.seed + worker)
     objective = _objective(job, data)
     ran = 0
     while n_trials is None or ran < n_trials:
-        if job.deadline is not None and time.time() >= job.deadline:
-            break
+        if ran and job.deadline is not None and time.time() >= job.deadline:
+            break  # (a worker always runs one trial: a budget spent on setup runs none)
         study.optimize(
             objective,
             n_trials=1,

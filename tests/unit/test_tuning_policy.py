@@ -206,3 +206,34 @@ def test_a_model_whose_every_trial_fails_is_skipped_and_the_others_tune(
     )
     assert "no trial finished" in out["sr"]["skipped"] and "sr is broken" in out["sr"]["skipped"]
     assert out["markov"]["trials"] == {"complete": 2}
+
+
+def test_the_first_trial_always_runs_even_when_setup_spent_the_budget(workspace, tmp_path) -> None:
+    data = load_split(workspace.features_dir / SPLIT)
+    result = tune_model(
+        "sr",
+        SPLIT,
+        data,
+        metric="recall@20",
+        ks=[20],
+        budget=Budget(trials=None, timeout=1e-6),
+        storage=f"sqlite:///{tmp_path / 'd.db'}",
+    )
+    assert result.trials == {"complete": 1}
+
+
+def test_past_the_deadline_an_epoch_stops_the_trial_once_one_has_finished(tmp_path) -> None:
+    import time
+
+    from recpipe.tuning.trials import _epoch_reporter
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'e.db'}", direction="maximize")
+    first = study.ask()
+    on_epoch = _epoch_reporter(first, None, deadline=time.time() - 1)
+    on_epoch({"epoch": 1, "metrics": {}})  # nothing finished yet: the first one goes on
+    study.tell(first, 0.5)
+    second = study.ask()
+    with pytest.raises(optuna.TrialPruned, match="time budget spent after epoch 2"):
+        _epoch_reporter(second, None, deadline=time.time() - 1)({"epoch": 2, "metrics": {}})
+    assert second.user_attrs["stopped"] == "time budget spent after epoch 2"
+    _epoch_reporter(second, None, deadline=time.time() + 60)({"epoch": 3, "metrics": {}})
