@@ -39,7 +39,7 @@ from recpipe.models.artifact import (
 from recpipe.models.base import ModelConfig, Recommender
 from recpipe.models.data import QUERY_KINDS, Interactions, Queries
 from recpipe.models.space import Float, SearchSpace
-from recpipe.models.sparse import drop_reserved, popularity_prior, query_item_matrix
+from recpipe.models.sparse import binary_contexts, popularity_prior, query_item_matrix
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class EASE(Recommender):
 
     def _fit(self, train: Interactions, valid: Interactions | None) -> None:
         cfg = self.config
-        n_items, n_users = self.meta.n_items, self.meta.n_users
+        n_items = self.meta.n_items
         if n_items > cfg.max_items:
             need = BYTES_PER_PAIR * n_items**2 / 2**30
             raise ValueError(
@@ -92,17 +92,7 @@ class EASE(Recommender):
                 f"about {need:.1f} GiB (24 bytes x items^2); raise max_items if this "
                 "machine has the memory"
             )
-        history = train.user_item_matrix(n_users, n_items)
-        history = drop_reserved(history, rows=True, cols=True)
-        history.data[:] = 1.0
-        context = cfg.context
-        if context == "auto":
-            context = "session" if self.meta.split == "session" else "user"
-        if context == "user":
-            x = history
-        else:
-            x = drop_reserved(train.session_item_matrix(n_items), rows=False, cols=True)
-            x.data[:] = 1.0
+        history, x = binary_contexts(train, self.meta, cfg.context)
         self._weights = ease_weights(x, cfg.l2).astype(np.float32)
         self._history = history.astype(np.float32)
         self._prior = popularity_prior(np.bincount(train.item_idx, minlength=n_items))

@@ -34,7 +34,12 @@ from recpipe.models.artifact import (
 from recpipe.models.base import ModelConfig, Recommender
 from recpipe.models.data import QUERY_KINDS, Interactions, Queries
 from recpipe.models.space import Float, Int, SearchSpace
-from recpipe.models.sparse import drop_reserved, popularity_prior, query_item_matrix, top_k_per_row
+from recpipe.models.sparse import (
+    binary_contexts,
+    popularity_prior,
+    query_item_matrix,
+    top_k_per_row,
+)
 
 _STATE = "state.npz"
 
@@ -91,16 +96,8 @@ class RP3beta(Recommender):
 
     def _fit(self, train: Interactions, valid: Interactions | None) -> None:
         cfg = self.config
-        n_items, n_users = self.meta.n_items, self.meta.n_users
-        history = drop_reserved(train.user_item_matrix(n_users, n_items), rows=True, cols=True)
-        history.data[:] = 1.0
-        context = cfg.context
-        if context == "auto":
-            context = "session" if self.meta.split == "session" else "user"
-        if context == "user":
-            x = history
-        else:
-            x = drop_reserved(train.session_item_matrix(n_items), rows=False, cols=True)
+        n_items = self.meta.n_items
+        history, x = binary_contexts(train, self.meta, cfg.context)
         self._weights = rp3beta_weights(x, cfg.alpha, cfg.beta, cfg.neighbours)
         self._history = history.astype(np.float32)
         self._prior = popularity_prior(np.bincount(train.item_idx, minlength=n_items))

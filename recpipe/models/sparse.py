@@ -84,3 +84,22 @@ def query_item_matrix(queries: Any, history: sp.csr_matrix, n_items: int) -> sp.
     out = sp.csr_matrix((ones, (rows[known], items[known])), shape=(b, n_items))
     out.data[:] = 1.0
     return out
+
+
+def binary_contexts(train: Any, meta: Any, context: str) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """``(history, x)``: the binary user x item matrix of ``train`` and the binary
+    context x item matrix an item-item model fits on: ``history`` itself (``context``
+    ``user``) or the session x item matrix (``session``); ``auto`` picks sessions on
+    the session split (``meta.split``) and users elsewhere. Reserved rows and columns
+    are dropped."""
+    history = drop_reserved(
+        train.user_item_matrix(meta.n_users, meta.n_items), rows=True, cols=True
+    )
+    history.data[:] = 1.0
+    if context == "auto":
+        context = "session" if meta.split == "session" else "user"
+    if context == "user":
+        return history, history
+    x = drop_reserved(train.session_item_matrix(meta.n_items), rows=False, cols=True)
+    x.data[:] = 1.0
+    return history, x
