@@ -346,7 +346,7 @@ class TrainParams(StrictModel):
     model_splits: dict[str, list[Literal[*SPLIT_KINDS]]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: {
             "content2cf": ["user_temporal", "cold_start"],
-            "sasrec": ["user_temporal"],
+            "sasrec": ["session"],
         },
         description="per-candidate splits instead of `splits`, e.g. content models on cold_start",
     )
