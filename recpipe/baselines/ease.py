@@ -12,10 +12,11 @@ vector times B: the user's train items (user queries), the session prefix (sessi
 queries, every item weight 1), one item (item queries). A popularity prior of weight
 ``pop_weight`` breaks ties.
 
-B is dense (items x items): fitting holds G, P and B in float64, about ``24 I^2``
-bytes for I items. Past ``max_items`` items the fit stops with that estimate in the
-message (the evaluate stage then skips ``ease`` with the reason) instead of running
-out of memory; raise ``max_items`` on a machine that has the memory.
+B is dense (items x items): fitting holds two of G, P and B in float64 at a time
+plus the inverse's workspace, budgeted at ``24 I^2`` bytes for I items. Past
+``max_items`` items the fit stops with that estimate in the message (the evaluate
+stage then skips ``ease`` with the reason) instead of running out of memory; raise
+``max_items`` on a machine that has the memory.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from recpipe.models.sparse import binary_contexts, popularity_prior, query_item_
 log = logging.getLogger(__name__)
 
 _STATE = "state.npz"
-#: Bytes per item pair while fitting: G, P and B in float64.
+#: Bytes per item pair budgeted for the fit (float64 matrices and the inverse's workspace).
 BYTES_PER_PAIR = 24
 
 
@@ -65,9 +66,10 @@ class EASEConfig(ModelConfig):
 
 def ease_weights(x: sp.csr_matrix, l2: float) -> np.ndarray:
     """The EASE item-item matrix B (I, I) float64 of the context-item matrix ``x``."""
-    gram = (x.T @ x).toarray().astype(np.float64)
+    gram = np.asarray((x.T @ x).toarray(), dtype=np.float64)
     gram[np.diag_indices_from(gram)] += l2
     p = np.linalg.inv(gram)
+    del gram  # G, P and B are never all held at once
     b = p / (-np.diag(p))[None, :]
     b[np.diag_indices_from(b)] = 0.0
     return b

@@ -372,11 +372,17 @@ class SASRec(TorchRecommender):
             cfg.dropout,
             cfg.context,
         )
-        if self._history is not None:
-            module.history.copy_(torch.from_numpy(self._history))
-            if self._history_codes is not None:
-                module.history_context.copy_(torch.from_numpy(self._history_codes))
+        self._install_histories(module)
         return module
+
+    def _install_histories(self, module: torch.nn.Module | None) -> None:
+        """Copy the kept histories (:meth:`set_histories`) into ``module``'s buffers."""
+        if module is None or self._history is None:
+            return
+        assert isinstance(module, SASRecModule)
+        module.history.copy_(torch.from_numpy(self._history))
+        if self._history_codes is not None:
+            module.history_context.copy_(torch.from_numpy(self._history_codes))
 
     def _codes(self, data: Interactions, positions: np.ndarray) -> np.ndarray | None:
         """(..., 2) event type and gap bucket codes at ``positions`` (-1: zeros)."""
@@ -400,19 +406,16 @@ class SASRec(TorchRecommender):
         history = np.where(positions >= 0, data.item_idx[np.maximum(positions, 0)], PAD)
         self._history = history.astype(np.int64)
         self._history_codes = self._codes(data, positions)
-        if self.module is not None:
-            assert isinstance(self.module, SASRecModule)
-            self.module.history.copy_(torch.from_numpy(self._history))
-            if self._history_codes is not None:
-                self.module.history_context.copy_(torch.from_numpy(self._history_codes))
+        self._install_histories(self.module)
 
     # training --------------------------------------------------------------------
     def _fit(self, train: Interactions, valid: Interactions | None) -> None:
         self.set_histories(train)
         try:
             super()._fit(train, valid)
-        finally:
+        finally:  # the training arrays go with the fit
             self._log_q = None
+            self._windows = self._window_codes = None
 
     def _prepare(self, train: Interactions, valid: Interactions | None) -> None:
         cfg = self.config

@@ -233,13 +233,10 @@ def tune_model(
     else:  # each worker gets its share of the trials left: the budget holds exactly
         from recpipe.tuning.parallel import run_workers
 
-        shares: list[int | None] = (
-            [None] * workers
-            if remaining is None
-            else [
-                s for i in range(workers) if (s := remaining // workers + (i < remaining % workers))
-            ]
-        )
+        shares: list[int | None] = [None] * workers
+        if remaining is not None:  # e.g. 5 over 2 workers: 3 and 2 (no worker with 0)
+            cut = [remaining // workers + (i < remaining % workers) for i in range(workers)]
+            shares = [n for n in cut if n > 0]
         known = {t.number for t in study.trials if t.state.name in DONE_STATES}
         run_workers(job, shares, parallel, dask_address)
         for trial in optuna.load_study(study_name=study_name, storage=storage).trials:

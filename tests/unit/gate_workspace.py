@@ -121,3 +121,19 @@ def build_workspace(root: Path, seed: int = 0) -> Paths:
     manifest.parent.mkdir(parents=True, exist_ok=True)
     manifest.write_text(json.dumps({"source": "test", "content_hash": f"hash-{seed}"}))
     return paths
+
+
+def tune_sr(data, storage: str, trials: int = 4, **kwargs):
+    """A study of ``sr`` (fast, with a search space) on the workspace's split."""
+    from recpipe.tuning.study import Budget, tune_model
+
+    return tune_model(
+        "sr",
+        SPLIT,
+        data,
+        metric="recall@20",
+        ks=[20],
+        budget=Budget(trials=trials),
+        storage=storage,
+        **kwargs,
+    )

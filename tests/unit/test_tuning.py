@@ -15,7 +15,7 @@ from recpipe.models.space import Choice, Float, Int, to_option
 from recpipe.tuning import trials as tuning
 from recpipe.tuning.configs import read_tuned, write_tuned
 from recpipe.tuning.study import Budget, TuneResult, check_tunable, tune_model
-from tests.unit.gate_workspace import SPLIT, build_workspace, small_params
+from tests.unit.gate_workspace import SPLIT, build_workspace, small_params, tune_sr
 
 optuna = pytest.importorskip("optuna")
 
@@ -50,19 +50,6 @@ def split(tmp_path):
     clear_cache()
 
 
-def _tune(data, storage, trials=4, **kwargs):
-    return tune_model(
-        "sr",
-        SPLIT,
-        data,
-        metric="recall@20",
-        ks=[20],
-        budget=Budget(trials=trials),
-        storage=storage,
-        **kwargs,
-    )
-
-
 def _trial_params(storage: str, study: str) -> list[dict]:
     found = optuna.load_study(study_name=study, storage=storage)
     return [t.params for t in found.trials]
@@ -70,8 +57,8 @@ def _trial_params(storage: str, study: str) -> list[dict]:
 
 def test_a_seeded_study_reproduces(split, tmp_path) -> None:
     _, data = split
-    one = _tune(data, f"sqlite:///{tmp_path / 'a.db'}")
-    two = _tune(data, f"sqlite:///{tmp_path / 'b.db'}")
+    one = tune_sr(data, f"sqlite:///{tmp_path / 'a.db'}")
+    two = tune_sr(data, f"sqlite:///{tmp_path / 'b.db'}")
     assert one.best_config == two.best_config and one.best_value == two.best_value
     assert one.study == two.study
     assert _trial_params(f"sqlite:///{tmp_path / 'a.db'}", one.study) == _trial_params(
@@ -84,11 +71,11 @@ def test_a_seeded_study_reproduces(split, tmp_path) -> None:
 def test_a_killed_study_resumes_and_the_budget_holds(split, tmp_path) -> None:
     _, data = split
     storage = f"sqlite:///{tmp_path / 'k.db'}"
-    first = _tune(data, storage, trials=2)
+    first = tune_sr(data, storage, trials=2)
     assert first.budget["used_trials"] == 2
-    resumed = _tune(data, storage, trials=5)
+    resumed = tune_sr(data, storage, trials=5)
     assert resumed.budget["used_trials"] == 5  # 3 more, not 5 more
-    again = _tune(data, storage, trials=5)
+    again = tune_sr(data, storage, trials=5)
     assert again.budget["used_trials"] == 5  # the budget is spent: no new trial
 
 
@@ -103,7 +90,7 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(split, tmp_path, monk
         return real(*args, **kwargs)
 
     monkeypatch.setattr(tuning, "_validation_value", flaky)
-    result = _tune(data, f"sqlite:///{tmp_path / 'f.db'}", trials=3)
+    result = tune_sr(data, f"sqlite:///{tmp_path / 'f.db'}", trials=3)
     assert result.trials == {"complete": 2, "fail": 1}
 
 

@@ -11,7 +11,7 @@ from recpipe.models.dataset import clear_cache, load_split
 from recpipe.tuning.configs import read_tuned_file, tuned_path
 from recpipe.tuning.policy import retune_reasons, split_fingerprint
 from recpipe.tuning.study import Budget, tune_model
-from tests.unit.gate_workspace import SPLIT, build_workspace, small_params
+from tests.unit.gate_workspace import SPLIT, build_workspace, small_params, tune_sr
 
 optuna = pytest.importorskip("optuna")
 
@@ -25,19 +25,6 @@ def workspace(tmp_path):
     paths = build_workspace(tmp_path)
     yield paths
     clear_cache()
-
-
-def _sr(data, storage, trials=3, **kwargs):
-    return tune_model(
-        "sr",
-        SPLIT,
-        data,
-        metric="recall@20",
-        ks=[20],
-        budget=Budget(trials=trials),
-        storage=storage,
-        **kwargs,
-    )
 
 
 def test_the_tune_stage_tunes_only_what_is_out_of_date(workspace, tmp_path) -> None:
@@ -97,9 +84,9 @@ def test_retune_reasons_without_a_growth_rule(workspace) -> None:
 def test_a_study_on_other_data_starts_afresh(workspace, tmp_path) -> None:
     data = load_split(workspace.features_dir / SPLIT)
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    one = _sr(data, storage, trials=2, data_info={"hash": "a" * 40, "train_events": 10})
-    same = _sr(data, storage, trials=2, data_info={"hash": "a" * 40, "train_events": 10})
-    other = _sr(data, storage, trials=2, data_info={"hash": "b" * 40, "train_events": 12})
+    one = tune_sr(data, storage, trials=2, data_info={"hash": "a" * 40, "train_events": 10})
+    same = tune_sr(data, storage, trials=2, data_info={"hash": "a" * 40, "train_events": 10})
+    other = tune_sr(data, storage, trials=2, data_info={"hash": "b" * 40, "train_events": 12})
     assert one.study == same.study != other.study
     assert same.trials == {"complete": 2}  # resumed: the budget was spent
     assert other.trials == {"complete": 2} and other.data["train_events"] == 12
@@ -109,10 +96,10 @@ def test_a_study_on_other_data_starts_afresh(workspace, tmp_path) -> None:
 def test_an_interrupted_trial_is_recorded_as_failed(workspace, tmp_path) -> None:
     data = load_split(workspace.features_dir / SPLIT)
     storage = f"sqlite:///{tmp_path / 'i.db'}"
-    first = _sr(data, storage, trials=1)
+    first = tune_sr(data, storage, trials=1)
     killed = optuna.load_study(study_name=first.study, storage=storage)
     killed.ask()  # a trial left RUNNING, as by a killed process
-    resumed = _sr(data, storage, trials=3)
+    resumed = tune_sr(data, storage, trials=3)
     assert resumed.trials == {"complete": 2, "fail": 1}  # the killed one counts as used
 
 
@@ -122,7 +109,7 @@ def test_parallel_workers_share_one_study_and_its_budget(workspace, tmp_path, pa
         pytest.importorskip("distributed")
     data = load_split(workspace.features_dir / SPLIT)
     storage = f"sqlite:///{tmp_path / 'p.db'}"
-    result = _sr(
+    result = tune_sr(
         data,
         storage,
         trials=5,
@@ -141,7 +128,7 @@ def test_parallel_workers_need_the_split_folder(workspace, tmp_path) -> None:
 
     data = load_split(workspace.features_dir / SPLIT)
     with pytest.raises(ConfigError, match="needs the split's folder"):
-        _sr(data, f"sqlite:///{tmp_path / 'x.db'}", workers=2)
+        tune_sr(data, f"sqlite:///{tmp_path / 'x.db'}", workers=2)
 
 
 def test_the_pruner_cuts_only_the_bottom_quarter(tmp_path) -> None:
