@@ -233,12 +233,19 @@ def tune_model(
     else:  # each worker gets its share of the trials left: the budget holds exactly
         from recpipe.tuning.parallel import run_workers
 
+        if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+            # The queued default runs here, before the workers: on SQLite two workers can
+            # both pop a queued trial (the read and the update are not one transaction)
+            # and run it twice as one trial, leaving the budget a trial short.
+            run_trials(job, data, n_trials=1, study=study, callbacks=callbacks)
+            remaining = None if remaining is None else remaining - 1
         shares: list[int | None] = [None] * workers
         if remaining is not None:  # e.g. 5 over 2 workers: 3 and 2 (no worker with 0)
             cut = [remaining // workers + (i < remaining % workers) for i in range(workers)]
             shares = [n for n in cut if n > 0]
         known = {t.number for t in study.trials if t.state.name in DONE_STATES}
-        run_workers(job, shares, parallel, dask_address)
+        if shares:
+            run_workers(job, shares, parallel, dask_address)
         for trial in optuna.load_study(study_name=study_name, storage=storage).trials:
             if trial.number not in known and trial.state.name in DONE_STATES:
                 for callback in callbacks or []:

@@ -123,6 +123,20 @@ def test_parallel_workers_share_one_study_and_its_budget(workspace, tmp_path, pa
     assert sum(t.user_attrs.get("default", False) for t in found.trials) == 1
 
 
+def test_with_workers_the_queued_default_runs_once_before_them(workspace, tmp_path) -> None:
+    # Two workers could both pop the queued default from SQLite and run it as one
+    # trial; the parent runs it first, so a budget of one trial spawns no worker at all.
+    data = load_split(workspace.features_dir / SPLIT)
+    result = tune_sr(
+        data,
+        f"sqlite:///{tmp_path / 'd.db'}",
+        trials=1,
+        workers=2,
+        folder=workspace.features_dir / SPLIT,
+    )
+    assert result.trials == {"complete": 1} and result.default_value == result.best_value
+
+
 def test_parallel_workers_need_the_split_folder(workspace, tmp_path) -> None:
     from recpipe.errors import ConfigError
 
