@@ -235,10 +235,10 @@ STAGES: dict[str, StageSpec] = {
         StageSpec(
             name="evaluate",
             func=stages.evaluate,
-            params=("evaluate", "train.candidates", "tune.use", "gate.split", "gate.metric"),
+            params=("evaluate", "train.candidates", "tune.use"),
             code=(*CORE_CODE, *MODEL_CODE, "recpipe/tuning"),
             deps=lambda p: [p.features_dir, p.models_dir, p.tuned_dir, p.splits_json],
-            metrics=lambda p: [p.metrics_json, p.evaluation_json],
+            metrics=lambda p: [p.evaluation_json],
             plain_outs=lambda p: [p.leaderboard_md, p.plots_dir],
         ),
         StageSpec(
@@ -266,7 +266,7 @@ STAGES: dict[str, StageSpec] = {
                 p.models_dir,
                 p.tuned_dir,
             ],
-            metrics=lambda p: [p.gate_json],
+            metrics=lambda p: [p.metrics_json, p.gate_json],
             plain_outs=lambda p: [p.gate_md],
         ),
         StageSpec(

@@ -533,32 +533,14 @@ def _tuning_placeholder(paths: Paths, reason: str) -> None:
     (paths.reports_dir / "tuning.md").write_text(f"# Tuning\n\n{reason}.\n")
 
 
-def headline_metrics(params: Params, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """``reports/metrics.json``: on the gate's split (``gate.split``, else the first
-    evaluated one), each model's recall, NDCG, MRR and coverage at the primary metric's
-    cut-off, so ``dvc metrics show`` / ``dvc metrics diff`` print a few readable columns
-    per model; every other figure stays in ``reports/evaluation.json``."""
-    split = params.gate.split if params.gate.split in results else next(iter(results))
-    primary = params.gate.metric or params.evaluate.primary_metric
-    k = primary.split("@")[1] if "@" in primary else str(max(params.evaluate.ks))
-    names = [f"{m}@{k}" for m in ("recall", "ndcg", "mrr", "coverage")]
-    models = {
-        name: {m: entry["metrics"][m] for m in names if m in entry["metrics"]}
-        for name, entry in results[split].items()
-        if "metrics" in entry
-    }
-    return {"split": split, "metric": primary, "models": models}
-
-
 @workspace_io("stage evaluate")
 def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
     """Fit the configured baselines on each split and evaluate them, with the deep
     candidates the train stage left in ``models/`` (``train.candidates``), by full ranking.
 
-    Writes ``reports/evaluation.json`` (every split), ``reports/metrics.json`` (the
-    headline metrics of every model on the gate's split: :func:`headline_metrics`, what
-    ``dvc metrics show`` prints), ``reports/leaderboard.md`` and
-    metric@K plots under ``reports/plots/``. The work is
+    Writes ``reports/evaluation.json`` (every split), ``reports/leaderboard.md`` and
+    metric@K plots under ``reports/plots/`` (the gate stage then writes the headline,
+    ``reports/metrics.json``). The work is
     :func:`recpipe.evaluate.suite.evaluate_split` (on the ``cold_start`` split also the
     cold items and cold users protocols, metrics prefixed ``cold_items/`` and
     ``cold_users/``).
@@ -607,7 +589,6 @@ def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
                 models, metric, ep.ks, paths.plots_dir / f"{kind}_{metric}.png", f"{kind} split"
             )
     first = next(iter(results))
-    write_json(paths.metrics_json, headline_metrics(params, results))
     report = {
         "primary_split": first,
         "results": results,
@@ -625,7 +606,8 @@ def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
 
 @workspace_io("stage gate")
 def gate(params: Params, paths: Paths) -> dict[str, Any]:
-    """Judge the best candidate on the gate split; write ``reports/gate.json`` and ``gate.md``.
+    """Judge the best candidate on the gate split; write ``reports/gate.json``, ``gate.md``
+    and the headline ``reports/metrics.json`` (:func:`recpipe.gates.report.headline_metrics`).
 
     The rules and the figures they need are :func:`recpipe.gates.decide.judge`: the
     candidate against the best baseline (lift and paired bootstrap), the registry's
@@ -641,13 +623,14 @@ def gate(params: Params, paths: Paths) -> dict[str, Any]:
         No evaluation report, or ``gate.metric`` has no paired bootstrap in it.
     """
     from recpipe.gates.decide import judge
-    from recpipe.gates.report import gate_json, gate_markdown
+    from recpipe.gates.report import gate_json, gate_markdown, headline_metrics
 
     evaluation = _require(paths.evaluation_json, paths, "evaluate")
     validation = (read_json(paths.validation_json) or {}).get("passed")
     result, context = judge(params, paths, evaluation, validation)
     report = gate_json(result, context)
     write_json(paths.gate_json, report)
+    write_json(paths.metrics_json, headline_metrics(report, evaluation))
     paths.gate_md.write_text(gate_markdown(report))
     if result.passed:
         log.info("gate passed: %s (%s)", result.candidate, "; ".join(result.reasons))

@@ -56,7 +56,7 @@ def champion_figures(params: Params, paths: Paths, split: str, data: Any, metric
         try:
             artifact = registry.download(version.version, tmp)
             model = load_model(artifact)
-            value, remapped = measure.evaluate_on_split(
+            metrics, remapped = measure.split_metrics(
                 model,
                 split,
                 data.parts,
@@ -69,7 +69,7 @@ def champion_figures(params: Params, paths: Paths, split: str, data: Any, metric
         except (RecpipeError, ValueError, OSError) as exc:
             log.warning("champion v%s cannot be evaluated: %s", version.version, exc)
             return rules.ChampionFigures(**found, error=f"{type(exc).__name__}: {exc}")
-    return rules.ChampionFigures(**found, value=value, remapped=remapped)
+    return rules.ChampionFigures(**found, value=metrics[metric], remapped=remapped, metrics=metrics)
 
 
 def _candidate_checks(

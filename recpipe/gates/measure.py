@@ -310,6 +310,25 @@ def evaluate_on_split(
     ValueError
         The split's protocol cannot evaluate the model, or does not give ``metric``.
     """
+    metrics, remapped = split_metrics(
+        model, split_kind, data, meta, ks, metric, test_user_keys=test_user_keys, given=given
+    )
+    return metrics[metric], remapped
+
+
+def split_metrics(
+    model: Recommender,
+    split_kind: str,
+    data: Mapping[str, Interactions],
+    meta: DataMeta,
+    ks: Sequence[int],
+    metric: str,
+    *,
+    test_user_keys: np.ndarray | None = None,
+    given: int = 5,
+) -> tuple[dict[str, float], bool]:
+    """Every metric of :func:`evaluate_on_split` (which it raises on, the same way):
+    the protocol's metric means, and whether the model's own id maps were used."""
     from recpipe.evaluate.protocols import evaluate_model
 
     scorer, remapped = fit_to_split(model, meta)
@@ -321,4 +340,4 @@ def evaluate_on_split(
             f"the {split_kind} protocol gave no {metric!r} for {model.name}; it gave "
             f"{sorted(result.metrics)}"
         )
-    return float(result.metrics[metric]), remapped
+    return {name: float(v) for name, v in result.metrics.items()}, remapped

@@ -47,6 +47,54 @@ def gate_json(result: GateResult, context: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+#: The figures of each model in ``reports/metrics.json`` (at the gate metric's cut-off).
+HEADLINE_METRICS = ("recall", "ndcg", "mrr", "coverage")
+
+
+def headline_metrics(report: Mapping[str, Any], evaluation: Mapping[str, Any]) -> dict[str, Any]:
+    """``reports/metrics.json``, what ``dvc metrics show`` / ``dvc metrics diff`` print: on
+    the gate's split, the decision (``passed``, ``candidate``, ``best_baseline``), the
+    registry's champion re-evaluated there (``champion``: ``version``, ``model`` and its
+    figures; null without one) and every model's recall, NDCG, MRR and coverage at the
+    gate metric's cut-off, a few columns per model; every other figure stays in
+    ``reports/evaluation.json`` and ``reports/gate.json``.
+
+    Parameters
+    ----------
+    report : mapping
+        ``reports/gate.json`` (:func:`gate_json`).
+    evaluation : mapping
+        ``reports/evaluation.json``.
+    """
+    split, metric = report.get("split"), str(report.get("metric") or "")
+    k = metric.split("@")[1] if "@" in metric else ""
+    names = [f"{m}@{k}" for m in HEADLINE_METRICS] if k else [metric]
+    results = (evaluation.get("results") or {}).get(split) or {}
+    models = {
+        name: {m: entry["metrics"][m] for m in names if m in entry["metrics"]}
+        for name, entry in results.items()
+        if "metrics" in entry
+    }
+    champion = report.get("champion")
+    if champion is not None:
+        figures = champion.get("metrics") or {}
+        champion = {
+            "version": champion.get("version"),
+            "model": champion.get("model"),
+            **{m: figures[m] for m in names if m in figures},
+            **({"error": champion["error"]} if champion.get("error") else {}),
+        }
+    return {
+        "split": split,
+        "metric": metric,
+        "passed": bool(report.get("passed")),
+        "candidate": (report.get("candidate") or {}).get("model"),
+        "best_baseline": (report.get("baseline") or {}).get("model"),
+        "champion": champion,
+        "models": models,
+    }
+
+
 def gate_markdown(report: Mapping[str, Any]) -> str:
     """A short human report of ``gate.json``: decision, reasons, every rule."""
     passed = bool(report["passed"])

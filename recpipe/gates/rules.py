@@ -94,6 +94,8 @@ class ChampionFigures:
         Why it could not be loaded or evaluated (None when ``value`` is set).
     remapped : bool
         Whether it was evaluated through its own id maps (trained on other data).
+    metrics : dict
+        Every metric of that re-evaluation (empty when it could not be made).
     """
 
     version: str
@@ -102,6 +104,7 @@ class ChampionFigures:
     value: float | None = None
     error: str | None = None
     remapped: bool = False
+    metrics: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

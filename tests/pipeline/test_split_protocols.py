@@ -70,12 +70,15 @@ def test_metrics_json_holds_the_gate_splits_headline(tmp_path) -> None:
         ],
     )
     paths = Paths.at(tmp_path)
-    for stage in ("ingest", "validate", "sessions", "features", "evaluate"):
+    for stage in ("ingest", "validate", "sessions", "features", "evaluate", "gate"):
         run_stage(stage, params, paths)
     headline = json.loads(paths.metrics_json.read_text())
     assert headline["split"] == "user_temporal" == params.gate.split  # not the first split
     assert set(headline["models"]) == {"pop", "itemknn"}  # markov scores no user queries
     assert set(headline["models"]["pop"]) == {"recall@20", "ndcg@20", "mrr@20", "coverage@20"}
+    # no candidate, no champion: the decision says so
+    assert headline["champion"] is None and headline["candidate"] is None
+    assert headline["passed"] is False and headline["best_baseline"] == "itemknn"
 
 
 def test_valid_days_zero_runs_end_to_end(tmp_path) -> None:

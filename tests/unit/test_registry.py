@@ -74,6 +74,13 @@ def test_runs_promote_on_a_passing_gate_and_leave_aliases_on_a_failing_one(works
     assert gate["champion"]["version"] == "1" and gate["champion"]["remapped"] is False
     assert gate["champion"]["value"] == pytest.approx(gate["candidate"]["value"])
     assert (reg["champion"], reg["previous"]) == ("2", "1")
+    # the headline metrics file holds the champion's figures beside every model's
+    headline = json.loads(workspace.metrics_json.read_text())
+    assert headline["champion"]["version"] == "1" and headline["champion"]["model"] == "markov"
+    assert headline["champion"]["recall@20"] == pytest.approx(gate["champion"]["value"])
+    assert set(headline["champion"]) >= {"ndcg@20", "mrr@20"}
+    assert headline["candidate"] == "markov" and headline["passed"]
+    assert headline["models"]["markov"]["recall@20"] == pytest.approx(gate["candidate"]["value"])
     assert registry.get_version("2").tags["lineage.previous"] == "1"
     assert registry.get_version("1").tags["demotion.kind"] == "gate"
 
