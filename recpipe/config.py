@@ -190,6 +190,13 @@ class SessionsParams(StrictModel):
         description="session split: drop items with fewer events (GRU4Rec preprocessing); "
         "null: 5, or 1 for prepared session-tsv data (already filtered: evaluated as given)",
     )
+    test_items_seen_in: Literal["train", "train_valid"] | None = Field(
+        default=None,
+        description="session split: test events on items not seen in this part are dropped "
+        "(train: the part models fit on; train_valid: also the validation days, as GRU4Rec's "
+        "preprocessing, which filters test against train_full); null: train_valid for "
+        "prepared session-tsv data (their official query count), else train",
+    )
     min_item_support_all: int = Field(
         default=1,
         ge=1,

@@ -151,9 +151,11 @@ def sessions(params: Params, paths: Paths) -> dict[str, Any]:
     at a time), whose tables hold the same rows, grouped by partition.
     """
     sp = params.sessions
-    if sp.min_item_support is None:  # prepared session-tsv data are evaluated as given
-        support = 1 if params.data.source == "session-tsv" else DEFAULT_ITEM_SUPPORT
-        sp = sp.model_copy(update={"min_item_support": support})
+    prepared = params.data.source == "session-tsv"  # evaluated as given: official counts
+    if sp.min_item_support is None:
+        sp = sp.model_copy(update={"min_item_support": 1 if prepared else DEFAULT_ITEM_SUPPORT})
+    if sp.test_items_seen_in is None:
+        sp = sp.model_copy(update={"test_items_seen_in": "train_valid" if prepared else "train"})
     work = paths.sessions_dir.parent / "_sessions_work"
     staged = work / "out"
     shutil.rmtree(work, ignore_errors=True)

@@ -55,7 +55,7 @@ def prepare_sessions(
             getattr(result, part).to_parquet(out / f"{part}.parquet", index=False)
         for name, table in result.tables.items():  # cold_start: cold_items, cold_users
             table.to_parquet(out / f"{name}.parquet", index=False)
-        leakage = check_leakage(result, kind)
+        leakage = check_leakage(result, kind, sp.test_items_seen_in)
         report["splits"][kind] = {"stats": result.stats, "leakage": leakage}
         log.info(
             "split %s: %s train / %s valid / %s test events; leak-free: %s",

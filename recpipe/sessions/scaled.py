@@ -626,20 +626,26 @@ def _session(store: _Store, params: SessionsParams, kind: str, out: Path) -> dic
     ).astype(np.int8)
     parts = _Parts(store, kind)
     seen = np.zeros(n_items, bool)
+    in_valid = np.zeros(n_items, bool)
     for k in range(store.n_partitions):
         a = store.arrays(k)
         part = np.where(kept(a), session_part[a.session], DROPPED).astype(np.int8)
         seen[a.item[part == TRAIN]] = True
+        in_valid[a.item[part == VALID]] = True
         parts.save(k, part)
     if not seen.any():
         raise session_train_empty(valid_start, params)
+    test_seen = seen | in_valid if params.test_items_seen_in == "train_valid" else seen
     dropped = dict(filter_stats["dropped"])
     unseen_rows = {"valid": 0, "test": 0}
     held_lengths = np.zeros(n_sessions, np.int64)
     for k in range(store.n_partitions):
         a, part = store.arrays(k), parts.load(k)
         held = (part == VALID) | (part == TEST)
-        unseen = held & ~seen[np.maximum(a.item, 0)]
+        known = np.where(
+            part == TEST, test_seen[np.maximum(a.item, 0)], seen[np.maximum(a.item, 0)]
+        )
+        unseen = held & ~known
         for name, code in (("valid", VALID), ("test", TEST)):
             unseen_rows[name] += int(np.count_nonzero(unseen & (part == code)))
         part[unseen] = DROPPED
@@ -697,7 +703,8 @@ def _session(store: _Store, params: SessionsParams, kind: str, out: Path) -> dic
         or (in_part[1] & in_part[2]).any()
     )
     items = written.items
-    leakage["test_items_in_train"] = not bool((items[TEST] & ~items[TRAIN]).any())
+    if params.test_items_seen_in != "train_valid":  # as check_leakage
+        leakage["test_items_in_train"] = not bool((items[TEST] & ~items[TRAIN]).any())
     leakage["valid_items_in_train"] = not bool((items[VALID] & ~items[TRAIN]).any())
     leakage["heldout_sessions_min_length_2"] = all(
         bool((sizes[code][in_part[code]] >= 2).all()) for code in (VALID, TEST)

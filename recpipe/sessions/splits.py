@@ -130,10 +130,11 @@ def session_split(events: pd.DataFrame, params: SessionsParams) -> SplitResult:
        train (and valid) session, and a session is never cut in two. GRU4Rec's
        and session-rec's scripts assign a session by its *last* event instead;
        the two differ only for sessions that straddle the cut-off.
-    3. In valid and test, events whose item has no train event are dropped,
-       then sessions left with fewer than 2 events (a next-item prediction
-       needs a prefix; fixed by the protocol, whatever ``min_session_length``).
-       The validation part is filtered against train only, not train + valid.
+    3. In valid and test, events whose item has no train event are dropped
+       (test: no train or validation event with ``test_items_seen_in:
+       train_valid``), then sessions left with fewer than 2 events (a next-item
+       prediction needs a prefix; fixed by the protocol, whatever
+       ``min_session_length``). The validation part is filtered against train only.
     """
     return _session_split(Table(events), params)
 
@@ -167,6 +168,7 @@ def _session_split(table: Table, params: SessionsParams) -> SplitResult:
     item = table.item.codes
     seen = np.zeros(table.item.n_uniques, bool)
     seen[item[train]] = True
+    seen_by = {"valid": seen, "test": test_seen(seen, item, part, params)}
     dropped = {
         "item_support": filter_stats["dropped"]["item_support"],
         "session_length": filter_stats["dropped"]["session_length"],
@@ -176,7 +178,7 @@ def _session_split(table: Table, params: SessionsParams) -> SplitResult:
     candidates = candidates[part[candidates] != DROPPED]
     for name, code in (("valid", VALID), ("test", TEST)):
         rows = candidates[part[candidates] == code]
-        unseen = ~seen[item[rows]]
+        unseen = ~seen_by[name][item[rows]]
         part[rows[unseen]] = DROPPED
         rows = rows[~unseen]
         lengths = np.bincount(session[rows], minlength=table.session.n_uniques)
@@ -191,6 +193,17 @@ def _session_split(table: Table, params: SessionsParams) -> SplitResult:
         raise session_test_empty(n_test_sessions, test_start, tmax, params)
     cutoffs, used = session_cutoffs(tmax, valid_start, test_start, params)
     return finish(kind, table, part, used, cutoffs, dropped, {"filter": filter_stats}, t0)
+
+
+def test_seen(seen: np.ndarray, item: np.ndarray, part: np.ndarray, params: SessionsParams) -> Any:
+    """The items a session-split test event may be on: ``seen`` (those with a train
+    event), plus those of the validation part when ``test_items_seen_in`` is
+    ``train_valid`` (GRU4Rec's preprocessing filters test against train_full)."""
+    if params.test_items_seen_in != "train_valid":
+        return seen
+    out = seen.copy()
+    out[item[part == VALID]] = True
+    return out
 
 
 def session_bounds(tmax: int, params: SessionsParams) -> tuple[int, int]:
@@ -345,7 +358,9 @@ def build_splits(
 
 
 # --------------------------------------------------------------------------- leakage
-def check_leakage(result: SplitResult, kind: str) -> dict[str, bool]:
+def check_leakage(
+    result: SplitResult, kind: str, test_items_seen_in: str | None = "train"
+) -> dict[str, bool]:
     """Re-check a split's invariants from its three frames alone.
 
     Parameters
@@ -353,6 +368,10 @@ def check_leakage(result: SplitResult, kind: str) -> dict[str, bool]:
     result : SplitResult
     kind : str
         One of :data:`~recpipe.config.SPLIT_KINDS`.
+    test_items_seen_in : {"train", "train_valid"}
+        The session split's ``sessions.test_items_seen_in``: with ``train_valid`` there
+        is no ``test_items_in_train`` check (test may hold items of the validation
+        days, which the valid part itself drops when train lacks them).
 
     Returns
     -------
@@ -403,7 +422,9 @@ def check_leakage(result: SplitResult, kind: str) -> dict[str, bool]:
         )
         train_items = np.zeros(items[0].n_uniques, bool)
         train_items[items[0].codes] = True
-        checks["test_items_in_train"] = bool(train_items[items[2].codes].all())
+        if test_items_seen_in != "train_valid":  # else valid items were filtered out of
+            # the valid part itself: the frames alone cannot re-derive the check
+            checks["test_items_in_train"] = bool(train_items[items[2].codes].all())
         checks["valid_items_in_train"] = bool(train_items[items[1].codes].all())
         checks["heldout_sessions_min_length_2"] = all(
             bool((np.bincount(c.codes)[np.unique(c.codes)] >= 2).all()) for c in sessions[1:]

@@ -89,6 +89,13 @@ def test_synthetic_default_params(tmp_path: Path, partitions: list[int]) -> None
     assert all("stats" in v for v in report["splits"].values()), report["splits"]
 
 
+def test_test_items_seen_in_train_valid(tmp_path: Path) -> None:
+    overrides = [*SMALL, "sessions.min_item_support=3", "sessions.test_items_seen_in=train_valid"]
+    report = _compare(_synthetic(), tmp_path, overrides, [1, 7])
+    leakage = report["splits"]["session"]["leakage"]
+    assert all(leakage.values()) and "test_items_in_train" not in leakage
+
+
 def test_event_type_filter_and_collapse(tmp_path: Path) -> None:
     overrides = [
         "sessions.event_types=[view,cart]",

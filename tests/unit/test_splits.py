@@ -385,6 +385,19 @@ def test_session_split_hand_example():
     }
     assert_accounted(result, ev)
 
+    # GRU4Rec's preprocessing filters test against train_full: 'new' is in the valid
+    # part, so with test_items_seen_in=train_valid s2 keeps both its events (valid is
+    # still filtered against train only)
+    official = session_split(ev, p.model_copy(update={"test_items_seen_in": "train_valid"}))
+    assert sorted(official.test["session_id"].unique()) == ["s1", "s2", "s3"]
+    assert official.valid["row"].tolist() == [7, 9]
+    assert official.stats["dropped"]["test_unseen_item"] == 0
+    assert official.stats["dropped"]["test_short_session"] == 0
+    checks = check_leakage(official, "session", "train_valid")
+    assert all(checks.values()) and "test_items_in_train" not in checks
+    assert not check_leakage(official, "session")["test_items_in_train"]
+    assert_accounted(official, ev)
+
     # the support filter runs first: 'new' has 2 events, so support 3 drops both, and
     # s2 is then too short; the held-out parts have nothing left to drop
     filtered = session_split(ev, p.model_copy(update={"min_item_support": 3}))
