@@ -344,15 +344,31 @@ class _SampledMF(_MF):
             exclude_positive=True,
         )
 
+    #: Whether the loss depends on the user and global biases (BPR's differences
+    #: cancel them: no lookup, no gradient).
+    user_bias_matters: ClassVar[bool] = True
+
     def _scores(
         self, module: MFModule, batch: TripletBatch, device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Positive (B,) and negative (B, K) scores and the L2 penalty, with one lookup
+        of each table per step: the penalty reuses the looked-up rows (before, the
+        scores and the penalty looked them up twice, six embedding backward passes)."""
         users = to_device(batch.users, device)
-        pos = to_device(batch.positives, device)
-        neg = to_device(batch.negatives, device)
-        items = torch.cat([pos[:, None], neg], dim=1)  # (B, 1 + K)
-        scores = module(users, items)
-        penalty = self._penalty(module, users, items.reshape(-1))
+        items = torch.cat(
+            [to_device(batch.positives, device)[:, None], to_device(batch.negatives, device)],
+            dim=1,
+        )  # (B, 1 + K)
+        u = module.user(users)  # (B, D)
+        v = module.item(items)  # (B, 1 + K, D)
+        scores = (u.unsqueeze(1) * v).sum(-1) + module.item_bias(items).squeeze(-1)
+        if self.user_bias_matters:
+            b_u = module.user_bias(users).squeeze(-1) + module.global_bias
+            scores = scores + b_u[:, None]
+        if self.config.l2:  # mean squared norm of the batch's factors, as _penalty
+            penalty = self.config.l2 * (u.pow(2).sum(-1).mean() + v.pow(2).sum(-1).mean())
+        else:
+            penalty = torch.zeros((), device=device)
         return scores[:, 0], scores[:, 1:], penalty
 
 
@@ -391,6 +407,7 @@ class MFBPR(_SampledMF):
         "negatives": Int(1, 16, log=True),
     }
     Config: ClassVar[type[MFBPRConfig]] = MFBPRConfig
+    user_bias_matters: ClassVar[bool] = False
 
     def _step(
         self, module: torch.nn.Module, batch: TripletBatch, device: torch.device

@@ -117,6 +117,46 @@ def test_loss_falls_when_overfitting_one_batch(name):
     assert losses[-1] < 0.5 * losses[0]
 
 
+@pytest.mark.parametrize("name", ["mf_bce", "mf_bpr"])
+def test_one_lookup_step_equals_the_forward_and_penalty_and_their_gradients(name):
+    # the step looks each table up once and reuses the rows for the L2 term; it must give
+    # the loss and every gradient of the forward pass plus the separately looked-up penalty
+    from recpipe.models.losses import bpr_loss, sampled_bce_loss
+
+    train, _, meta = planted()
+    model = build_model(name, {"l2": 0.1, "batch_size": 64}, meta)
+    model._prepare(train, None)
+    torch.manual_seed(0)
+    module = model._build_module()
+    with torch.no_grad():  # non-zero biases, so a dropped bias would show
+        for table in (module.user_bias, module.item_bias):
+            table.weight.normal_()
+        module.global_bias.fill_(0.3)
+    batch = next(iter(model._batches(0)))
+    device = torch.device("cpu")
+
+    def grads(loss: torch.Tensor) -> list[torch.Tensor]:
+        module.zero_grad(set_to_none=False)
+        loss.backward()
+        return [p.grad.clone() for p in module.parameters()]
+
+    users = torch.from_numpy(batch.users)
+    items = torch.cat(
+        [torch.from_numpy(batch.positives)[:, None], torch.from_numpy(batch.negatives)], dim=1
+    )
+    scores = module(users, items)
+    loss_fn = bpr_loss if name == "mf_bpr" else sampled_bce_loss
+    reference = loss_fn(scores[:, 0], scores[:, 1:]) + model._penalty(
+        module, users, items.reshape(-1)
+    )
+    want = grads(reference)
+    loss, count = model._step(module, batch, device)
+    assert count == len(batch)
+    torch.testing.assert_close(loss, reference)
+    for got, expected in zip(grads(loss), want, strict=True):
+        torch.testing.assert_close(got, expected)
+
+
 def test_training_resumes_after_a_kill_with_the_same_weights(tmp_path):
     train, valid, meta = planted()
     config = {"epochs": 6, "patience": None, "device": "cpu"}
