@@ -170,8 +170,21 @@ def run(
     params_file: ParamsOpt = None,
     overrides: SetOpt = None,
     root: RootOpt = Path("."),
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="a first look: two candidates of at most 3 epochs, the cheap baselines, "
+            "no cold-start split, no DVC lineage (recpipe.config.QUICK_OVERRIDES; "
+            "--set goes on top)",
+        ),
+    ] = False,
 ) -> None:
     """Run the retraining flow (Prefect) on the data that params name."""
+    if quick:
+        from recpipe.config import QUICK_OVERRIDES
+
+        overrides = [*QUICK_OVERRIDES, *(overrides or [])]
     _print_run(_run_flow(root, params_file, overrides))
 
 

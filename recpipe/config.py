@@ -576,6 +576,28 @@ class OrchestrationParams(StrictModel):
     threads_per_worker: int = Field(
         default=1, ge=1, description="threads (and torch threads) per Dask worker"
     )
+    record_lineage: bool = Field(
+        default=True,
+        description="commit the run's stages to dvc.lock (writing differing params into "
+        "params.yaml first) and push them; false: a look-only run (`recpipe run --quick`) "
+        "leaves dvc.lock and params.yaml as they are",
+    )
+
+
+#: ``recpipe run --quick`` (``make quick``): a first look in about a minute and a half on
+#: two cores. The same stages on the same data, with two candidates (one per gate-able
+#: split: mf_bpr on user_temporal, gru4rec on session) of at most 3 epochs, the cheap
+#: baselines, no cold-start split, a short latency check, and no DVC lineage (so
+#: params.yaml and dvc.lock stay the full run's). ``--set`` overrides go on top.
+QUICK_OVERRIDES: tuple[str, ...] = (
+    "sessions.splits=[session, user_temporal]",
+    "train.candidates=[mf_bpr, gru4rec]",
+    "train.max_epochs=3",
+    "evaluate.models=[pop, itemknn, markov, sknn, ease]",
+    "evaluate.splits=[session, user_temporal]",
+    "gate.latency_requests=50",
+    "orchestration.record_lineage=false",
+)
 
 
 class Params(StrictModel):

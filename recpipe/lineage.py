@@ -305,7 +305,12 @@ def record(
     dvc: dict[str, Any] = {"status": "skipped", "stages": targets, "params_written": []}
     push: dict[str, Any] = {"status": "skipped", "remote": None, "url": None}
     warnings: list[str] = []
-    if not is_dvc_repo(root):
+    if not params.orchestration.record_lineage:
+        dvc["message"] = (
+            "orchestration.record_lineage is false (a look-only run, e.g. recpipe run "
+            "--quick): dvc.lock and params.yaml left as they are"
+        )
+    elif not is_dvc_repo(root):
         dvc["message"] = f"{root} is not a DVC repository (no .dvc/ and dvc.yaml there)"
     elif not dvc_installed():
         dvc["message"] = "DVC is not installed in this environment (pip install dvc)"

@@ -31,6 +31,41 @@ def test_record_outside_a_dvc_repository_skips_with_the_reason(tmp_path: Path) -
     assert summary["warnings"] == [] and summary["versions"] == []
 
 
+def test_a_quick_run_leaves_params_yaml_and_dvc_lock_alone(tmp_path: Path) -> None:
+    from recpipe.config import QUICK_OVERRIDES
+
+    paths = Paths.at(tmp_path)
+    shutil.copy(REPO / "params.yaml", paths.params_file)
+    (tmp_path / ".dvc").mkdir()  # a DVC repository: a full run would commit
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    before = paths.params_file.read_text()
+    quick = load_params(paths.params_file, list(QUICK_OVERRIDES))
+    assert quick.train.candidates == ["mf_bpr", "gru4rec"] and quick.train.max_epochs == 3
+    summary = record(quick, paths)
+    assert summary["dvc"]["status"] == "skipped" and summary["dvc"]["params_written"] == []
+    assert "record_lineage is false" in summary["dvc"]["message"]
+    assert paths.params_file.read_text() == before
+    assert not (tmp_path / "dvc.lock").exists()
+
+
+def test_run_quick_puts_the_preset_under_the_users_overrides(monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from recpipe import cli
+    from recpipe.config import QUICK_OVERRIDES
+
+    seen = {}
+
+    def fake_flow(root, params_file, overrides, **options):
+        seen["overrides"] = overrides
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli, "_run_flow", fake_flow)
+    result = CliRunner().invoke(cli.app, ["run", "--quick", "--set", "train.max_epochs=5"])
+    assert result.exit_code == 0, result.output
+    assert seen["overrides"] == [*QUICK_OVERRIDES, "train.max_epochs=5"]  # the user's wins
+
+
 def test_overrides_are_written_into_params_yaml_keeping_its_comments(tmp_path: Path) -> None:
     paths = Paths.at(tmp_path)
     shutil.copy(REPO / "params.yaml", paths.params_file)
