@@ -33,7 +33,7 @@ import pandas as pd
 from _common import build_features
 
 REPO = Path(__file__).resolve().parents[1]
-BASELINES = ["pop", "itemknn", "sknn", "markov", "sr"]
+BASELINES = ["pop", "itemknn", "sknn", "stan", "markov", "sr"]
 LOSSES = ["top1", "bpr", "top1_max", "bpr_max", "cross_entropy"]
 DATASETS: dict[str, tuple[str, list[str]]] = {
     "yoochoose": (

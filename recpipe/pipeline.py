@@ -172,8 +172,7 @@ STAGES: dict[str, StageSpec] = {
             code=(*CORE_CODE, "recpipe/data", "recpipe/validation"),
             deps=lambda p: [p.interim_dir],
             outs=lambda p: [p.validated_dir, p.quarantine_dir],
-            metrics=lambda p: [p.validation_json],
-            plain_outs=lambda p: [p.validation_md],
+            plain_outs=lambda p: [p.validation_json, p.validation_md],
         ),
         StageSpec(
             name="sessions",
@@ -182,7 +181,7 @@ STAGES: dict[str, StageSpec] = {
             code=(*CORE_CODE, "recpipe/data", "recpipe/sessions"),
             deps=lambda p: [p.validated_dir],
             outs=lambda p: [p.sessions_dir, p.splits_dir],
-            metrics=lambda p: [p.splits_json],
+            plain_outs=lambda p: [p.splits_json],
         ),
         StageSpec(
             name="features",
@@ -191,7 +190,7 @@ STAGES: dict[str, StageSpec] = {
             code=(*CORE_CODE, "recpipe/data", "recpipe/features", "recpipe/sessions"),
             deps=lambda p: [p.validated_dir, p.splits_dir],
             outs=lambda p: [p.features_dir],
-            metrics=lambda p: [p.features_json],
+            plain_outs=lambda p: [p.features_json],
         ),
         StageSpec(
             name="tune",
@@ -219,8 +218,11 @@ STAGES: dict[str, StageSpec] = {
             ),
             deps=lambda p: [p.features_dir],
             outs=lambda p: [p.tuned_dir],
-            metrics=lambda p: [p.reports_dir / "tuning.json"],
-            plain_outs=lambda p: [p.reports_dir / "tuning.md", p.reports_dir / "tuning"],
+            plain_outs=lambda p: [
+                p.reports_dir / "tuning.json",
+                p.reports_dir / "tuning.md",
+                p.reports_dir / "tuning",
+            ],
             persist=True,
         ),
         StageSpec(
@@ -238,8 +240,7 @@ STAGES: dict[str, StageSpec] = {
             params=("evaluate", "train.candidates", "tune.use"),
             code=(*CORE_CODE, *MODEL_CODE, "recpipe/tuning"),
             deps=lambda p: [p.features_dir, p.models_dir, p.tuned_dir, p.splits_json],
-            metrics=lambda p: [p.evaluation_json],
-            plain_outs=lambda p: [p.leaderboard_md, p.plots_dir],
+            plain_outs=lambda p: [p.evaluation_json, p.leaderboard_md, p.plots_dir],
         ),
         StageSpec(
             name="gate",
@@ -266,8 +267,8 @@ STAGES: dict[str, StageSpec] = {
                 p.models_dir,
                 p.tuned_dir,
             ],
-            metrics=lambda p: [p.metrics_json, p.gate_json],
-            plain_outs=lambda p: [p.gate_md],
+            metrics=lambda p: [p.metrics_json],  # the one file dvc metrics show prints
+            plain_outs=lambda p: [p.gate_json, p.gate_md],
         ),
         StageSpec(
             name="package",
@@ -289,7 +290,7 @@ STAGES: dict[str, StageSpec] = {
             ),
             deps=lambda p: [p.sessions_dir, p.gate_json, p.models_dir],
             outs=lambda p: [p.bento_archive],
-            metrics=lambda p: [p.package_json],
+            plain_outs=lambda p: [p.package_json],
         ),
     )
 }
