@@ -344,10 +344,6 @@ class _SampledMF(_MF):
             exclude_positive=True,
         )
 
-    #: Whether the loss depends on the user and global biases (BPR's differences
-    #: cancel them: no lookup, no gradient).
-    user_bias_matters: ClassVar[bool] = True
-
     def _scores(
         self, module: MFModule, batch: TripletBatch, device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -361,10 +357,10 @@ class _SampledMF(_MF):
         )  # (B, 1 + K)
         u = module.user(users)  # (B, D)
         v = module.item(items)  # (B, 1 + K, D)
-        scores = (u.unsqueeze(1) * v).sum(-1) + module.item_bias(items).squeeze(-1)
-        if self.user_bias_matters:
-            b_u = module.user_bias(users).squeeze(-1) + module.global_bias
-            scores = scores + b_u[:, None]
+        # (BPR's differences cancel the user and global biases, but DDP wants every
+        # parameter in the graph: they stay, with a zero gradient)
+        b_u = module.user_bias(users).squeeze(-1) + module.global_bias
+        scores = (u.unsqueeze(1) * v).sum(-1) + module.item_bias(items).squeeze(-1) + b_u[:, None]
         if self.config.l2:  # mean squared norm of the batch's factors, as _penalty
             penalty = self.config.l2 * (u.pow(2).sum(-1).mean() + v.pow(2).sum(-1).mean())
         else:
@@ -407,7 +403,6 @@ class MFBPR(_SampledMF):
         "negatives": Int(1, 16, log=True),
     }
     Config: ClassVar[type[MFBPRConfig]] = MFBPRConfig
-    user_bias_matters: ClassVar[bool] = False
 
     def _step(
         self, module: torch.nn.Module, batch: TripletBatch, device: torch.device

@@ -62,9 +62,15 @@ def test_real_data_through_features(source: str, real_data: Path, tmp_path: Path
         parts = entry["stats"]["parts"]
         assert parts["test"]["rows"] > 0 and parts["train"]["rows"] > parts["test"]["rows"]
         meta = json.loads((paths.features_dir / kind / "meta.json").read_text())
-        # test items of the session split are all known to the id map (unseen were dropped)
+        # test items of the session split are known to the id map (unseen were dropped),
+        # but for prepared session-tsv data test keeps the items of the validation days
+        # too (GRU4Rec's filter against train_full), which the train-fitted map lacks
         if kind == "session":
-            assert meta["parts"]["test"]["unknown_item_share"] == 0.0
+            unknown = meta["parts"]["test"]["unknown_item_share"]
+            if source == "session-tsv":
+                assert 0.0 < unknown < 0.03, unknown
+            else:
+                assert unknown == 0.0
     # every applicable baseline is on the leaderboard, and beats chance
     evaluation = json.loads(paths.evaluation_json.read_text())
     first = evaluation["results"][evaluation["primary_split"]]
