@@ -141,7 +141,8 @@ def test_each_loss_in_a_training_step_equals_its_formula(loss: str) -> None:
         else:
             beta = gbce_beta(5, meta.n_real_items, options.get("gbce_t", 0.75))
             terms.append(-beta * torch.log(torch.sigmoid(hv @ table[y])))
-            for c in batch.negatives.tolist():
+            assert batch.negatives.shape == (len(batch), 5)  # per sequence
+            for c in batch.negatives[b].tolist():
                 if c != y:
                     terms.append(-torch.log(1 - torch.sigmoid(hv @ table[c])))
     direct = torch.stack(terms).sum() / n
