@@ -53,9 +53,38 @@ SetOpt = Annotated[
 RootOpt = Annotated[Path, typer.Option("--root", help="workspace directory for all outputs")]
 
 
+#: The stages of ``recpipe stage NAME`` (those of :data:`recpipe.pipeline.STAGES`, which a
+#: test keeps in step; named here so that ``--help`` lists them without importing it).
+STAGE_NAMES: tuple[str, ...] = (
+    "ingest",
+    "validate",
+    "sessions",
+    "features",
+    "tune",
+    "train",
+    "evaluate",
+    "gate",
+    "package",
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"recpipe {version('recpipe')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="print the version, exit"
+        ),
+    ] = False,
 ) -> None:
     """Configure logging once, and turn the tools' telemetry off, for every command."""
     from rich.logging import RichHandler
@@ -292,7 +321,9 @@ def _print_lineage(lineage: dict[str, Any] | None) -> None:
 
 @app.command()
 def stage(
-    name: Annotated[str, typer.Argument(help="stage name, as in dvc.yaml")],
+    name: Annotated[
+        str, typer.Argument(help=f"stage name, as in dvc.yaml: {', '.join(STAGE_NAMES)}")
+    ],
     params_file: ParamsOpt = None,
     overrides: SetOpt = None,
     root: RootOpt = Path("."),

@@ -51,6 +51,7 @@ EVENT_TYPE_ALIASES: dict[str, str] = {
     "click": "click",
     "clicks": "click",
     "cart": "cart",
+    "carts": "cart",  # OTTO's spellings: clicks, carts, orders
     "addtocart": "cart",
     "add_to_cart": "cart",
     "add-to-cart": "cart",
@@ -60,8 +61,11 @@ EVENT_TYPE_ALIASES: dict[str, str] = {
     "buy": "purchase",
     "buys": "purchase",
     "order": "purchase",
+    "orders": "purchase",
     "transaction": "purchase",
+    "transactions": "purchase",
     "rating": "rating",
+    "ratings": "rating",
     "rate": "rating",
 }
 

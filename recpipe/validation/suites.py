@@ -189,7 +189,8 @@ def build_suites(
     add(
         EVENTS,
         "event_type_known",
-        f"event_type is one of {list(params.event_types)}",
+        f"event_type is one of {list(params.event_types)} (map the source's other "
+        "spellings with data.event_type_map, e.g. {clickout: click})",
         E.ExpectColumnValuesToBeInSet(column="event_type", value_set=list(params.event_types)),
         row_level=True,
     )

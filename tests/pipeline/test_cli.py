@@ -30,6 +30,27 @@ def test_stage_ingest_then_validate(tmp_path: Path) -> None:
     assert (tmp_path / "data" / "validated" / "events.parquet").exists()
 
 
+def test_version_and_the_stage_list_in_the_help() -> None:
+    from importlib.metadata import version
+
+    from recpipe.cli import STAGE_NAMES
+    from recpipe.pipeline import STAGES
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"recpipe {version('recpipe')}"
+    assert tuple(STAGES) == STAGE_NAMES  # the help's list is the stage table's
+    shown = runner.invoke(app, ["stage", "--help"], env={"COLUMNS": "200"}).output
+    assert all(name in shown for name in STAGE_NAMES)
+
+
+def test_otto_and_other_plural_event_spellings_are_known_aliases() -> None:
+    from recpipe.data.schema import normalise_event_types
+
+    raw = pd.Series(["clicks", "carts", "orders", "Transactions", "ratings", "clickout"])
+    got = normalise_event_types(raw).tolist()
+    assert got == ["click", "cart", "purchase", "purchase", "rating", "clickout"]
+
+
 def test_unknown_stage_and_bad_param_exit_2(tmp_path: Path) -> None:
     res = runner.invoke(app, ["stage", "nope", "--root", str(tmp_path)])
     assert res.exit_code == 2

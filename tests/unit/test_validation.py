@@ -154,6 +154,11 @@ def broken_outcome():
     return run(tables_with(frame))
 
 
+def test_an_unknown_event_type_points_at_the_mapping_param(broken_outcome) -> None:
+    assert "data.event_type_map" in failed(broken_outcome)["event_type_known"]["description"]
+    assert "data.event_type_map" in format_report(broken_outcome)
+
+
 def test_every_broken_rule_and_only_those_fail(broken_outcome) -> None:
     assert not broken_outcome.success and not broken_outcome.passed
     assert set(failed(broken_outcome)) == set(BROKEN)
