@@ -623,6 +623,71 @@ def _run_child(command: list[str], env: dict[str, str]) -> None:
 
 
 @app.command()
+def recommend(
+    user: Annotated[
+        str | None, typer.Option("--user", "-u", help="a user's top-k (seen items excluded)")
+    ] = None,
+    session: Annotated[
+        list[str] | None,
+        typer.Option("--session", help="a live session's items, oldest first (repeatable)"),
+    ] = None,
+    similar: Annotated[
+        str | None, typer.Option("--similar", help="items similar to this item")
+    ] = None,
+    all_users: Annotated[
+        bool, typer.Option("--all-users", help="every known user's top-k into --out")
+    ] = False,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="--all-users: the Parquet (or .csv) file")
+    ] = None,
+    k: Annotated[int, typer.Option("-k", min=1, help="how many items")] = 10,
+    root: RootOpt = Path("."),
+) -> None:
+    """Recommendations of the packaged champion, in-process (what the HTTP service answers).
+
+    One of --user, --session, --similar or --all-users (with --out). Python:
+    `recpipe.serve.champion.load_champion(root)`.
+    """
+    chosen = [n for n, v in (("--user", user), ("--session", session), ("--similar", similar),
+                             ("--all-users", all_users)) if v]  # fmt: skip
+    if len(chosen) != 1:
+        console.print(
+            "error: give one of --user, --session, --similar or --all-users "
+            f"(got {chosen or 'none'})"
+        )
+        raise typer.Exit(2)
+    if all_users and out_file is None:
+        console.print("error: --all-users writes a file: give --out FILE.parquet (or .csv)")
+        raise typer.Exit(2)
+
+    def go() -> Any:
+        from recpipe.serve.champion import load_champion, top_k_all_users
+
+        predictor = load_champion(root)  # a bad request raises RequestError: exit 1
+        if user is not None:
+            return predictor.recommend(user, k=k)
+        if session:
+            return predictor.recommend_session(list(session), k=k)
+        if similar is not None:
+            return predictor.similar(similar, k=k)
+        from rich.progress import Progress
+
+        assert out_file is not None
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("top-k of every user", total=len(predictor.user_map.ids))
+            table = top_k_all_users(predictor, k, on_user=lambda: bar.advance(task))
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        if out_file.suffix == ".csv":
+            table.to_csv(out_file, index=False)
+        else:
+            table.to_parquet(out_file, index=False)
+        return {"users": int(table["user_id"].nunique()), "rows": len(table), "out": str(out_file)}
+
+    answer = _guard(go)
+    out.print(json.dumps(answer if isinstance(answer, dict) else answer.model_dump(), indent=2))
+
+
+@app.command()
 def serve(
     port: Annotated[
         int | None, typer.Option("--port", help="port (default: serve.port, 3000)")
