@@ -239,7 +239,9 @@ def _run_flow(
 
     def go() -> dict[str, Any]:
         # fail fast on bad params, models or data path, before Prefect starts
-        _run_params(root, params_file, overrides, **options)
+        from recpipe.data.sources import preflight
+
+        preflight(_run_params(root, params_file, overrides, **options).data)
         from flows.retrain import retrain
 
         _quiet_expected_tracebacks()

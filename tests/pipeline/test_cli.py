@@ -51,6 +51,30 @@ def test_otto_and_other_plural_event_spellings_are_known_aliases() -> None:
     assert got == ["click", "cart", "purchase", "purchase", "rating", "clickout"]
 
 
+def test_a_missing_data_path_fails_before_prefect_starts(tmp_path: Path, monkeypatch) -> None:
+    import recpipe.cli as cli
+
+    def no_flow(*args, **kwargs):  # the flow must not even be imported and called
+        raise AssertionError("the flow ran")
+
+    monkeypatch.setattr(cli, "_quiet_expected_tracebacks", no_flow)
+    missing = tmp_path / "nowhere.csv"
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "--root",
+            str(tmp_path),
+            "--set",
+            "data.source=csv",
+            "--set",
+            f"data.path={missing}",
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    assert f"data.path '{missing}' does not exist" in result.output
+
+
 def test_unknown_stage_and_bad_param_exit_2(tmp_path: Path) -> None:
     res = runner.invoke(app, ["stage", "nope", "--root", str(tmp_path)])
     assert res.exit_code == 2
