@@ -81,7 +81,9 @@ def register_and_promote(
             }
             if judged:
                 tags["gate.reasons"] = " | ".join(decision.get("reasons", []))
-            versions[key] = registry.register(artifact, tags)
+            versions[key] = registry.register(
+                artifact, tags, version_description(name, split, metrics, decision, judged)
+            )
     version = versions.get(chosen_key) if chosen_key else None
     if decision["passed"] and version is not None:
         expected = (decision.get("champion") or {}).get("version")
@@ -200,3 +202,16 @@ def serving_source(
             },
         },
     }
+
+
+def version_description(
+    name: str, split: str, metrics: dict[str, Any], decision: dict[str, Any], judged: bool
+) -> str:
+    """One line for the registry's version list: the model, its split, the gate's outcome
+    for it and its gate metric, e.g. ``mf_bpr on user_temporal: gate passed, recall@20
+    0.2413``."""
+    metric = decision.get("metric") or ""
+    outcome = ("passed" if decision.get("passed") else "not passed") if judged else "not judged"
+    value = metrics.get(metric)
+    figure = f", {metric} {float(value):.4f}" if isinstance(value, int | float) else ""
+    return f"{name} on {split}: gate {outcome}{figure}"

@@ -444,7 +444,9 @@ class Registry:
         return artifact
 
     # writing ----------------------------------------------------------------
-    def register(self, artifact: Path | str, tags: dict[str, str]) -> str:
+    def register(
+        self, artifact: Path | str, tags: dict[str, str], description: str | None = None
+    ) -> str:
         """Log an artifact as a pyfunc model and register it as a new version.
 
         Uses the active MLflow run when there is one (the pipeline run). Sets the
@@ -456,6 +458,8 @@ class Registry:
             A recpipe model artifact directory (loaded first: a broken one raises).
         tags : dict
             Version tags (values are cut to 4000 characters).
+        description : str, optional
+            The version's description (what the registry UI lists beside it).
 
         Returns
         -------
@@ -485,6 +489,10 @@ class Registry:
         clean.setdefault("recpipe.split", split)
         with _mlflow_errors(f"cannot register {info.model_uri} as a version of {self.name!r}"):
             version = mlflow.register_model(info.model_uri, self.name, tags=clean)
+            if description:
+                self.client.update_model_version(
+                    self.name, str(version.version), description=description
+                )
         log.info(
             "registered %s (%s) as %s version %s", model.name, split, self.name, version.version
         )

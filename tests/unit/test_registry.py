@@ -67,6 +67,11 @@ def test_runs_promote_on_a_passing_gate_and_leave_aliases_on_a_failing_one(works
     assert tags["data.content_hash"] == "hash-0" and len(tags["data.manifest_sha256"]) == 64
     assert tags["dvc.lock.sha256"] == "none" and tags["git.commit"]
     assert float(tags["metric.recall_at_20"]) == pytest.approx(gate["candidate"]["value"], rel=1e-5)
+    # the version list says which model each version is
+    description = registry.get_version("1").description
+    assert description == (
+        f"markov on {SPLIT}: gate passed, recall@20 {gate['candidate']['value']:.4f}"
+    )
 
     # second run: the champion is re-evaluated on the same split: equal -> v2 promoted
     gate, reg = _gate_and_register(workspace, "runs")
