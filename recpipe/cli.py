@@ -911,7 +911,7 @@ def server(
     out.print(f"  point recpipe at it:  export PREFECT_API_URL={api}")
     out.print(f"  UI:                   {ui_url(api)}")
     out.print('  then schedule:        recpipe schedule --cron "0 3 * * *"')
-    _run_child(server_command(port, host), server_env())
+    _run_child(server_command(port, host), server_env(port=port, host=host))
 
 
 @data_app.command("import")

@@ -76,10 +76,22 @@ def server_command(port: int = DEFAULT_PORT, host: str = DEFAULT_HOST) -> list[s
     return [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
 
 
-def server_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``base`` (default: this process's environment) with the server's analytics off."""
+def server_env(
+    base: Mapping[str, str] | None = None, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST
+) -> dict[str, str]:
+    """``base`` (default: this process's environment) with the server's analytics off
+    and its UI pointed at its own API: the UI derives its API URL from
+    ``PREFECT_SERVER_API_PORT`` (or an inherited ``PREFECT_API_URL``), not from
+    ``--port``, so on another port than 4200 it could not reach its API."""
     env = dict(os.environ if base is None else base)
     env.update(SERVER_ENV)
+    env.update(
+        {
+            "PREFECT_SERVER_API_HOST": host,
+            "PREFECT_SERVER_API_PORT": str(port),
+            "PREFECT_UI_API_URL": api_url(port, host),
+        }
+    )
     return env
 
 

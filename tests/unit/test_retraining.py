@@ -166,6 +166,31 @@ def test_server_urls_and_command() -> None:
     ]
 
 
+def test_a_server_on_another_port_points_its_ui_at_its_own_api() -> None:
+    import subprocess
+    import sys
+
+    from recpipe.scheduling import server_env
+
+    # an inherited PREFECT_API_URL (e.g. another server's) must not leak into the UI
+    env = server_env({"PREFECT_API_URL": "http://10.0.0.9:4200/api"}, port=4321)
+    assert env["PREFECT_SERVER_API_PORT"] == "4321"
+    assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    probe = (
+        "import prefect.settings as s; "
+        "print(s.PREFECT_UI_API_URL.value(), s.PREFECT_SERVER_API_PORT.value())"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**env, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout.split()
+    assert shown == ["http://127.0.0.1:4321/api", "4321"]
+
+
 def test_a_run_parses_its_params_once(tmp_path, monkeypatch) -> None:
     import recpipe.pipeline as pipeline
 
