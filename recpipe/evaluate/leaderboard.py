@@ -18,6 +18,7 @@ import numpy as np
 from recpipe.evaluate.health import health_markdown
 from recpipe.evaluate.protocols import COLD_START_SPLITS, NEXT_ITEM_SPLITS, evaluate_model
 from recpipe.evaluate.significance import paired_bootstrap
+from recpipe.features.context import EVENT_TYPE_INDEX
 from recpipe.models.base import Recommender
 from recpipe.models.data import DataMeta, Interactions
 from recpipe.models.registry import build_model, get_model
@@ -84,6 +85,13 @@ def evaluate_models(
         if not needed & kinds:
             out[name] = {"skipped": f"scores {sorted(kinds)} queries; {split_kind} needs {wanted}"}
             continue
+        if model is None and getattr(get_model(name), "predicts_ratings", False):
+            rated = data["train"].event_type_idx == EVENT_TYPE_INDEX["rating"]
+            if not rated.any():  # its ranking would be item biases of click counts
+                out[name] = {
+                    "skipped": "a rating predictor, and the train part holds no rating event"
+                }
+                continue
         t0 = time.perf_counter()
         if model is None:
             model = build_model(name, configs.get(name, {}), meta)

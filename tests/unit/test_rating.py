@@ -126,3 +126,21 @@ def test_save_load_round_trip(tmp_path: Path):
     np.testing.assert_array_equal(loaded.score(q), model.score(q))
     np.testing.assert_array_equal(loaded.score(q, np.array([2, 5])), model.score(q)[:, [2, 5]])
     assert build_model("bias", {"sweeps": 3}, model.meta).config.sweeps == 3
+
+
+def test_rating_predictors_are_left_off_click_data_leaderboards():
+    from recpipe.evaluate.leaderboard import evaluate_models
+
+    clicks = rated(**TRAIN, event_type=EVENT_TYPE_INDEX["view"])
+    meta = DataMeta.from_interactions(clicks, n_items=6, n_users=5)
+    data = {"train": clicks, "test": clicks}
+    out, _ = evaluate_models("user_temporal", data, meta, ["bias", "pop"], {}, [2])
+    assert out["bias"] == {
+        "skipped": "a rating predictor, and the train part holds no rating event"
+    }
+    assert "metrics" in out["pop"]
+    ratings = rated(**TRAIN)
+    out, _ = evaluate_models(
+        "user_temporal", {"train": ratings, "test": ratings}, meta, ["bias"], {}, [2]
+    )
+    assert "rmse" in out["bias"]["metrics"]  # with ratings it is on the board
