@@ -920,7 +920,7 @@ def data_import(
         str,
         typer.Argument(
             help="movielens-100k, movielens-latest, yoochoose, "
-            "session-tsv, diginetica, retailrocket, csv, parquet"
+            "session-tsv, diginetica, retailrocket, csv, parquet, jsonl"
         ),
     ],
     path: Annotated[Path, typer.Argument(help="raw data file or folder")],

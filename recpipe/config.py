@@ -47,6 +47,7 @@ SOURCE_KINDS: tuple[str, ...] = (
     "retailrocket",
     "csv",
     "parquet",
+    "jsonl",
 )
 
 
@@ -90,6 +91,11 @@ class DataParams(StrictModel):
         default_factory=dict, description="extra raw -> canonical event type spellings"
     )
     items_path: str | None = Field(default=None, description="optional items table (csv)")
+    jsonl_events: str = Field(
+        default="events",
+        description="jsonl: a line's list field of events (one session a line, as OTTO's); "
+        "a line without it is one event",
+    )
 
 
 class SynthParams(StrictModel):

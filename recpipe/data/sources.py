@@ -15,6 +15,7 @@ diginetica          ``(sample_)train-item-views.csv`` + ``train-purchases.csv`` 
                     ``product-categories.csv`` (+ ``products.csv``)
 retailrocket        ``events.csv`` (+ ``item_properties*.csv``)
 csv, parquet        any events table, through ``data.columns`` (a column mapping)
+jsonl               JSON lines, flat or one session a line with an events array (OTTO)
 ==================  ==============================================================
 
 The contract every importer keeps:
@@ -40,6 +41,7 @@ from pathlib import Path
 from recpipe.config import DataParams, SynthParams
 from recpipe.data.diginetica import import_diginetica
 from recpipe.data.generic import import_csv, import_parquet
+from recpipe.data.jsonl import import_jsonl
 from recpipe.data.movielens import import_movielens_100k, import_movielens_latest
 from recpipe.data.retailrocket import import_retailrocket
 from recpipe.data.schema import CanonicalTables
@@ -63,6 +65,7 @@ SOURCES: dict[str, Importer] = {
     "retailrocket": import_retailrocket,
     "csv": import_csv,
     "parquet": import_parquet,
+    "jsonl": import_jsonl,
 }
 
 
