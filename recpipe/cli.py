@@ -93,12 +93,20 @@ def main(
 
     telemetry_off()
 
+    if console.is_terminal:  # Rich's columns in a terminal; plain lines in a log file
+        handler: logging.Handler = RichHandler(
+            console=console, show_path=False, rich_tracebacks=False
+        )
+        handler.setFormatter(logging.Formatter("%(message)s", datefmt="[%X]"))
+    else:  # (Rich would wrap every line at 80 columns and drop the date and the logger)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter(
+                "%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S"
+            )
+        )
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        datefmt="[%X]",
-        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
-        force=True,
+        level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True
     )
     for noisy in ("alembic", "urllib3", "httpx", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

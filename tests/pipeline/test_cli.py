@@ -75,6 +75,14 @@ def test_a_missing_data_path_fails_before_prefect_starts(tmp_path: Path, monkeyp
     assert f"data.path '{missing}' does not exist" in result.output
 
 
+def test_logs_outside_a_terminal_are_plain_lines(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["stage", "ingest", "--root", str(tmp_path), *_sets(SMALL)])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if " INFO " in line]
+    assert lines and all(line[:4].isdigit() for line in lines)  # date first, no Rich columns
+    assert any(" recpipe.stages: " in line or " recpipe." in line for line in lines)
+
+
 def test_unknown_stage_and_bad_param_exit_2(tmp_path: Path) -> None:
     res = runner.invoke(app, ["stage", "nope", "--root", str(tmp_path)])
     assert res.exit_code == 2
