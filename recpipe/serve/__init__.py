@@ -5,6 +5,8 @@
 - :mod:`recpipe.serve.batching`: adaptive micro-batching of concurrent requests.
 - :mod:`recpipe.serve.schemas`: the request and response models (pydantic).
 - :mod:`recpipe.serve.predictor`: bundle in, recommendations with strategies out.
+- :mod:`recpipe.serve.fastpath`: the lean ASGI path of the service's JSON endpoints.
+- :mod:`recpipe.serve.reuseport`: one ``SO_REUSEPORT`` listening socket per worker.
 - :mod:`recpipe.serve.service`: the BentoML service (imports bentoml).
 - :mod:`recpipe.serve.package`: model store, ``bentoml build`` and export, ``recpipe
   serve`` (imports bentoml).

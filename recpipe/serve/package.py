@@ -134,6 +134,13 @@ def package_bundle(
             str(ctx / BENTOFILE), build_ctx=str(ctx), labels={**tags, "model_tag": model_tag}
         )
         bento_tag = str(bento.tag)
+        if not any(m.tag.name == MODEL_STORE_NAME for m in bento.info.all_models):
+            bentoml.bentos.delete(bento_tag)
+            raise StageError(
+                f"the Bento references no {MODEL_STORE_NAME} model: RECPIPE_BUNDLE was set "
+                "when recpipe.serve.service was imported (it makes the service serve that "
+                "directory instead of the store's model); unset it and package again"
+            )
         log.info("built Bento %s", bento_tag)
         archive.parent.mkdir(parents=True, exist_ok=True)
         # BentoML appends ".bento" to a path without it: name the temporary file so

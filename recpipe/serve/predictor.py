@@ -53,7 +53,13 @@ from recpipe.models.coldstart import STRATEGIES, ColdStartPolicy
 from recpipe.models.data import Queries
 from recpipe.models.embedding import aggregate_items, has_known_items
 from recpipe.models.registry import load_model
-from recpipe.serve.bundle import FALLBACK_DIR, MODEL_DIR, read_info, read_seen
+from recpipe.serve.bundle import (
+    FALLBACK_DIR,
+    MODEL_DIR,
+    read_index_vectors,
+    read_info,
+    read_seen,
+)
 from recpipe.serve.index import ExactIndex, FaissIndex, build_index, top_k
 from recpipe.serve.schemas import (
     DEFAULT_K,
@@ -82,6 +88,20 @@ def _nanoseconds(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * _NS_PER_S + delta.microseconds * 1000
 
 
+def _matching(transposed: np.ndarray | None, vectors: np.ndarray) -> np.ndarray | None:
+    """``transposed`` when it holds ``vectors`` transposed (its shape, and 64 columns spread
+    over the table compared exactly), else None (with a warning when given)."""
+    if transposed is None:
+        return None
+    n, d = vectors.shape
+    if transposed.shape == (d, n) and transposed.dtype == np.float32:
+        sample = np.unique(np.linspace(0, n - 1, num=min(n, 64)).astype(np.int64))
+        if np.array_equal(transposed[:, sample], vectors[sample].T):
+            return transposed
+    log.warning("the bundle's index vectors do not match the model's; building the index")
+    return None
+
+
 def _hour_dow(ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     hours = (ns // _NS_PER_HOUR) % 24
     dows = (ns // _NS_PER_DAY + _EPOCH_DOW) % 7
@@ -105,6 +125,10 @@ class Predictor:
         Limits, index and batching settings (default: the defaults).
     gap_buckets : int, default 16
         ``features.gap_buckets`` of the model's data (session context).
+    index_vectors : numpy.ndarray, optional
+        The exact index's (D, N) transposed unit item vectors, e.g. the bundle's
+        memory-mapped copy that the service's workers share; used when they are the
+        vectors the index would hold, ignored (with a warning) otherwise.
 
     Raises
     ------
@@ -127,6 +151,7 @@ class Predictor:
         info: Mapping[str, Any] | None = None,
         settings: ServeParams | None = None,
         gap_buckets: int = 16,
+        index_vectors: np.ndarray | None = None,
     ) -> None:
         meta = model.meta
         if meta.item_map is None or meta.user_map is None:
@@ -163,6 +188,7 @@ class Predictor:
                 nprobe=s.ann_nprobe,
                 hnsw_m=s.hnsw_m,
                 ef_search=s.hnsw_ef_search,
+                transposed=_matching(index_vectors, vectors),
             )
         self._content = self.policy.content
         self._encoder = None if self._content is None else self._content.meta.item_encoder
@@ -189,6 +215,7 @@ class Predictor:
         model = load_model(bundle / MODEL_DIR)
         fallback = load_model(bundle / FALLBACK_DIR)
         seen = read_seen(bundle, model.meta.n_users, model.meta.n_items)
+        index_vectors = read_index_vectors(bundle)
         try:
             settings = ServeParams.model_validate(info.get("serve", {}))
         except ValueError as exc:
@@ -202,6 +229,7 @@ class Predictor:
             info=info,
             settings=settings,
             gap_buckets=int(info.get("gap_buckets", 16)),
+            index_vectors=index_vectors,
         )
 
     # limits ------------------------------------------------------------------

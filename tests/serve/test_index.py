@@ -124,3 +124,39 @@ def test_faiss_recall_against_exact(kind, quantize):
     assert idx.shape == (2, 5) and (idx >= N_RESERVED).all()
     assert 5 not in idx[0] and not np.isin(idx[1], [6, 7]).any()
     assert np.all(np.diff(scores, axis=1) <= 1e-6)
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_numpy_and_torch_products_give_the_same_exact_top_k(quantize, monkeypatch):
+    vectors = clustered(3_000, dim=32)
+    queries = clustered(9, dim=32, seed=2)[:9]
+    exclude = [np.array([i + 5]) for i in range(9)]
+    monkeypatch.setattr(index_module, "_MAX_SCORES_PER_CHUNK", 9 * 500)  # 7 chunks, aligned
+    answers = {}
+    for backend in ("numpy", "torch"):
+        index = ExactIndex(vectors, quantize=quantize, backend=backend)
+        assert index.describe()["backend"] == ("numpy" if quantize == "int8" else backend)
+        answers[backend] = index.search(queries, 12, exclude)
+    np.testing.assert_allclose(answers["torch"][1], answers["numpy"][1], rtol=1e-5, atol=1e-6)
+    assert (answers["torch"][0] == answers["numpy"][0]).mean() > 0.95  # ties may swap
+    if quantize == "none":
+        want_idx, _ = brute_force(vectors, queries, 12, exclude)
+        assert (answers["torch"][0] == want_idx).mean() > 0.95
+    assert not np.isin(answers["torch"][0], [0, 1]).any()
+
+
+def test_the_product_backend_is_picked_once_for_large_catalogues(monkeypatch):
+    picked = []
+
+    def pick(vectors_t):
+        picked.append(vectors_t.shape)
+        return "torch"
+
+    monkeypatch.setattr(index_module, "_faster_backend", pick)
+    monkeypatch.setattr(index_module, "_CALIBRATE_MIN_ITEMS", 1_000)
+    assert ExactIndex(clustered(500)).backend == "numpy"  # small: no timing, numpy
+    assert ExactIndex(clustered(2_000, dim=8)).backend == "torch"
+    assert picked == [(8, 2_000 + N_RESERVED)]
+    assert index_module._faster_backend(clustered(2_000).T.copy()) in ("numpy", "torch")
+    with pytest.raises(ValueError, match="backend"):
+        ExactIndex(clustered(10), backend="cuda")
