@@ -285,37 +285,6 @@ def fit_to_split(model: Recommender, meta: DataMeta) -> tuple[Any, bool]:
     return remapped, True
 
 
-def evaluate_on_split(
-    model: Recommender,
-    split_kind: str,
-    data: Mapping[str, Interactions],
-    meta: DataMeta,
-    ks: Sequence[int],
-    metric: str,
-    *,
-    test_user_keys: np.ndarray | None = None,
-    given: int = 5,
-) -> tuple[float, bool]:
-    """The mean ``metric`` of ``model`` on a split by its protocol, as the evaluate stage.
-
-    Returns
-    -------
-    tuple
-        The metric and whether the model was scored through its own id maps.
-
-    Raises
-    ------
-    ArtifactError
-        The model's ids cannot be matched to the split's.
-    ValueError
-        The split's protocol cannot evaluate the model, or does not give ``metric``.
-    """
-    metrics, remapped = split_metrics(
-        model, split_kind, data, meta, ks, metric, test_user_keys=test_user_keys, given=given
-    )
-    return metrics[metric], remapped
-
-
 def split_metrics(
     model: Recommender,
     split_kind: str,
@@ -327,8 +296,21 @@ def split_metrics(
     test_user_keys: np.ndarray | None = None,
     given: int = 5,
 ) -> tuple[dict[str, float], bool]:
-    """Every metric of :func:`evaluate_on_split` (which it raises on, the same way):
-    the protocol's metric means, and whether the model's own id maps were used."""
+    """The metrics of ``model`` on a split by its protocol, as the evaluate stage gives
+    them (``metric`` must be among them).
+
+    Returns
+    -------
+    tuple
+        ``{metric: mean}`` and whether the model was scored through its own id maps.
+
+    Raises
+    ------
+    ArtifactError
+        The model's ids cannot be matched to the split's.
+    ValueError
+        The split's protocol cannot evaluate the model, or does not give ``metric``.
+    """
     from recpipe.evaluate.protocols import evaluate_model
 
     scorer, remapped = fit_to_split(model, meta)

@@ -39,15 +39,15 @@ def _suggest_one(trial: Any, name: str, dim: Dimension) -> Any:
 
 def _validation_value(model: Any, split: str, data: SplitData, metric: str, ks: list[int]) -> float:
     """The mean ``metric`` of ``model`` on the split's validation part, by its protocol."""
-    from recpipe.gates.measure import evaluate_on_split
+    from recpipe.gates.measure import split_metrics
 
     parts = {
         "train": data.parts["train"],
         "valid": data.parts["valid"],
         "test": data.parts["valid"],
     }
-    value, _ = evaluate_on_split(model, split, parts, data.meta, ks, metric)
-    return float(value)
+    metrics, _ = split_metrics(model, split, parts, data.meta, ks, metric)
+    return float(metrics[metric])
 
 
 def _epoch_reporter(trial: Any, monitor: str | None, deadline: float | None = None) -> Any:
