@@ -253,10 +253,14 @@ def retrain(
             fan_out = train_candidates.with_options(task_runner=dask_task_runner(params))
             training = fan_out(params, paths, list(params.train.candidates), run_id)
         else:
-            training = {
-                model: train_task.with_options(name=f"train-{model}")(params, paths, model)
-                for model in params.train.candidates
-            }
+            training = {}
+            clock = retraining.CandidateClock(params.train.candidates)
+            for model in params.train.candidates:
+                logger.info(clock.starting(model))
+                training[model] = train_task.with_options(name=f"train-{model}")(
+                    params, paths, model
+                )
+                clock.finished()
         if params.tune.use:  # lineage: the tuned configs this run used
             tracking.log_tuned(paths)
         evaluation = evaluate_task(params, paths)

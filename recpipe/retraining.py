@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -155,6 +157,45 @@ def tune_due(params: Params, paths: Paths) -> bool:
     counter.parent.mkdir(parents=True, exist_ok=True)
     counter.write_text(json.dumps({"runs": runs + 1}) + "\n")
     return runs % every == 0
+
+
+class CandidateClock:
+    """``candidate k of N`` lines for a run's candidates, with the time left at the pace
+    of the candidates done so far (the flow logs one before each candidate trains).
+
+    Examples
+    --------
+    >>> clock = CandidateClock(["mf_bpr", "gru4rec"], clock=iter([0.0, 60.0]).__next__)
+    >>> clock.starting("mf_bpr")
+    'candidate 1 of 2: mf_bpr'
+    >>> clock.finished()
+    >>> clock.starting("gru4rec")
+    'candidate 2 of 2: gru4rec (1 done in 1.0 min; about 1.0 min left at that pace)'
+    """
+
+    def __init__(self, names: Sequence[str], clock: Callable[[], float] = time.perf_counter):
+        self.names = list(names)
+        self._clock = clock
+        self._t0 = clock()
+        self.done = 0
+
+    def starting(self, name: str) -> str:
+        """The line for ``name``, about to train."""
+        n = len(self.names)
+        k = self.names.index(name) + 1 if name in self.names else self.done + 1
+        line = f"candidate {k} of {n}: {name}"
+        if self.done:
+            spent = self._clock() - self._t0
+            left = spent / self.done * (n - self.done)
+            line += (
+                f" ({self.done} done in {spent / 60:.1f} min; about {left / 60:.1f} min left "
+                "at that pace)"
+            )
+        return line
+
+    def finished(self) -> None:
+        """One more candidate is done."""
+        self.done += 1
 
 
 def outcome_message(gate: dict[str, Any], registry: dict[str, Any]) -> str:

@@ -230,3 +230,17 @@ def test_the_flow_tunes_on_its_first_run_and_every_nth(tmp_path) -> None:
         False,
         True,
     ]
+
+
+def test_the_candidate_clock_counts_and_estimates_the_time_left() -> None:
+    from recpipe.retraining import CandidateClock
+
+    ticks = iter([0.0, 120.0, 300.0])
+    clock = CandidateClock(["a", "b", "c"], clock=ticks.__next__)
+    assert clock.starting("a") == "candidate 1 of 3: a"  # nothing done: no estimate yet
+    clock.finished()
+    assert clock.starting("b") == (
+        "candidate 2 of 3: b (1 done in 2.0 min; about 4.0 min left at that pace)"
+    )
+    clock.finished()
+    assert clock.starting("c").endswith("(2 done in 5.0 min; about 2.5 min left at that pace)")
