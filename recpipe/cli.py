@@ -730,7 +730,15 @@ def serve(
         if tag is None and paths.package_json.is_file():
             tag = json.loads(paths.package_json.read_text()).get("bento_tag")
         chosen = port or params.serve.port
-        return resolve_bento(tag, paths.bento_archive), chosen, params.serve.workers
+        _require_free_port(host, chosen)
+        resolved = resolve_bento(tag, paths.bento_archive)
+        if tag is None:  # say so: it may be another workspace's
+            console.print(
+                f"warning: {paths.root} has packaged nothing (no {paths.rel(paths.package_json)}); "
+                f"serving the BentoML store's latest Bento, {resolved}, which another "
+                "workspace may have built (run `make run` here, or pass --bento TAG)"
+            )
+        return resolved, chosen, params.serve.workers
 
     tag, chosen_port, workers = _guard(go)
     from recpipe.serve.package import serve_command, serve_env, serve_workers
@@ -740,6 +748,22 @@ def serve(
         f"{serve_workers(workers)} worker(s) (Ctrl-C stops it)"
     )
     _run_child(serve_command(tag, chosen_port, host), serve_env(workers))
+
+
+def _require_free_port(host: str, port: int) -> None:
+    """A one-line error when ``host:port`` is taken (before the server starts and fails
+    with a long traceback)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"port {port} on {host} is in use ({exc.strerror}); stop what listens there "
+                "or pick another with --port N"
+            ) from None
 
 
 DataOpt = Annotated[

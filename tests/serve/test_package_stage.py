@@ -61,6 +61,23 @@ def test_recpipe_serve_without_the_bento_is_a_clear_error(tmp_path) -> None:
     assert "no Bento recpipe:nosuchversion" in result.output
 
 
+def test_recpipe_serve_on_a_port_in_use_is_one_line(tmp_path) -> None:
+    import socket
+
+    from typer.testing import CliRunner
+
+    from recpipe.cli import app
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["serve", "--root", str(tmp_path), "--port", str(port)])
+    assert result.exit_code == 2  # a usage error, as a bad param
+    assert f"port {port} on 127.0.0.1 is in use" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_the_gate_candidate_then_the_champion_is_packaged(workspace: Paths) -> None:
     from recpipe.serve.predictor import Predictor
 
