@@ -223,6 +223,7 @@ def leaderboard_markdown(
         )
         shown = [c for c in columns if any(c in e["metrics"] for _, e in ranked)]
         versus = (significance or {}).get(split, {}).get("versus", {})
+        lines += _headline(ranked, primary, versus)
         diff_col = f"{primary} vs best (95% CI)"
         lines.append(
             "| model | " + " | ".join(shown) + f" | {diff_col} | queries | fit s | eval s |"
@@ -257,7 +258,58 @@ def leaderboard_markdown(
         lines += _sampled_table(ranked)
         lines += health_markdown({n: e["health"] for n, e in ranked if e.get("health")})
         lines.append("")
+    lines += GLOSSARY
     return "\n".join(lines)
+
+
+#: The leaderboard's last section: what its columns mean.
+GLOSSARY = [
+    "## Glossary",
+    "",
+    "- recall@K: the share of a query's held-out items found in its top K (next-item "
+    "splits: 1 when the next item is in the top K, i.e. hit rate)",
+    "- ndcg@K: recall weighted by rank (1 at rank 1, 1/log2(r+1) at rank r), normalised",
+    "- mrr@K: 1/rank of the first held-out item in the top K, else 0",
+    "- coverage@K: the share of the catalogue that appears in any query's top K",
+    "- popularity_bias@K: the mean training-popularity percentile of the recommended items "
+    "(0.5: as random picks; 1.0: only the most popular item)",
+    "- cold_items/, cold_users/: the same metrics on the cold-start protocols (items or "
+    "users unseen in training)",
+    "- vs best (95% CI): the mean difference to the best model's primary metric over the "
+    "same queries, with its paired-bootstrap interval; an interval holding 0 is a tie",
+    "- queries: test queries evaluated; fit s / eval s: seconds to fit (a candidate's: its "
+    "training) and to evaluate",
+    "",
+]
+
+
+def _headline(
+    ranked: Sequence[tuple[str, Mapping[str, Any]]], primary: str, versus: Mapping[str, Any]
+) -> list[str]:
+    """One line under a split's heading: the best candidate against the best baseline on
+    the primary metric, with the relative lift and, for the one behind, its interval
+    against the leader."""
+    best: dict[str, tuple[str, float]] = {}
+    for name, entry in ranked:  # best first
+        role = "candidate" if entry.get("role") == "candidate" else "baseline"
+        if role not in best and primary in entry["metrics"]:
+            best[role] = (name, float(entry["metrics"][primary]))
+    if "baseline" not in best:
+        return []
+    base_name, base = best["baseline"]
+    if "candidate" not in best:
+        return [f"Best baseline **{base_name}**, {primary} {base:.4f} (no deep candidate).", ""]
+    cand_name, cand = best["candidate"]
+    lift = f"{(cand / base - 1):+.1%}" if base > 0 else "n/a"
+    behind = base_name if cand >= base else cand_name
+    v = versus.get(behind)
+    ci = f"; {behind} vs {cand_name if behind == base_name else base_name}: "
+    ci = ci + f"{v['mean_diff']:+.4f} [{v['low']:+.4f}, {v['high']:+.4f}]" if v else ""
+    return [
+        f"Best candidate **{cand_name}** {primary} {cand:.4f} against the best baseline "
+        f"**{base_name}** {base:.4f}: lift {lift}{ci}.",
+        "",
+    ]
 
 
 def _sampled_table(ranked: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:

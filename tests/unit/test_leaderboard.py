@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from recpipe.evaluate.leaderboard import (
+    GLOSSARY,
     compare_to_best,
     evaluate_models,
     leaderboard_markdown,
@@ -78,3 +79,25 @@ def test_evaluate_models_on_the_cold_start_split() -> None:
     assert "cold_items/recall@3" in per_query["user_only"]
     # no unknown user with a target in this test part: the session-only model is skipped
     assert "no cold_start protocol can run" in out["session_only"]["skipped"]
+
+
+def test_each_split_opens_with_candidate_against_baseline_and_ends_with_a_glossary() -> None:
+    entry = {"n_queries": 5, "fit_s": 0, "eval_s": 0}
+    results = {
+        "user_temporal": {
+            "ease": {**entry, "metrics": {"recall@20": 0.40}},
+            "mf_bpr": {**entry, "role": "candidate", "metrics": {"recall@20": 0.30}},
+            "deepfm": {**entry, "role": "candidate", "metrics": {"recall@20": 0.20}},
+            "pop": {**entry, "metrics": {"recall@20": 0.10}},
+        },
+        "session": {"pop": {**entry, "metrics": {"recall@20": 0.1}}},
+    }
+    versus = {"mf_bpr": {"mean_diff": -0.1, "low": -0.15, "high": -0.05}}
+    sig = {"user_temporal": {"versus": versus}}
+    text = leaderboard_markdown(results, "recall@20", ["recall@20"], sig)
+    assert (
+        "Best candidate **mf_bpr** recall@20 0.3000 against the best baseline **ease** "
+        "0.4000: lift -25.0%; mf_bpr vs ease: -0.1000 [-0.1500, -0.0500]."
+    ) in text
+    assert "Best baseline **pop**, recall@20 0.1000 (no deep candidate)." in text
+    assert text.rstrip().endswith(GLOSSARY[-2]) and "## Glossary" in text
