@@ -205,7 +205,7 @@ def cold_items(
     per_query = {key: np.concatenate([p[key] for p in per_parts]) for key in per_parts[0]}
     metrics = {key: float(values.mean()) for key, values in per_query.items()}
     metrics.update(coverage(lists, len(cold), ks))
-    log.info(
+    log.debug(
         "cold_items %s: %d warm users, %d unknown users, %d cold items, recall@%d=%.4f",
         model.name,
         len(query_users),
@@ -388,7 +388,7 @@ def cold_users(
             "item)"
         )
     if requests.skipped:
-        log.info(
+        log.debug(
             "cold_users: skipped %d of %d unknown test users", requests.skipped, requests.n_groups
         )
     n_queries, queries, relevant = requests.n_queries, requests.queries, requests.relevant
@@ -403,7 +403,7 @@ def cold_users(
     per_query = topk_per_query(lists, relevant, ks)
     metrics = {key: float(values.mean()) for key, values in per_query.items()}
     metrics.update(catalogue_metrics(lists, meta, meta.item_counts, ks))
-    log.info(
+    log.debug(
         "cold_users %s: %d users, %d skipped, recall@%d=%.4f",
         model.name,
         n_queries,

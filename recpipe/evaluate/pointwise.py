@@ -107,7 +107,7 @@ def rating(
     metrics = rating_metrics(pred, truth)
     err = pred - truth
     per_query = {"squared_error": err**2, "absolute_error": np.abs(err)}
-    log.info("rating %s: %d ratings, rmse=%.4f", model.name, n, metrics["rmse"])
+    log.debug("rating %s: %d ratings, rmse=%.4f", model.name, n, metrics["rmse"])
     return ProtocolResult(
         metrics=metrics, per_query=per_query, slices={}, n_queries=n, protocol="rating"
     )
@@ -236,7 +236,7 @@ def ctr(
     valid = ~hit
     keep = valid.any(axis=1)
     if not keep.all():
-        log.info(
+        log.debug(
             "ctr: %d of %d positives dropped (their users have seen every item)",
             int((~keep).sum()),
             keep.size,
@@ -273,7 +273,7 @@ def ctr(
     row_loss = -(label * np.log(clipped) + (1.0 - label) * np.log(1.0 - clipped))
     group_loss = row_loss[:n_pos] + np.bincount(neg_rows, weights=row_loss[n_pos:], minlength=n_pos)
     per_query = {"pair_auc": pair_auc, "logloss": group_loss / (1.0 + n_neg)}
-    log.info(
+    log.debug(
         "ctr %s: %d positives, %d negatives, auc=%.4f, logloss=%.4f",
         model.name,
         n_pos,

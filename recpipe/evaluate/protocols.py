@@ -182,7 +182,7 @@ def next_item(
     targets = test.item_idx[target_pos].astype(np.int64)
     unknown = targets < N_RESERVED
     if unknown.any():
-        log.info(
+        log.debug(
             "%d of %d next-item targets are unknown items: counted as misses", unknown.sum(), n
         )
     safe_targets = np.where(unknown, N_RESERVED, targets)
@@ -207,7 +207,7 @@ def next_item(
         "cold_items": _slice(per_query, counts[targets] < cold_threshold),
         "new_users": _slice(per_query, test.user_idx[target_pos] == UNK),
     }
-    log.info(
+    log.debug(
         "next_item %s: %d queries, %s",
         model.name,
         n,
@@ -297,7 +297,7 @@ def user_topk(
     users = known[has_rel]
     skipped = len(all_users) - len(users)
     if skipped:
-        log.info(
+        log.debug(
             "user_topk: skipped %d of %d test users (%d unknown, %d without a known test item)",
             skipped,
             len(all_users),
@@ -324,7 +324,7 @@ def user_topk(
     per_query = topk_per_query(lists, relevant, ks)
     metrics = {key: float(values.mean()) for key, values in per_query.items()}
     metrics.update(catalogue_metrics(lists, meta, meta.item_counts, ks))
-    log.info("user_topk %s: %d users, %d skipped", model.name, len(users), skipped)
+    log.debug("user_topk %s: %d users, %d skipped", model.name, len(users), skipped)
     return ProtocolResult(
         metrics=metrics,
         per_query=per_query,
@@ -429,7 +429,7 @@ def cold_start(
         try:
             results[name] = run()
         except ValueError as exc:
-            log.info("cold_start %s: %s skipped: %s", model.name, name, exc)
+            log.debug("cold_start %s: %s skipped: %s", model.name, name, exc)
             skipped[name] = str(exc)
     if not results:
         why = "; ".join(f"{name}: {reason}" for name, reason in skipped.items())

@@ -107,7 +107,7 @@ def sampled_user_topk(
         hit = ranks < k
         per_query[f"{prefix}/hit@{k}"] = hit.astype(np.float64)
         per_query[f"{prefix}/ndcg@{k}"] = np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0)
-    log.info("%s: %s on %d users (%s)", prefix, model.name, users.size, LABEL)
+    log.debug("%s: %s on %d users (%s)", prefix, model.name, users.size, LABEL)
     return ProtocolResult(
         metrics={key: float(v.mean()) for key, v in per_query.items()},
         per_query=per_query,
