@@ -333,7 +333,11 @@ def _sampled_table(ranked: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]
 def plot_metric_curves(
     models: Mapping[str, Mapping[str, Any]], metric: str, ks: Sequence[int], path: Path, title: str
 ) -> Path | None:
-    """Plot ``metric@K`` against K for every evaluated model; None when nothing to plot."""
+    """Plot ``metric@K`` against K for every evaluated model; None when nothing to plot.
+
+    Every line has its own colour (then style, past 20 lines) and marker, deep candidates
+    are drawn thicker and named so, the legend sits outside the axes, best model first,
+    and the x ticks are the evaluated K values."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -347,14 +351,30 @@ def plot_metric_curves(
     curves = {n: v for n, v in curves.items() if all(x is not None for x in v)}
     if not curves:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, values in sorted(curves.items(), key=lambda kv: -kv[1][-1]):
-        ax.plot(list(ks), values, marker="o", label=name)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    tab20 = plt.get_cmap("tab20").colors  # 20 distinct colours (the 10 dark ones first,
+    colours = tab20[0::2] + tab20[1::2]  # then their light twins), then new line styles
+    styles = ["-", "--", ":", "-."]
+    markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
+    ranked = sorted(curves.items(), key=lambda kv: -kv[1][-1])  # best first in the legend
+    for i, (name, values) in enumerate(ranked):
+        candidate = models[name].get("role") == "candidate"
+        ax.plot(
+            list(ks),
+            values,
+            color=colours[i % len(colours)],
+            linestyle=styles[(i // len(colours)) % len(styles)] if not candidate else "-",
+            marker=markers[i % len(markers)],
+            linewidth=2.6 if candidate else 1.2,
+            zorder=3 if candidate else 2,
+            label=f"{name} (candidate)" if candidate else name,
+        )
+    ax.set_xticks(list(ks))  # the K values evaluated, no others
     ax.set_xlabel("K")
     ax.set_ylabel(f"{metric}@K")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -101,3 +101,18 @@ def test_each_split_opens_with_candidate_against_baseline_and_ends_with_a_glossa
     ) in text
     assert "Best baseline **pop**, recall@20 0.1000 (no deep candidate)." in text
     assert text.rstrip().endswith(GLOSSARY[-2]) and "## Glossary" in text
+
+
+def test_metric_plot_of_many_models_with_a_candidate(tmp_path) -> None:
+    from recpipe.evaluate.leaderboard import plot_metric_curves
+
+    models = {
+        f"m{i:02d}": {"metrics": {"recall@5": i / 100, "recall@20": i / 50}} for i in range(25)
+    }
+    models["mf_bpr"] = {"role": "candidate", "metrics": {"recall@5": 0.1, "recall@20": 0.3}}
+    models["skipped"] = {"skipped": "no users"}
+    out = plot_metric_curves(models, "recall", [5, 20], tmp_path / "p.png", "a split")
+    assert out == tmp_path / "p.png" and out.read_bytes()[:4] == b"\x89PNG"
+    assert (
+        plot_metric_curves({"x": {"skipped": "-"}}, "recall", [5], tmp_path / "q.png", "") is None
+    )
