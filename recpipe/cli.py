@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from recpipe.cli_summary import print_lineage_info, print_run
 from recpipe.errors import (
     ConfigError,
     DataValidationError,
@@ -222,7 +223,7 @@ def run(
         from recpipe.config import QUICK_OVERRIDES
 
         overrides = [*QUICK_OVERRIDES, *(overrides or [])]
-    _print_run(_run_flow(root, params_file, overrides))
+    print_run(out, _run_flow(root, params_file, overrides))
 
 
 def _run_params(
@@ -241,15 +242,16 @@ def _run_flow(
     """Run the retraining flow in this process and return its summary (`recpipe run`,
     `recpipe retrain`); ``options`` are the flow's other parameters (``data_path``,
     ``data_source``, ``models``)."""
-    # forward the library's log records to Prefect's run logs
-    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "recpipe")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
     def go() -> dict[str, Any]:
         # fail fast on bad params, models or data path, before Prefect starts
         from recpipe.data.sources import preflight
 
         preflight(_run_params(root, params_file, overrides, **options).data)
+        # forward the library's log records to Prefect's run logs (set only now: Prefect
+        # reads it once, when first imported, and a run that failed above imports none)
+        os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "recpipe")
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
         from flows.retrain import retrain
 
         _quiet_expected_tracebacks()
@@ -261,72 +263,6 @@ def _run_flow(
         )
 
     return _guard(go)
-
-
-def _print_run(summary: dict[str, Any]) -> None:
-    """Print where a finished run's outputs are, its gate decision and registry outcome."""
-    outputs = summary["outputs"]
-    out.print("[bold green]recpipe run finished[/]")
-    out.print(f"  validated data:     {outputs['data']}")
-    out.print(f"  validation report:  {outputs['validation_report']}")
-    out.print(f"  split report:       {outputs['splits']}")
-    out.print(f"  features:           {outputs['features']}")
-    out.print(f"  trained models:     {outputs['models']}")
-    out.print(f"  leaderboard:        {outputs['leaderboard']}")
-    out.print(f"  metrics:            {outputs['metrics']}")
-    gate, registry = summary["gate"], summary["registry"]
-    verdict = "[green]passed[/]" if gate["passed"] else "[yellow]not passed[/]"
-    out.print(f"  gate decision:      {verdict} - {outputs['gate']}")
-    if not gate["passed"]:
-        for reason in gate["reasons"]:
-            out.print(f"                      - {escape(reason)}")
-    versions = ", ".join(f"{k} v{v}" for k, v in registry["versions"].items()) or "none"
-    out.print(f"  registered:         {registry['registered_model']}: {versions}")
-    out.print(f"  registry:           {escape(registry['message'])}")
-    if summary.get("outcome") and summary["outcome"] != registry["message"]:
-        out.print(f"  outcome:            {escape(summary['outcome'])}")
-    out.print(
-        f"  champion:           {_version(registry['champion'])} "
-        f"(previous: {_version(registry['previous'])})"
-    )
-    package = summary.get("package") or {}
-    if package.get("bento_tag"):
-        out.print(f"  Bento:              {package['bento_tag']} - {package['archive']}")
-        out.print(f"  serve it with:      {package['serve']} (GET /model, POST /recommend ...)")
-    else:
-        out.print(f"  Bento:              none - {escape(str(package.get('message')))}")
-    _print_lineage(summary.get("lineage"))
-    out.print(f"  MLflow run:         {summary['mlflow_run_id']} in {outputs['mlflow']}")
-    out.print(f"  look at runs with:  mlflow ui --backend-store-uri {outputs['mlflow']}")
-    if summary.get("mlflow", {}).get("run_url"):
-        out.print(f"  then open:          {summary['mlflow']['run_url']}")
-
-
-def _version(version: str | None) -> str:
-    return "none" if version is None else f"v{version}"
-
-
-def _print_lineage(lineage: dict[str, Any] | None) -> None:
-    """One or two lines on a run's DVC lineage (commit, push); warnings in yellow."""
-    if not lineage:
-        return
-    dvc, push = lineage["dvc"], lineage["push"]
-    if dvc["status"] == "committed":
-        text = f"dvc.lock {lineage['dvc_lock_sha256'][:12]} committed"
-        if push["status"] == "pushed":
-            text += f", pushed to {push['remote']} ({push['url']})"
-        elif push["status"] == "skipped":
-            text += f"; not pushed: {push['message']}"
-        out.print(f"  lineage:            {escape(text)}")
-        if push["status"] == "failed":
-            out.print(f"  [yellow]warning:[/]            {escape(push['message'])}")
-        if dvc.get("params_written"):
-            written = ", ".join(dvc["params_written"])
-            out.print(f"  params.yaml now has this run's: {escape(written)}")
-    elif dvc["status"] == "failed":
-        out.print(f"  [yellow]lineage warning:[/]    {escape(dvc['message'])}")
-    else:
-        out.print(f"  lineage:            not recorded with DVC: {escape(dvc['message'])}")
 
 
 @app.command()
@@ -524,53 +460,7 @@ def lineage(
     if as_json:
         out.print_json(json.dumps(info, default=str))
         return
-    data, params, run, ver, bento = (info[k] for k in ("data", "params", "run", "version", "bento"))
-    out.print(f"[bold]{escape(ver['name'])} v{ver['version']}[/] lineage")
-    out.print("[bold]data[/]")
-    out.print(f"  source:           {escape(str(data['source']))}")
-    for name, digest in (data["input_files"] or {}).items():
-        out.print(f"  input file:       {escape(name)} (sha256 {str(digest)[:12]})")
-    rows = ", ".join(f"{k} {v}" for k, v in (data["rows"] or {}).items())
-    out.print(f"  rows:             {rows or 'unknown'}")
-    out.print(f"  content hash:     {data['content_hash']}")
-    for name, entry in data["dvc"].items():
-        md5 = entry["md5"] if entry else "not recorded"
-        out.print(f"  dvc data/{name + ':':<10} {md5}")
-    out.print("[bold]params[/]")
-    out.print(f"  sha256:           {params['sha256']}")
-    for key, value in params["key"].items():
-        out.print(f"  {key + ':':<17} {escape(json.dumps(value))}")
-    out.print("[bold]run[/]")
-    out.print(f"  MLflow run:       {run['run_id']} ({run['name']}, {run['status']})")
-    out.print(f"  started:          {run['start_time']}")
-    out.print(f"  git commit:       {run['git_commit']} (dirty: {run['git_dirty']})")
-    out.print(f"  dvc.lock sha256:  {run['dvc_lock_sha256']}")
-    out.print(f"  dvc commit/push:  {run['dvc_commit']} / {run['dvc_push']}")
-    out.print("[bold]model version[/]")
-    aliases = ", ".join(ver["aliases"]) or "none"
-    out.print(f"  candidate:        {ver['model']} on {ver['split']} (aliases: {aliases})")
-    out.print(f"  gate decision:    {ver['gate_decision']}")
-    # the largest K only (all of them with --json)
-    ks = [k.rsplit("@", 1)[1] for k in ver["metrics"] if "@" in k]
-    top = max(ks, key=lambda k: int(k) if k.isdigit() else -1) if ks else None
-    shown = {k: v for k, v in ver["metrics"].items() if top is None or k.endswith(f"@{top}")}
-    metrics = ", ".join(f"{k} {v}" for k, v in shown.items())
-    out.print(f"  metrics:          {metrics or 'none'}")
-    out.print("[bold]Bento[/]")
-    if bento["tag"]:
-        serves = (
-            "this version"
-            if bento["serves_this_version"]
-            else f"v{bento['serves_version']}, not this version"
-        )
-        out.print(f"  built by the run: {bento['tag']} (serves {serves})")
-        out.print(f"  archive sha256:   {bento['archive_sha256']}")
-        dvc_md5 = (bento["archive_dvc"] or {}).get("md5", "not recorded")
-        out.print(f"  archive dvc md5:  {dvc_md5}")
-    else:
-        out.print("  built by the run: none recorded")
-    for entry in bento["serving_runs"]:
-        out.print(f"  serving it:       {entry['bento_tag']} (run {entry['run_id']})")
+    print_lineage_info(out, info)
 
 
 @app.command()
@@ -671,7 +561,7 @@ def recommend(
         raise typer.Exit(2)
 
     def go() -> Any:
-        from recpipe.serve.champion import load_champion, top_k_all_users
+        from recpipe.serve.champion import export_top_k, load_champion
 
         predictor = load_champion(root)  # a bad request raises RequestError: exit 1
         if user is not None:
@@ -680,18 +570,8 @@ def recommend(
             return predictor.recommend_session(list(session), k=k)
         if similar is not None:
             return predictor.similar(similar, k=k)
-        from rich.progress import Progress
-
         assert out_file is not None
-        with Progress(console=console, transient=True) as bar:
-            task = bar.add_task("top-k of every user", total=len(predictor.user_map.ids))
-            table = top_k_all_users(predictor, k, on_user=lambda: bar.advance(task))
-        out_file.parent.mkdir(parents=True, exist_ok=True)
-        if out_file.suffix == ".csv":
-            table.to_csv(out_file, index=False)
-        else:
-            table.to_parquet(out_file, index=False)
-        return {"users": int(table["user_id"].nunique()), "rows": len(table), "out": str(out_file)}
+        return export_top_k(predictor, k, out_file, console)
 
     answer = _guard(go)
     out.print(json.dumps(answer if isinstance(answer, dict) else answer.model_dump(), indent=2))
@@ -723,14 +603,14 @@ def serve(
     paths = Paths.at(root.resolve())
 
     def go() -> tuple[str, int, int]:
-        from recpipe.serve.package import resolve_bento
+        from recpipe.serve.package import require_free_port, resolve_bento
 
         params = _params(root, params_file, overrides)
         tag = bento
         if tag is None and paths.package_json.is_file():
             tag = json.loads(paths.package_json.read_text()).get("bento_tag")
         chosen = port or params.serve.port
-        _require_free_port(host, chosen)
+        require_free_port(host, chosen)
         resolved = resolve_bento(tag, paths.bento_archive)
         if tag is None:  # say so: it may be another workspace's
             console.print(
@@ -748,22 +628,6 @@ def serve(
         f"{serve_workers(workers)} worker(s) (Ctrl-C stops it)"
     )
     _run_child(serve_command(tag, chosen_port, host), serve_env(workers))
-
-
-def _require_free_port(host: str, port: int) -> None:
-    """A one-line error when ``host:port`` is taken (before the server starts and fails
-    with a long traceback)."""
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise ConfigError(
-                f"port {port} on {host} is in use ({exc.strerror}); stop what listens there "
-                "or pick another with --port N"
-            ) from None
 
 
 DataOpt = Annotated[
@@ -832,7 +696,7 @@ def retrain(
     """
     options = _flow_options(data, source, models)
     if deployment is None:
-        _print_run(_run_flow(root or Path("."), params_file, overrides, **options))
+        print_run(out, _run_flow(root or Path("."), params_file, overrides, **options))
         return
     from recpipe.scheduling import check_api, deployment_full_name, flow_run_url
 

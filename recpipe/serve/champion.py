@@ -32,7 +32,7 @@ from recpipe.serve.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
-__all__ = ["champion_bundle", "load_champion", "top_k_all_users"]
+__all__ = ["champion_bundle", "export_top_k", "load_champion", "top_k_all_users"]
 
 
 def champion_bundle(root: Path | str = ".") -> Path:
@@ -122,3 +122,19 @@ def top_k_all_users(
     )
     frame["strategy"] = pd.Series(strategies, dtype="string")
     return frame
+
+
+def export_top_k(predictor: Predictor, k: int, out: Path, console: Any = None) -> dict[str, Any]:
+    """Write :func:`top_k_all_users` to ``out`` (CSV for ``*.csv``, else Parquet), with a
+    progress bar on ``console`` (a Rich console) when given; returns what it wrote."""
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True, disable=console is None) as bar:
+        task = bar.add_task("top-k of every user", total=len(predictor.user_map.ids))
+        table = top_k_all_users(predictor, k, on_user=lambda: bar.advance(task))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".csv":
+        table.to_csv(out, index=False)
+    else:
+        table.to_parquet(out, index=False)
+    return {"users": int(table["user_id"].nunique()), "rows": len(table), "out": str(out)}

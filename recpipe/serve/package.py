@@ -36,7 +36,7 @@ from typing import Any
 import bentoml
 from bentoml.exceptions import BentoMLException, NotFound
 
-from recpipe.errors import ArtifactError, StageError
+from recpipe.errors import ArtifactError, ConfigError, StageError
 from recpipe.serve.bundle import BENTO_NAME, MODEL_STORE_NAME
 
 __all__ = [
@@ -202,6 +202,22 @@ def bentoml_home() -> str:
     from bentoml._internal.configuration.containers import BentoMLContainer
 
     return str(BentoMLContainer.bentoml_home.get())
+
+
+def require_free_port(host: str, port: int) -> None:
+    """A one-line error when ``host:port`` is taken (before the server starts and fails
+    with a long traceback)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"port {port} on {host} is in use ({exc.strerror}); stop what listens there "
+                "or pick another with --port N"
+            ) from None
 
 
 def serve_command(tag: str, port: int, host: str = "127.0.0.1") -> list[str]:
