@@ -47,7 +47,14 @@ from recpipe.models.base import Recommender
 from recpipe.models.data import CONTEXT_COLUMNS, Queries
 from recpipe.models.embedding import aggregate_items, has_known_items
 
-__all__ = ["STRATEGIES", "ColdStartPolicy", "Routed", "SessionScorer", "Strategy"]
+__all__ = [
+    "STRATEGIES",
+    "STRATEGY_REASONS",
+    "ColdStartPolicy",
+    "Routed",
+    "SessionScorer",
+    "Strategy",
+]
 
 Strategy = Literal[
     "model",
@@ -66,6 +73,18 @@ STRATEGIES: tuple[str, ...] = (
     "context_popularity",
     "popularity",
 )
+
+#: Why each strategy answered, as an answer states it (see the module docstring's table).
+STRATEGY_REASONS: dict[str, str] = {
+    "model": "the model scores this request",
+    "item_aggregate": "unknown user or a query kind the model does not score: from the "
+    "request's known items (the mean of their item vectors)",
+    "item_similarity": "the model scores no item queries: cosine of its item vectors",
+    "content": "a new item: embedded from its metadata by the content model",
+    "context_popularity": "nothing in the request is known to the model: popularity in "
+    "the request's context (hour, day, event type, categories)",
+    "popularity": "nothing in the request is known: global popularity",
+}
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from recpipe.errors import ArtifactError, RequestError
 from recpipe.features.context import EVENT_TYPE_INDEX, gap_bucket_of
 from recpipe.features.idmap import N_RESERVED, UNK
 from recpipe.models.base import Recommender
-from recpipe.models.coldstart import STRATEGIES, ColdStartPolicy
+from recpipe.models.coldstart import STRATEGIES, STRATEGY_REASONS, ColdStartPolicy
 from recpipe.models.data import Queries
 from recpipe.models.embedding import aggregate_items, has_known_items
 from recpipe.models.registry import load_model
@@ -280,6 +280,7 @@ class Predictor:
                     items=ids[row][keep][:k].tolist(),
                     scores=scores[row][keep][:k].astype(float).tolist(),
                     strategy=str(names[row]),
+                    reason=STRATEGY_REASONS.get(str(names[row]), ""),
                 )
             )
         return out

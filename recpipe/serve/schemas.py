@@ -147,6 +147,9 @@ class Recommendation(BaseModel):
     items: list[str]
     scores: list[float]
     strategy: Strategy  # type: ignore[valid-type]
+    reason: str = Field(
+        default="", description="why this strategy answered (e.g. an unknown user's fallback)"
+    )
 
 
 class ModelInfo(BaseModel):

@@ -42,7 +42,7 @@ def test_known_user_gets_the_model_without_seen_items(mf: Predictor) -> None:
     user = 3
     seen = mf.seen.indices[mf.seen.indptr[user] : mf.seen.indptr[user + 1]]
     answer = mf.recommend(user_id(user), k=10)
-    assert answer.strategy == "model"
+    assert answer.strategy == "model" and answer.reason == "the model scores this request"
     assert len(answer.items) == min(10, mf.model.meta.n_real_items - len(seen))
     assert not set(answer.items) & set(ids(seen))
     assert answer.scores == sorted(answer.scores, reverse=True)
@@ -59,6 +59,9 @@ def test_unknown_user_is_answered_from_the_context(mf: Predictor) -> None:
     assert timed.strategy == "context_popularity"
     recent = mf.recommend("someone-new", k=5, context={"items": ids([4, 5])})
     assert recent.strategy == "item_aggregate"
+    # each answer says why its strategy answered
+    assert "nothing in the request is known" in mf.recommend("someone-new", k=5).reason
+    assert recent.reason.startswith("unknown user") and by_type.reason.endswith("categories)")
     assert not {item_id(4), item_id(5)} & set(recent.items)  # exclude_seen: the context's
     assert {item_id(6), item_id(7)} <= set(recent.items[:3])  # their block comes first
 
