@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from recpipe.errors import ConfigError
 
@@ -332,6 +339,39 @@ class EvaluateParams(StrictModel):
         "it: it mis-ranks models and is never gated); 0: off",
     )
 
+    @field_validator("ks")
+    @classmethod
+    def _cut_offs(cls, v: list[int]) -> list[int]:
+        if not v or any(k < 1 for k in v):
+            raise ValueError(f"ks must list cut-offs of 1 or more, e.g. [5, 10, 20]; got {v}")
+        return v
+
+
+#: The ranking metrics a ``metric@K`` param may name (those of
+#: :mod:`recpipe.evaluate.metrics`; a test keeps the two in step).
+RANKING_METRICS: tuple[str, ...] = (
+    "hitrate",
+    "recall",
+    "recall_trunc",
+    "precision",
+    "mrr",
+    "ndcg",
+    "map",
+)
+
+
+def check_metric(value: str, ks: list[int], field: str) -> None:
+    """``value`` is ``name@K`` with a ranking metric's name and K among ``ks``, else a
+    ``ValueError`` naming both."""
+    name, _, k = value.partition("@")
+    if name not in RANKING_METRICS or not k.isdigit():
+        raise ValueError(
+            f"{field} must be metric@K with metric one of {list(RANKING_METRICS)}, e.g. "
+            f"recall@20; got {value!r}"
+        )
+    if int(k) not in ks:
+        raise ValueError(f"{field} {value!r} needs K={k} among evaluate.ks {ks}")
+
 
 class TrainParams(StrictModel):
     """Deep candidates of the ``train`` stage (one dvc.yaml stage per candidate)."""
@@ -624,6 +664,14 @@ class Params(StrictModel):
     orchestration: OrchestrationParams = Field(default_factory=OrchestrationParams)
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _metrics_are_ranked(self) -> Params:
+        ks = self.evaluate.ks
+        check_metric(self.evaluate.primary_metric, ks, "evaluate.primary_metric")
+        if self.gate.metric is not None:
+            check_metric(self.gate.metric, ks, "gate.metric")
+        return self
 
     def dump(self) -> dict[str, Any]:
         """Plain dict with params.yaml's key names (for logging and writing back)."""

@@ -54,3 +54,28 @@ def test_the_cli_fails_before_ingest(tmp_path, command) -> None:
     assert "train.model_configs.gru4rec.hiden_size" in " ".join(result.output.split())
     assert "Traceback" not in result.output
     assert not (tmp_path / "data").exists()  # no stage ran
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("evaluate.ks=[]", "ks must list cut-offs of 1 or more"),
+        ("evaluate.ks=[0, 20]", "ks must list cut-offs of 1 or more"),
+        ("gate.metric=foo@20", "gate.metric must be metric@K with metric one of"),
+        ("evaluate.primary_metric=recall@50", "needs K=50 among evaluate.ks [5, 10, 20]"),
+        ("gate.metric=ndcg", "gate.metric must be metric@K"),
+    ],
+)
+def test_cut_offs_and_metrics_are_checked_when_params_load(override, message) -> None:
+    from recpipe.config import load_params
+
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_params(None, [override])
+
+
+def test_the_metric_names_params_accept_are_the_ranking_metrics() -> None:
+    from recpipe.config import RANKING_METRICS, load_params
+    from recpipe.evaluate.metrics import NEXT_ITEM_METRICS, TOPK_METRICS
+
+    assert set(RANKING_METRICS) == set(NEXT_ITEM_METRICS) | set(TOPK_METRICS)
+    assert load_params(None, ["gate.metric=ndcg@10"]).gate.metric == "ndcg@10"
