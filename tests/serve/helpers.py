@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -77,3 +80,29 @@ def make_bundle(
         serve=serve or ServeParams(max_k=10, max_session_length=8),
         gap_buckets=16,
     )
+
+
+@contextlib.contextmanager
+def service_client(bundle: Path) -> Iterator[Any]:
+    """A Starlette test client of the service's ASGI app over ``bundle`` (``RECPIPE_BUNDLE``
+    set while it runs, restored after). BentoML registers its Prometheus metrics in the
+    process's default registry when an app starts; they are unregistered afterwards so
+    that the next app of this test process can register them again."""
+    from prometheus_client import REGISTRY
+    from starlette.testclient import TestClient
+
+    from recpipe.serve.service import BUNDLE_ENV, RecpipeService
+
+    before_collectors = set(REGISTRY._collector_to_names)
+    before = os.environ.get(BUNDLE_ENV)
+    os.environ[BUNDLE_ENV] = str(bundle)
+    try:
+        with TestClient(RecpipeService.to_asgi(), raise_server_exceptions=False) as client:
+            yield client
+    finally:
+        if before is None:
+            os.environ.pop(BUNDLE_ENV, None)
+        else:
+            os.environ[BUNDLE_ENV] = before
+        for collector in set(REGISTRY._collector_to_names) - before_collectors:
+            REGISTRY.unregister(collector)

@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from recpipe.serve.fastpath import SERVER_ERROR, FastRoutes, json_bytes, validation_error_body
-from tests.serve.helpers import item_id, make_bundle, user_id
+from tests.serve.helpers import item_id, make_bundle, service_client, user_id
 
 
 def call(app, method: str, path: str, body: bytes = b"", headers=None, chunks=None):
@@ -173,27 +173,9 @@ def bundle(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(bundle):
-    """The service's ASGI app over the bundle. BentoML registers its Prometheus metrics in
-    the process's default registry when an app starts; they are unregistered afterwards so
-    that the next app of this test process can register them again."""
-    from prometheus_client import REGISTRY
-    from starlette.testclient import TestClient
-
-    from recpipe.serve.service import BUNDLE_ENV, RecpipeService
-
-    before_collectors = set(REGISTRY._collector_to_names)
-    before = os.environ.get(BUNDLE_ENV)
-    os.environ[BUNDLE_ENV] = str(bundle)
-    try:
-        with TestClient(RecpipeService.to_asgi(), raise_server_exceptions=False) as c:
-            yield c
-    finally:
-        if before is None:
-            os.environ.pop(BUNDLE_ENV, None)
-        else:
-            os.environ[BUNDLE_ENV] = before
-        for collector in set(REGISTRY._collector_to_names) - before_collectors:
-            REGISTRY.unregister(collector)
+    """The service's ASGI app over the bundle."""
+    with service_client(bundle) as c:
+        yield c
 
 
 def _answers(client) -> list:

@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from tests.serve.helpers import INFO, item_id, make_bundle, user_id
+from tests.serve.helpers import INFO, item_id, make_bundle, service_client, user_id
 
 pytest.importorskip("bentoml")
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    from starlette.testclient import TestClient
-
-    from recpipe.serve.service import BUNDLE_ENV, RecpipeService
-
     bundle = make_bundle(tmp_path_factory.mktemp("asgi") / "bundle")
-    before = os.environ.get(BUNDLE_ENV)
-    os.environ[BUNDLE_ENV] = str(bundle)
-    try:
-        with TestClient(RecpipeService.to_asgi(), raise_server_exceptions=False) as c:
-            yield c
-    finally:
-        if before is None:
-            os.environ.pop(BUNDLE_ENV, None)
-        else:
-            os.environ[BUNDLE_ENV] = before
+    with service_client(bundle) as c:
+        yield c
 
 
 def post(client, path: str, body) -> tuple[int, dict]:
