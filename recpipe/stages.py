@@ -24,7 +24,15 @@ from typing import Any
 from recpipe.config import DEFAULT_ITEM_SUPPORT, Params
 from recpipe.errors import MissingContentError, StageError
 from recpipe.paths import Paths
-from recpipe.workspace import read_json, replacing_dir, reset_dir, workspace_io, write_json
+from recpipe.workspace import (
+    read_json,
+    replacing_dir,
+    reset_dir,
+    scratch_dir,
+    staging_path,
+    workspace_io,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +101,7 @@ def validate(params: Params, paths: Paths, source_dir: Path | None = None) -> di
         outcome: Any = validate_partitioned(
             in_dir,
             params.validate_,
-            paths.data_dir / f".validate-partitions-{os.getpid()}",
+            staging_path(paths.data_dir / "validate-partitions"),  # removed after; swept
             partitions=params.prep.partitions,
             batch_rows=params.prep.batch_rows,
         )
@@ -143,9 +151,10 @@ def sessions(params: Params, paths: Paths) -> dict[str, Any]:
     statistics, dropped counts with reasons and the leakage checks. A split that does
     not apply to the data is reported as skipped, with the reason.
 
-    Both engines write into a staging folder (``data/_sessions_work``, removed also on
-    error) and replace the outputs only once every split is done, so a drop too small
-    for the splits leaves the previous outputs in place. The pandas engine runs
+    Both engines write into staging folders beside the outputs
+    (:func:`~recpipe.workspace.replacing_dir`, removed also on error) and swap them in
+    only once every split is done, so a drop too small for the splits leaves the
+    previous outputs (and ``reports/splits.json``) in place. The pandas engine runs
     :func:`recpipe.sessions.prepare.prepare_sessions`; ``prep.engine: arrow`` runs
     :func:`recpipe.sessions.scaled.prepare_sessions_arrow` (user-hash partitions, one
     at a time), whose tables hold the same rows, grouped by partition.
@@ -156,37 +165,32 @@ def sessions(params: Params, paths: Paths) -> dict[str, Any]:
         sp = sp.model_copy(update={"min_item_support": 1 if prepared else DEFAULT_ITEM_SUPPORT})
     if sp.test_items_seen_in is None:
         sp = sp.model_copy(update={"test_items_seen_in": "train_valid" if prepared else "train"})
-    work = paths.sessions_dir.parent / "_sessions_work"
-    staged = work / "out"
-    shutil.rmtree(work, ignore_errors=True)
-    try:
+    # both outputs are written beside their folders and swapped in (renames) only once
+    # every split is done: a failure (or SIGTERM) leaves the previous ones whole
+    with (
+        replacing_dir(paths.sessions_dir) as events_dir,
+        replacing_dir(paths.splits_dir) as splits_dir,
+    ):
         if params.prep.engine == "arrow":
             from recpipe.data.schema import events_file
             from recpipe.sessions.scaled import prepare_sessions_arrow
 
-            report = prepare_sessions_arrow(
-                events_file(paths.validated_dir),  # a Parquet file or a folder of parts
-                staged / "events.parquet",
-                staged / "splits",
-                work / "scratch",
-                sp,
-                n_partitions=params.prep.partitions,
-                batch_rows=params.prep.batch_rows,
-            )
+            with scratch_dir(paths.data_dir, "sessions-scratch") as scratch:
+                report = prepare_sessions_arrow(
+                    events_file(paths.validated_dir),  # a Parquet file or a folder of parts
+                    events_dir / "events.parquet",
+                    splits_dir,
+                    scratch,
+                    sp,
+                    n_partitions=params.prep.partitions,
+                    batch_rows=params.prep.batch_rows,
+                )
         else:
             from recpipe.sessions.prepare import prepare_sessions
 
             report = prepare_sessions(
-                paths.validated_dir, staged / "events.parquet", staged / "splits", sp
+                paths.validated_dir, events_dir / "events.parquet", splits_dir, sp
             )
-        reset_dir(paths.sessions_dir)
-        shutil.move(staged / "events.parquet", paths.sessions_dir / "events.parquet")
-        reset_dir(paths.splits_dir)
-        for kind in report["splits"]:
-            if (staged / "splits" / kind).is_dir():
-                shutil.move(staged / "splits" / kind, paths.split_dir(kind))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     write_json(paths.splits_json, report)
     return report
 

@@ -3,6 +3,7 @@ traceback, and loses nothing."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +15,9 @@ from typer.testing import CliRunner
 from recpipe import stages
 from recpipe.cli import app
 from recpipe.config import load_params
+from recpipe.errors import SplitError
 from recpipe.paths import Paths
+from tests.pipeline.conftest import SMALL
 
 runner = CliRunner()
 
@@ -84,3 +87,45 @@ def test_a_parquet_timestamp_column_beyond_2262_gives_the_same_bad_rows_on_both_
     text = " ".join(res.output.split())
     assert "timestamp_not_null" in text and "1 unexpected" in text
     assert "row 1: user_id='u2'" in text
+
+
+# --- a drop that passes validation but is too small for the splits (case 3) ----------
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("engine", ["pandas", "arrow"])
+def test_a_drop_too_small_for_the_splits_leaves_the_previous_sessions_and_splits(
+    tmp_path: Path, engine: str
+) -> None:
+    paths = Paths.at(tmp_path)
+    good = load_params(None, [*SMALL, f"prep.engine={engine}"])
+    for stage in (stages.ingest, stages.validate, stages.sessions):
+        stage(good, paths)
+    before = {
+        "sessions": _digest(paths.sessions_dir),
+        "splits": _digest(paths.splits_dir),
+        "report": paths.splits_json.read_bytes(),
+    }
+    assert len(before["splits"]) >= 10
+    tiny = load_params(None, [*SMALL, f"prep.engine={engine}", "synth.n_sessions=3"])
+    stages.ingest(tiny, paths)
+    stages.validate(tiny, paths)  # it passes
+    with pytest.raises(SplitError, match="session split: the test part is empty"):
+        stages.sessions(tiny, paths)
+    assert _digest(paths.sessions_dir) == before["sessions"]
+    assert _digest(paths.splits_dir) == before["splits"]
+    assert paths.splits_json.read_bytes() == before["report"]
+    assert sorted(p.name for p in paths.data_dir.iterdir()) == [
+        "interim",
+        "quarantine",
+        "sessions",
+        "splits",
+        "validated",
+    ]  # fmt: skip  (no staging or scratch folder left)
