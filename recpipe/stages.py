@@ -30,6 +30,7 @@ from recpipe.workspace import (
     reset_dir,
     scratch_dir,
     staging_path,
+    swap_in,
     workspace_io,
     write_json,
 )
@@ -331,75 +332,121 @@ def _train_candidates(
 ) -> dict[str, Any]:
     """The train stage's loop over splits and candidates (in this process; as one rank
     of a torchrun job when a process group is up: rank 0 writes, every rank trains)."""
-    from recpipe import tracking
     from recpipe.evaluate.leaderboard import split_query_kinds
-    from recpipe.models.dataset import load_split
-    from recpipe.models.fitting import candidate_options, fit_and_save, skip_reason
-    from recpipe.models.registry import build_model, get_model
+    from recpipe.models.fitting import candidate_options, skip_reason
+    from recpipe.models.registry import get_model
     from recpipe.models.torch_base import TorchRecommender
     from recpipe.train import distributed as ddp
-    from recpipe.tuning.configs import read_tuned
 
     tp, main = params.train, ddp.is_main()
     splits_of = {name: list(tp.model_splits.get(name, tp.splits)) for name in names}
+    order = list(dict.fromkeys(k for n in names for k in splits_of[n]))  # a split at a time
+    last = {n: max(splits_of[n], key=order.index) for n in names if splits_of[n]}
     reports: dict[str, dict[str, Any]] = {}
     for name in names:
         options = candidate_options(name, tp.model_configs.get(name, {}), tp.device, tp.max_epochs)
         reports[name] = {"model": name, "config": options, "splits": {}}
-    cleared: set[str] = set()  # a candidate's folder is cleared when it first trains
-    for kind in dict.fromkeys(k for name in names for k in splits_of[name]):  # a split at a time
-        folder = paths.features_dir / kind
-        for name in (n for n in names if kind in splits_of[n]):
-            if not main and not issubclass(get_model(name), TorchRecommender):
-                continue  # a baseline trains on rank 0 only
-            if main and name not in cleared:
-                reset_dir(paths.model_dir(name))
-                cleared.add(name)
-            done = reports[name]["splits"]
-            skip = skip_reason(name, kind, split_query_kinds(kind))
-            if not folder.is_dir():
-                skip = "the sessions stage did not build this split"
-            if skip:
-                done[kind] = {"skipped": skip}
-                continue
-            data = load_split(folder)
-            options = reports[name]["config"]
-            tuned = read_tuned(paths.tuned_dir, kind, name) if params.tune.use else None
-            if tuned is not None:  # tune.use: the tuned config of this split
-                options = candidate_options(name, tuned, tp.device, tp.max_epochs)
-            try:
-                candidate = build_model(name, options, data.meta)
-            except MissingContentError as exc:  # e.g. content models on click logs only
-                log.warning("%s: not trained on the %s split: %s", name, kind, exc)
-                done[kind] = {"skipped": str(exc)}
-                continue
-            log.info("training %s on the %s split", name, kind)
-            checkpoints = paths.checkpoint_dir(name, kind) if tp.checkpoints else None
-            config = candidate.config.model_dump(mode="json")
-            with (
-                tracking.candidate_run(name, kind, config)
-                if main
-                else contextlib.nullcontext() as run
-            ):
-                entry, artifact = fit_and_save(
-                    candidate,
-                    data,
-                    paths.model_dir(name) / kind if main else None,
-                    checkpoint_dir=checkpoints,
-                    run=run,
-                    progress=progress,
-                    on_epoch=None if on_epoch is None else partial(on_epoch, name, kind),
-                )
-            if artifact is not None:
-                _remove_empty(checkpoints, paths.root)
-                done[kind] = entry | {"artifact": paths.rel(artifact)}
-    if main:
-        for name in names:
-            if name not in cleared:  # no split at all
-                reset_dir(paths.model_dir(name))
-            write_json(paths.model_dir(name) / "training.json", reports[name])
+    # rank 0 writes each candidate into a staging folder beside models/<name>/ and swaps
+    # it in once the candidate has every split: a kill or failure leaves the previous
+    # artifact whole (a killed run resumes from checkpoints/, which live elsewhere)
+    staged: dict[str, Path] = {}
+
+    def finish(name: str) -> None:
+        folder = staged.pop(name) if name in staged else _fresh(paths.model_dir(name))
+        write_json(folder / "training.json", reports[name])
+        swap_in(folder, paths.model_dir(name))
+
+    try:
+        for kind in order:
+            folder = paths.features_dir / kind
+            for name in (n for n in names if kind in splits_of[n]):
+                if not main and not issubclass(get_model(name), TorchRecommender):
+                    continue  # a baseline trains on rank 0 only
+                if main and name not in staged:
+                    staged[name] = _fresh(paths.model_dir(name))
+                done = reports[name]["splits"]
+                skip = skip_reason(name, kind, split_query_kinds(kind))
+                if not folder.is_dir():
+                    skip = "the sessions stage did not build this split"
+                if skip:
+                    done[kind] = {"skipped": skip}
+                else:
+                    entry = _train_split(
+                        params, paths, name, kind, reports[name]["config"], staged.get(name),
+                        progress=progress, on_epoch=on_epoch,
+                    )  # fmt: skip
+                    if entry is not None:
+                        done[kind] = entry
+                if main and kind == last[name]:
+                    finish(name)  # its last split: complete
+        if main:
+            for name in names:
+                if name not in last:  # no split at all
+                    finish(name)
+    finally:
+        for unfinished in staged.values():  # an error or a signal: the previous stays
+            shutil.rmtree(unfinished, ignore_errors=True)
     ddp.barrier()  # the other ranks leave once rank 0 has written everything
     return reports
+
+
+def _fresh(model_dir: Path) -> Path:
+    """An empty staging folder for ``models/<name>/`` (:func:`~recpipe.workspace.staging_path`)."""
+    folder = staging_path(model_dir)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _train_split(
+    params: Params,
+    paths: Paths,
+    name: str,
+    kind: str,
+    options: dict[str, Any],
+    staging: Path | None,
+    *,
+    progress: bool,
+    on_epoch: Callable[[str, str, dict[str, Any]], None] | None,
+) -> dict[str, Any] | None:
+    """Train candidate ``name`` on split ``kind``; its artifact goes to ``staging/<kind>``
+    (None: a rank that writes nothing). Returns its ``training.json`` entry (None on such
+    a rank)."""
+    from recpipe import tracking
+    from recpipe.models.dataset import load_split
+    from recpipe.models.fitting import candidate_options, fit_and_save
+    from recpipe.models.registry import build_model
+    from recpipe.tuning.configs import read_tuned
+
+    tp = params.train
+    data = load_split(paths.features_dir / kind)
+    tuned = read_tuned(paths.tuned_dir, kind, name) if params.tune.use else None
+    if tuned is not None:  # tune.use: the tuned config of this split
+        options = candidate_options(name, tuned, tp.device, tp.max_epochs)
+    try:
+        candidate = build_model(name, options, data.meta)
+    except MissingContentError as exc:  # e.g. content models on click logs only
+        log.warning("%s: not trained on the %s split: %s", name, kind, exc)
+        return {"skipped": str(exc)}
+    log.info("training %s on the %s split", name, kind)
+    checkpoints = paths.checkpoint_dir(name, kind) if tp.checkpoints else None
+    config = candidate.config.model_dump(mode="json")
+    main = staging is not None
+    with tracking.candidate_run(name, kind, config) if main else contextlib.nullcontext() as run:
+        entry, artifact = fit_and_save(
+            candidate,
+            data,
+            staging / kind if staging is not None else None,
+            checkpoint_dir=checkpoints,
+            run=run,
+            progress=progress,
+            on_epoch=None if on_epoch is None else partial(on_epoch, name, kind),
+        )
+    if artifact is None:
+        return None
+    _remove_empty(checkpoints, paths.root)
+    return entry | {"artifact": paths.rel(paths.model_dir(name) / kind)}
 
 
 @workspace_io("stage tune")

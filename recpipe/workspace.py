@@ -77,6 +77,15 @@ def replacing_dir(path: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    swap_in(staging, path)
+
+
+def swap_in(staging: Path, path: Path) -> None:
+    """Replace ``path`` (if any) by the complete folder ``staging``: two renames on one
+    file system, the outgoing folder (``.<name>.old-<pid>``) removed after."""
+    old = staging_path(path, "old")
+    if old.exists():
+        shutil.rmtree(old)
     if path.exists():
         path.rename(old)
     staging.rename(path)
