@@ -70,6 +70,16 @@ class WorkspaceLockedError(RecpipeError):
     holder (pid, host, start time)."""
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (:func:`recpipe.recovery.sigterm_as_exit`). A ``BaseException``,
+    like ``KeyboardInterrupt``: ``except Exception`` blocks let it through, ``finally``
+    and ``with`` blocks clean up; the CLI exits with 128 + the signal number."""
+
+    def __init__(self, signum: int = 15) -> None:
+        super().__init__(f"stopped by signal {signum} (SIGTERM)")
+        self.signum = signum
+
+
 class SchedulerError(RecpipeError):
     """Scheduled retraining cannot start: no Prefect server configured or reachable, or
     an invalid schedule; says how to start the server."""

@@ -114,7 +114,8 @@ def read_json(path: Path) -> dict[str, Any] | None:
 _STAGING_NAME = re.compile(r"^\..+\.(new|old)-(\d+)$")
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -138,7 +139,7 @@ def sweep_stale(folders: Iterable[Path]) -> list[Path]:
             continue
         for entry in sorted(folder.iterdir()):
             match = _STAGING_NAME.match(entry.name)
-            if match is None or _alive(int(match.group(2))):
+            if match is None or pid_alive(int(match.group(2))):
                 continue
             try:
                 if entry.is_dir() and not entry.is_symlink():

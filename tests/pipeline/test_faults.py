@@ -99,6 +99,10 @@ def test_training_killed_mid_epoch_resumes_from_its_checkpoint(
     prepared: Path, uninterrupted: Paths, tmp_path: Path
 ) -> None:
     paths = _copy(prepared, tmp_path / "ws")
+    # the previous run's artifact (issue 24, case 4: a kill must leave it whole)
+    shutil.copytree(uninterrupted.model_dir(MODEL), paths.model_dir(MODEL))
+    (paths.model_dir(MODEL) / "previous-run").write_text("the last complete artifact")
+    previous = _digest(paths.model_dir(MODEL))
     checkpoint = paths.checkpoint_dir(MODEL, SPLIT) / CHECKPOINT_FILE
     env = {**os.environ, "COLUMNS": "200"}
     proc = subprocess.Popen(
@@ -125,13 +129,18 @@ def test_training_killed_mid_epoch_resumes_from_its_checkpoint(
     assert proc.returncode == -signal.SIGKILL
     done = torch.load(checkpoint, weights_only=True)["epoch"] + 1  # epochs it holds
     assert 1 <= done < EPOCHS
-    assert not (paths.model_dir(MODEL) / SPLIT / "weights.pt").exists()
+    assert _digest(paths.model_dir(MODEL)) == previous  # before: an emptied folder
+    staging = paths.models_dir / f".{MODEL}.new-{proc.pid}"
+    assert staging.is_dir()  # what the kill left: the next run removes it
 
     # the next run: the same command, in this process (a fresh module and optimiser)
     rerun = runner.invoke(app, _train_command(paths.root)[3:])
     log = " ".join(rerun.output.split())
     assert rerun.exit_code == 0, rerun.output
     assert "resumed from checkpoint" in log and f"at epoch {done}/{EPOCHS}" in log, log
+    assert f"removed {staging}, left by process {proc.pid}, which no longer runs" in log, log
+    assert sorted(p.name for p in paths.models_dir.iterdir()) == [MODEL]
+    assert not (paths.model_dir(MODEL) / "previous-run").exists()  # replaced as a whole
     trained = [int(n) for n in re.findall(rf"{MODEL} epoch (\d+)/{EPOCHS}", log)]
     assert trained == list(range(done + 1, EPOCHS + 1)), log  # only the remaining epochs
     entry = _training(paths)
