@@ -257,7 +257,14 @@ def _prefect_api(root: Path) -> Iterator[None]:
 
     log_file = root / ".recpipe" / "prefect-server.log"
     with start_temporary_server(log_file) as url, temporary_settings({PREFECT_API_URL: url}):
-        yield
+        try:
+            yield
+        finally:  # what the run's logs and events still queue goes out before the server
+            from prefect.events.worker import EventsWorker
+            from prefect.logging.handlers import APILogWorker
+
+            for worker in (APILogWorker, EventsWorker):
+                worker.drain_all(timeout=10)
 
 
 @app.command()

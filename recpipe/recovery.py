@@ -191,4 +191,5 @@ def _stop(process: subprocess.Popen[Any], grace: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-    log.info("stopped the temporary Prefect server (pid %d)", process.pid)
+    # debug: the run's records went to the API, which is gone now
+    log.debug("stopped the temporary Prefect server (pid %d)", process.pid)

@@ -99,11 +99,11 @@ def pipeline_run(params: Params, paths: Paths, run_name: str | None = None) -> I
             for k, v in _flatten(params.dump()).items()
         }
         mlflow.log_params(flat)
-        try:
-            with _killed_on_signal():
+        with _killed_on_signal():  # after the outputs are logged (MLflow would start a run)
+            try:
                 yield run.info.run_id
-        finally:
-            log_outputs(paths)
+            finally:
+                log_outputs(paths)
 
 
 @contextmanager
