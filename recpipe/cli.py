@@ -290,7 +290,7 @@ def stage(
     """Run one pipeline stage (what dvc.yaml calls), holding the workspace lock."""
     from recpipe.paths import Paths
     from recpipe.pipeline import run_stage
-    from recpipe.recovery import holding_workspace
+    from recpipe.recovery import holding_workspace, sigterm_as_exit
 
     def go() -> dict[str, Any]:
         extra = [f"train.nproc={nproc}"] if nproc is not None else []
@@ -299,7 +299,7 @@ def stage(
         if model is not None or name == "train":
             options = {"model": model, "progress": out.is_terminal}
         paths = Paths.at(root.resolve())
-        with holding_workspace(paths, lock_timeout, f"stage {name}"):
+        with sigterm_as_exit(), holding_workspace(paths, lock_timeout, f"stage {name}"):
             return run_stage(name, params, paths, **options)
 
     _guard(go)

@@ -154,6 +154,33 @@ def test_training_killed_mid_epoch_resumes_from_its_checkpoint(
     assert losses == [r["loss"] for r in whole["history"]]
 
 
+def test_sigterm_to_a_training_stage_leaves_the_previous_artifact_and_no_staging(
+    prepared: Path, uninterrupted: Paths, tmp_path: Path
+) -> None:
+    paths = _copy(prepared, tmp_path / "ws")
+    shutil.copytree(uninterrupted.model_dir(MODEL), paths.model_dir(MODEL))
+    previous = _digest(paths.model_dir(MODEL))
+    checkpoint = paths.checkpoint_dir(MODEL, SPLIT) / CHECKPOINT_FILE
+    proc = subprocess.Popen(
+        _train_command(paths.root), cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not checkpoint.is_file():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert b"stopped by signal 15 (SIGTERM)" in err and b"Traceback" not in err
+    assert _digest(paths.model_dir(MODEL)) == previous
+    assert sorted(p.name for p in paths.models_dir.iterdir()) == [MODEL]  # staging removed
+    assert checkpoint.is_file()  # the next run resumes from it
+
+
 def test_a_truncated_checkpoint_is_ignored_with_a_warning(
     prepared: Path, uninterrupted: Paths, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
