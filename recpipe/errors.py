@@ -209,12 +209,13 @@ class WorkspaceError(RecpipeError):
 
 
 def _error_path(exc: OSError) -> str | None:
-    """The path an OSError is about: its ``filename``, else a quoted path in its message
-    (pyarrow: ``Failed to open local file '/x/y.parquet'``)."""
+    """The path an OSError is about, made absolute (a bare ``data.npz`` names no place):
+    its ``filename``, else a quoted path in its message (pyarrow: ``Failed to open local
+    file '/x/y.parquet'``)."""
     if exc.filename is not None:
-        return str(_os.fsdecode(exc.filename))
+        return _os.path.abspath(_os.fsdecode(exc.filename))
     found = _re.search(r"'(/[^']+|[^']+/[^']*)'", str(exc))
-    return found.group(1) if found else None
+    return _os.path.abspath(found.group(1)) if found else None
 
 
 def _operation(exc: OSError) -> str:

@@ -593,7 +593,9 @@ def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
 
     Writes ``reports/evaluation.json`` (every split), ``reports/leaderboard.md`` and
     metric@K plots under ``reports/plots/`` (the gate stage then writes the headline,
-    ``reports/metrics.json``). The work is
+    ``reports/metrics.json``). A candidate of ``train.candidates`` with no artifact for
+    a split (never trained, an empty folder, skipped by the train stage) is listed in
+    both reports as skipped, with why. The work is
     :func:`recpipe.evaluate.suite.evaluate_split` (on the ``cold_start`` split also the
     cold items and cold users protocols, metrics prefixed ``cold_items/`` and
     ``cold_users/``).
@@ -620,7 +622,7 @@ def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
             log.info("evaluate: no %s split (%s)", kind, skipped[kind])
             continue
         data = load_split(folder)
-        candidates, trained_s = load_candidates(
+        candidates, trained_s, missing = load_candidates(
             params.train.candidates, paths.models_dir, kind, data.meta
         )
         configs = dict(ep.model_configs)
@@ -630,6 +632,8 @@ def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
         results[kind], significance[kind] = evaluate_split(
             kind, data, ep, candidates, trained_s, configs=configs
         )
+        for name, why in missing.items():  # listed with why, not left off silently
+            results[kind][name] = {"role": "candidate", "skipped": why}
     if not results:
         raise StageError(
             f"none of evaluate.splits={ep.splits} was built ({skipped}); "

@@ -4,6 +4,7 @@ traceback, and loses nothing."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -129,3 +130,69 @@ def test_a_drop_too_small_for_the_splits_leaves_the_previous_sessions_and_splits
         "splits",
         "validated",
     ]  # fmt: skip  (no staging or scratch folder left)
+
+
+# --- errors name their full path; missing candidates are listed (case 9) --------------
+
+
+def test_a_relative_file_name_in_an_os_error_is_shown_as_a_full_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from recpipe.errors import WorkspaceError
+
+    monkeypatch.chdir(tmp_path)
+    try:
+        raise OSError(errno.EROFS, "Read-only file system", "data.npz")
+    except OSError as exc:
+        error = WorkspaceError.from_os_error(exc, "stage train")
+    assert error.path == str(tmp_path / "data.npz")
+    assert f"cannot write {tmp_path / 'data.npz'}: read-only file system" in str(error).lower()
+
+
+def test_candidates_without_an_artifact_are_listed_on_the_leaderboard_with_why(
+    tmp_path: Path,
+) -> None:
+    from tests.unit.gate_workspace import SPLIT, build_workspace, small_params
+
+    paths = build_workspace(tmp_path)  # markov trained on the session split
+    paths.model_dir("sr").mkdir()  # a training that never completed: an empty folder
+    (paths.model_dir("mf_bpr") / SPLIT).mkdir(parents=True)  # no meta.json
+    (paths.model_dir("gru4rec")).mkdir()
+    (paths.model_dir("gru4rec") / "training.json").write_text(
+        json.dumps({"splits": {SPLIT: {"skipped": "no GPU today"}}})
+    )
+    params = small_params(tmp_path, "train.candidates=[markov, sr, mf_bpr, gru4rec, sasrec]")
+    report = stages.evaluate(params, paths)
+    results = report["results"][SPLIT]
+    assert "metrics" in results["markov"]
+    why = {n: results[n]["skipped"] for n in ("sr", "mf_bpr", "gru4rec", "sasrec")}
+    assert f"{paths.model_dir('sr')} is empty: its training did not complete" in why["sr"]
+    assert "holds no meta.json: an incomplete artifact" in why["mf_bpr"]
+    assert why["gru4rec"] == "not trained on this split: no GPU today"
+    assert f"{paths.model_dir('sasrec')} does not exist (run the train stage)" in why["sasrec"]
+    board = paths.leaderboard_md.read_text()
+    assert f"sr ({why['sr']})" in board and f"sasrec ({why['sasrec']})" in board
+    assert json.loads(paths.evaluation_json.read_text())["results"][SPLIT]["sr"]["skipped"]
+
+
+# --- bad params are refused before anything runs (case 6) ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("train.candidates=[mf_bpr, nosuch]", "train.candidates: unknown model 'nosuch'"),
+        ("gate.primary_metric=recall@20", "gate.primary_metric: unknown key"),
+        ("gate.metric=bogus@20", "gate.metric must be metric@K with metric one of"),
+    ],
+)
+@pytest.mark.parametrize("command", [["run"], ["stage", "ingest"]])
+def test_bad_candidates_and_gate_metrics_fail_before_ingest(
+    tmp_path: Path, override: str, expected: str, command: list[str]
+) -> None:
+    res = runner.invoke(app, [*command, "--root", str(tmp_path), "--set", override])
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert expected in " ".join(res.output.split())
+    assert not (tmp_path / "data").exists() and not (tmp_path / "mlflow.db").exists()
