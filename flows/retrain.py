@@ -35,8 +35,8 @@ from recpipe import retraining, stages, tracking
 from recpipe.config import Params
 from recpipe.errors import ConfigError
 from recpipe.lineage import record_run
-from recpipe.locks import retrain_lock
 from recpipe.paths import Paths
+from recpipe.recovery import holding_workspace
 from recpipe.scheduling import FLOW_NAME
 from recpipe.transient import is_transient
 
@@ -218,6 +218,8 @@ def retrain(
     ``data.source``, else the params' source is kept); ``models`` trains only these
     of ``train.candidates``. The run holds the workspace's retraining lock
     throughout: another run fails at once, or waits ``lock_timeout`` seconds for it.
+    Holding it, the run first removes what a killed run left: staging folders, and
+    MLflow runs left RUNNING, marked KILLED (:func:`recpipe.recovery.tidy_workspace`).
 
     The run ends Completed whether or not the gate passed; the final state's message
     (and the summary's ``outcome``) says ``promoted ...`` or ``not promoted ...``.
@@ -234,10 +236,10 @@ def retrain(
         models=models,
     )
     with (
-        retrain_lock(paths.root, timeout=lock_timeout) as lock,
+        holding_workspace(paths, lock_timeout, "retrain", params) as lock,
         tracking.pipeline_run(params, paths, run_name="retrain") as run_id,
     ):
-        logger.info("holding %s", lock.path)
+        logger.info("holding %s", lock.path if lock else "the workspace lock of the parent")
         mlflow = retraining.run_links(params, paths, run_id)
         logger.info("MLflow run %s at %s", run_id, mlflow["run_url"])
         manifest = ingest_task(params, paths)

@@ -7,11 +7,12 @@ traceback) with a non-zero exit: 1 for data problems, 2 for bad params or usage.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -20,12 +21,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from recpipe.cli_logging import quiet_expected_tracebacks as _quiet_expected_tracebacks
 from recpipe.cli_summary import print_lineage_info, print_run
 from recpipe.errors import (
     ConfigError,
     DataValidationError,
     RecpipeError,
     StageError,
+    Terminated,
     WorkspaceError,
 )
 from recpipe.scheduling import DEFAULT_PORT, DEFAULT_TIMEZONE, DEPLOYMENT_NAME
@@ -52,6 +55,10 @@ SetOpt = Annotated[
     typer.Option("--set", "-s", help="override a param: key=value (repeatable), e.g. synth.seed=7"),
 ]
 RootOpt = Annotated[Path, typer.Option("--root", help="workspace directory for all outputs")]
+LockOpt = Annotated[
+    float,
+    typer.Option("--lock-timeout", help="seconds to wait for a busy workspace (<0: no limit)"),
+]
 
 
 #: The stages of ``recpipe stage NAME`` (those of :data:`recpipe.pipeline.STAGES`, which a
@@ -138,43 +145,9 @@ def _guard(fn: Callable[[], T]) -> T:
     except RecpipeError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
-
-
-class _NoExpectedTraceback(logging.Formatter):
-    """Formats like ``inner``, without the traceback of a recpipe error (an expected
-    failure whose message the command prints as its last line); other tracebacks stay."""
-
-    def __init__(self, inner: logging.Formatter | None) -> None:
-        super().__init__()
-        self.inner = inner or logging.Formatter()
-
-    def format(self, record: logging.LogRecord) -> str:
-        exc = record.exc_info[1] if record.exc_info else None
-        if not isinstance(exc, RecpipeError):
-            return self.inner.format(record)
-        saved = record.exc_info, record.exc_text
-        record.exc_info, record.exc_text = None, None
-        try:
-            return self.inner.format(record)
-        finally:
-            record.exc_info, record.exc_text = saved
-
-
-def _quiet_expected_tracebacks() -> None:
-    """Keep the terminal free of tracebacks for recpipe's own errors.
-
-    Prefect logs a failed task's and flow's exception with its traceback on its console
-    handler; for a :class:`~recpipe.errors.RecpipeError` (bad data, a read-only
-    workspace, ...) the message is enough, and ``_guard`` prints it. Prefect's API
-    handler, which feeds the Prefect UI, keeps the full traceback.
-    """
-    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
-    for logger in loggers:
-        for handler in getattr(logger, "handlers", []):
-            if type(handler).__name__.endswith("APILogHandler"):
-                continue
-            if not isinstance(handler.formatter, _NoExpectedTraceback):
-                handler.setFormatter(_NoExpectedTraceback(handler.formatter))
+    except Terminated as exc:  # staging folders removed, MLflow runs ended, lock released
+        console.print(f"[bold red]stopped:[/] {exc}; the previous outputs are in place")
+        raise typer.Exit(128 + exc.signum) from None
 
 
 def _params(root: Path, params_file: Path | None, overrides: list[str] | None) -> Any:
@@ -217,13 +190,14 @@ def run(
             "--set goes on top)",
         ),
     ] = False,
+    lock_timeout: LockOpt = 0.0,
 ) -> None:
     """Run the retraining flow (Prefect) on the data that params name."""
     if quick:
         from recpipe.config import QUICK_OVERRIDES
 
         overrides = [*QUICK_OVERRIDES, *(overrides or [])]
-    print_run(out, _run_flow(root, params_file, overrides))
+    print_run(out, _run_flow(root, params_file, overrides, lock_timeout=lock_timeout))
 
 
 def _run_params(
@@ -247,7 +221,8 @@ def _run_flow(
         # fail fast on bad params, models or data path, before Prefect starts
         from recpipe.data.sources import preflight
 
-        preflight(_run_params(root, params_file, overrides, **options).data)
+        run_options = {k: v for k, v in options.items() if k != "lock_timeout"}
+        preflight(_run_params(root, params_file, overrides, **run_options).data)
         # forward the library's log records to Prefect's run logs (set only now: Prefect
         # reads it once, when first imported, and a run that failed above imports none)
         os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "recpipe")
@@ -255,14 +230,41 @@ def _run_flow(
         from flows.retrain import retrain
 
         _quiet_expected_tracebacks()
-        return retrain(
-            params_file=str(params_file) if params_file else None,
-            overrides=overrides or [],
-            root=str(root.resolve()),
-            **options,
-        )
+        with sigterm_as_exit(), _prefect_api(root):
+            return retrain(
+                params_file=str(params_file) if params_file else None,
+                overrides=overrides or [],
+                root=str(root.resolve()),
+                **options,
+            )
+
+    from recpipe.recovery import sigterm_as_exit
 
     return _guard(go)
+
+
+@contextlib.contextmanager
+def _prefect_api(root: Path) -> Iterator[None]:
+    """The configured Prefect API, else a temporary server of recpipe's own for the run
+    (:func:`recpipe.recovery.start_temporary_server`: stopped with the run, also on
+    SIGTERM to its process group or SIGKILL); its log in ``.recpipe/``."""
+    if _prefect_api_url() is not None:
+        yield
+        return
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from recpipe.recovery import start_temporary_server
+
+    log_file = root / ".recpipe" / "prefect-server.log"
+    with start_temporary_server(log_file) as url, temporary_settings({PREFECT_API_URL: url}):
+        try:
+            yield
+        finally:  # what the run's logs and events still queue goes out before the server
+            from prefect.events.worker import EventsWorker
+            from prefect.logging.handlers import APILogWorker
+
+            for worker in (APILogWorker, EventsWorker):
+                worker.drain_all(timeout=10)
 
 
 @app.command()
@@ -283,10 +285,12 @@ def stage(
             help="train stage: processes per candidate (DDP under torchrun; sets train.nproc)",
         ),
     ] = None,
+    lock_timeout: LockOpt = 0.0,
 ) -> None:
-    """Run one pipeline stage (what dvc.yaml calls)."""
+    """Run one pipeline stage (what dvc.yaml calls), holding the workspace lock."""
     from recpipe.paths import Paths
     from recpipe.pipeline import run_stage
+    from recpipe.recovery import holding_workspace, sigterm_as_exit
 
     def go() -> dict[str, Any]:
         extra = [f"train.nproc={nproc}"] if nproc is not None else []
@@ -294,7 +298,9 @@ def stage(
         options: dict[str, Any] = {}
         if model is not None or name == "train":
             options = {"model": model, "progress": out.is_terminal}
-        return run_stage(name, params, Paths.at(root.resolve()), **options)
+        paths = Paths.at(root.resolve())
+        with sigterm_as_exit(), holding_workspace(paths, lock_timeout, f"stage {name}"):
+            return run_stage(name, params, paths, **options)
 
     _guard(go)
     out.print(f"stage {name} done")
@@ -686,6 +692,7 @@ def retrain(
         Path | None,
         typer.Option("--root", help="workspace (default: cwd; with --deployment: the served one)"),
     ] = None,
+    lock_timeout: LockOpt = 0.0,
 ) -> None:
     """Retrain on a new data drop: the retraining flow on --data, here or on the server.
 
@@ -696,13 +703,18 @@ def retrain(
     """
     options = _flow_options(data, source, models)
     if deployment is None:
-        print_run(out, _run_flow(root or Path("."), params_file, overrides, **options))
+        run = _run_flow(
+            root or Path("."), params_file, overrides, **options, lock_timeout=lock_timeout
+        )
+        print_run(out, run)
         return
     from recpipe.scheduling import check_api, deployment_full_name, flow_run_url
 
     _guard(lambda: _run_params(root or Path("."), params_file, overrides, **options))
     api = _guard(lambda: check_api(_prefect_api_url()))
     parameters: dict[str, Any] = dict(options)  # the deployment's own values stay otherwise
+    if lock_timeout:
+        parameters["lock_timeout"] = lock_timeout
     if params_file is not None:
         parameters["params_file"] = str(params_file.resolve())
     if overrides:

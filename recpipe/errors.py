@@ -70,6 +70,16 @@ class WorkspaceLockedError(RecpipeError):
     holder (pid, host, start time)."""
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (:func:`recpipe.recovery.sigterm_as_exit`). A ``BaseException``,
+    like ``KeyboardInterrupt``: ``except Exception`` blocks let it through, ``finally``
+    and ``with`` blocks clean up; the CLI exits with 128 + the signal number."""
+
+    def __init__(self, signum: int = 15) -> None:
+        super().__init__(f"stopped by signal {signum} (SIGTERM)")
+        self.signum = signum
+
+
 class SchedulerError(RecpipeError):
     """Scheduled retraining cannot start: no Prefect server configured or reachable, or
     an invalid schedule; says how to start the server."""
@@ -199,12 +209,13 @@ class WorkspaceError(RecpipeError):
 
 
 def _error_path(exc: OSError) -> str | None:
-    """The path an OSError is about: its ``filename``, else a quoted path in its message
-    (pyarrow: ``Failed to open local file '/x/y.parquet'``)."""
+    """The path an OSError is about, made absolute (a bare ``data.npz`` names no place):
+    its ``filename``, else a quoted path in its message (pyarrow: ``Failed to open local
+    file '/x/y.parquet'``)."""
     if exc.filename is not None:
-        return str(_os.fsdecode(exc.filename))
+        return _os.path.abspath(_os.fsdecode(exc.filename))
     found = _re.search(r"'(/[^']+|[^']+/[^']*)'", str(exc))
-    return found.group(1) if found else None
+    return _os.path.abspath(found.group(1)) if found else None
 
 
 def _operation(exc: OSError) -> str:

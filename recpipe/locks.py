@@ -37,6 +37,9 @@ STATE_DIR = ".recpipe"
 RETRAIN_LOCK = "retrain.lock"
 #: Seconds between two tries while waiting for a lock.
 POLL_SECONDS = 0.2
+#: ``<pid>:<lock file>`` of the lock this process (or its parent) holds; inherited by
+#: the processes it starts.
+HELD_ENV = "RECPIPE_WORKSPACE_LOCK_HELD"
 
 
 def retrain_lock_path(root: str | Path) -> Path:
@@ -116,6 +119,7 @@ class WorkspaceLock:
         self._file: IO[str] | None = None
         self.holder: LockHolder | None = None
         self.previous: LockHolder | None = None
+        self._env_before: str | None = None
 
     @property
     def held(self) -> bool:
@@ -161,6 +165,10 @@ class WorkspaceLock:
         handle.write(json.dumps(self.holder.__dict__))
         handle.flush()
         self._file = handle
+        # the processes this one starts (torchrun ranks, `recpipe stage` under a run)
+        # work under this lock: :func:`workspace_lock` lets them in
+        self._env_before = os.environ.get(HELD_ENV)
+        os.environ[HELD_ENV] = f"{os.getpid()}:{self.path.resolve()}"
         log.debug("acquired %s", self.path)
         return self.holder
 
@@ -169,6 +177,10 @@ class WorkspaceLock:
         handle, self._file = self._file, None
         if handle is None:
             return
+        if self._env_before is None:
+            os.environ.pop(HELD_ENV, None)
+        else:
+            os.environ[HELD_ENV] = self._env_before
         try:
             handle.seek(0)
             handle.truncate()
@@ -184,8 +196,9 @@ class WorkspaceLock:
         waited = f" after waiting {self.timeout:g} s" if self.timeout > 0 else ""
         return (
             f"the workspace is busy: lock {self.path} is held by {who}{waited}; "
-            "another retraining run is using this workspace. Wait for it to finish, "
-            "or give a lock timeout to wait for it"
+            "another run or stage is using this workspace. Wait for it to finish, or "
+            "pass --lock-timeout SECONDS (recpipe run, retrain, stage; the flow's "
+            "lock_timeout parameter; negative: wait as long as it takes) to wait for it"
         )
 
     def __enter__(self) -> WorkspaceLock:
@@ -206,4 +219,35 @@ def retrain_lock(
     ``timeout`` seconds (negative: forever); see :class:`WorkspaceLock`.
     """
     with WorkspaceLock(retrain_lock_path(root), timeout=timeout, purpose=purpose) as lock:
+        yield lock
+
+
+def held_by_parent(path: str | Path) -> LockHolder | None:
+    """The holder of the lock at ``path`` when this process runs under it: a process that
+    holds it (and is still alive here) named it in :data:`HELD_ENV`, which this process
+    inherited, and the lock file still records that process. None otherwise."""
+    pid, _, held = os.environ.get(HELD_ENV, "").partition(":")
+    if not held or Path(held) != Path(path).resolve() or not pid.isdigit():
+        return None
+    holder = read_holder(path)
+    if holder is None or holder.pid != int(pid) or holder.pid == os.getpid():
+        return None
+    return holder if holder.is_alive_here() else None
+
+
+@contextlib.contextmanager
+def workspace_lock(
+    root: str | Path, timeout: float = 0.0, purpose: str = ""
+) -> Iterator[WorkspaceLock | None]:
+    """Hold the workspace's lock (:func:`retrain_lock`) for the block, as a run or a
+    ``recpipe stage`` does; yields None without locking in a process started under the
+    lock by its holder (:func:`held_by_parent`: torchrun ranks of the train stage, a
+    stage the retraining flow runs as a command), which would otherwise wait for itself.
+    """
+    parent = held_by_parent(retrain_lock_path(root))
+    if parent is not None:
+        log.debug("working under the lock of %s", parent.describe())
+        yield None
+        return
+    with retrain_lock(root, timeout=timeout, purpose=purpose) as lock:
         yield lock

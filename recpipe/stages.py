@@ -24,7 +24,16 @@ from typing import Any
 from recpipe.config import DEFAULT_ITEM_SUPPORT, Params
 from recpipe.errors import MissingContentError, StageError
 from recpipe.paths import Paths
-from recpipe.workspace import read_json, replacing_dir, reset_dir, workspace_io, write_json
+from recpipe.workspace import (
+    read_json,
+    replacing_dir,
+    reset_dir,
+    scratch_dir,
+    staging_path,
+    swap_in,
+    workspace_io,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +102,7 @@ def validate(params: Params, paths: Paths, source_dir: Path | None = None) -> di
         outcome: Any = validate_partitioned(
             in_dir,
             params.validate_,
-            paths.data_dir / f".validate-partitions-{os.getpid()}",
+            staging_path(paths.data_dir / "validate-partitions"),  # removed after; swept
             partitions=params.prep.partitions,
             batch_rows=params.prep.batch_rows,
         )
@@ -143,9 +152,10 @@ def sessions(params: Params, paths: Paths) -> dict[str, Any]:
     statistics, dropped counts with reasons and the leakage checks. A split that does
     not apply to the data is reported as skipped, with the reason.
 
-    Both engines write into a staging folder (``data/_sessions_work``, removed also on
-    error) and replace the outputs only once every split is done, so a drop too small
-    for the splits leaves the previous outputs in place. The pandas engine runs
+    Both engines write into staging folders beside the outputs
+    (:func:`~recpipe.workspace.replacing_dir`, removed also on error) and swap them in
+    only once every split is done, so a drop too small for the splits leaves the
+    previous outputs (and ``reports/splits.json``) in place. The pandas engine runs
     :func:`recpipe.sessions.prepare.prepare_sessions`; ``prep.engine: arrow`` runs
     :func:`recpipe.sessions.scaled.prepare_sessions_arrow` (user-hash partitions, one
     at a time), whose tables hold the same rows, grouped by partition.
@@ -156,37 +166,32 @@ def sessions(params: Params, paths: Paths) -> dict[str, Any]:
         sp = sp.model_copy(update={"min_item_support": 1 if prepared else DEFAULT_ITEM_SUPPORT})
     if sp.test_items_seen_in is None:
         sp = sp.model_copy(update={"test_items_seen_in": "train_valid" if prepared else "train"})
-    work = paths.sessions_dir.parent / "_sessions_work"
-    staged = work / "out"
-    shutil.rmtree(work, ignore_errors=True)
-    try:
+    # both outputs are written beside their folders and swapped in (renames) only once
+    # every split is done: a failure (or SIGTERM) leaves the previous ones whole
+    with (
+        replacing_dir(paths.sessions_dir) as events_dir,
+        replacing_dir(paths.splits_dir) as splits_dir,
+    ):
         if params.prep.engine == "arrow":
             from recpipe.data.schema import events_file
             from recpipe.sessions.scaled import prepare_sessions_arrow
 
-            report = prepare_sessions_arrow(
-                events_file(paths.validated_dir),  # a Parquet file or a folder of parts
-                staged / "events.parquet",
-                staged / "splits",
-                work / "scratch",
-                sp,
-                n_partitions=params.prep.partitions,
-                batch_rows=params.prep.batch_rows,
-            )
+            with scratch_dir(paths.data_dir, "sessions-scratch") as scratch:
+                report = prepare_sessions_arrow(
+                    events_file(paths.validated_dir),  # a Parquet file or a folder of parts
+                    events_dir / "events.parquet",
+                    splits_dir,
+                    scratch,
+                    sp,
+                    n_partitions=params.prep.partitions,
+                    batch_rows=params.prep.batch_rows,
+                )
         else:
             from recpipe.sessions.prepare import prepare_sessions
 
             report = prepare_sessions(
-                paths.validated_dir, staged / "events.parquet", staged / "splits", sp
+                paths.validated_dir, events_dir / "events.parquet", splits_dir, sp
             )
-        reset_dir(paths.sessions_dir)
-        shutil.move(staged / "events.parquet", paths.sessions_dir / "events.parquet")
-        reset_dir(paths.splits_dir)
-        for kind in report["splits"]:
-            if (staged / "splits" / kind).is_dir():
-                shutil.move(staged / "splits" / kind, paths.split_dir(kind))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     write_json(paths.splits_json, report)
     return report
 
@@ -327,75 +332,121 @@ def _train_candidates(
 ) -> dict[str, Any]:
     """The train stage's loop over splits and candidates (in this process; as one rank
     of a torchrun job when a process group is up: rank 0 writes, every rank trains)."""
-    from recpipe import tracking
     from recpipe.evaluate.leaderboard import split_query_kinds
-    from recpipe.models.dataset import load_split
-    from recpipe.models.fitting import candidate_options, fit_and_save, skip_reason
-    from recpipe.models.registry import build_model, get_model
+    from recpipe.models.fitting import candidate_options, skip_reason
+    from recpipe.models.registry import get_model
     from recpipe.models.torch_base import TorchRecommender
     from recpipe.train import distributed as ddp
-    from recpipe.tuning.configs import read_tuned
 
     tp, main = params.train, ddp.is_main()
     splits_of = {name: list(tp.model_splits.get(name, tp.splits)) for name in names}
+    order = list(dict.fromkeys(k for n in names for k in splits_of[n]))  # a split at a time
+    last = {n: max(splits_of[n], key=order.index) for n in names if splits_of[n]}
     reports: dict[str, dict[str, Any]] = {}
     for name in names:
         options = candidate_options(name, tp.model_configs.get(name, {}), tp.device, tp.max_epochs)
         reports[name] = {"model": name, "config": options, "splits": {}}
-    cleared: set[str] = set()  # a candidate's folder is cleared when it first trains
-    for kind in dict.fromkeys(k for name in names for k in splits_of[name]):  # a split at a time
-        folder = paths.features_dir / kind
-        for name in (n for n in names if kind in splits_of[n]):
-            if not main and not issubclass(get_model(name), TorchRecommender):
-                continue  # a baseline trains on rank 0 only
-            if main and name not in cleared:
-                reset_dir(paths.model_dir(name))
-                cleared.add(name)
-            done = reports[name]["splits"]
-            skip = skip_reason(name, kind, split_query_kinds(kind))
-            if not folder.is_dir():
-                skip = "the sessions stage did not build this split"
-            if skip:
-                done[kind] = {"skipped": skip}
-                continue
-            data = load_split(folder)
-            options = reports[name]["config"]
-            tuned = read_tuned(paths.tuned_dir, kind, name) if params.tune.use else None
-            if tuned is not None:  # tune.use: the tuned config of this split
-                options = candidate_options(name, tuned, tp.device, tp.max_epochs)
-            try:
-                candidate = build_model(name, options, data.meta)
-            except MissingContentError as exc:  # e.g. content models on click logs only
-                log.warning("%s: not trained on the %s split: %s", name, kind, exc)
-                done[kind] = {"skipped": str(exc)}
-                continue
-            log.info("training %s on the %s split", name, kind)
-            checkpoints = paths.checkpoint_dir(name, kind) if tp.checkpoints else None
-            config = candidate.config.model_dump(mode="json")
-            with (
-                tracking.candidate_run(name, kind, config)
-                if main
-                else contextlib.nullcontext() as run
-            ):
-                entry, artifact = fit_and_save(
-                    candidate,
-                    data,
-                    paths.model_dir(name) / kind if main else None,
-                    checkpoint_dir=checkpoints,
-                    run=run,
-                    progress=progress,
-                    on_epoch=None if on_epoch is None else partial(on_epoch, name, kind),
-                )
-            if artifact is not None:
-                _remove_empty(checkpoints, paths.root)
-                done[kind] = entry | {"artifact": paths.rel(artifact)}
-    if main:
-        for name in names:
-            if name not in cleared:  # no split at all
-                reset_dir(paths.model_dir(name))
-            write_json(paths.model_dir(name) / "training.json", reports[name])
+    # rank 0 writes each candidate into a staging folder beside models/<name>/ and swaps
+    # it in once the candidate has every split: a kill or failure leaves the previous
+    # artifact whole (a killed run resumes from checkpoints/, which live elsewhere)
+    staged: dict[str, Path] = {}
+
+    def finish(name: str) -> None:
+        folder = staged.pop(name) if name in staged else _fresh(paths.model_dir(name))
+        write_json(folder / "training.json", reports[name])
+        swap_in(folder, paths.model_dir(name))
+
+    try:
+        for kind in order:
+            folder = paths.features_dir / kind
+            for name in (n for n in names if kind in splits_of[n]):
+                if not main and not issubclass(get_model(name), TorchRecommender):
+                    continue  # a baseline trains on rank 0 only
+                if main and name not in staged:
+                    staged[name] = _fresh(paths.model_dir(name))
+                done = reports[name]["splits"]
+                skip = skip_reason(name, kind, split_query_kinds(kind))
+                if not folder.is_dir():
+                    skip = "the sessions stage did not build this split"
+                if skip:
+                    done[kind] = {"skipped": skip}
+                else:
+                    entry = _train_split(
+                        params, paths, name, kind, reports[name]["config"], staged.get(name),
+                        progress=progress, on_epoch=on_epoch,
+                    )  # fmt: skip
+                    if entry is not None:
+                        done[kind] = entry
+                if main and kind == last[name]:
+                    finish(name)  # its last split: complete
+        if main:
+            for name in names:
+                if name not in last:  # no split at all
+                    finish(name)
+    finally:
+        for unfinished in staged.values():  # an error or a signal: the previous stays
+            shutil.rmtree(unfinished, ignore_errors=True)
     ddp.barrier()  # the other ranks leave once rank 0 has written everything
     return reports
+
+
+def _fresh(model_dir: Path) -> Path:
+    """An empty staging folder for ``models/<name>/`` (:func:`~recpipe.workspace.staging_path`)."""
+    folder = staging_path(model_dir)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _train_split(
+    params: Params,
+    paths: Paths,
+    name: str,
+    kind: str,
+    options: dict[str, Any],
+    staging: Path | None,
+    *,
+    progress: bool,
+    on_epoch: Callable[[str, str, dict[str, Any]], None] | None,
+) -> dict[str, Any] | None:
+    """Train candidate ``name`` on split ``kind``; its artifact goes to ``staging/<kind>``
+    (None: a rank that writes nothing). Returns its ``training.json`` entry (None on such
+    a rank)."""
+    from recpipe import tracking
+    from recpipe.models.dataset import load_split
+    from recpipe.models.fitting import candidate_options, fit_and_save
+    from recpipe.models.registry import build_model
+    from recpipe.tuning.configs import read_tuned
+
+    tp = params.train
+    data = load_split(paths.features_dir / kind)
+    tuned = read_tuned(paths.tuned_dir, kind, name) if params.tune.use else None
+    if tuned is not None:  # tune.use: the tuned config of this split
+        options = candidate_options(name, tuned, tp.device, tp.max_epochs)
+    try:
+        candidate = build_model(name, options, data.meta)
+    except MissingContentError as exc:  # e.g. content models on click logs only
+        log.warning("%s: not trained on the %s split: %s", name, kind, exc)
+        return {"skipped": str(exc)}
+    log.info("training %s on the %s split", name, kind)
+    checkpoints = paths.checkpoint_dir(name, kind) if tp.checkpoints else None
+    config = candidate.config.model_dump(mode="json")
+    main = staging is not None
+    with tracking.candidate_run(name, kind, config) if main else contextlib.nullcontext() as run:
+        entry, artifact = fit_and_save(
+            candidate,
+            data,
+            staging / kind if staging is not None else None,
+            checkpoint_dir=checkpoints,
+            run=run,
+            progress=progress,
+            on_epoch=None if on_epoch is None else partial(on_epoch, name, kind),
+        )
+    if artifact is None:
+        return None
+    _remove_empty(checkpoints, paths.root)
+    return entry | {"artifact": paths.rel(paths.model_dir(name) / kind)}
 
 
 @workspace_io("stage tune")
@@ -542,7 +593,9 @@ def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
 
     Writes ``reports/evaluation.json`` (every split), ``reports/leaderboard.md`` and
     metric@K plots under ``reports/plots/`` (the gate stage then writes the headline,
-    ``reports/metrics.json``). The work is
+    ``reports/metrics.json``). A candidate of ``train.candidates`` with no artifact for
+    a split (never trained, an empty folder, skipped by the train stage) is listed in
+    both reports as skipped, with why. The work is
     :func:`recpipe.evaluate.suite.evaluate_split` (on the ``cold_start`` split also the
     cold items and cold users protocols, metrics prefixed ``cold_items/`` and
     ``cold_users/``).
@@ -569,7 +622,7 @@ def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
             log.info("evaluate: no %s split (%s)", kind, skipped[kind])
             continue
         data = load_split(folder)
-        candidates, trained_s = load_candidates(
+        candidates, trained_s, missing = load_candidates(
             params.train.candidates, paths.models_dir, kind, data.meta
         )
         configs = dict(ep.model_configs)
@@ -579,6 +632,8 @@ def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
         results[kind], significance[kind] = evaluate_split(
             kind, data, ep, candidates, trained_s, configs=configs
         )
+        for name, why in missing.items():  # listed with why, not left off silently
+            results[kind][name] = {"role": "candidate", "skipped": why}
     if not results:
         raise StageError(
             f"none of evaluate.splits={ep.splits} was built ({skipped}); "

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,12 +19,38 @@ from typing import Any
 
 from recpipe.config import Params
 from recpipe.paths import Paths
+from recpipe.workspace import pid_alive
 
 log = logging.getLogger(__name__)
 
 #: The pipeline run that :func:`candidate_run` nests under where no run is active here
 #: (a Dask worker of the retraining flow); set by :func:`under_run`.
 _PARENT_RUN: ContextVar[str | None] = ContextVar("recpipe_parent_run", default=None)
+
+
+#: Tags naming the process that runs an MLflow run, so that the next run can end the runs
+#: a killed process left RUNNING (:func:`end_stale_runs`).
+PID_TAG, HOST_TAG = "recpipe.pid", "recpipe.host"
+
+
+def _owner_tags() -> dict[str, str]:
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+
+
+@contextmanager
+def _killed_on_signal() -> Iterator[None]:
+    """End the active run as KILLED when a signal (SIGTERM, Ctrl-C: not an ``Exception``)
+    interrupts the block; MLflow's own exit marks an error FAILED."""
+    try:
+        yield
+    except Exception:
+        raise
+    except BaseException:
+        import mlflow
+
+        if mlflow.active_run() is not None:
+            mlflow.end_run("KILLED")
+        raise
 
 
 def tracking_uri(params: Params, paths: Paths) -> str:
@@ -65,15 +93,17 @@ def pipeline_run(params: Params, paths: Paths, run_name: str | None = None) -> I
     mlflow.set_tracking_uri(tracking_uri(params, paths))
     experiment_id = _experiment_id(params.tracking.experiment, paths)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        mlflow.set_tags(_owner_tags())
         flat = {
             k: json.dumps(v) if isinstance(v, list) else v
             for k, v in _flatten(params.dump()).items()
         }
         mlflow.log_params(flat)
-        try:
-            yield run.info.run_id
-        finally:
-            log_outputs(paths)
+        with _killed_on_signal():  # after the outputs are logged (MLflow would start a run)
+            try:
+                yield run.info.run_id
+            finally:
+                log_outputs(paths)
 
 
 @contextmanager
@@ -92,8 +122,9 @@ def stage_run(params: Params, paths: Paths, run_name: str) -> Iterator[str]:
     mlflow.set_tracking_uri(tracking_uri(params, paths))
     experiment_id = _experiment_id(params.tracking.experiment, paths)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
-        mlflow.set_tag("recpipe.stage", run_name)
-        yield run.info.run_id
+        mlflow.set_tags({"recpipe.stage": run_name, **_owner_tags()})
+        with _killed_on_signal():
+            yield run.info.run_id
 
 
 def log_outputs(paths: Paths) -> None:
@@ -230,11 +261,13 @@ def candidate_run(model: str, split: str, config: dict[str, Any]) -> Iterator[Ca
             run_name=f"train-{model}-{split}", experiment_id=experiment_id, parent_run_id=parent
         )
     with started:
-        mlflow.set_tags({"recpipe.stage": "train", "recpipe.model": model, "recpipe.split": split})
+        tags = {"recpipe.stage": "train", "recpipe.model": model, "recpipe.split": split}
+        mlflow.set_tags({**tags, **_owner_tags()})
         mlflow.log_params(
             {k: json.dumps(v) if isinstance(v, list) else v for k, v in _flatten(config).items()}
         )
-        yield CandidateLog()
+        with _killed_on_signal():
+            yield CandidateLog()
 
 
 def log_tuned(paths: Paths) -> None:
@@ -279,9 +312,11 @@ def study_run(model: str, split: str, metric: str, budget: dict[str, Any]) -> It
     with mlflow.start_run(
         run_name=f"tune-{model}-{split}", nested=True, experiment_id=experiment_id
     ):
-        mlflow.set_tags({"recpipe.stage": "tune", "recpipe.model": model, "recpipe.split": split})
+        tags = {"recpipe.stage": "tune", "recpipe.model": model, "recpipe.split": split}
+        mlflow.set_tags({**tags, **_owner_tags()})
         mlflow.log_params({f"budget.{k}": v for k, v in budget.items()})
-        yield on_trial
+        with _killed_on_signal():
+            yield on_trial
 
 
 @contextmanager
@@ -306,3 +341,47 @@ def under_run(params: Params, paths: Paths, run_id: str | None) -> Iterator[None
         yield
     finally:
         _PARENT_RUN.reset(token)
+
+
+def end_stale_runs(params: Params, paths: Paths) -> list[str]:
+    """End as KILLED the runs of this workspace's experiment that a killed process left
+    RUNNING: those whose :data:`PID_TAG` names a process of this host that no longer
+    runs, and the RUNNING runs nested under them. Returns their ids (each logged).
+
+    Call it holding the workspace lock (no live run of this workspace is then missed).
+    Without a tracking store yet (no ``mlflow.db``, no ``tracking.tracking_uri``) it
+    does nothing, and does not import MLflow.
+    """
+    if params.tracking.tracking_uri is None and not paths.mlflow_db.is_file():
+        return []
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri(params, paths))
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(params.tracking.experiment)
+    if experiment is None:
+        return []
+    running = client.search_runs(
+        [experiment.experiment_id], filter_string="attributes.status = 'RUNNING'"
+    )
+    host = socket.gethostname()
+    stale: dict[str, str] = {}
+    for run in running:
+        tags = run.data.tags
+        pid = tags.get(PID_TAG, "")
+        if tags.get(HOST_TAG) == host and pid.isdigit() and not pid_alive(int(pid)):
+            stale[run.info.run_id] = f"its process (pid {pid}) ended without ending it"
+    grown = True
+    while grown:  # the runs nested under a stale run (a killed trial, say)
+        grown = False
+        for run in running:
+            parent = run.data.tags.get("mlflow.parentRunId")
+            if run.info.run_id not in stale and parent in stale:
+                stale[run.info.run_id] = f"its parent run {parent} was left running"
+                grown = True
+    for run_id, why in stale.items():
+        client.set_tag(run_id, "recpipe.ended_by", f"the next run: {why}")
+        client.set_terminated(run_id, "KILLED")
+        log.warning("MLflow run %s was left RUNNING (%s): marked KILLED", run_id, why)
+    return list(stale)

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from recpipe.errors import WorkspaceError
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -34,12 +38,36 @@ def workspace_io(context: str) -> Iterator[None]:
         raise WorkspaceError.from_os_error(exc, context) from exc
 
 
+def staging_path(path: Path, kind: str = "new", pid: int | None = None) -> Path:
+    """``<parent>/.<name>.<kind>-<pid>``: the staging (``new``) or outgoing (``old``)
+    sibling of ``path`` that a process writes; :func:`sweep_stale` removes those whose
+    process is gone."""
+    return path.with_name(f".{path.name}.{kind}-{os.getpid() if pid is None else pid}")
+
+
+@contextlib.contextmanager
+def scratch_dir(parent: Path, name: str) -> Iterator[Path]:
+    """A fresh work folder ``<parent>/.<name>.new-<pid>`` for the block, removed after it
+    (also on error; after a kill the next run's :func:`sweep_stale` removes it)."""
+    folder = staging_path(parent / name)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def replacing_dir(path: Path) -> Iterator[Path]:
     """A fresh staging folder beside ``path`` that replaces ``path`` when the block
-    succeeds; when it raises, ``path`` is left as it was and the staging folder removed."""
-    staging = path.with_name(f".{path.name}.new-{os.getpid()}")
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    succeeds; when it raises, ``path`` is left as it was and the staging folder removed.
+
+    The staging folder is ``.<name>.new-<pid>`` (:func:`staging_path`): one a killed
+    process leaves behind is removed by the next run (:func:`sweep_stale`)."""
+    staging = staging_path(path)
+    old = staging_path(path, "old")
     for leftover in (staging, old):
         if leftover.exists():
             shutil.rmtree(leftover)
@@ -49,6 +77,15 @@ def replacing_dir(path: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    swap_in(staging, path)
+
+
+def swap_in(staging: Path, path: Path) -> None:
+    """Replace ``path`` (if any) by the complete folder ``staging``: two renames on one
+    file system, the outgoing folder (``.<name>.old-<pid>``) removed after."""
+    old = staging_path(path, "old")
+    if old.exists():
+        shutil.rmtree(old)
     if path.exists():
         path.rename(old)
     staging.rename(path)
@@ -71,3 +108,47 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 def read_json(path: Path) -> dict[str, Any] | None:
     """The JSON object in ``path``, or None when there is no such file."""
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+#: ``.<name>.new-<pid>`` / ``.<name>.old-<pid>``: what :func:`staging_path` names.
+_STAGING_NAME = re.compile(r"^\..+\.(new|old)-(\d+)$")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def sweep_stale(folders: Iterable[Path]) -> list[Path]:
+    """Remove the staging folders (``.<name>.new-<pid>``, ``.<name>.old-<pid>``) in
+    ``folders`` whose process no longer runs: what a killed stage left behind.
+
+    A folder of a live process (another run's work in progress, or this process's) is
+    kept. Returns the removed paths (each logged); a folder that cannot be removed is
+    logged and kept.
+    """
+    removed: list[Path] = []
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for entry in sorted(folder.iterdir()):
+            match = _STAGING_NAME.match(entry.name)
+            if match is None or pid_alive(int(match.group(2))):
+                continue
+            try:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            except OSError as exc:
+                log.warning("cannot remove the stale staging folder %s: %s", entry, exc)
+                continue
+            log.info("removed %s, left by process %s, which no longer runs", entry, match.group(2))
+            removed.append(entry)
+    return removed

@@ -720,20 +720,25 @@ def build_events(
     )
 
 
-def epoch_to_utc(values: pd.Series, unit: str, *, column: str = "timestamp") -> pd.Series:
+def epoch_to_utc(
+    values: pd.Series, unit: str, *, column: str = "timestamp", where: str = ""
+) -> pd.Series:
     """Epoch numbers in ``unit`` to UTC, exact to the microsecond for fractional seconds.
 
     Floats in seconds or milliseconds are rounded to whole microseconds first, so
-    that ``1396860669.277`` becomes ``.277000`` rather than ``.276999950``.
+    that ``1396860669.277`` becomes ``.277000`` rather than ``.276999950``. A time
+    beyond 1677..2262 becomes null, with a warning prefixed by ``where``
+    (:func:`schema.to_utc`).
     """
+    raw = values
     if pd.api.types.is_float_dtype(values) and unit in ("s", "ms", "us"):
         factor = {"s": 1e6, "ms": 1e3, "us": 1.0}[unit]
         values = (values.astype("float64") * factor).round()
         unit = "us"
-    return to_utc(values, unit, column=column)
+    return to_utc(values, unit, column=column, where=where, raw=raw)
 
 
-def iso_to_utc(values: pd.Series, *, column: str = "timestamp") -> pd.Series:
+def iso_to_utc(values: pd.Series, *, column: str = "timestamp", where: str = "") -> pd.Series:
     """ISO 8601 strings to UTC (naive times are UTC), like :func:`schema.to_utc` but fast.
 
     pyarrow's vectorised ISO parser handles the common cases (with a zone offset,
@@ -743,7 +748,7 @@ def iso_to_utc(values: pd.Series, *, column: str = "timestamp") -> pd.Series:
     try:
         arr = pa.array(values.astype("string").array)
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # pragma: no cover - defensive
-        return to_utc(values, None, column=column)
+        return to_utc(values, None, column=column, where=where)
     for tz in ("UTC", None):
         try:
             parsed = pc.cast(arr, pa.timestamp("ns", tz=tz))
@@ -756,7 +761,7 @@ def iso_to_utc(values: pd.Series, *, column: str = "timestamp") -> pd.Series:
         return pd.Series(out.array, index=values.index, name=values.name).astype(
             "datetime64[ns, UTC]"
         )
-    return to_utc(values, None, column=column)
+    return to_utc(values, None, column=column, where=where)
 
 
 def timestamps(values: pd.Series, unit: str | None, *, column: str, where: str) -> pd.Series:
@@ -768,8 +773,8 @@ def timestamps(values: pd.Series, unit: str | None, *, column: str, where: str) 
                     f"column {column!r} holds numbers but no timestamp unit is set; "
                     "expected ISO 8601 date-times (or set data.timestamp_unit to s/ms/us/ns)"
                 )
-            return iso_to_utc(values, column=column)
-        return epoch_to_utc(values, unit, column=column)
+            return iso_to_utc(values, column=column, where=where)
+        return epoch_to_utc(values, unit, column=column, where=where)
     except DataImportError as exc:
         hint = ""
         if unit is None and pd.api.types.is_string_dtype(values):

@@ -49,7 +49,7 @@ from recpipe.data._io import (
     timestamps,
     to_float,
 )
-from recpipe.data.schema import CanonicalTables, empty_items
+from recpipe.data.schema import CanonicalTables, empty_items, to_nanoseconds
 from recpipe.errors import DataImportError
 
 log = logging.getLogger(__name__)
@@ -278,7 +278,9 @@ def _parquet_timestamps(
             series = pd.to_datetime(series)
         if series.dt.tz is None:
             series = series.dt.tz_localize("UTC")
-        return series.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+        series.index = pd.RangeIndex(offset, offset + len(series))  # warnings name the row
+        # a time beyond 1677..2262 becomes null (a bad row for validation), with a warning
+        return to_nanoseconds(series.dt.tz_convert("UTC"), column=name, where=where)
     if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
         values = pd.Series(column.to_pandas())
     else:

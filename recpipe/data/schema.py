@@ -108,25 +108,84 @@ def normalise_event_types(raw: pd.Series, extra_aliases: dict[str, str] | None =
     return key.map(mapping).astype("string")
 
 
-def to_utc(values: pd.Series, unit: str | None = None, *, column: str = "timestamp") -> pd.Series:
+#: The span a canonical ``datetime64[ns]`` timestamp can hold (1677-09-21 to 2262-04-11).
+NS_SPAN: tuple[pd.Timestamp, pd.Timestamp] = (
+    pd.Timestamp.min.tz_localize("UTC"),
+    pd.Timestamp.max.tz_localize("UTC"),
+)
+
+
+def to_utc(
+    values: pd.Series,
+    unit: str | None = None,
+    *,
+    column: str = "timestamp",
+    where: str = "",
+    raw: pd.Series | None = None,
+) -> pd.Series:
     """Parse timestamps to ``datetime64[ns, UTC]``.
 
     ``unit`` is ``"s"``, ``"ms"``, ``"us"`` or ``"ns"`` for epoch numbers; ``None``
     parses strings (ISO 8601; naive times are taken as UTC). An unparsable value
     raises :class:`DataImportError` naming how many rows failed and examples,
-    rather than silently becoming a null.
+    rather than silently becoming a null. A valid time that the canonical dtype cannot
+    hold (before 1677 or after 2262) is a bad row, not a crash: it becomes a null
+    timestamp, with a warning, for validation to report or quarantine
+    (:func:`to_nanoseconds`); ``where`` (a file, say) prefixes that warning, whose
+    examples are ``raw``'s values (default ``values``: the source's spelling).
     """
+    overflow = None
     if unit is not None:
         numeric = pd.to_numeric(values, errors="coerce")
         bad = numeric.isna() & values.notna()
         if bad.any():
             _raise_bad_timestamps(values, bad, column, f"epoch numbers in {unit!r}")
-        parsed = pd.to_datetime(numeric, unit=unit, utc=True)
+        # numbers beyond any datetime64 unit come back as NaT here
+        parsed = pd.to_datetime(numeric, unit=unit, utc=True, errors="coerce")
+        overflow = parsed.isna() & numeric.notna()
     else:
         parsed = pd.to_datetime(values, utc=True, errors="coerce", format="mixed")
         bad = parsed.isna() & values.notna()
         if bad.any():
             _raise_bad_timestamps(values, bad, column, "ISO 8601 date-times")
+    shown = values if raw is None else raw
+    return to_nanoseconds(parsed, shown, column=column, where=where, overflow=overflow)
+
+
+def to_nanoseconds(
+    parsed: pd.Series,
+    raw: pd.Series | None = None,
+    *,
+    column: str = "timestamp",
+    where: str = "",
+    overflow: pd.Series | None = None,
+) -> pd.Series:
+    """UTC timestamps of any resolution as ``datetime64[ns, UTC]``; a value outside
+    :data:`NS_SPAN` (and each row ``overflow`` marks) becomes null, with one warning
+    naming the count and examples (``raw``'s values, the source's spelling), so that
+    validation reports such rows with the other bad rows (``timestamp_not_null``)
+    instead of the import failing with pandas' ``OutOfBoundsDatetime``."""
+    lo, hi = NS_SPAN
+    outside = (parsed.notna() & ((parsed < lo) | (parsed > hi))).to_numpy(dtype=bool)
+    if overflow is not None:
+        outside = outside | overflow.to_numpy(dtype=bool)
+    if outside.any():
+        shown = parsed if raw is None else raw
+        examples = ", ".join(
+            f"row {shown.index[i]}: {shown.iloc[i]!s}" for i in outside.nonzero()[0][:5]
+        )
+        log.warning(
+            "%s%d value(s) in column %r lie outside %s .. %s, the span a timestamp can "
+            "hold; expected times within it; kept as null timestamps, for validation to "
+            "report or quarantine (rule timestamp_not_null); examples: %s",
+            f"{where}: " if where else "",
+            int(outside.sum()),
+            column,
+            lo.date(),
+            hi.date(),
+            examples,
+        )
+        parsed = parsed.mask(pd.Series(outside, index=parsed.index))
     return parsed.astype("datetime64[ns, UTC]")
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from recpipe.config import EvaluateParams
 from recpipe.errors import StageError
+from recpipe.models.artifact import META_FILE
 from recpipe.models.data import DataMeta
 from recpipe.models.dataset import SplitData
 
@@ -28,9 +29,12 @@ log = logging.getLogger(__name__)
 
 def load_candidates(
     names: Sequence[str], models_dir: Path, kind: str, meta: DataMeta
-) -> tuple[dict[str, Any], dict[str, float]]:
-    """The trained candidates of one split (``<models_dir>/<name>/<kind>/``) and their
-    training seconds (from ``training.json``).
+) -> tuple[dict[str, Any], dict[str, float], dict[str, str]]:
+    """The trained candidates of one split (``<models_dir>/<name>/<kind>/``), their
+    training seconds (from ``training.json``) and, for each candidate not loaded, why
+    (no folder, an empty one, not trained on this split and the train stage's reason),
+    so that the leaderboard says which candidates are missing instead of leaving
+    them off silently.
 
     Raises
     ------
@@ -41,9 +45,16 @@ def load_candidates(
 
     loaded: dict[str, Any] = {}
     seconds: dict[str, float] = {}
+    missing: dict[str, str] = {}
     for name in names:
         artifact = models_dir / name / kind
-        if not artifact.is_dir():
+        report = models_dir / name / "training.json"
+        entry = json.loads(report.read_text()).get("splits", {}).get(kind, {}) if (
+            report.is_file()
+        ) else {}  # fmt: skip
+        if not (artifact / META_FILE).is_file():
+            missing[name] = _missing_reason(models_dir / name, kind, entry)
+            log.warning("evaluate: candidate %s left out of %s: %s", name, kind, missing[name])
             continue
         model = load_model(artifact)
         trained_gaps = model.meta.gap_buckets
@@ -54,12 +65,23 @@ def load_candidates(
                 f"gap_buckets {meta.gap_buckets}); re-run the train stage"
             )
         loaded[name] = model
-        report = models_dir / name / "training.json"
-        if report.is_file():
-            entry = json.loads(report.read_text()).get("splits", {}).get(kind, {})
-            if isinstance(entry.get("seconds"), int | float):
-                seconds[name] = round(float(entry["seconds"]), 3)
-    return loaded, seconds
+        if isinstance(entry.get("seconds"), int | float):
+            seconds[name] = round(float(entry["seconds"]), 3)
+    return loaded, seconds, missing
+
+
+def _missing_reason(folder: Path, kind: str, entry: Mapping[str, Any]) -> str:
+    """Why candidate folder ``folder`` has no artifact for split ``kind``."""
+    if entry.get("skipped"):
+        return f"not trained on this split: {entry['skipped']}"
+    if not folder.is_dir():
+        return f"no trained model: {folder} does not exist (run the train stage)"
+    if not any(folder.iterdir()):
+        return f"{folder} is empty: its training did not complete (re-run the train stage)"
+    artifact = folder / kind
+    if not artifact.is_dir():
+        return f"no {artifact}: the train stage did not train it on this split"
+    return f"{artifact} holds no {META_FILE}: an incomplete artifact (re-run the train stage)"
 
 
 def evaluate_split(

@@ -76,7 +76,10 @@ def weighted_full_loss(
     torch.Tensor
         The scalar sum over the batch's cells (not averaged).
     """
-    s_obs = (users[rows] * items[cols]).sum(-1)
+    # index_select, not users[rows]: the backward of advanced indexing accumulates with
+    # index_put_, whose CPU kernel adds in thread order (a different sum on every
+    # multi-threaded run); index_select's backward (index_add_) is deterministic
+    s_obs = (users.index_select(0, rows) * items.index_select(0, cols)).sum(-1)
     observed = (confidence * (1.0 - s_obs) ** 2 - unobserved_weight * s_obs**2).sum()
     gramian = items.T @ items
     everything = ((users @ gramian) * users).sum()

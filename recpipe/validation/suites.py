@@ -170,11 +170,14 @@ def build_suites(
         E.ExpectTableColumnsToMatchSet(column_set=list(EVENT_COLUMNS), exact_match=True),
         row_level=False,
     )
+    null_notes = {  # the import leaves a time no timestamp can hold null (data.schema.to_utc)
+        "timestamp": " (a missing one, or one before 1677-09-21 or after 2262-04-11, is null)"
+    }
     for column, article in (("item_id", "an"), ("timestamp", "a"), ("value", "a")):
         add(
             EVENTS,
             f"{column}_not_null",
-            f"every event has {article} {column}",
+            f"every event has {article} {column}{null_notes.get(column, '')}",
             E.ExpectColumnValuesToNotBeNull(column=column),
             row_level=True,
         )

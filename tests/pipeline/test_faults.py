@@ -99,6 +99,10 @@ def test_training_killed_mid_epoch_resumes_from_its_checkpoint(
     prepared: Path, uninterrupted: Paths, tmp_path: Path
 ) -> None:
     paths = _copy(prepared, tmp_path / "ws")
+    # the previous run's artifact (issue 24, case 4: a kill must leave it whole)
+    shutil.copytree(uninterrupted.model_dir(MODEL), paths.model_dir(MODEL))
+    (paths.model_dir(MODEL) / "previous-run").write_text("the last complete artifact")
+    previous = _digest(paths.model_dir(MODEL))
     checkpoint = paths.checkpoint_dir(MODEL, SPLIT) / CHECKPOINT_FILE
     env = {**os.environ, "COLUMNS": "200"}
     proc = subprocess.Popen(
@@ -125,13 +129,18 @@ def test_training_killed_mid_epoch_resumes_from_its_checkpoint(
     assert proc.returncode == -signal.SIGKILL
     done = torch.load(checkpoint, weights_only=True)["epoch"] + 1  # epochs it holds
     assert 1 <= done < EPOCHS
-    assert not (paths.model_dir(MODEL) / SPLIT / "weights.pt").exists()
+    assert _digest(paths.model_dir(MODEL)) == previous  # before: an emptied folder
+    staging = paths.models_dir / f".{MODEL}.new-{proc.pid}"
+    assert staging.is_dir()  # what the kill left: the next run removes it
 
     # the next run: the same command, in this process (a fresh module and optimiser)
     rerun = runner.invoke(app, _train_command(paths.root)[3:])
     log = " ".join(rerun.output.split())
     assert rerun.exit_code == 0, rerun.output
     assert "resumed from checkpoint" in log and f"at epoch {done}/{EPOCHS}" in log, log
+    assert f"removed {staging}, left by process {proc.pid}, which no longer runs" in log, log
+    assert sorted(p.name for p in paths.models_dir.iterdir()) == [MODEL]
+    assert not (paths.model_dir(MODEL) / "previous-run").exists()  # replaced as a whole
     trained = [int(n) for n in re.findall(rf"{MODEL} epoch (\d+)/{EPOCHS}", log)]
     assert trained == list(range(done + 1, EPOCHS + 1)), log  # only the remaining epochs
     entry = _training(paths)
@@ -143,6 +152,33 @@ def test_training_killed_mid_epoch_resumes_from_its_checkpoint(
     assert whole["resumed_from_epoch"] is None and whole["epochs_run"] == EPOCHS
     losses = [r["loss"] for r in entry["history"]]
     assert losses == [r["loss"] for r in whole["history"]]
+
+
+def test_sigterm_to_a_training_stage_leaves_the_previous_artifact_and_no_staging(
+    prepared: Path, uninterrupted: Paths, tmp_path: Path
+) -> None:
+    paths = _copy(prepared, tmp_path / "ws")
+    shutil.copytree(uninterrupted.model_dir(MODEL), paths.model_dir(MODEL))
+    previous = _digest(paths.model_dir(MODEL))
+    checkpoint = paths.checkpoint_dir(MODEL, SPLIT) / CHECKPOINT_FILE
+    proc = subprocess.Popen(
+        _train_command(paths.root), cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not checkpoint.is_file():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert b"stopped by signal 15 (SIGTERM)" in err and b"Traceback" not in err
+    assert _digest(paths.model_dir(MODEL)) == previous
+    assert sorted(p.name for p in paths.models_dir.iterdir()) == [MODEL]  # staging removed
+    assert checkpoint.is_file()  # the next run resumes from it
 
 
 def test_a_truncated_checkpoint_is_ignored_with_a_warning(
@@ -332,3 +368,99 @@ def test_a_failed_drop_leaves_the_last_good_state(
     assert _digest(paths.models_dir) == before["models"]
     assert paths.bento_archive.read_bytes() == before["bento"]
     assert Registry.for_workspace(good, paths).aliases() == aliases
+
+
+# --- a run stopped by SIGTERM or SIGKILL (issue 24, case 7) ------------------------------
+
+#: One torch candidate with many epochs (a run to stop mid-training), no DVC lineage.
+LONG_RUN = [
+    *[o for o in TRAIN if not o.startswith("train.model_configs")],
+    "train.max_epochs=20000",  # about 10 ms each: never done before it is stopped
+    f"train.model_configs={{{MODEL}: {{epochs: 20000, patience: null}}}}",
+    "evaluate.splits=[user_temporal]",
+    "evaluate.models=[pop]",
+    "orchestration.record_lineage=false",
+]
+
+
+def _start_run(root: Path, log_file: Path) -> subprocess.Popen[bytes]:
+    """`recpipe run` in a process group of its own (as a shell or a service manager
+    starts it), until its candidate has trained a few epochs."""
+    command = [sys.executable, "-m", "recpipe.cli", "run", "--root", str(root), *_sets(LONG_RUN)]
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    with open(log_file, "wb") as sink:
+        proc = subprocess.Popen(
+            command, cwd=REPO_ROOT, env={**env, "COLUMNS": "200"}, stdout=sink,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while len(re.findall(rf"{MODEL} epoch \d+/", log_file.read_text())) < 3:
+        assert proc.poll() is None, log_file.read_text()[-3000:]
+        assert time.monotonic() < deadline, "no training after 300 s"
+        time.sleep(0.2)
+    return proc
+
+
+def _server_pid(log_file: Path) -> int:
+    return int(re.findall(r"temporary Prefect server \(pid (\d+)\)", log_file.read_text())[-1])
+
+
+def _runs(paths: Paths) -> dict[str, str]:
+    import sqlite3
+
+    with sqlite3.connect(paths.mlflow_db) as db:
+        return dict(db.execute("select run_uuid, status from runs").fetchall())
+
+
+def _gone(pid: int, wait: float = 20.0) -> bool:
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.slow
+def test_sigkill_then_sigterm_a_run_leaves_nothing_behind(tmp_path: Path) -> None:
+    paths = Paths.at(tmp_path / "ws")
+    previous = paths.model_dir(MODEL) / SPLIT
+    previous.mkdir(parents=True)
+    (previous / "weights.pt").write_bytes(b"the last complete artifact")
+    before = _digest(paths.model_dir(MODEL))
+
+    # SIGKILL to the run alone: no clean-up at all
+    first = tmp_path / "first.log"
+    proc = _start_run(paths.root, first)
+    proc.kill()
+    proc.wait()
+    assert _gone(_server_pid(first)), "the temporary Prefect server outlived a killed run"
+    left = [p for p in paths.models_dir.iterdir() if p.name.startswith(f".{MODEL}.new-")]
+    assert left and _digest(paths.model_dir(MODEL)) == before
+    assert "RUNNING" in _runs(paths).values()
+
+    # the next run tidies that up; SIGTERM to its process group stops it at once
+    second = tmp_path / "second.log"
+    proc = _start_run(paths.root, second)
+    log = " ".join(second.read_text().split())
+    assert f"removed {left[0]}, left by process" in log and "which no longer runs" in log
+    assert "was left RUNNING (its process (pid" in log and "marked KILLED" in log
+    stopped = time.monotonic()
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=90)  # before: about 2.5 min of connection-refused retries
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    took = time.monotonic() - stopped
+    text = second.read_text()
+    assert code == 128 + signal.SIGTERM and took < 60, (code, took, text[-3000:])
+    assert "stopped by signal 15 (SIGTERM)" in text and "Traceback" not in text
+    assert "All connection attempts failed" not in text
+    assert _gone(_server_pid(second))
+    assert _digest(paths.model_dir(MODEL)) == before  # the previous artifact, whole
+    assert sorted(p.name for p in paths.models_dir.iterdir()) == [MODEL]  # no staging
+    assert not [p for p in paths.data_dir.iterdir() if p.name.startswith(".")]
+    assert set(_runs(paths).values()) == {"KILLED"}  # none left RUNNING, none FINISHED

@@ -1,8 +1,9 @@
 """The arrow engine through the real stages, ingest to features, against the pandas engine.
 
 The per-stage equality tests are in tests/unit/test_prep_arrow_*.py; this runs the
-chain as `recpipe run` does, on a CSV drop with a few bad rows (quarantined), and checks
-what the next stages see: identical interim and validated files, equal reports, equal
+chain as `recpipe run` does, on a CSV drop with a few bad rows (quarantined: unknown event
+types, and times before 1677 or after 2262, which no timestamp holds), and checks what the
+next stages see: identical interim and validated files, equal reports, equal
 sessions and splits up to row order, and a features stage that builds identical id maps
 and encoded tables equal up to row order.
 """
@@ -40,6 +41,9 @@ def workspaces(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Paths]:
     tmp = tmp_path_factory.mktemp("engines")
     events = generate(load_params(None, SMALL).synth).events
     events.loc[events.index[::97], "event_type"] = "teleport"  # ~1%: quarantined
+    # times no timestamp can hold (issue 24): bad rows, quarantined, not a crash
+    events["timestamp"] = events["timestamp"].astype(str).astype(object)
+    events.loc[events.index[[5, 50]], "timestamp"] = ["1500-01-01 00:00:00+00:00", "2300-06-01"]
     raw = tmp / "events.csv"
     events.to_csv(raw, index=False)
     out = {}
@@ -89,6 +93,14 @@ def test_interim_and_validated_files_are_identical(workspaces):
             assert (left / name).read_bytes() == (right / name).read_bytes(), (folder, name)
     assert _report(a.validation_json) == _report(b.validation_json)
     assert _report(a.validation_json)["counts"]["quarantined"] > 0
+    for paths in (a, b):  # the two rows out of 1677..2262, as null timestamps, on both engines
+        report = _report(paths.validation_json)
+        assert report["reasons"]["timestamp_not_null"] == 2
+        [failure] = [f for f in report["failures"] if f["rule"] == "timestamp_not_null"]
+        assert "after 2262-04-11" in failure["description"]
+        assert [r["row"] for r in failure["example_rows"]] == [5, 50]
+        quarantined = pd.read_parquet(paths.quarantine_dir / "events.parquet")
+        assert quarantined["timestamp"].isna().sum() == 2
 
 
 def test_sessions_splits_and_features_are_equal_up_to_row_order(workspaces):

@@ -95,3 +95,58 @@ def test_another_process_is_excluded_and_its_stale_lock_taken_over(tmp_path: Pat
     with retrain_lock(tmp_path) as lock:  # the kernel released it: taken over at once
         assert lock.previous == stale
         assert json.loads(retrain_lock_path(tmp_path).read_text())["pid"] == os.getpid()
+
+
+# --- recpipe stage takes the lock (issue 24, case 8) ------------------------------------
+
+_HOLD_AND_START = """
+import subprocess, sys
+from recpipe.locks import held_by_parent, retrain_lock, retrain_lock_path
+root = sys.argv[1]
+with retrain_lock(root, purpose="retrain"):
+    child = "from recpipe.locks import *; import sys; " \\
+        "h = held_by_parent(retrain_lock_path(sys.argv[1])); print(h.pid if h else None)"
+    print(subprocess.run([sys.executable, "-c", child, root], capture_output=True,
+                         text=True, check=True).stdout.strip(), flush=True)
+print(held_by_parent(retrain_lock_path(root)), flush=True)  # released: not inherited
+"""
+
+
+def test_recpipe_stage_waits_for_or_names_the_lock_and_its_timeout_option(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from recpipe.cli import app
+
+    runner = CliRunner()
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "held"
+        res = runner.invoke(app, ["stage", "gate", "--root", str(tmp_path)])
+        text = " ".join(res.output.split())
+        assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+        assert f"the workspace is busy: lock {retrain_lock_path(tmp_path)}" in text
+        assert f"held by pid {child.pid}" in text and "pass --lock-timeout SECONDS" in text
+        started = time.monotonic()
+        res = runner.invoke(app, ["stage", "gate", "--root", str(tmp_path), "--lock-timeout", "1"])
+        assert res.exit_code == 1 and "after waiting 1 s" in " ".join(res.output.split())
+        assert time.monotonic() - started >= 1
+    finally:
+        child.kill()
+        child.wait()
+    # free again: the stage runs (and fails on its own terms: no evaluation yet)
+    res = runner.invoke(app, ["stage", "gate", "--root", str(tmp_path), "--lock-timeout", "5"])
+    assert res.exit_code == 2 and "run the evaluate stage first" in res.output, res.output
+
+
+def test_a_process_started_by_the_holder_works_under_its_lock(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _HOLD_AND_START, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    inherited, after = done.stdout.split()
+    assert inherited.isdigit() and int(inherited) != os.getpid()  # the holder's pid
+    assert after == "None"

@@ -218,3 +218,25 @@ def test_implicit_models_refuse_data_without_known_pairs():
     for name in ("mf_bpr", "mf_wals"):
         with pytest.raises(ValueError, match="no \\(known user, known item\\) pair"):
             build_model(name, {}, meta).fit(train)
+
+
+def test_the_weighted_loss_gradient_is_the_same_on_every_multithreaded_run():
+    """issue 24, case 11: the backward of ``users[rows]`` (index_put_ with accumulate)
+    adds in thread order on the CPU, so mf_wals's weights differed run to run."""
+    gen = torch.Generator().manual_seed(0)
+    users = torch.randn(256, 66, generator=gen, requires_grad=True)
+    items = torch.randn(3000, 66, generator=gen, requires_grad=True)
+    rows = torch.randint(0, 256, (100_000,), generator=gen)
+    cols = torch.randint(0, 3000, (100_000,), generator=gen)
+    conf = torch.rand(100_000, generator=gen) + 1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        grads = set()
+        for _ in range(8):
+            users.grad = items.grad = None
+            weighted_full_loss(users, items, rows, cols, conf, 0.2).backward()
+            grads.add((users.grad.numpy().tobytes(), items.grad.numpy().tobytes()))
+    finally:
+        torch.set_num_threads(threads)
+    assert len(grads) == 1

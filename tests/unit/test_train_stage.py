@@ -1,7 +1,12 @@
-"""The train stage clears a candidate's folder only when that candidate trains: a failed
-run leaves the later candidates' previous artifacts whole."""
+"""The train stage writes each candidate beside ``models/<name>/`` and swaps it in only
+once complete: a failed (or killed) run leaves every previous artifact whole, the failing
+candidate's included, and the candidates that finished before the failure are in place."""
 
 from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
 
 import pytest
 
@@ -10,10 +15,26 @@ from recpipe.models import fitting
 from tests.unit.gate_workspace import SPLIT, build_workspace, small_params
 
 
-def test_a_failing_candidate_leaves_the_later_ones_whole(tmp_path, monkeypatch) -> None:
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_a_failing_candidate_leaves_its_previous_artifact_and_the_others_whole(
+    tmp_path, monkeypatch
+) -> None:
     paths = build_workspace(tmp_path)  # holds models/markov/session from an earlier run
     earlier = paths.model_dir("markov") / SPLIT / "meta.json"
     assert earlier.is_file()
+    params = small_params(
+        tmp_path, "train.candidates=[sr, markov]", "train.model_splits={}", "train.splits=[session]"
+    )
+    stages.train(params, paths)  # the previous run: both candidates
+    before = {name: _digest(paths.model_dir(name)) for name in ("sr", "markov")}
+    assert "session/meta.json" in before["sr"] and "training.json" in before["sr"]
     real = fitting.fit_candidate
 
     def failing(candidate, *args, **kwargs):
@@ -22,12 +43,24 @@ def test_a_failing_candidate_leaves_the_later_ones_whole(tmp_path, monkeypatch) 
         return real(candidate, *args, **kwargs)
 
     monkeypatch.setattr(fitting, "fit_candidate", failing)
-    params = small_params(
-        tmp_path, "train.candidates=[sr, markov]", "train.model_splits={}", "train.splits=[session]"
-    )
     with pytest.raises(RuntimeError, match="sr broke"):
         stages.train(params, paths)
-    assert earlier.is_file()  # markov had not started: its last artifact is still there
+    # sr failed mid-training: its previous artifact is whole (before: an empty folder)
+    assert _digest(paths.model_dir("sr")) == before["sr"]
+    assert _digest(paths.model_dir("markov")) == before["markov"]  # it had not started
+    assert sorted(p.name for p in paths.models_dir.iterdir()) == ["markov", "sr"]  # no staging
+
+    later = small_params(
+        tmp_path, "train.candidates=[markov, sr]", "train.model_splits={}", "train.splits=[session]"
+    )
+    with pytest.raises(RuntimeError, match="sr broke"):
+        stages.train(later, paths)  # markov completes first, then sr fails
+    assert _digest(paths.model_dir("sr")) == before["sr"]
+    trained = json.loads((paths.model_dir("markov") / "training.json").read_text())
+    assert trained["splits"][SPLIT]["artifact"] == f"models/markov/{SPLIT}"
+    assert (paths.model_dir("markov") / SPLIT / "meta.json").is_file()
+    assert sorted(p.name for p in paths.models_dir.iterdir()) == ["markov", "sr"]
+
     monkeypatch.setattr(fitting, "fit_candidate", real)
     stages.train(params, paths)
     assert (paths.model_dir("sr") / SPLIT / "meta.json").is_file() and earlier.is_file()
