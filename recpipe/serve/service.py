@@ -140,6 +140,14 @@ def _quiet_client_errors() -> None:
         logger.addFilter(ClientErrorsAtInfo())
 
 
+def _worker_logging() -> None:
+    """In a ``bentoml serve`` worker, recpipe's INFO lines (what is served, client errors)
+    go to BentoML's log as BentoML's own do (BentoML leaves other loggers at WARNING)."""
+    ours = logging.getLogger("recpipe")
+    if ours.level == logging.NOTSET and logging.getLogger("bentoml").isEnabledFor(logging.INFO):
+        ours.setLevel(logging.INFO)
+
+
 def _api_routes() -> list[str]:
     """The routes of BentoML's API methods of the service."""
     return [api.route for api in RecpipeService.apis.values()]
@@ -168,6 +176,8 @@ class RecpipeService:
         bundle = bentoml.models.BentoModel(f"{MODEL_STORE_NAME}:latest")
 
     def __init__(self) -> None:
+        if _IN_WORKER:
+            _worker_logging()
         path = os.environ.get(BUNDLE_ENV)
         source = f"the bundle directory {path} ({BUNDLE_ENV})"
         if not path:
