@@ -199,7 +199,7 @@ class RecpipeService:
         self.routes = Routes(
             handlers={r: self.fast_routes.get(r) for r in _api_routes()},
             max_body_bytes=settings.max_request_bytes,
-            documents={OPENAPI_PATH: json_bytes(self._openapi(source))},
+            documents=self._documents(source),
         )
         log.info(
             "serving %s from %s with the code in %s (lean path: %s)",
@@ -241,6 +241,17 @@ class RecpipeService:
                 f"the model store's {MODEL_STORE_NAME}"
             )
         return stored.path, f"the model {stored.tag}, the store's latest {MODEL_STORE_NAME}"
+
+    def _documents(self, served_from: str) -> dict[str, bytes]:
+        """``{path: JSON}`` the ASGI layer answers to GET: the completed OpenAPI document
+        (BentoML's own one if completing it fails: documentation never stops serving)."""
+        try:
+            return {OPENAPI_PATH: json_bytes(self._openapi(served_from))}
+        except Exception:
+            log.warning(
+                "could not complete the OpenAPI document; BentoML's is served", exc_info=True
+            )
+            return {}
 
     def _openapi(self, served_from: str) -> dict[str, Any]:
         """BentoML's OpenAPI document, completed for this model (recpipe.serve.openapi)."""

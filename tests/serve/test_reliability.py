@@ -125,6 +125,23 @@ def test_the_limit_is_the_bundles_serve_setting(tmp_path, monkeypatch) -> None:
         service.batcher.close()
 
 
+def test_a_document_that_cannot_be_completed_leaves_bentomls(tmp_path, monkeypatch, caplog):
+    from recpipe.serve import service as module
+
+    def broken(*args, **kwargs):
+        raise KeyError("paths")
+
+    monkeypatch.setattr(module, "describe", broken)
+    monkeypatch.setenv(module.BUNDLE_ENV, str(make_bundle(tmp_path / "bundle")))
+    service = module.RecpipeService.inner()
+    try:
+        assert service.routes.documents == {}  # BentoML answers /docs.json
+        assert set(service.routes.handlers) == set(ROUTES)  # and serving goes on
+        assert "could not complete the OpenAPI document" in caplog.text
+    finally:
+        service.batcher.close()
+
+
 def test_client_errors_are_info_lines_without_a_traceback(client, caplog) -> None:
     import logging
 
