@@ -256,16 +256,14 @@ class RecpipeService:
     def _openapi(self, served_from: str) -> dict[str, Any]:
         """BentoML's OpenAPI document, completed for this model (recpipe.serve.openapi)."""
         settings = self.predictor.settings
-        info = self.predictor.info()
-        ids = self.predictor.item_map.ids[:3].tolist(), self.predictor.user_map.ids[:1].tolist()
+        users = [str(u) for u in self.predictor.user_map.ids[:1]]
+        items = [str(i) for i in self.predictor.item_map.ids[:3]]
         return describe(
             RecpipeService.openapi_spec.asdict(),
             limits=Limits(settings.max_k, settings.max_session_length, settings.max_request_bytes),
-            model=info,
+            model=self.predictor.info(),
             served_from=served_from,
-            examples=request_examples(
-                [str(u) for u in ids[1]], [str(i) for i in ids[0]], min(10, settings.max_k)
-            ),
+            examples=request_examples(users, items, min(10, settings.max_k)),
         )
 
     # the work of each endpoint, shared by BentoML's endpoints and the lean path --------
