@@ -597,43 +597,39 @@ def serve(
     overrides: SetOpt = None,
     root: RootOpt = Path("."),
 ) -> None:
-    """Serve the packaged champion: `bentoml serve` of the latest Bento on 127.0.0.1.
+    """Serve the packaged champion: `bentoml serve` of the workspace's Bento on 127.0.0.1.
 
     The Bento is the one reports/package.json names (imported from bentos/recpipe.bento
-    when the local BentoML store lacks it), else the latest `recpipe` Bento in the store.
-    Endpoints: POST /recommend, /recommend/session, /similar; GET /model.
+    when the local BentoML store lacks it), else the store's latest `recpipe` Bento (with
+    a warning naming it). Its model is loaded first (a corrupt one stops here) and the
+    Bento's own code serves it. Endpoints: POST /recommend, /recommend/session, /similar;
+    GET /model; Swagger at /.
     """
-
     from recpipe.paths import Paths
 
     paths = Paths.at(root.resolve())
 
-    def go() -> tuple[str, int, int]:
-        from recpipe.serve.package import require_free_port, resolve_bento
+    def go() -> tuple[Any, int, int]:
+        from recpipe.serve.package import check_bento, choose_bento, require_free_port
 
         params = _params(root, params_file, overrides)
-        tag = bento
-        if tag is None and paths.package_json.is_file():
-            tag = json.loads(paths.package_json.read_text()).get("bento_tag")
         chosen = port or params.serve.port
         require_free_port(host, chosen)
-        resolved = resolve_bento(tag, paths.bento_archive)
-        if tag is None:  # say so: it may be another workspace's
-            console.print(
-                f"warning: {paths.root} has packaged nothing (no {paths.rel(paths.package_json)}); "
-                f"serving the BentoML store's latest Bento, {resolved}, which another "
-                "workspace may have built (run `make run` here, or pass --bento TAG)"
-            )
-        return resolved, chosen, params.serve.workers
+        served, warning = choose_bento(bento, paths.package_json, paths.bento_archive)
+        if warning:
+            console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+        check_bento(served)
+        return served, chosen, params.serve.workers
 
-    tag, chosen_port, workers = _guard(go)
+    served, chosen_port, workers = _guard(go)
     from recpipe.serve.package import serve_command, serve_env, serve_workers
 
     out.print(
-        f"serving Bento {tag} on http://{host}:{chosen_port} with "
-        f"{serve_workers(workers)} worker(s) (Ctrl-C stops it)"
+        f"serving {escape(served.describe())} on http://{host}:{chosen_port} with "
+        f"{serve_workers(workers)} worker(s) (Ctrl-C stops it)",
+        highlight=False,
     )
-    _run_child(serve_command(tag, chosen_port, host), serve_env(workers))
+    _run_child(serve_command(served.path, chosen_port, host), serve_env(workers))
 
 
 DataOpt = Annotated[

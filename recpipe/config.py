@@ -511,6 +511,13 @@ class ServeParams(StrictModel):
         description="wait for more requests before scoring a batch (0: score what has queued "
         "while the previous batch ran: batches grow with the load, no added latency when idle)",
     )
+    max_request_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        le=67_108_864,
+        description="largest request body the service reads (bytes; larger: HTTP 413, refused "
+        "from its Content-Length or as soon as the streamed body passes it)",
+    )
     port: int = Field(default=3000, ge=1, le=65535, description="`recpipe serve` port")
     workers: int = Field(
         default=0,

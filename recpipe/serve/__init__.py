@@ -5,7 +5,9 @@
 - :mod:`recpipe.serve.batching`: adaptive micro-batching of concurrent requests.
 - :mod:`recpipe.serve.schemas`: the request and response models (pydantic).
 - :mod:`recpipe.serve.predictor`: bundle in, recommendations with strategies out.
-- :mod:`recpipe.serve.fastpath`: the lean ASGI path of the service's JSON endpoints.
+- :mod:`recpipe.serve.fastpath`: the service's ASGI layer: request checks (415, 413), the
+  lean path of its JSON endpoints, its documents.
+- :mod:`recpipe.serve.openapi`: the OpenAPI document, completed (limits, errors, examples).
 - :mod:`recpipe.serve.reuseport`: one ``SO_REUSEPORT`` listening socket per worker.
 - :mod:`recpipe.serve.service`: the BentoML service (imports bentoml).
 - :mod:`recpipe.serve.package`: model store, ``bentoml build`` and export, ``recpipe

@@ -12,10 +12,17 @@
    (``bentos/recpipe.bento``), which DVC tracks, so every served model is versioned
    with the data and params that made it.
 
-:func:`resolve_bento` finds the Bento that ``recpipe serve`` serves (the one the last
-package stage built, imported from the archive when the local store lacks it, e.g.
-after ``dvc pull`` on another machine) and :func:`serve_command` the ``bentoml serve``
-command line, always on a loopback host by default.
+:func:`choose_bento` finds the Bento that ``recpipe serve`` serves (the one the
+workspace's last package stage built, imported from the archive when the local store
+lacks it, e.g. after ``dvc pull`` on another machine; else the store's latest, with a
+warning that names it and where it was built), :func:`check_bento` loads its model with
+the Bento's own code in a subprocess (a corrupt or incomplete model stops ``recpipe
+serve`` with one line, instead of workers that fail and restart forever) and
+:func:`serve_command` is the ``bentoml serve`` command line of the Bento's directory,
+always on a loopback host by default. The directory, not the tag: ``bentoml serve
+recpipe:TAG`` first tries the tag as a module path, imports the ``recpipe`` package
+found on ``sys.path`` (the current directory's or the installed one) and then serves
+that code instead of the Bento's.
 
 The store is BentoML's (``$BENTOML_HOME``, default ``~/bentoml``); keep
 ``BENTOML_HOME`` outside the build context (the repository), or the build copies the
@@ -24,12 +31,16 @@ store into the Bento.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
+import tarfile
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +52,10 @@ from recpipe.serve.bundle import BENTO_NAME, MODEL_STORE_NAME
 
 __all__ = [
     "BENTOFILE",
+    "ServedBento",
     "build_context",
+    "check_bento",
+    "choose_bento",
     "package_bundle",
     "resolve_bento",
     "serve_command",
@@ -131,7 +145,10 @@ def package_bundle(
         model_tag = str(stored.tag)
         log.info("saved the bundle as %s in the BentoML model store", model_tag)
         bento = bentoml.bentos.build_bentofile(
-            str(ctx / BENTOFILE), build_ctx=str(ctx), labels={**tags, "model_tag": model_tag}
+            str(ctx / BENTOFILE),
+            build_ctx=str(ctx),
+            # where it is exported names the workspace that built it (for `recpipe serve`)
+            labels={**tags, "model_tag": model_tag, "archive": str(archive.resolve())},
         )
         bento_tag = str(bento.tag)
         if not any(m.tag.name == MODEL_STORE_NAME for m in bento.info.all_models):
@@ -189,12 +206,173 @@ def resolve_bento(tag: str | None = None, archive: Path | str | None = None) -> 
             ) from missing
     try:
         imported = bentoml.bentos.import_bento(str(archive))
-    except BentoMLException as exc:
-        raise ArtifactError(f"cannot import the Bento archive {archive}: {exc}") from exc
+    # a truncated or corrupt archive raises EOFError, tarfile or OS errors (EOFError
+    # reached the CLI as a bare "Aborted.")
+    except (BentoMLException, EOFError, OSError, tarfile.TarError, ValueError) as exc:
+        raise ArtifactError(
+            f"cannot import the Bento archive {archive}: {type(exc).__name__}: {exc} (a "
+            "truncated or corrupt file?); restore it (`dvc pull`, `dvc checkout`) or package "
+            "again (`recpipe stage package`)"
+        ) from exc
     log.info("imported %s from %s", imported.tag, archive)
     if tag is not None and str(imported.tag) != tag:
         log.warning("the archive %s holds %s, not %s; serving it", archive, imported.tag, tag)
     return str(imported.tag)
+
+
+@dataclass(frozen=True)
+class ServedBento:
+    """The Bento that ``recpipe serve`` serves, and where it comes from."""
+
+    tag: str
+    #: The Bento's directory in the store (its code is ``path/src``).
+    path: str
+    #: The serving bundle the Bento was built with (a BentoML model).
+    model_tag: str
+    model_path: str
+    #: How it was chosen (``--bento``, the workspace's package report, the store's latest).
+    origin: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """One line: the Bento, its model and lineage, where it and its code lie."""
+        lineage = ", ".join(
+            f"{k} {self.labels[k]}"
+            for k in ("registry_version", "git_commit", "data_hash")
+            if self.labels.get(k) not in (None, "", "none")
+        )
+        return (
+            f"Bento {self.tag} ({self.origin}; model {self.model_tag}"
+            + (f", {lineage}" if lineage else "")
+            + f") from {self.path}, with the code packaged in it"
+        )
+
+
+def _report_bento(report: Path) -> str | None:
+    """The Bento tag a package report names (None: no report)."""
+    if not report.is_file():
+        return None
+    try:
+        tag = json.loads(report.read_text()).get("bento_tag")
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise ArtifactError(
+            f"{report} is not a package report ({exc}); run the package stage again "
+            "(`recpipe stage package`)"
+        ) from exc
+    return str(tag) if tag else None
+
+
+def choose_bento(
+    tag: str | None, report: Path | str, archive: Path | str
+) -> tuple[ServedBento, str | None]:
+    """The Bento to serve, and a warning when it may not be this workspace's.
+
+    Parameters
+    ----------
+    tag : str, optional
+        A Bento tag given by the user (``--bento``).
+    report : pathlib.Path or str
+        The workspace's package report (``reports/package.json``): names its Bento.
+    archive : pathlib.Path or str
+        The workspace's exported Bento, imported when the store lacks the Bento.
+
+    Raises
+    ------
+    ArtifactError
+        No Bento to serve, an unreadable archive or report, or a Bento whose model the
+        store lacks.
+    """
+    report = Path(report)
+    origin = "given with --bento"
+    if tag is None:
+        tag = _report_bento(report)
+        origin = f"built by this workspace: {report}"
+    warning = None
+    resolved = resolve_bento(tag, archive)
+    bento = bentoml.bentos.get(resolved)
+    labels = {str(k): str(v) for k, v in (bento.info.labels or {}).items()}
+    if tag is None:
+        built_by = labels.get("archive", "an unknown workspace")
+        origin = f"the BentoML store's latest, exported to {built_by}"
+        warning = (
+            f"{report.parent.parent} has packaged nothing (no {report}); serving the BentoML "
+            f"store's ({bentoml_home()}) latest Bento, {resolved}, built "
+            f"{bento.info.creation_time:%Y-%m-%d %H:%M} and exported to {built_by}, which may "
+            "be another workspace's (run `make run` here, or pass --bento TAG)"
+        )
+    models = [m.tag for m in bento.info.all_models if m.tag.name == MODEL_STORE_NAME]
+    if not models:
+        raise ArtifactError(
+            f"the Bento {resolved} references no {MODEL_STORE_NAME} model: it was not built by "
+            "the package stage; package again (`recpipe stage package`) or pass --bento TAG"
+        )
+    try:
+        model = bentoml.models.get(models[0])
+    except (BentoMLException, OSError, ValueError) as exc:
+        raise ArtifactError(
+            f"the model {models[0]} of the Bento {resolved} is not in the BentoML store "
+            f"({bentoml_home()}) or cannot be read ({exc}); import the Bento's archive again "
+            f"(bentoml import {archive}) or package again (`recpipe stage package`)"
+        ) from exc
+    served = ServedBento(
+        tag=resolved,
+        path=str(bento.path),
+        model_tag=str(model.tag),
+        model_path=str(model.path),
+        origin=origin,
+        labels=labels,
+    )
+    return served, warning
+
+
+#: Loads a bundle with the code on sys.argv[1] (a Bento's src); the error's last line.
+_CHECK_SCRIPT = (
+    "import sys\n"
+    "sys.path.insert(0, sys.argv[1])\n"
+    "from recpipe.serve.predictor import Predictor\n"
+    "try:\n"
+    "    Predictor.from_artifact(sys.argv[2])\n"
+    "except Exception as exc:\n"
+    "    print(f'{type(exc).__name__}: {exc}'.splitlines()[0][:500], file=sys.stderr)\n"
+    "    sys.exit(1)\n"
+)
+
+
+def check_bento(served: ServedBento, timeout: float = 600.0) -> None:
+    """Load the Bento's model with the Bento's own code, in a subprocess (the memory of
+    the model is not kept by the ``recpipe serve`` process).
+
+    Raises
+    ------
+    ArtifactError
+        The model cannot be loaded (corrupt or incomplete files, an incompatible bundle),
+        with the loader's one-line reason.
+    """
+    src = str(Path(served.path) / "src")
+    env = serve_env(1)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _CHECK_SCRIPT, src, served.model_path],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ArtifactError(
+            f"loading the model {served.model_tag} of the Bento {served.tag} took over "
+            f"{timeout:.0f} s; check {served.model_path}"
+        ) from exc
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"exit status {done.returncode}"
+        raise ArtifactError(
+            f"the model {served.model_tag} of the Bento {served.tag} cannot be loaded: "
+            f"{reason.rstrip('.')}. It is corrupt or incomplete ({served.model_path}): "
+            "package again (`recpipe stage package`), or delete it (`bentoml models delete "
+            f"{served.model_tag}`) and import a good archive (`bentoml import ...`)"
+        )
 
 
 def bentoml_home() -> str:
@@ -220,9 +398,14 @@ def require_free_port(host: str, port: int) -> None:
             ) from None
 
 
-def serve_command(tag: str, port: int, host: str = "127.0.0.1") -> list[str]:
-    """The ``bentoml serve`` command line of a Bento (this interpreter's BentoML)."""
-    return [sys.executable, "-m", "bentoml", "serve", tag, "--host", host, "--port", str(port)]
+def serve_command(bento: str, port: int, host: str = "127.0.0.1") -> list[str]:
+    """The ``bentoml serve`` command line of a Bento (this interpreter's BentoML).
+
+    ``bento`` is best the Bento's directory (:attr:`ServedBento.path`): given a tag such
+    as ``recpipe:abc``, BentoML first imports ``recpipe`` as a module path, and then the
+    ``recpipe`` code found on ``sys.path`` is served instead of the Bento's own.
+    """
+    return [sys.executable, "-m", "bentoml", "serve", bento, "--host", host, "--port", str(port)]
 
 
 def serve_workers(workers: int) -> int:

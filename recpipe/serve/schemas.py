@@ -9,18 +9,29 @@ they take the cold-start path, and every answer names the strategy that produced
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    model_validator,
+)
 
 from recpipe.data.schema import EVENT_TYPES
 from recpipe.models.coldstart import STRATEGIES
 
 __all__ = [
     "DEFAULT_K",
+    "EARLIEST_TIME",
     "HARD_MAX_ITEMS",
     "HARD_MAX_K",
+    "LATEST_TIME",
+    "MAX_ID_LENGTH",
     "ItemMetadata",
     "ModelInfo",
     "RecommendRequest",
@@ -37,7 +48,35 @@ HARD_MAX_ITEMS = 1000
 
 EventType = Literal[*EVENT_TYPES]  # type: ignore[valid-type]
 Strategy = Literal[*STRATEGIES]  # type: ignore[valid-type]
-ItemId = Annotated[str, Field(min_length=1, max_length=256)]
+#: Longest item or user id (characters).
+MAX_ID_LENGTH = 256
+ItemId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+#: Earliest and latest event time a request may carry (UTC; the model's time features are
+#: computed in int64 nanoseconds, which end in 1677 and 2262).
+EARLIEST_TIME = datetime(1678, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2262, 1, 1, tzinfo=UTC)
+
+
+def _in_time_range(moment: datetime) -> datetime:
+    """``moment`` if it lies in [EARLIEST_TIME, LATEST_TIME) (naive times are UTC)."""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    if not EARLIEST_TIME <= aware < LATEST_TIME:
+        raise ValueError(
+            f"time {moment.isoformat()} is out of range: give a time from "
+            f"{EARLIEST_TIME.date()} to before {LATEST_TIME.date()} (UTC)"
+        )
+    return moment
+
+
+_TIME_HELP = (
+    "ISO 8601 or epoch seconds (milliseconds above 2e10); naive times are UTC; from "
+    f"{EARLIEST_TIME.date()} to before {LATEST_TIME.date()}"
+)
+EventTime = Annotated[
+    datetime,
+    AfterValidator(_in_time_range),
+    Field(examples=["2026-01-20T18:30:00Z", 1768933800]),
+]
 #: k of a request that gives none (at most the service's ``max_k``).
 DEFAULT_K = 20
 K = Annotated[
@@ -58,9 +97,8 @@ class _Request(BaseModel):
 class RequestContext(_Request):
     """What is known about the moment of a user request (all optional)."""
 
-    timestamp: datetime | None = Field(
-        default=None,
-        description="when (ISO 8601 or epoch seconds; naive times are UTC): hour and weekday",
+    timestamp: EventTime | None = Field(
+        default=None, description=f"when (hour and weekday of the request): {_TIME_HELP}"
     )
     event_type: EventType | None = Field(  # type: ignore[valid-type]
         default=None, description="type of the current event (view, click, cart, ...)"
@@ -92,10 +130,14 @@ class SessionRequest(_Request):
         description="the session's item ids, oldest first (may be empty: popularity)",
     )
     event_types: list[EventType] | None = Field(  # type: ignore[valid-type]
-        default=None, description="the event type of each item (same length as items)"
+        default=None,
+        max_length=HARD_MAX_ITEMS,
+        description="the event type of each item (same length as items)",
     )
-    timestamps: list[datetime] | None = Field(
-        default=None, description="the time of each event (same length as items)"
+    timestamps: list[EventTime] | None = Field(
+        default=None,
+        max_length=HARD_MAX_ITEMS,
+        description=f"the time of each event (same length as items): {_TIME_HELP}",
     )
     k: K = None
     exclude_seen: StrictBool = Field(default=True, description="leave out the session's own items")

@@ -34,10 +34,20 @@ took as much CPU as scoring a 10k-item catalogue and halved the throughput on tw
 cores); Prometheus metrics stay on at ``/metrics``. Turn either back on through
 BentoML's configuration (``BENTOML_CONFIG``).
 
+Every ``POST`` to an API path is checked first, on both paths: a media type other than
+JSON gets HTTP 415, a body over ``serve.max_request_bytes`` HTTP 413 (refused from its
+``Content-Length`` or as soon as the streamed body passes the limit). Client errors are
+logged at INFO, one line without a traceback. ``GET /docs.json`` (the Swagger UI at
+``/``) is BentoML's OpenAPI document completed with a title, the limits, the 400, 413
+and 415 answers and request examples (:mod:`recpipe.serve.openapi`).
+
 The service serves the bundle saved in the BentoML model store as ``recpipe-champion``
-(the package stage puts it there and builds the Bento that references it); the
-environment variable ``RECPIPE_BUNDLE`` names a bundle directory to serve instead
-(tests, benchmarks, debugging). Set when this module is imported, it also drops the
+(the package stage puts it there and builds the Bento that references it): served from
+a Bento, the model version that Bento was built with (not the store's latest, which
+may be another workspace's); imported from source, the store's latest. It logs at start
+which model it serves, from where, and where its code lies. The environment variable
+``RECPIPE_BUNDLE`` names a bundle directory to serve instead (tests, benchmarks,
+debugging). Set when this module is imported, it also drops the
 service's reference to the model store, so that nothing needs to be in the store (the
 package stage refuses to build a Bento from a service imported so:
 :func:`~recpipe.serve.package.package_bundle`).
@@ -49,7 +59,7 @@ import asyncio
 import gc
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -60,10 +70,18 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticCustomError
 
-from recpipe.errors import RequestError
+from recpipe.errors import ArtifactError, RequestError
 from recpipe.serve.batching import MicroBatcher
 from recpipe.serve.bundle import BENTO_NAME, MODEL_STORE_NAME
-from recpipe.serve.fastpath import FastRoutes, Handler, validation_error_body
+from recpipe.serve.fastpath import (
+    ClientErrorsAtInfo,
+    FastRoutes,
+    Handler,
+    Routes,
+    json_bytes,
+    validation_error_body,
+)
+from recpipe.serve.openapi import Limits, describe, request_examples
 from recpipe.serve.predictor import Predictor
 from recpipe.serve.reuseport import bentoml_worker_fd, spread_connections
 from recpipe.serve.schemas import (
@@ -74,7 +92,7 @@ from recpipe.serve.schemas import (
     SimilarRequest,
 )
 
-__all__ = ["BUNDLE_ENV", "FAST_PATH_ENV", "RecpipeService"]
+__all__ = ["BUNDLE_ENV", "FAST_PATH_ENV", "OPENAPI_PATH", "RecpipeService"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +100,10 @@ log = logging.getLogger(__name__)
 BUNDLE_ENV = "RECPIPE_BUNDLE"
 #: ``0`` / ``false``: answer every request through BentoML's endpoints (no lean path).
 FAST_PATH_ENV = "RECPIPE_FAST_PATH"
+#: Where BentoML's Swagger UI reads the OpenAPI document (answered by the service).
+OPENAPI_PATH = "/docs.json"
+#: BentoML's logger of failed requests (its 4xx records become INFO lines).
+_BENTOML_HTTP_LOGGER = "bentoml._internal.server.http_app"
 
 # in a `bentoml serve` worker process: listen on an own SO_REUSEPORT socket (before the
 # worker's HTTP server starts on the shared one); anywhere else this does nothing
@@ -103,12 +125,38 @@ def _enabled(name: str) -> bool:
     return os.environ.get(name, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def _live_routes() -> Mapping[str, Handler] | None:
-    """The lean routes of the running service instance (None before it exists)."""
+def _live_routes() -> Routes | None:
+    """What the running service instance checks and answers (None before it exists)."""
     try:
-        return get_current_service().fast_routes  # type: ignore[no-any-return]
+        return get_current_service().routes  # type: ignore[no-any-return]
     except (BentoMLException, AttributeError):
         return None
+
+
+def _quiet_client_errors() -> None:
+    """BentoML's records of refused requests as INFO lines (once per process)."""
+    logger = logging.getLogger(_BENTOML_HTTP_LOGGER)
+    if not any(isinstance(f, ClientErrorsAtInfo) for f in logger.filters):
+        logger.addFilter(ClientErrorsAtInfo())
+
+
+def _worker_logging() -> None:
+    """In a ``bentoml serve`` worker, recpipe's INFO lines (what is served, client errors)
+    go to BentoML's log as BentoML's own do (BentoML leaves other loggers at WARNING)."""
+    ours = logging.getLogger("recpipe")
+    if ours.level == logging.NOTSET and logging.getLogger("bentoml").isEnabledFor(logging.INFO):
+        ours.setLevel(logging.INFO)
+
+
+def _api_routes() -> list[str]:
+    """The routes of BentoML's API methods of the service."""
+    return [api.route for api in RecpipeService.apis.values()]
+
+
+def _code_location() -> str:
+    import recpipe
+
+    return str(os.path.dirname(os.path.abspath(recpipe.__file__)))
 
 
 @bentoml.asgi_app(info_app, path="/")
@@ -128,16 +176,12 @@ class RecpipeService:
         bundle = bentoml.models.BentoModel(f"{MODEL_STORE_NAME}:latest")
 
     def __init__(self) -> None:
+        if _IN_WORKER:
+            _worker_logging()
         path = os.environ.get(BUNDLE_ENV)
+        source = f"the bundle directory {path} ({BUNDLE_ENV})"
         if not path:
-            stored = getattr(self, "bundle", None)
-            if stored is None:
-                raise RuntimeError(
-                    f"{BUNDLE_ENV} was set when recpipe.serve.service was imported but is "
-                    "not set now: set it again, or import the service without it to serve "
-                    f"the model store's {MODEL_STORE_NAME}"
-                )
-            path = stored.path
+            path, source = self._packaged_bundle()
         self.predictor = Predictor.from_artifact(path)
         settings = self.predictor.settings
         self.batcher: MicroBatcher[SessionRequest, Recommendation] = MicroBatcher(
@@ -150,10 +194,18 @@ class RecpipeService:
         if _enabled(FAST_PATH_ENV):
             self._threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="recpipe-api")
             self.fast_routes = self._lean_routes()
+        _quiet_client_errors()
+        #: What the ASGI layer checks and answers (recpipe.serve.fastpath.FastRoutes).
+        self.routes = Routes(
+            handlers={r: self.fast_routes.get(r) for r in _api_routes()},
+            max_body_bytes=settings.max_request_bytes,
+            documents=self._documents(source),
+        )
         log.info(
-            "serving %s from %s (lean path: %s)",
+            "serving %s from %s with the code in %s (lean path: %s)",
             self.predictor.model.name,
-            path,
+            source,
+            _code_location(),
             "on" if self.fast_routes else "off",
         )
         if _IN_WORKER:
@@ -161,6 +213,58 @@ class RecpipeService:
             # from walking them all (a full collection took 140 ms, a p99 of its own)
             gc.collect()
             gc.freeze()
+
+    def _packaged_bundle(self) -> tuple[str, str]:
+        """(path, description) of the model store's bundle to serve: the version pinned by
+        the Bento being served, else (service imported from source) the latest."""
+        bento = getattr(RecpipeService, "bento", None)
+        if bento is not None:
+            pinned = [m.tag for m in bento.info.all_models if m.tag.name == MODEL_STORE_NAME]
+            if pinned:
+                try:
+                    stored = bentoml.models.get(pinned[0])
+                except BentoMLException as exc:
+                    raise ArtifactError(
+                        f"the Bento {bento.tag} was built with the model {pinned[0]}, which "
+                        f"the BentoML model store cannot give ({exc}); import the Bento's "
+                        "archive again (bentoml import bentos/recpipe.bento) or package again"
+                    ) from exc
+                return (
+                    stored.path,
+                    f"the model {stored.tag} of the Bento {bento.tag} ({bento.path})",
+                )
+        stored = getattr(self, "bundle", None)
+        if stored is None:
+            raise RuntimeError(
+                f"{BUNDLE_ENV} was set when recpipe.serve.service was imported but is "
+                "not set now: set it again, or import the service without it to serve "
+                f"the model store's {MODEL_STORE_NAME}"
+            )
+        return stored.path, f"the model {stored.tag}, the store's latest {MODEL_STORE_NAME}"
+
+    def _documents(self, served_from: str) -> dict[str, bytes]:
+        """``{path: JSON}`` the ASGI layer answers to GET: the completed OpenAPI document
+        (BentoML's own one if completing it fails: documentation never stops serving)."""
+        try:
+            return {OPENAPI_PATH: json_bytes(self._openapi(served_from))}
+        except Exception:
+            log.warning(
+                "could not complete the OpenAPI document; BentoML's is served", exc_info=True
+            )
+            return {}
+
+    def _openapi(self, served_from: str) -> dict[str, Any]:
+        """BentoML's OpenAPI document, completed for this model (recpipe.serve.openapi)."""
+        settings = self.predictor.settings
+        users = [str(u) for u in self.predictor.user_map.ids[:1]]
+        items = [str(i) for i in self.predictor.item_map.ids[:3]]
+        return describe(
+            RecpipeService.openapi_spec.asdict(),
+            limits=Limits(settings.max_k, settings.max_session_length, settings.max_request_bytes),
+            model=self.predictor.info(),
+            served_from=served_from,
+            examples=request_examples(users, items, min(10, settings.max_k)),
+        )
 
     # the work of each endpoint, shared by BentoML's endpoints and the lean path --------
     def _recommend(self, request: RecommendRequest) -> Recommendation:

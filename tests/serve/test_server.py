@@ -78,7 +78,7 @@ def server(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process, log)
-        yield url, report
+        yield url, report, log
     finally:
         stop(process)
 
@@ -93,7 +93,7 @@ def post(url: str, path: str, body, client: httpx.Client | None = None) -> httpx
 
 
 def test_every_endpoint_answers(server) -> None:
-    url, report = server
+    url, report, _ = server
     r = httpx.get(f"{url}/model", timeout=30)
     assert r.status_code == 200
     info = r.json()
@@ -171,3 +171,39 @@ def test_fifty_concurrent_clients_get_no_error(server) -> None:
         codes = [code for codes in pool.map(client, range(50)) for code in codes]
     assert len(codes) == 300
     assert set(codes) == {200}
+
+
+def test_requests_that_were_500s_are_client_errors_over_http(server) -> None:
+    url = server[0]
+    r = post(url, "/recommend/session", {"items": [item_id(4)], "timestamps": [-1e13]})
+    assert r.status_code == 400 and r.json()["detail"][0]["loc"] == ["timestamps", 0]
+    for path in ("/recommend", "/recommend/session", "/similar"):
+        r = httpx.post(url + path, content=b"x", headers={"content-type": "multipart/form-data"})
+        assert r.status_code == 415, r.text
+    r = httpx.post(url + "/recommend", content=b" " * 2_000_000, timeout=30)
+    assert r.status_code == 413 and "max_request_bytes" in r.json()["error"]
+
+
+def test_swagger_reads_a_titled_document_with_the_limits(server) -> None:
+    doc = httpx.get(server[0] + "/docs.json", timeout=30).json()
+    assert doc["info"]["title"] == "recpipe recommendations"
+    post_ = doc["paths"]["/recommend"]["post"]
+    assert {"400", "413", "415"} <= set(post_["responses"])
+    assert post_["requestBody"]["content"]["application/json"]["examples"]
+
+
+def test_the_bentos_own_code_serves_and_client_errors_log_no_traceback(server) -> None:
+    """Last in the module: reads the log of every request before it."""
+    from recpipe.serve.package import bentoml_home
+
+    url, report, log = server
+    post(url, "/recommend", {"user_id": "u3", "k": 0})
+    time.sleep(0.5)
+    text = log.read_text()
+    bento = Path(bentoml_home(), "bentos", *report["bento_tag"].split(":"))
+    code = bento.resolve() / "src" / "recpipe"
+    # the CLI says which Bento and model; each worker says which code it runs
+    assert f"serving Bento {report['bento_tag']}" in text and report["model_tag"] in text
+    assert f"with the code in {code}" in text, text[-3000:]
+    assert "client error 400 on POST /recommend" in text
+    assert "Traceback" not in text and "[ERROR]" not in text, text[-3000:]
