@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from recpipe.cli_logging import PLAIN_FORMAT, RICH_FORMAT, TaskRunFormatter
 from recpipe.cli_summary import print_lineage_info, print_run
 from recpipe.errors import (
     ConfigError,
@@ -98,14 +99,10 @@ def main(
         handler: logging.Handler = RichHandler(
             console=console, show_path=False, rich_tracebacks=False
         )
-        handler.setFormatter(logging.Formatter("%(message)s", datefmt="[%X]"))
+        handler.setFormatter(TaskRunFormatter(RICH_FORMAT, datefmt="[%X]"))
     else:  # (Rich would wrap every line at 80 columns and drop the date and the logger)
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(
-            logging.Formatter(
-                "%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S"
-            )
-        )
+        handler.setFormatter(TaskRunFormatter(PLAIN_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True
     )
