@@ -214,8 +214,22 @@ def run(
             "--set goes on top)",
         ),
     ] = False,
+    save: Annotated[
+        bool,
+        typer.Option(
+            "--save-params",
+            help="first write the --set values into the params file for good (only their "
+            "lines change); without it the file is left exactly as it is",
+        ),
+    ] = False,
 ) -> None:
     """Run the retraining flow (Prefect) on the data that params name."""
+    if save and overrides:
+        from recpipe.lineage import save_overrides
+        from recpipe.paths import Paths
+
+        keys = _guard(lambda: save_overrides(Paths.at(root), params_file, list(overrides)))
+        console.print(f"--save-params: wrote {', '.join(keys) or 'nothing (no change)'} first")
     if quick:
         from recpipe.config import QUICK_OVERRIDES
 

@@ -267,6 +267,30 @@ def override_notice(params: Params, paths: Paths) -> str | None:
     )
 
 
+def save_overrides(paths: Paths, params_file: Path | None, overrides: list[str]) -> list[str]:
+    """Write ``overrides`` (``key=value``) into the params file for good, the one write a
+    user asks for (``recpipe run --save-params``): only their entries change, every
+    other line stays byte for byte. Returns the keys written (none when the file holds
+    those values already).
+
+    Raises
+    ------
+    ConfigError
+        An override that does not validate (the file is then left as it was).
+    """
+    from recpipe.params_file import edited_text
+
+    target = Path(params_file) if params_file is not None else paths.params_file
+    original = target.read_text() if target.is_file() else ""
+    before = load_params(target if target.is_file() else None)
+    after = load_params(target if target.is_file() else None, overrides)
+    old, new = _flatten(before.dump()), _flatten(after.dump())
+    keys = _outermost_keys(sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k)))
+    if keys:
+        target.write_text(edited_text(original, after.dump(), keys))
+    return keys
+
+
 def _outermost_keys(keys: list[str]) -> list[str]:
     return [k for k in keys if not any(k.startswith(f"{o}.") for o in keys if o != k)]
 

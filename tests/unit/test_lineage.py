@@ -160,3 +160,38 @@ def test_pipeline_stages_and_hashes() -> None:
     lock = {"stages": {"ingest": {"outs": [{"path": "data/interim", "md5": "a.dir", "size": 3}]}}}
     assert lock_out(lock, "ingest", "data/interim") == {"md5": "a.dir", "size": 3}
     assert lock_out(lock, "validate", "data/validated") is None
+
+
+def test_run_save_params_writes_only_the_set_lines_before_the_run(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from recpipe import cli
+
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    before = (tmp_path / "params.yaml").read_text()
+    seen = {}
+
+    def fake_flow(root, params_file, overrides, **options):
+        seen["file"] = (Path(root) / "params.yaml").read_text()  # what the run starts from
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli, "_run_flow", fake_flow)
+    args = ["run", "--root", str(tmp_path), "--set", "train.candidates=[mf_bpr]"]
+    result = CliRunner().invoke(cli.app, [*args, "--save-params"])
+    assert result.exit_code == 0, result.output
+    assert "--save-params: wrote train.candidates first" in result.output
+    after = (tmp_path / "params.yaml").read_text()
+    assert seen["file"] == after
+    changed = [
+        new for old, new in zip(before.splitlines(), after.splitlines(), strict=True) if old != new
+    ]
+    assert [line.split("#")[0].strip() for line in changed] == ["candidates: [mf_bpr]"]
+    assert load_params(tmp_path / "params.yaml").train.candidates == ["mf_bpr"]
+    # without the flag the file stays; a bad value is refused before anything is written
+    result = CliRunner().invoke(cli.app, [*args[:-1], "train.max_epochs=2"])
+    assert (tmp_path / "params.yaml").read_text() == after
+    bad = CliRunner().invoke(cli.app, [*args[:-1], "train.max_epochs=-1", "--save-params"])
+    assert bad.exit_code == 2 and "max_epochs" in bad.output
+    assert (tmp_path / "params.yaml").read_text() == after
