@@ -160,6 +160,7 @@ def _replace(path: Path, data: bytes) -> None:
 
 def restore_backup(path: Path) -> bool:
     """Put back a params file that a killed :func:`holding` left changed; True when it did."""
+    path = path.resolve() if path.is_symlink() else path
     backup = _backup(path)
     if not backup.is_file():
         return False
@@ -175,8 +176,10 @@ def holding(path: Path, text: str) -> Iterator[None]:
 
     A copy of the original waits beside the file (``.NAME.recpipe-original``) while the
     block runs, so that a process killed inside leaves it for :func:`restore_backup`. A
-    file that did not exist is removed again.
+    file that did not exist is removed again; a symbolic link stays a link (its target
+    is what changes and comes back).
     """
+    path = path.resolve() if path.is_symlink() else path  # the linked file, not the link
     restore_backup(path)
     existed = path.is_file()
     original = path.read_bytes() if existed else b""

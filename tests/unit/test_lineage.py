@@ -195,3 +195,15 @@ def test_run_save_params_writes_only_the_set_lines_before_the_run(
     bad = CliRunner().invoke(cli.app, [*args[:-1], "train.max_epochs=-1", "--save-params"])
     assert bad.exit_code == 2 and "max_epochs" in bad.output
     assert (tmp_path / "params.yaml").read_text() == after
+
+
+def test_holding_a_linked_params_file_keeps_the_link(tmp_path: Path) -> None:
+    from recpipe.params_file import holding
+
+    real = tmp_path / "shared-params.yaml"
+    real.write_text("synth: {seed: 1}  # mine\n")
+    link = tmp_path / "params.yaml"
+    link.symlink_to(real)
+    with holding(link, "synth: {seed: 2}\n"):
+        assert link.read_text() == "synth: {seed: 2}\n"
+    assert link.is_symlink() and real.read_text() == "synth: {seed: 1}  # mine\n"
