@@ -15,7 +15,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 export OPENBLAS_NUM_THREADS := 1
 
-.PHONY: install run quick test lint format bench clean
+.PHONY: install run quick test lint format bench clean exp
 
 install: $(STAMP)
 
@@ -46,6 +46,11 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/train.py
+
+# `dvc exp show` with the columns people read (it has ~180: every param, dependency, model)
+EXP_COLUMNS := ^(Experiment|Created|split|metric|passed|candidate|candidate_value|best_baseline|best_baseline_value|data\.source|synth\.seed|train\.max_epochs|evaluate\.primary_metric)$$
+exp: $(STAMP)
+	$(BIN)/dvc exp show --drop '.*' --keep '$(EXP_COLUMNS)'
 
 clean:
 	rm -rf data/interim data/validated data/quarantine reports mlruns mlflow.db mlflow.db.lock models checkpoints bentos tuning tuned

@@ -21,6 +21,9 @@ flow also has a concurrency limit of 1 (``flows/deploy.py``).
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +31,15 @@ from prefect import Task, flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
+from prefect.context import TaskRunContext
+from prefect.logging.handlers import APILogHandler
 from prefect.states import Completed
 from prefect.task_runners import TaskRunner
 
 from recpipe import retraining, stages, tracking
 from recpipe.config import Params
 from recpipe.errors import ConfigError
-from recpipe.lineage import record_run
+from recpipe.lineage import override_notice, record_run
 from recpipe.paths import Paths
 from recpipe.recovery import holding_workspace
 from recpipe.scheduling import FLOW_NAME
@@ -43,6 +48,51 @@ from recpipe.transient import is_transient
 #: Retries of the I/O steps, and the seconds before each.
 IO_RETRIES = 2
 IO_RETRY_DELAYS = [2, 10]
+
+
+#: The library's logger: its records (stage and epoch lines) go to the flow run's logs.
+LIBRARY_LOGGER = "recpipe"
+
+
+@contextlib.contextmanager
+def library_logs_to_prefect() -> Iterator[None]:
+    """Send recpipe's own INFO records to the Prefect API (the flow run's logs in the
+    UI) inside the block, each named after the task run it was logged in.
+
+    ``PREFECT_LOGGING_EXTRA_LOGGERS=recpipe`` (which ``recpipe run`` sets) gives the
+    ``recpipe`` logger Prefect's API handler, but only in a process that set it before
+    importing prefect, and not its level: a deployment's run process, whose root logger
+    is at WARNING, dropped every stage and epoch line. Here the logger gets the handler
+    when it lacks one, and INFO when its effective level is above that; and every
+    record made in a task run carries ``task_run_name`` (what the console format of
+    ``recpipe`` shows). All three are undone at the end of the block.
+    """
+    lib = logging.getLogger(LIBRARY_LOGGER)
+    added = None
+    if not any(isinstance(h, APILogHandler) for h in lib.handlers):
+        added = APILogHandler()
+        lib.addHandler(added)
+    level = lib.level
+    if lib.getEffectiveLevel() > logging.INFO:
+        lib.setLevel(logging.INFO)
+    factory = logging.getLogRecordFactory()
+
+    def named_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        if not hasattr(record, "task_run_name"):
+            context = TaskRunContext.get()
+            if context is not None:
+                record.task_run_name = context.task_run.name
+        return record
+
+    logging.setLogRecordFactory(named_record)
+    try:
+        yield
+    finally:
+        logging.setLogRecordFactory(factory)
+        lib.setLevel(level)
+        if added is not None:
+            lib.removeHandler(added)
 
 
 def retry_if_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
@@ -200,6 +250,26 @@ def lineage_task(params: Params, paths: Paths, packaged: bool) -> dict[str, Any]
     return record_run(params, paths, packaged=packaged)
 
 
+class Steps:
+    """Runs the flow's steps, each after its ``stage k of N`` line
+    (:class:`recpipe.retraining.StageClock`), and times them."""
+
+    def __init__(self, logger: Any, clock: retraining.StageClock) -> None:
+        self.logger = logger
+        self.clock = clock
+
+    def start(self, name: str) -> None:
+        """Log the line of step ``name``, about to run."""
+        self.logger.info(self.clock.starting(name))
+
+    def __call__(self, name: str, call: Any, *args: Any) -> Any:
+        """Run ``call(*args)`` as step ``name``; returns what it returns."""
+        self.start(name)
+        result = call(*args)
+        self.clock.finished(name)
+        return result
+
+
 @flow(name=FLOW_NAME)
 def retrain(
     params_file: str | None = None,
@@ -236,21 +306,29 @@ def retrain(
         models=models,
     )
     with (
+        library_logs_to_prefect(),
         holding_workspace(paths, lock_timeout, "retrain", params) as lock,
         tracking.pipeline_run(params, paths, run_name="retrain") as run_id,
     ):
         logger.info("holding %s", lock.path if lock else "the workspace lock of the parent")
+        notice = override_notice(params, paths)
+        if notice:
+            logger.info(notice)
         mlflow = retraining.run_links(params, paths, run_id)
         logger.info("MLflow run %s at %s", run_id, mlflow["run_url"])
-        manifest = ingest_task(params, paths)
+        n = len(params.train.candidates)
+        last = retraining.stage_times(paths, n)
+        step = Steps(logger, retraining.StageClock(retraining.FLOW_STAGES, last))
+        manifest = step("ingest", ingest_task, params, paths)
         logger.info("ingested %s events from %s", manifest["rows"]["events"], manifest["source"])
-        report = validate_task(params, paths)
+        report = step("validate", validate_task, params, paths)
         logger.info("validation passed: %s", report["passed"])
-        splits = sessions_task(params, paths)
-        features = features_task(params, paths)
-        tuning = tune_task(params, paths, retraining.tune_due(params, paths))
+        splits = step("sessions", sessions_task, params, paths)
+        features = step("features", features_task, params, paths)
+        tuning = step("tune", tune_task, params, paths, retraining.tune_due(params, paths))
         if tuning.get("tuned"):
             logger.info("tuned %s on %s", ", ".join(tuning["tuned"]), tuning["split"])
+        step.start("train")
         if params.orchestration.task_runner == "dask":  # fan out, gather before evaluate
             fan_out = train_candidates.with_options(task_runner=dask_task_runner(params))
             training = fan_out(params, paths, list(params.train.candidates), run_id)
@@ -263,23 +341,26 @@ def retrain(
                     params, paths, model
                 )
                 clock.finished()
+        step.clock.finished("train")
         if params.tune.use:  # lineage: the tuned configs this run used
             tracking.log_tuned(paths)
-        evaluation = evaluate_task(params, paths)
-        gate = gate_task(params, paths, mlflow)  # a failed gate is a decision: the run goes on
+        evaluation = step("evaluate", evaluate_task, params, paths)
+        # a failed gate is a decision: the run goes on
+        gate = step("gate", gate_task, params, paths, mlflow)
         logger.info("gate %s: %s", "passed" if gate["passed"] else "NOT passed", gate["reasons"])
-        registry = register_task(params, paths, gate)
+        registry = step("register", register_task, params, paths, gate)
         outcome = retraining.outcome_message(gate, registry)
         logger.info("registry: %s", outcome)
-        package = package_task(params, paths)
+        package = step("package", package_task, params, paths)
         logger.info("Bento: %s", package.get("bento_tag") or package.get("message"))
-        lineage = lineage_task(params, paths, bool(package.get("bento_tag")))
+        lineage = step("lineage", lineage_task, params, paths, bool(package.get("bento_tag")))
         logger.info(
             "lineage: dvc %s, push %s, dvc.lock %s",
             lineage["dvc"]["status"],
             lineage["push"]["status"],
             lineage["dvc_lock_sha256"][:12],
         )
+        retraining.save_stage_times(paths, step.clock.seconds, n)
     summary = {
         "mlflow_run_id": run_id,
         "mlflow": mlflow,

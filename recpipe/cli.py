@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from recpipe.cli_logging import PLAIN_FORMAT, RICH_FORMAT, TaskRunFormatter
 from recpipe.cli_logging import quiet_expected_tracebacks as _quiet_expected_tracebacks
 from recpipe.cli_summary import print_lineage_info, print_run
 from recpipe.errors import (
@@ -105,14 +106,10 @@ def main(
         handler: logging.Handler = RichHandler(
             console=console, show_path=False, rich_tracebacks=False
         )
-        handler.setFormatter(logging.Formatter("%(message)s", datefmt="[%X]"))
+        handler.setFormatter(TaskRunFormatter(RICH_FORMAT, datefmt="[%X]"))
     else:  # (Rich would wrap every line at 80 columns and drop the date and the logger)
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(
-            logging.Formatter(
-                "%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S"
-            )
-        )
+        handler.setFormatter(TaskRunFormatter(PLAIN_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True
     )
@@ -191,8 +188,22 @@ def run(
         ),
     ] = False,
     lock_timeout: LockOpt = 0.0,
+    save: Annotated[
+        bool,
+        typer.Option(
+            "--save-params",
+            help="first write the --set values into the params file for good (only their "
+            "lines change); without it the file is left exactly as it is",
+        ),
+    ] = False,
 ) -> None:
     """Run the retraining flow (Prefect) on the data that params name."""
+    if save and overrides:
+        from recpipe.lineage import save_overrides
+        from recpipe.paths import Paths
+
+        keys = _guard(lambda: save_overrides(Paths.at(root), params_file, list(overrides)))
+        console.print(f"--save-params: wrote {', '.join(keys) or 'nothing (no change)'} first")
     if quick:
         from recpipe.config import QUICK_OVERRIDES
 

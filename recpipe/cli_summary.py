@@ -70,9 +70,11 @@ def _print_lineage(out: Console, lineage: dict[str, Any] | None) -> None:
         out.print(f"  lineage:            {escape(text)}")
         if push["status"] == "failed":
             out.print(f"  [yellow]warning:[/]            {escape(push['message'])}")
-        if dvc.get("params_written"):
-            written = ", ".join(dvc["params_written"])
-            out.print(f"  params.yaml now has this run's: {escape(written)}")
+        if dvc.get("params_overridden"):
+            keys = ", ".join(dvc["params_overridden"])
+            out.print(
+                f"  params.yaml:        left as it was; dvc.lock records this run's {escape(keys)}"
+            )
     elif dvc["status"] == "failed":
         out.print(f"  [yellow]lineage warning:[/]    {escape(dvc['message'])}")
     else:

@@ -11,11 +11,14 @@ Recording (:func:`record`, the last step of the retraining flow)
     start-up per command.
 
     A run whose params differ from ``params.yaml`` (``--set``, ``--params``, a
-    scheduled run's data drop) would otherwise leave a ``dvc.lock`` that pairs these
-    outputs with params they were not made with (and ``dvc repro`` would then think
-    them up to date). So, like ``dvc exp run --set-param``, the keys that differ are
-    first written into ``params.yaml`` (comments and layout kept) and the summary
-    names them.
+    scheduled run's data drop, ``recpipe retrain --model``) leaves ``params.yaml`` as
+    its user wrote it, byte for byte: the file is what the next run starts from. So
+    that ``dvc.lock`` still pairs these outputs with the params that made them, the
+    run's values are in ``params.yaml`` only while ``dvc commit`` reads it
+    (:func:`params_file_for_dvc`: written with comments and layout kept, the original
+    bytes put back afterwards, even when the commit fails); ``dvc status`` then shows
+    those stages as changed, and ``dvc repro`` re-runs them with the file's values. The
+    summary names the keys (``params_overridden``).
 
     Not a DVC repository, DVC not installed, or no default remote: that step is
     skipped with a logged reason, returned in the summary. A failed ``dvc commit`` or
@@ -31,9 +34,10 @@ Recording (:func:`record`, the last step of the retraining flow)
     ``bento.registry_version`` and ``bento.archive_sha256``. The run's artifacts
     under ``lineage/`` keep what reproducing needs without Git history:
     ``dvc.lock`` (only when committed), ``dvc.yaml``, ``params.yaml`` (the file DVC
-    read), ``params.effective.yaml`` (every param the run used), ``package.json``,
-    ``lineage.json`` (this summary) and, under ``outs/``, the ``cache: false``
-    reports and metrics dvc.lock hashes but DVC cannot restore.
+    read: the user's file with this run's values), ``params.effective.yaml`` (every
+    param the run used), ``package.json``, ``lineage.json`` (this summary) and, under
+    ``outs/``, the ``cache: false`` reports and metrics dvc.lock hashes but DVC cannot
+    restore.
 
 Reading (:func:`describe`, ``recpipe lineage VERSION``)
     The chain data -> params -> run -> model version -> Bento of a registered version,
@@ -47,6 +51,7 @@ Restoring (:func:`reproduce`, ``recpipe reproduce VERSION``)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -56,6 +61,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -218,28 +224,112 @@ def _param_differences(params: Params, paths: Paths) -> tuple[list[str], str | N
 
 def write_params(params: Params, paths: Paths, keys: list[str]) -> None:
     """Set ``keys`` (flattened, e.g. ``data.path``) of ``params.yaml`` to their values in
-    ``params``, keeping the file's comments and layout (ruamel.yaml round trip)."""
-    from ruamel.yaml import YAML
+    ``params``; every other line stays byte for byte
+    (:func:`recpipe.params_file.edited_text`). For a write the user asked for
+    (``recpipe reproduce``); a run's own params never go into the file for good."""
+    from recpipe.params_file import edited_text
 
-    rt = YAML()
-    rt.preserve_quotes = True
-    data = rt.load(paths.params_file.read_text()) if paths.params_file.is_file() else None
-    if data is None:
-        data = {}
-    used = params.dump()
-    for key in keys:
-        parts = key.split(".")
-        src: Any = used
-        for part in parts:
-            src = src[part] if isinstance(src, dict) and part in src else None
-        node = data
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[parts[-1]] = src
-    with open(paths.params_file, "w") as fh:
-        rt.dump(data, fh)
+    original = paths.params_file.read_text() if paths.params_file.is_file() else ""
+    paths.params_file.write_text(edited_text(original, params.dump(), keys))
+
+
+@contextlib.contextmanager
+def params_file_for_dvc(params: Params, paths: Paths, keys: list[str]) -> Iterator[str]:
+    """``params.yaml`` with this run's values of ``keys`` only inside the block (what
+    ``dvc commit`` reads, so that dvc.lock records the params that made the outputs);
+    yields that text; the file's own bytes are back after the block, whatever happens
+    in it (:func:`recpipe.params_file.holding`)."""
+    from recpipe.params_file import edited_text, holding, restore_backup
+
+    restore_backup(paths.params_file)
+    original = paths.params_file.read_text() if paths.params_file.is_file() else ""
+    text = edited_text(original, params.dump(), keys)
+    if text == original:
+        yield text
+        return
+    with holding(paths.params_file, text):
+        yield text
+
+
+def override_notice(params: Params, paths: Paths) -> str | None:
+    """What a run says before it starts when its params differ from ``params.yaml``:
+    the file stays as it is, and dvc.lock will record the run's values (None when they
+    agree, or when the run records no lineage)."""
+    if not params.orchestration.record_lineage or not is_dvc_repo(paths.root):
+        return None
+    differing, _ = _param_differences(params, paths)
+    if not differing:
+        return None
+    return (
+        f"{paths.rel(paths.params_file)} stays as it is; this run's own values of "
+        f"{', '.join(_outermost_keys(differing))} go to dvc.lock (and to the MLflow run), "
+        "so `dvc status` will show the stages they feed as changed"
+    )
+
+
+def save_overrides(paths: Paths, params_file: Path | None, overrides: list[str]) -> list[str]:
+    """Write ``overrides`` (``key=value``) into the params file for good, the one write a
+    user asks for (``recpipe run --save-params``): only their entries change, every
+    other line stays byte for byte. Returns the keys written (none when the file holds
+    those values already).
+
+    Raises
+    ------
+    ConfigError
+        An override that does not validate (the file is then left as it was).
+    """
+    from recpipe.params_file import edited_text
+
+    target = Path(params_file) if params_file is not None else paths.params_file
+    original = target.read_text() if target.is_file() else ""
+    before = load_params(target if target.is_file() else None)
+    after = load_params(target if target.is_file() else None, overrides)
+    old, new = _flatten(before.dump()), _flatten(after.dump())
+    keys = _outermost_keys(sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k)))
+    if keys:
+        target.write_text(edited_text(original, after.dump(), keys))
+    return keys
+
+
+def _outermost_keys(keys: list[str]) -> list[str]:
+    return [k for k in keys if not any(k.startswith(f"{o}.") for o in keys if o != k)]
+
+
+def _commit_and_push(
+    root: Path,
+    targets: list[str],
+    dvc: dict[str, Any],
+    push: dict[str, Any],
+    warnings: list[str],
+) -> None:
+    """``dvc commit --force`` of ``targets``, then ``dvc push`` of them to the default
+    remote; the outcomes go into ``dvc`` and ``push`` (status, message), failures also
+    into ``warnings``."""
+    done = run_dvc(["commit", "--force", *targets], root)
+    if done.returncode != 0:
+        dvc["status"] = "failed"
+        dvc["message"] = f"dvc commit failed: {_tail(done.stderr or done.stdout)}"
+        warnings.append(dvc["message"])
+        return
+    dvc["status"] = "committed"
+    dvc["message"] = f"dvc.lock records {len(targets)} stages"
+    remote = dvc_remote(root)
+    if remote is None:
+        push["message"] = "no default DVC remote configured (dvc remote add -d NAME URL)"
+        return
+    push.update(remote=remote["name"], url=remote["url"])
+    done = run_dvc(["push", *targets], root)
+    if done.returncode == 0:
+        push["status"] = "pushed"
+        push["message"] = _tail(done.stdout, 1) or "pushed"
+    else:
+        push["status"] = "failed"
+        push["message"] = (
+            f"dvc push to {remote['name']} ({remote['url']}) failed; the run's outputs "
+            f"are committed to the local cache only, `dvc push` uploads them later: "
+            f"{_tail(done.stderr or done.stdout)}"
+        )
+        warnings.append(push["message"])
 
 
 # ---------------------------------------------------------------------- record
@@ -294,7 +384,8 @@ def record(
     -------
     dict
         ``dvc`` (``status``: committed / skipped / failed, ``stages``, ``message``,
-        ``params_written``), ``push`` (``status``: pushed / skipped / failed,
+        ``params_overridden``: the keys whose run values dvc.lock records but
+        ``params.yaml`` does not hold), ``push`` (``status``: pushed / skipped / failed,
         ``remote``, ``url``, ``message``), ``dvc_lock_sha256``, ``git_commit``,
         ``git_dirty``, ``params_sha256``, ``versions`` (re-tagged), ``warnings``.
     """
@@ -302,7 +393,8 @@ def record(
 
     root = paths.root
     targets = pipeline_stages(params, packaged=packaged)
-    dvc: dict[str, Any] = {"status": "skipped", "stages": targets, "params_written": []}
+    dvc: dict[str, Any] = {"status": "skipped", "stages": targets, "params_overridden": []}
+    dvc_read: str | None = None  # the params.yaml text dvc commit read
     push: dict[str, Any] = {"status": "skipped", "remote": None, "url": None}
     warnings: list[str] = []
     if not params.orchestration.record_lineage:
@@ -319,41 +411,19 @@ def record(
         if unreadable and not differing:
             dvc["message"] = f"not committed: {unreadable}"
         else:
+            # dvc commit and push read the run's params (the foreach stages of the
+            # run's candidates among them); params.yaml is the user's again after
+            with params_file_for_dvc(params, paths, differing) as dvc_read:
+                _commit_and_push(root, targets, dvc, push, warnings)
             if differing:
-                write_params(params, paths, differing)
-                dvc["params_written"] = differing
+                dvc["params_overridden"] = _outermost_keys(differing)
                 log.info(
-                    "wrote this run's params into %s (as dvc exp run --set-param does): %s",
+                    "dvc.lock records this run's %s; %s is left as it was",
+                    ", ".join(dvc["params_overridden"]),
                     paths.rel(paths.params_file),
-                    ", ".join(differing),
                 )
-            done = run_dvc(["commit", "--force", *targets], root)
-            if done.returncode == 0:
-                dvc["status"] = "committed"
-                dvc["message"] = f"dvc.lock records {len(targets)} stages"
-            else:
-                dvc["status"] = "failed"
-                dvc["message"] = f"dvc commit failed: {_tail(done.stderr or done.stdout)}"
-                warnings.append(dvc["message"])
-    push["message"] = f"nothing committed ({dvc['status']})"
-    if dvc["status"] == "committed":
-        remote = dvc_remote(root)
-        if remote is None:
-            push["message"] = "no default DVC remote configured (dvc remote add -d NAME URL)"
-        else:
-            push.update(remote=remote["name"], url=remote["url"])
-            done = run_dvc(["push", *targets], root)
-            if done.returncode == 0:
-                push["status"] = "pushed"
-                push["message"] = _tail(done.stdout, 1) or "pushed"
-            else:
-                push["status"] = "failed"
-                push["message"] = (
-                    f"dvc push to {remote['name']} ({remote['url']}) failed; the run's outputs "
-                    f"are committed to the local cache only, `dvc push` uploads them later: "
-                    f"{_tail(done.stderr or done.stdout)}"
-                )
-                warnings.append(push["message"])
+    if dvc["status"] != "committed":
+        push["message"] = f"nothing committed ({dvc['status']})"
     for where, entry in (("dvc", dvc), ("push", push)):
         if entry["status"] == "skipped":
             log.info("lineage: %s skipped: %s", where, entry["message"])
@@ -374,12 +444,17 @@ def record(
         "warnings": warnings,
     }
     if run_id is not None:
-        summary["versions"] = _log_to_mlflow(params, paths, run_id, summary, packaged)
+        summary["versions"] = _log_to_mlflow(params, paths, run_id, summary, packaged, dvc_read)
     return summary
 
 
 def _log_to_mlflow(
-    params: Params, paths: Paths, run_id: str, summary: dict[str, Any], packaged: bool
+    params: Params,
+    paths: Paths,
+    run_id: str,
+    summary: dict[str, Any],
+    packaged: bool,
+    dvc_read: str | None = None,
 ) -> list[str]:
     """Tag the run and its model versions; attach the lineage files. Returns the versions."""
     import mlflow
@@ -414,6 +489,8 @@ def _log_to_mlflow(
         for src in (paths.root / "dvc.yaml", paths.params_file):
             if src.is_file():
                 shutil.copy2(src, folder / src.name)
+        if dvc_read is not None:  # the params.yaml dvc.lock was committed with
+            (folder / paths.params_file.name).write_text(dvc_read)
         (folder / "params.effective.yaml").write_text(
             yaml.safe_dump(params.dump(), sort_keys=False)
         )
@@ -552,7 +629,9 @@ def describe(params: Params, paths: Paths, version: str | int) -> dict[str, Any]
         "params": {
             "sha256": rtags.get("params.sha256"),
             "key": key_params(flat),
-            "written_into_params_yaml": (recorded.get("dvc") or {}).get("params_written", []),
+            "overridden": (recorded.get("dvc") or {}).get(
+                "params_overridden", (recorded.get("dvc") or {}).get("params_written", [])
+            ),
         },
         "run": {
             "run_id": run_id,

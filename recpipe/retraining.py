@@ -198,6 +198,111 @@ class CandidateClock:
         self.done += 1
 
 
+#: The steps of a retraining run, in order (``train``: every candidate), as
+#: :class:`StageClock` counts them.
+FLOW_STAGES: tuple[str, ...] = (
+    "ingest",
+    "validate",
+    "sessions",
+    "features",
+    "tune",
+    "train",
+    "evaluate",
+    "gate",
+    "register",
+    "package",
+    "lineage",
+)
+#: Where a workspace keeps the seconds each step took in its last complete run.
+STAGE_TIMES = "stage_times.json"
+
+
+def _minutes(seconds: float) -> str:
+    """``42 s`` under a minute, else ``3.5 min``."""
+    return f"{seconds:.0f} s" if seconds < 59.5 else f"{seconds / 60:.1f} min"
+
+
+class StageClock:
+    """``stage k of N`` lines for a run's steps, with the time the run has taken and,
+    from the last complete run's step times (:func:`stage_times`), about how long the
+    steps left take; the flow logs one before each step.
+
+    Examples
+    --------
+    >>> clock = StageClock(["ingest", "train"], {"ingest": 6.0, "train": 120.0},
+    ...                    clock=iter([0.0, 0.0, 30.0, 30.0]).__next__)
+    >>> clock.starting("ingest")
+    'stage 1 of 2: ingest (about 2.1 min left, as the last run took)'
+    >>> clock.finished("ingest")
+    >>> clock.starting("train")
+    'stage 2 of 2: train (30 s so far; about 2.0 min left, as the last run took)'
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        last: dict[str, float] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
+        self.names = list(names)
+        self.last = dict(last or {})
+        self._clock = clock
+        self._t0 = clock()
+        self._started: float | None = None
+        self.seconds: dict[str, float] = {}
+
+    def starting(self, name: str) -> str:
+        """The line for step ``name``, about to run."""
+        now = self._clock()
+        self._started = now
+        k = self.names.index(name) + 1 if name in self.names else len(self.seconds) + 1
+        notes = []
+        if self.seconds:
+            notes.append(f"{_minutes(now - self._t0)} so far")
+        left = self.names[k - 1 :]
+        if left and all(n in self.last for n in left):
+            remaining = sum(self.last[n] for n in left)
+            notes.append(f"about {_minutes(remaining)} left, as the last run took")
+        line = f"stage {k} of {len(self.names)}: {name}"
+        return f"{line} ({'; '.join(notes)})" if notes else line
+
+    def finished(self, name: str) -> None:
+        """Step ``name`` is done: its time counts towards the next run's estimates."""
+        if self._started is not None:
+            self.seconds[name] = round(self._clock() - self._started, 3)
+        self._started = None
+
+
+def stage_times(paths: Paths, candidates: int) -> dict[str, float]:
+    """The seconds each step took in the workspace's last complete run, ``train`` scaled
+    to ``candidates`` candidates (empty before the first run, or when the record is
+    unreadable)."""
+    from recpipe.locks import STATE_DIR
+
+    path = paths.root / STATE_DIR / STAGE_TIMES
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    times = {k: float(v) for k, v in data.items() if isinstance(v, int | float)}
+    if "train_per_candidate" in times:
+        times["train"] = times.pop("train_per_candidate") * candidates
+    return times
+
+
+def save_stage_times(paths: Paths, seconds: dict[str, float], candidates: int) -> None:
+    """Keep a complete run's step times (``train`` per candidate) for the next run's
+    :class:`StageClock`."""
+    from recpipe.locks import STATE_DIR
+
+    times = dict(seconds)
+    if "train" in times:
+        times["train_per_candidate"] = round(times.pop("train") / max(candidates, 1), 3)
+    path = paths.root / STATE_DIR / STAGE_TIMES
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(times, indent=2) + "\n")
+
+
 def outcome_message(gate: dict[str, Any], registry: dict[str, Any]) -> str:
     """The line a run ends with: ``promoted: ...`` or ``not promoted: ...`` (a failed
     gate, or a passed one that moved no alias), with the registry's own words."""

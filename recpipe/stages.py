@@ -591,16 +591,19 @@ def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
     """Fit the configured baselines on each split and evaluate them, with the deep
     candidates the train stage left in ``models/`` (``train.candidates``), by full ranking.
 
-    Writes ``reports/evaluation.json`` (every split), ``reports/leaderboard.md`` and
-    metric@K plots under ``reports/plots/`` (the gate stage then writes the headline,
-    ``reports/metrics.json``). A candidate of ``train.candidates`` with no artifact for
-    a split (never trained, an empty folder, skipped by the train stage) is listed in
-    both reports as skipped, with why. The work is
+    Writes ``reports/evaluation.json`` (every split), ``reports/leaderboard.md`` and,
+    under ``reports/plots/``, the metric@K plots and the candidates' training curves
+    (from their ``models/<name>/training.json``), as PNG and as the CSV data that
+    dvc.yaml's ``plots:`` draw (:func:`recpipe.evaluate.plots.write_plots`); the gate
+    stage then writes the headline, ``reports/metrics.json``. A candidate of
+    ``train.candidates`` with no artifact for a split (never trained, an empty folder,
+    skipped by the train stage) is listed in both reports as skipped, with why. The work is
     :func:`recpipe.evaluate.suite.evaluate_split` (on the ``cold_start`` split also the
     cold items and cold users protocols, metrics prefixed ``cold_items/`` and
     ``cold_users/``).
     """
-    from recpipe.evaluate.leaderboard import leaderboard_markdown, plot_metric_curves
+    from recpipe.evaluate.leaderboard import leaderboard_markdown
+    from recpipe.evaluate.plots import write_plots
     from recpipe.evaluate.suite import evaluate_split, leaderboard_columns, load_candidates
     from recpipe.models.dataset import load_split
     from recpipe.tuning.configs import read_tuned
@@ -640,11 +643,12 @@ def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
             "set evaluate.splits to splits the data supports"
         )
     reset_dir(paths.plots_dir)
-    for kind, models in results.items():
-        for metric in ("recall", "ndcg"):
-            plot_metric_curves(
-                models, metric, ep.ks, paths.plots_dir / f"{kind}_{metric}.png", f"{kind} split"
-            )
+    training = {
+        name: report
+        for name in params.train.candidates
+        if (report := read_json(paths.model_dir(name) / "training.json"))
+    }
+    write_plots(results, ep.ks, training, paths.plots_dir)
     first = next(iter(results))
     report = {
         "primary_split": first,

@@ -1,7 +1,8 @@
 """Fit and evaluate a list of registered models on one split; render the leaderboard.
 
 The ``evaluate`` stage calls :func:`evaluate_models` per split and writes what
-:func:`leaderboard_markdown` and :func:`plot_metric_curves` render. A model whose
+:func:`leaderboard_markdown` and :func:`recpipe.evaluate.plots.plot_metric_curves`
+render. A model whose
 query kinds do not cover a split's protocol is skipped with the reason, not an error.
 """
 
@@ -10,12 +11,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from recpipe.evaluate.health import health_markdown
+from recpipe.evaluate.plots import plot_metric_curves, twins
 from recpipe.evaluate.protocols import COLD_START_SPLITS, NEXT_ITEM_SPLITS, evaluate_model
 from recpipe.evaluate.significance import paired_bootstrap
 from recpipe.features.context import EVENT_TYPE_INDEX
@@ -24,6 +25,15 @@ from recpipe.models.data import DataMeta, Interactions
 from recpipe.models.registry import build_model, get_model
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "compare_to_best",
+    "evaluate_models",
+    "leaderboard_markdown",
+    "needed_query_kind",
+    "plot_metric_curves",
+    "split_query_kinds",
+]
 
 
 def needed_query_kind(split_kind: str) -> str:
@@ -231,6 +241,7 @@ def leaderboard_markdown(
             "| model | " + " | ".join(shown) + f" | {diff_col} | queries | fit s | eval s |"
         )
         lines.append("|---" * (len(shown) + 5) + "|")
+        marks, notes = _same_figures(ranked, primary)
         for name, entry in ranked:
             values = " | ".join(
                 f"{entry['metrics'][c]:.4f}" if c in entry["metrics"] else "" for c in shown
@@ -241,12 +252,14 @@ def leaderboard_markdown(
             else:  # the best model, or one without the primary metric (cold_start)
                 diff = "best" if primary in entry["metrics"] else ""
             shown_name = f"{name} \\*" if entry.get("role") == "candidate" else name
+            shown_name += marks.get(name, "")
             lines.append(
                 f"| {shown_name} | {values} | {diff} | {entry['n_queries']} | {entry['fit_s']} | "
                 f"{entry['eval_s']} |"
             )
         if any(e.get("role") == "candidate" for _, e in ranked):
             lines += ["", "\\* deep candidate from the train stage (fit s: its training time)"]
+        lines += [line for note in notes for line in ("", note)]
         skipped = {n: e["skipped"] for n, e in models.items() if "skipped" in e}
         if skipped:
             lines += ["", "Skipped: " + "; ".join(f"{n} ({why})" for n, why in skipped.items())]
@@ -262,6 +275,37 @@ def leaderboard_markdown(
         lines.append("")
     lines += GLOSSARY
     return "\n".join(lines)
+
+
+def _same_figures(
+    ranked: Sequence[tuple[str, Mapping[str, Any]]], primary: str
+) -> tuple[dict[str, str], list[str]]:
+    """Marks after model names and their footnotes: ``†`` for models whose figures are
+    identical on every metric (:func:`recpipe.evaluate.plots.twins`), ``‡`` for models
+    tied on ``primary`` at the four decimals shown while their other figures differ."""
+    models = dict(ranked)
+    same = twins(models, [n for n, _ in ranked])
+    groups: dict[str, list[str]] = {}
+    for name, leader in same.items():
+        groups.setdefault(leader, [leader]).append(name)
+    ties: dict[str, list[str]] = {}
+    for name, entry in ranked:
+        if name in same or primary not in entry["metrics"]:
+            continue
+        ties.setdefault(f"{entry['metrics'][primary]:.4f}", []).append(name)
+    tied = [names for names in ties.values() if len(names) > 1]
+    marks = {n: " †" for names in groups.values() for n in names}
+    marks.update({n: marks.get(n, "") + " ‡" for names in tied for n in names})
+    notes = [
+        f"† {' = '.join(names)}: identical figures on every metric (most likely the same "
+        "recommendations for this split's queries)"
+        for names in groups.values()
+    ]
+    notes += [
+        f"‡ {', '.join(names)}: tied on {primary} at the four decimals shown (other figures differ)"
+        for names in tied
+    ]
+    return marks, notes
 
 
 #: The leaderboard's last section: what its columns mean.
@@ -328,55 +372,3 @@ def _sampled_table(ranked: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]
             cells = [f"{entry['metrics'][k]:.4f}" if k in entry["metrics"] else "" for k in keys]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
-
-
-def plot_metric_curves(
-    models: Mapping[str, Mapping[str, Any]], metric: str, ks: Sequence[int], path: Path, title: str
-) -> Path | None:
-    """Plot ``metric@K`` against K for every evaluated model; None when nothing to plot.
-
-    Every line has its own colour (then style, past 20 lines) and marker, deep candidates
-    are drawn thicker and named so, the legend sits outside the axes, best model first,
-    and the x ticks are the evaluated K values."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    curves = {
-        name: [entry["metrics"].get(f"{metric}@{k}") for k in ks]
-        for name, entry in models.items()
-        if "metrics" in entry
-    }
-    curves = {n: v for n, v in curves.items() if all(x is not None for x in v)}
-    if not curves:
-        return None
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    tab20 = plt.get_cmap("tab20").colors  # 20 distinct colours (the 10 dark ones first,
-    colours = tab20[0::2] + tab20[1::2]  # then their light twins), then new line styles
-    styles = ["-", "--", ":", "-."]
-    markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
-    ranked = sorted(curves.items(), key=lambda kv: -kv[1][-1])  # best first in the legend
-    for i, (name, values) in enumerate(ranked):
-        candidate = models[name].get("role") == "candidate"
-        ax.plot(
-            list(ks),
-            values,
-            color=colours[i % len(colours)],
-            linestyle=styles[(i // len(colours)) % len(styles)] if not candidate else "-",
-            marker=markers[i % len(markers)],
-            linewidth=2.6 if candidate else 1.2,
-            zorder=3 if candidate else 2,
-            label=f"{name} (candidate)" if candidate else name,
-        )
-    ax.set_xticks(list(ks))  # the K values evaluated, no others
-    ax.set_xlabel("K")
-    ax.set_ylabel(f"{metric}@K")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

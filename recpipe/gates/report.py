@@ -53,7 +53,8 @@ HEADLINE_METRICS = ("recall", "ndcg", "mrr", "coverage")
 
 def headline_metrics(report: Mapping[str, Any], evaluation: Mapping[str, Any]) -> dict[str, Any]:
     """``reports/metrics.json``, what ``dvc metrics show`` / ``dvc metrics diff`` print: on
-    the gate's split, the decision (``passed``, ``candidate``, ``best_baseline``), the
+    the gate's split, the decision (``passed``, ``candidate``, ``best_baseline`` and
+    their ``metric`` values ``candidate_value``, ``best_baseline_value``), the
     registry's champion re-evaluated there (``champion``: ``version``, ``model`` and its
     figures; null without one) and every model's recall, NDCG, MRR and coverage at the
     gate metric's cut-off, a few columns per model; every other figure stays in
@@ -90,6 +91,9 @@ def headline_metrics(report: Mapping[str, Any], evaluation: Mapping[str, Any]) -
         "passed": bool(report.get("passed")),
         "candidate": (report.get("candidate") or {}).get("model"),
         "best_baseline": (report.get("baseline") or {}).get("model"),
+        # the two figures the decision compares, as columns of their own (dvc exp show)
+        "candidate_value": (report.get("candidate") or {}).get("value"),
+        "best_baseline_value": (report.get("baseline") or {}).get("value"),
         "champion": champion,
         "models": models,
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import yaml
@@ -85,3 +87,72 @@ def test_stages_write_exactly_their_declared_outputs(
                 f"{name} depends on {workspace.rel(dep)}, which no earlier stage wrote"
             )
         produced |= set(declared)
+
+
+#: Figures of two models on a cold-start split and training histories, for the plots.
+_RESULTS = {
+    "cold_start": {
+        "pop": {
+            "metrics": {
+                f"{p}{m}@{k}": k / 40
+                for p in ("", "cold_users/")
+                for m in ("recall", "ndcg")
+                for k in (5, 20)
+            }
+        },
+        "mf_bpr": {
+            "role": "candidate",
+            "metrics": {f"{m}@{k}": k / 30 for m in ("recall", "ndcg") for k in (5, 20)},
+        },
+    }
+}
+_TRAINING = {
+    "mf_bpr": {
+        "splits": {
+            "cold_start": {
+                "monitor": "recall@20",
+                "history": [
+                    {"epoch": 0, "loss": 0.7, "metrics": {"recall@20": 0.2}},
+                    {"epoch": 1, "loss": 0.6, "metrics": {"recall@20": 0.3}},
+                ],
+            }
+        }
+    }
+}
+
+
+def test_dvc_plots_show_draws_every_plot_from_what_evaluate_writes(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from recpipe.evaluate.plots import write_plots
+
+    dvc_yaml = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    plots = {name: opts for item in dvc_yaml["plots"] for name, opts in item.items()}
+    evaluate_outs = _entries(dvc_yaml["stages"]["evaluate"]["outs"])
+    for name, opts in plots.items():
+        (source,) = opts["y"]
+        assert any(source.startswith(f"{out}/") for out in evaluate_outs), name
+        assert (REPO / ".dvc" / "plots" / f"{opts['template']}.json").is_file(), name
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"plots": dvc_yaml["plots"]}))
+    env = {"DVC_NO_ANALYTICS": "1"}
+    run = {"cwd": tmp_path, "capture_output": True, "text": True, "timeout": 120}
+    init = [sys.executable, "-m", "dvc", "init", "--no-scm", "-q"]
+    done = subprocess.run(init, **run, env={**os.environ, **env})
+    assert done.returncode == 0, done.stderr
+    (tmp_path / ".dvc" / "plots").mkdir(exist_ok=True)
+    for template in (REPO / ".dvc" / "plots").glob("*.json"):
+        (tmp_path / ".dvc" / "plots" / template.name).write_text(template.read_text())
+    write_plots(_RESULTS, [5, 20], _TRAINING, tmp_path / "reports" / "plots")
+    cmd = [sys.executable, "-m", "dvc", "plots", "show", "--json"]
+    done = subprocess.run(cmd, **run, env={**os.environ, **env})
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert not shown.get("errors"), shown["errors"]
+    assert set(shown["data"]) == set(plots)
+    recall = shown["data"]["recall@K"][0]["content"]["data"]["values"]
+    panels = {row["panel"] for row in recall}
+    assert panels == {"cold_start: all test queries", "cold_start: cold users"}
+    assert {row["model"] for row in recall} == {"pop", "mf_bpr"}
+    loss = shown["data"]["training loss"][0]["content"]["data"]["values"]
+    assert [float(row["loss"]) for row in loss] == [0.7, 0.6]

@@ -202,7 +202,7 @@ def test_dvc_lock_is_committed_and_pushed(e2e: dict[str, Any]) -> None:
         assert lineage["dvc"]["status"] == "committed", lineage
         assert lineage["push"]["status"] == "pushed", lineage
         assert lineage["push"]["url"] == str(remote)
-        assert lineage["dvc"]["params_written"] == []
+        assert lineage["dvc"]["params_overridden"] == []
     assert e2e["state1"]["lock_sha256"] != e2e["state2"]["lock_sha256"]
 
 

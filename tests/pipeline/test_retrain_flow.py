@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pandas as pd
 import pytest
 
 from recpipe.errors import DataValidationError
 from recpipe.paths import Paths
-from tests.pipeline.conftest import SMALL
+from tests.pipeline.conftest import CHEAP, SMALL
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -55,6 +56,46 @@ def test_retrain_flow_ingests_validates_and_tracks(workspace: Paths) -> None:
     assert run["tags.validation.passed"] == "True"
     assert run["tags.data.content_hash"] == manifest["content_hash"]
     assert run["metrics.data.rows.events"] == manifest["rows"]["events"]
+
+
+def test_library_logs_reach_the_flow_runs_logs_named_by_task(
+    workspace: Paths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    from flows.retrain import retrain
+
+    # as in a deployment's run process: the root logger at WARNING, and no API handler
+    # on recpipe's logger (PREFECT_LOGGING_EXTRA_LOGGERS unset when prefect started)
+    monkeypatch.setattr(logging.getLogger(), "level", logging.WARNING)
+    lib = logging.getLogger("recpipe")
+    seen: list[logging.LogRecord] = []
+    collect = logging.Handler()
+    collect.emit = seen.append  # type: ignore[method-assign]
+    kept = [h for h in lib.handlers if not isinstance(h, APILogHandler)]
+    monkeypatch.setattr(lib, "handlers", [*kept, collect])  # the list is back after the test
+    level = lib.level
+    state = retrain(overrides=CHEAP, root=str(workspace.root), return_state=True)
+    assert state.is_completed()
+    APILogHandler().flush()
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+        )
+        names = {t.id: t.name for t in client.read_task_runs()}
+    lines = [(log.name, names.get(log.task_run_id), log.message) for log in logs]
+    stage = [x for x in lines if x[0] == "recpipe.stages" and "training mf_bpr" in x[2]]
+    assert stage and stage[0][1].startswith("train-mf_bpr"), lines
+    epochs = [x for x in lines if x[0] == "recpipe.train.loop" and "epoch 1/2" in x[2]]
+    assert len(epochs) == 2  # mf_bpr and mf_wals
+    assert sum(name.startswith("recpipe.") for name, _, _ in lines) > 20
+    # the console lines name the task run too (what `recpipe run` prints)
+    record = next(r for r in seen if "training mf_wals" in r.getMessage())
+    assert record.task_run_name.startswith("train-mf_wals")
+    # and the flow put the logger back as it found it
+    assert lib.level == level and not any(isinstance(h, APILogHandler) for h in lib.handlers)
 
 
 def test_retrain_flow_stops_at_failed_validation(workspace: Paths) -> None:

@@ -79,6 +79,8 @@ def test_metrics_json_holds_the_gate_splits_headline(tmp_path) -> None:
     # no candidate, no champion: the decision says so
     assert headline["champion"] is None and headline["candidate"] is None
     assert headline["passed"] is False and headline["best_baseline"] == "itemknn"
+    assert headline["best_baseline_value"] == headline["models"]["itemknn"]["recall@20"]
+    assert headline["candidate_value"] is None
 
 
 def test_valid_days_zero_runs_end_to_end(tmp_path) -> None:

@@ -116,3 +116,100 @@ def test_metric_plot_of_many_models_with_a_candidate(tmp_path) -> None:
     assert (
         plot_metric_curves({"x": {"skipped": "-"}}, "recall", [5], tmp_path / "q.png", "") is None
     )
+
+
+def test_identical_and_tied_rows_get_footnotes() -> None:
+    from recpipe.evaluate.leaderboard import leaderboard_markdown
+
+    same = {"recall@20": 0.5, "ndcg@20": 0.3}
+    results = {
+        "user_temporal": {
+            "pop": {"metrics": dict(same), "n_queries": 9, "fit_s": 0, "eval_s": 0},
+            "context_pop": {"metrics": dict(same), "n_queries": 9, "fit_s": 0, "eval_s": 0},
+            "ease": {
+                "metrics": {"recall@20": 0.25, "ndcg@20": 0.2},
+                "n_queries": 9,
+                "fit_s": 0,
+                "eval_s": 0,
+            },
+            "mf_bpr": {
+                "role": "candidate",
+                "metrics": {"recall@20": 0.25, "ndcg@20": 0.1},
+                "n_queries": 9,
+                "fit_s": 0,
+                "eval_s": 0,
+            },
+            "sknn": {
+                "metrics": {"recall@20": 0.1, "ndcg@20": 0.05},
+                "n_queries": 9,
+                "fit_s": 0,
+                "eval_s": 0,
+            },
+        }
+    }
+    text = leaderboard_markdown(results, "recall@20", ["recall@20", "ndcg@20"])
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if "|" in line}
+    assert "pop †" in rows and "context_pop †" in rows
+    assert "ease ‡" in rows and "mf_bpr \\* ‡" in rows and "sknn" in rows
+    assert (
+        "† pop = context_pop: identical figures on every metric (most likely the same "
+        "recommendations for this split's queries)"
+    ) in text
+    assert "‡ ease, mf_bpr: tied on recall@20 at the four decimals shown" in text
+    assert "sknn" not in text.split("‡ ")[1]
+
+
+def test_cold_start_plots_have_a_panel_per_query_set_and_data_for_dvc(tmp_path) -> None:
+    import csv
+
+    from recpipe.evaluate.plots import metric_rows, training_rows, twins, write_plots
+
+    metrics = {
+        f"{p}recall@{k}": k / 40 + len(p) / 100
+        for p in ("", "cold_items/", "cold_users/")
+        for k in (5, 20)
+    }
+    results = {
+        "cold_start": {
+            "pop": {"metrics": dict(metrics)},
+            "context_pop": {"metrics": dict(metrics)},
+            "markov": {"metrics": {k: v for k, v in metrics.items() if "cold_users" in k}},
+        }
+    }
+    assert twins(results["cold_start"], ["pop", "context_pop", "markov"]) == {"context_pop": "pop"}
+    rows = metric_rows(results, [5, 20])
+    assert {r["panel"] for r in rows} == {
+        "cold_start: all test queries",
+        "cold_start: cold items",
+        "cold_start: cold users",
+    }
+    cold_users = [r for r in rows if r["queries"] == "cold users" and r["model"] == "markov"]
+    assert [(r["k"], r["recall"]) for r in cold_users] == [(5, 0.125 + 0.11), (20, 0.5 + 0.11)]
+    training = {
+        "gru4rec": {
+            "splits": {
+                "session": {
+                    "monitor": "recall@20",
+                    "history": [
+                        {"epoch": 0, "loss": 2.0, "metrics": {"recall@20": 0.1}},
+                        {"epoch": 1, "loss": 1.5, "metrics": {"recall@20": 0.2}},
+                    ],
+                },
+                "cold_start": {"skipped": "no sessions"},
+            }
+        }
+    }
+    assert [(r["epoch"], r["loss"], r["valid_metric"]) for r in training_rows(training)] == [
+        (1, 2.0, 0.1),
+        (2, 1.5, 0.2),
+    ]
+    written = {p.name for p in write_plots(results, [5, 20], training, tmp_path)}
+    assert written == {
+        "cold_start_recall.png",
+        "metric_at_k.csv",
+        "training_curves.csv",
+        "training_session.png",
+    }
+    with open(tmp_path / "training_curves.csv") as fh:
+        assert next(csv.DictReader(fh))["monitor"] == "recall@20"
+    assert (tmp_path / "cold_start_recall.png").read_bytes()[:4] == b"\x89PNG"

@@ -244,3 +244,34 @@ def test_the_candidate_clock_counts_and_estimates_the_time_left() -> None:
     )
     clock.finished()
     assert clock.starting("c").endswith("(2 done in 5.0 min; about 2.5 min left at that pace)")
+
+
+def test_the_stage_clock_counts_stages_and_estimates_from_the_last_run(tmp_path) -> None:
+    from recpipe.paths import Paths
+    from recpipe.retraining import StageClock, save_stage_times, stage_times
+
+    paths = Paths.at(tmp_path)
+    assert stage_times(paths, 2) == {}  # no run yet: no estimate
+    ticks = iter([0.0, 0.0, 10.0, 10.0, 250.0, 250.0, 256.0])
+    first = StageClock(["ingest", "train", "gate"], stage_times(paths, 2), clock=ticks.__next__)
+    assert first.starting("ingest") == "stage 1 of 3: ingest"
+    first.finished("ingest")
+    assert first.starting("train") == "stage 2 of 3: train (10 s so far)"
+    first.finished("train")
+    first.starting("gate")
+    first.finished("gate")
+    assert first.seconds == {"ingest": 10.0, "train": 240.0, "gate": 6.0}
+    save_stage_times(paths, first.seconds, candidates=2)
+    # the next run trains 4 candidates: its train step is expected to take twice as long
+    assert stage_times(paths, 4) == {"ingest": 10.0, "gate": 6.0, "train": 480.0}
+    ticks = iter([0.0, 0.0, 12.0, 12.0])
+    second = StageClock(["ingest", "train", "gate"], stage_times(paths, 4), clock=ticks.__next__)
+    assert second.starting("ingest") == (
+        "stage 1 of 3: ingest (about 8.3 min left, as the last run took)"
+    )
+    second.finished("ingest")
+    assert second.starting("train") == (
+        "stage 2 of 3: train (12 s so far; about 8.1 min left, as the last run took)"
+    )
+    (tmp_path / ".recpipe" / "stage_times.json").write_text("{not json")
+    assert stage_times(paths, 1) == {}  # an unreadable record: no estimate, no error
