@@ -651,7 +651,12 @@ def describe(params: Params, paths: Paths, version: str | int) -> dict[str, Any]
             "aliases": sorted(mv.aliases or []),
             "model": vtags.get("recpipe.model"),
             "split": vtags.get("recpipe.split"),
+            # every metric is in the version's record; older versions carry them as tags
             "metrics": {
+                k: f"{float(v):.6g}"
+                for k, v in sorted((registry.details(mv.version).get("metrics") or {}).items())
+            }
+            or {
                 k.removeprefix("metric.").replace("_at_", "@"): v
                 for k, v in sorted(vtags.items())
                 if k.startswith("metric.")

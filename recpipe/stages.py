@@ -706,21 +706,63 @@ def register(params: Params, paths: Paths) -> dict[str, Any]:
 
     See :func:`recpipe.gates.promote.register_and_promote`. With an active MLflow run
     (the retraining flow) the models are logged in it, else in a new ``register`` run.
+    Each version carries the serving bundle the package stage would build for it
+    (:func:`recpipe.serve.packaging.build_bundle`, from ``data/sessions/events.parquet``),
+    so that its pyfunc answers as the service does (:mod:`recpipe.serve.pyfunc`).
     This step writes to the registry only, so it is not a dvc.yaml stage: the flow runs
     it after ``gate``, and ``recpipe register`` after ``dvc repro``.
 
     Raises
     ------
     StageError
-        No gate report (run the gate stage first).
+        No gate report (run the gate stage first), or no sessionized events.
     """
+    import tempfile
+
+    import pandas as pd
+
     from recpipe import tracking
     from recpipe.gates.promote import register_and_promote
+    from recpipe.gates.registry import BUNDLE_KEY
+    from recpipe.serve.packaging import build_bundle
+    from recpipe.serve.pyfunc import bundle_code
 
     decision = _require(paths.gate_json, paths, "gate")
     evaluation = read_json(paths.evaluation_json) or {}
-    with tracking.stage_run(params, paths, "register") as run_id:
-        summary = register_and_promote(params, paths, decision, evaluation, run_id)
+    events_file = paths.sessions_dir / "events.parquet"
+    if not events_file.is_file():
+        raise StageError(f"no {paths.rel(events_file)}; run the sessions stage first")
+    events = pd.read_parquet(events_file)
+
+    with tempfile.TemporaryDirectory(prefix="recpipe-register-") as tmp:
+
+        def code_for(artifact: Path, record: dict[str, Any]) -> Any:
+            lineage = record["lineage"]
+            info = {
+                "source": "registry",
+                "registered_model": params.gate.registered_model,
+                "registry_version": None,
+                "gate_decision": record["gate"]["decision"],
+                "git_commit": lineage.get("git.commit", "unknown"),
+                "data_hash": lineage.get("data.content_hash", "unknown"),
+                "dvc_lock_sha256": lineage.get("dvc.lock.sha256", "none"),
+                "metrics": record["metrics"],
+            }
+            out = Path(tmp) / f"{record['model']}-{record['split']}" / BUNDLE_KEY
+            bundle = build_bundle(
+                out,
+                artifact,
+                info,
+                events,
+                params.serve,
+                legacy_gap_buckets=params.features.gap_buckets,
+            )
+            return bundle_code(bundle)
+
+        with tracking.stage_run(params, paths, "register") as run_id:
+            summary = register_and_promote(
+                params, paths, decision, evaluation, run_id, code_for=code_for
+            )
     log.debug("registry: %s", summary["message"])  # the flow and the CLI report it
     return summary
 

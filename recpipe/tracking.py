@@ -53,9 +53,113 @@ def _killed_on_signal() -> Iterator[None]:
         raise
 
 
+#: Columns of MLflow's SQL store that hold artifact locations (absolute URIs: MLflow
+#: resolves a relative location against the current directory when it records it).
+_LOCATION_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "storage_location"),
+    ("model_versions", "source"),
+)
+
+
 def tracking_uri(params: Params, paths: Paths) -> str:
-    """The MLflow tracking URI these params and workspace use."""
-    return params.tracking.tracking_uri or f"sqlite:///{paths.mlflow_db.resolve()}"
+    """The MLflow tracking URI these params and workspace use.
+
+    With no ``tracking.tracking_uri`` it is the workspace's own SQLite store, derived
+    from the workspace's location at every call; a store that was moved or copied with
+    its workspace is first made to point at this workspace's ``mlruns/``
+    (:func:`relocate_store`), so it never reads or writes the original's files.
+    """
+    if params.tracking.tracking_uri:
+        return params.tracking.tracking_uri
+    relocate_store(paths, params.tracking.experiment)
+    return f"sqlite:///{paths.mlflow_db.resolve()}"
+
+
+def _own_default_experiment(conn: Any, paths: Paths) -> None:
+    """Point MLflow's Default experiment at this workspace's ``mlruns/0``: MLflow creates
+    it with the store, at the ``mlruns/0`` of the directory the process ran in."""
+    root = str(paths.mlflow_artifacts.resolve())
+    row = conn.execute(
+        "SELECT artifact_location FROM experiments WHERE experiment_id = 0"
+    ).fetchone()
+    uri = paths.mlflow_artifacts.resolve().as_uri()
+    if row and not any(str(row[0] or "").startswith(r + "/") for r in (root, uri)):
+        conn.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (root + "/0",)
+        )
+
+
+def relocate_store(paths: Paths, experiment: str = "recpipe") -> str | None:
+    """Rebase the workspace store's artifact locations on this workspace; the old root.
+
+    MLflow records absolute artifact locations (the experiment's ``mlruns`` folder,
+    each run's, each logged model's and each model version's), so the store of a
+    workspace that was moved or copied still points at the original folder: new runs
+    would write there and the registry would read the original's files. When the
+    workspace experiment's location is not this workspace's ``mlruns/``, every location
+    under it is rewritten to the same place under this one's (in one transaction), so
+    the moved workspace works on its own. MLflow's Default experiment (created with the
+    store, at the then current directory's ``mlruns/0``) is pointed at this workspace's
+    ``mlruns/0``. Returns the old root (None: nothing to rebase, no store yet, or no
+    such experiment).
+
+    Raises
+    ------
+    WorkspaceError
+        The store cannot be read or written.
+    """
+    import sqlite3
+    from contextlib import closing
+    from urllib.parse import unquote, urlparse
+
+    from recpipe.errors import WorkspaceError
+
+    db = paths.mlflow_db
+    if not db.is_file():
+        return None
+    new = paths.mlflow_artifacts.resolve().as_uri()
+    try:
+        with closing(sqlite3.connect(db, timeout=60)) as conn, conn:  # closed, committed
+            try:
+                row = conn.execute(
+                    "SELECT artifact_location FROM experiments WHERE name = ?", (experiment,)
+                ).fetchone()
+            except sqlite3.OperationalError:  # not (yet) an MLflow store
+                return None
+            _own_default_experiment(conn, paths)
+            old = row[0] if row else None
+            if not old or old == new or not old.startswith("file:"):
+                return None
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            # as URIs, and as plain paths (the Default experiment MLflow creates itself)
+            pairs = [
+                (old, new),
+                (unquote(urlparse(old).path), str(paths.mlflow_artifacts.resolve())),
+            ]
+            for table, column in _LOCATION_COLUMNS:
+                if table not in tables:
+                    continue
+                columns = {r[1] for r in conn.execute(f"PRAGMA table_info('{table}')")}
+                if column not in columns:
+                    continue
+                for before, after in pairs:
+                    n = len(before)
+                    conn.execute(
+                        f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                        f"WHERE substr({column}, 1, ?) = ? "
+                        f"AND (length({column}) = ? OR substr({column}, ?, 1) = '/')",
+                        (after, n + 1, n, before, n, n + 1),
+                    )
+    except sqlite3.Error as exc:
+        raise WorkspaceError(
+            f"cannot update the MLflow store {db} for the workspace's new location: {exc}",
+            path=str(db),
+        ) from exc
+    log.info("the MLflow store moved with the workspace: artifacts now under %s (was %s)", new, old)
+    return old
 
 
 def _experiment_id(name: str, paths: Paths) -> str:

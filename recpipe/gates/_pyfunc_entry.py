@@ -1,4 +1,4 @@
-"""MLflow "models from code" entry of a registered recpipe model.
+"""MLflow "models from code" entry of a registered version without a serving bundle.
 
 :meth:`recpipe.gates.registry.Registry.register` logs this file as the pyfunc's
 ``python_model`` (MLflow copies it into the model and runs it when loading), so the

@@ -13,11 +13,15 @@ call these; the registry itself is :class:`recpipe.gates.registry.Registry`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recpipe.config import Params
 from recpipe.paths import Paths
+
+if TYPE_CHECKING:
+    from recpipe.gates.registry import PyfuncCode
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +32,18 @@ def register_and_promote(
     decision: dict[str, Any],
     evaluation: dict[str, Any],
     run_id: str,
+    code_for: Callable[[Path, dict[str, Any]], PyfuncCode] | None = None,
 ) -> dict[str, Any]:
     """Register every trained candidate; promote the gate's candidate when it passed.
 
     Each ``models/<name>/<split>/`` artifact of ``train.candidates`` (on ``train.splits``
     or its ``train.model_splits`` entry) becomes a new version of
-    ``gate.registered_model``, tagged with the lineage, its metrics on that split, the
-    pipeline run ``run_id`` and the gate's decision. When ``decision`` passed, the gate's
-    candidate version becomes the ``champion``, provided the champion is still the one
-    the gate compared against; otherwise no alias moves.
+    ``gate.registered_model``. Its tags are few (:func:`version_tags`: model, split, the
+    gate's outcome for it, its gate metric); everything else (every metric on that
+    split, the lineage, the pipeline run ``run_id``, the gate's reasons) is its record
+    ``artifacts/recpipe.json`` (:func:`version_record`). When ``decision`` passed, the
+    gate's candidate version becomes the ``champion``, provided the champion is still
+    the one the gate compared against; otherwise no alias moves.
 
     Parameters
     ----------
@@ -46,6 +53,10 @@ def register_and_promote(
         ``reports/evaluation.json`` (``{}`` when there is none).
     run_id : str
         The MLflow run the versions are logged in.
+    code_for : callable, optional
+        ``(artifact, record) -> PyfuncCode``: what each version runs (the register stage
+        passes :func:`recpipe.serve.pyfunc.bundle_code` of a serving bundle built for
+        it); default the bare model.
 
     Returns
     -------
@@ -53,7 +64,7 @@ def register_and_promote(
         ``registered_model``, ``versions`` (``{"name/split": version}``),
         ``candidate_version``, ``promoted``, ``champion``, ``previous`` and ``message``.
     """
-    from recpipe.gates.registry import CHAMPION, PREVIOUS, Registry, lineage_tags, metric_tags
+    from recpipe.gates.registry import CHAMPION, PREVIOUS, Registry, lineage_tags
 
     results = evaluation.get("results", {})
     chosen = decision.get("candidate") or {}
@@ -69,20 +80,13 @@ def register_and_promote(
             key = f"{name}/{split}"
             metrics = results.get(split, {}).get(name, {}).get("metrics", {})
             judged = key == chosen_key
-            tags = {
-                **lineage,
-                **metric_tags(metrics),
-                "recpipe.model": name,
-                "recpipe.split": split,
-                "pipeline.run_id": run_id,
-                "gate.decision": (
-                    ("passed" if decision["passed"] else "failed") if judged else "not_judged"
-                ),
-            }
-            if judged:
-                tags["gate.reasons"] = " | ".join(decision.get("reasons", []))
+            record = version_record(name, split, metrics, decision, judged, lineage, run_id)
             versions[key] = registry.register(
-                artifact, tags, version_description(name, split, metrics, decision, judged)
+                artifact,
+                version_tags(record),
+                version_description(name, split, metrics, decision, judged),
+                code=None if code_for is None else code_for(artifact, record),
+                details=record,
             )
     version = versions.get(chosen_key) if chosen_key else None
     if decision["passed"] and version is not None:
@@ -114,6 +118,61 @@ def register_and_promote(
         "previous": aliases.get(PREVIOUS),
         "message": message,
     }
+
+
+def _outcome(decision: dict[str, Any], judged: bool) -> str:
+    return ("passed" if decision["passed"] else "failed") if judged else "not_judged"
+
+
+def version_record(
+    name: str,
+    split: str,
+    metrics: dict[str, Any],
+    decision: dict[str, Any],
+    judged: bool,
+    lineage: dict[str, str],
+    run_id: str,
+) -> dict[str, Any]:
+    """A version's record (``artifacts/recpipe.json``): ``model``, ``split``, ``gate``
+    (``decision``: ``passed``, ``failed`` or ``not_judged`` for a candidate the gate did
+    not pick; ``metric``; ``reasons`` when judged), every numeric ``metrics`` entry on
+    its split, the ``lineage`` (:func:`recpipe.gates.registry.lineage_tags`) and the
+    ``pipeline_run_id``."""
+    gate: dict[str, Any] = {
+        "decision": _outcome(decision, judged),
+        "metric": decision.get("metric") or None,
+    }
+    if judged:
+        gate["reasons"] = list(decision.get("reasons", []))
+    return {
+        "model": name,
+        "split": split,
+        "gate": gate,
+        "metrics": {
+            str(k): float(v)
+            for k, v in metrics.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        },
+        "lineage": dict(lineage),
+        "pipeline_run_id": run_id,
+    }
+
+
+def version_tags(record: dict[str, Any]) -> dict[str, str]:
+    """The few tags of a version: ``recpipe.model``, ``recpipe.split``,
+    ``gate.decision`` and its gate metric (``metric.recall_at_20``) when it has one; the
+    rest of :func:`version_record` is in the version's ``recpipe.json``."""
+    from recpipe.gates.registry import metric_tags
+
+    tags = {
+        "recpipe.model": record["model"],
+        "recpipe.split": record["split"],
+        "gate.decision": record["gate"]["decision"],
+    }
+    metric = record["gate"].get("metric")
+    if metric and metric in record["metrics"]:
+        tags.update(metric_tags({metric: record["metrics"][metric]}))
+    return tags
 
 
 def metrics_from_tags(tags: dict[str, str]) -> dict[str, float]:
@@ -148,26 +207,13 @@ def serving_source(
     evaluation : dict
         ``reports/evaluation.json`` (``{}`` when there is none).
     """
-    from recpipe.gates.registry import CHAMPION, Registry, lineage_tags
+    from recpipe.gates.registry import Registry, lineage_tags
 
     registry = Registry.for_workspace(params, paths)
     version = registry.champion()
     if version is not None:
-        tags = dict(version.tags or {})
         artifact = registry.download(version.version, tmp / "champion")
-        return {
-            "artifact": artifact,
-            "info": {
-                "source": CHAMPION,
-                "registered_model": registry.name,
-                "registry_version": str(version.version),
-                "git_commit": tags.get("git.commit", "unknown"),
-                "data_hash": tags.get("data.content_hash", "unknown"),
-                "dvc_lock_sha256": tags.get("dvc.lock.sha256", "none"),
-                "gate_decision": tags.get("gate.decision", "unknown"),
-                "metrics": metrics_from_tags(tags),
-            },
-        }
+        return {"artifact": artifact, "info": version_info(registry, version)}
     if decision is None:
         return None
     candidate = decision.get("candidate") or {}
@@ -201,6 +247,27 @@ def serving_source(
                 if isinstance(v, int | float) and not isinstance(v, bool)
             },
         },
+    }
+
+
+def version_info(registry: Any, version: Any) -> dict[str, Any]:
+    """What a bundle of a registered version records (``source: champion``): its lineage
+    and metrics from its record (:func:`version_record`), else from its tags (versions
+    registered before the record existed; the lineage step's tags win)."""
+    from recpipe.gates.registry import CHAMPION
+
+    tags = dict(version.tags or {})
+    record = registry.details(version.version)
+    lineage = {**(record.get("lineage") or {}), **tags}
+    return {
+        "source": CHAMPION,
+        "registered_model": registry.name,
+        "registry_version": str(version.version),
+        "git_commit": lineage.get("git.commit", "unknown"),
+        "data_hash": lineage.get("data.content_hash", "unknown"),
+        "dvc_lock_sha256": lineage.get("dvc.lock.sha256", "none"),
+        "gate_decision": tags.get("gate.decision", "unknown"),
+        "metrics": record.get("metrics") or metrics_from_tags(tags),
     }
 
 

@@ -3,22 +3,27 @@
 Layout
     One registered model (``gate.registered_model``, default ``recpipe``) holds every
     candidate the train stage produced, one version per ``(model, split)`` per
-    registration, whatever its architecture. A version is an MLflow pyfunc model
-    (:class:`RecpipePyfunc`, logged as code from ``_pyfunc_entry.py``, not pickled):
-    the recpipe artifact directory under
-    ``artifacts/recpipe_model/``, a signature (input: ``user_id`` string and/or
-    ``items``, a list of item id strings, oldest first; param ``k``; output: ``items``
-    and ``scores`` lists) and an input example of real ids. Its requirements are given
-    explicitly (:func:`pip_requirements`), never inferred.
+    registration, whatever its architecture. A version is an MLflow pyfunc model logged
+    as code (MLflow's "models from code", never pickled), with a signature, an input
+    example of real ids and explicit requirements (:func:`pip_requirements`, never
+    inferred). What answers is given by the caller as a :class:`PyfuncCode`: the
+    register stage logs the service's own predictor over a serving bundle (under
+    ``artifacts/recpipe_bundle/``, the recpipe artifact in its ``model/``), so that the
+    pyfunc answers as the HTTP service does (:mod:`recpipe.serve.pyfunc`). Without one,
+    the version is the bare model (:class:`RecpipePyfunc`, the artifact under
+    ``artifacts/recpipe_model/``: the model's own scores, nothing excluded).
 
-Version tags
-    ``recpipe.model``, ``recpipe.split``, ``recpipe.version``, ``git.commit``,
-    ``git.dirty``, ``dvc.lock.sha256`` (``none`` without a dvc.lock),
-    ``data.manifest_sha256`` (sha256 of ``data/interim/manifest.json``),
-    ``data.content_hash`` (the manifest's hash of the tables), ``pipeline.run_id``,
-    ``metric.<name>`` for each metric of its split (``@`` written ``_at_``:
-    ``metric.recall_at_20``), ``gate.decision`` (``passed``, ``failed`` or
-    ``not_judged`` for a candidate the gate did not pick) and ``gate.reasons``.
+Version tags and record
+    Few tags, so that the registry's version list stays readable: ``recpipe.model``,
+    ``recpipe.split``, ``gate.decision`` (``passed``, ``failed`` or ``not_judged`` for a
+    candidate the gate did not pick) and the gate metric (``metric.recall_at_20``);
+    the lineage step adds ``git.commit``, ``git.dirty``, ``dvc.lock.sha256``,
+    ``lineage.dvc`` and ``lineage.push``. Everything else is the version's record,
+    ``artifacts/recpipe.json`` in the logged model (:meth:`Registry.details`): every
+    metric on its split, the lineage at registration (:func:`lineage_tags`: Git commit,
+    dvc.lock and data manifest hashes, the data's content hash, recpipe's version),
+    the pipeline run and the gate's reasons. Each version has a one-line description
+    (model, split, gate outcome, gate metric).
 
 Aliases
     ``champion``: the version served. ``previous``: the champion it replaced, for
@@ -79,6 +84,14 @@ CHAMPION = "champion"
 PREVIOUS = "previous"
 #: Name of the recpipe artifact inside a logged pyfunc model (``artifacts/<this>/``).
 ARTIFACT_KEY = "recpipe_model"
+#: Name of a serving bundle inside a logged pyfunc model; the recpipe artifact is its
+#: ``model/`` folder (the layout of :mod:`recpipe.serve.bundle`).
+BUNDLE_KEY = "recpipe_bundle"
+#: The version's record (every metric, the lineage) inside a logged model: ``artifacts/<file>``.
+DETAILS_KEY = "recpipe_details"
+DETAILS_FILE = "recpipe.json"
+#: Where a logged pyfunc model keeps its recpipe artifact, in the order looked for.
+ARTIFACT_PATHS = (f"artifacts/{ARTIFACT_KEY}", f"artifacts/{BUNDLE_KEY}/model")
 #: Longest tag value written (MLflow limits model version tag values).
 _MAX_TAG = 4000
 #: Packages an artifact needs to load and score (pinned to this environment's versions).
@@ -97,6 +110,28 @@ SIGNATURE = ModelSignature(
 
 
 # ---------------------------------------------------------------------- pyfunc
+@dataclass(frozen=True)
+class PyfuncCode:
+    """What a registered version runs when MLflow loads it (see the module docstring).
+
+    Attributes
+    ----------
+    python_model : pathlib.Path
+        The "models from code" file MLflow copies into the model and runs at load
+        (it calls ``mlflow.models.set_model``).
+    artifacts : dict
+        ``{key: local path}`` copied into the model's ``artifacts/<key>``; either
+        :data:`ARTIFACT_KEY` (the recpipe artifact) or :data:`BUNDLE_KEY` (a serving
+        bundle with the artifact in ``model/``) must be among them.
+    signature : mlflow.models.ModelSignature
+        The input, output and params schema of ``predict``.
+    """
+
+    python_model: Path
+    artifacts: dict[str, Path]
+    signature: ModelSignature
+
+
 def _present(value: Any) -> bool:
     if value is None or value is pd.NA:
         return False
@@ -419,6 +454,9 @@ class Registry:
     def download(self, version: str | int, dst: Path | str) -> Path:
         """Download a version's recpipe artifact under ``dst``; returns its directory.
 
+        Sets the global tracking URI to this registry's (MLflow reads the version's
+        files through it).
+
         Raises
         ------
         RegistryError
@@ -427,6 +465,9 @@ class Registry:
             The version holds no recpipe artifact.
         """
         uri = f"models:/{self.name}/{version}"
+        # MLflow resolves a version's logged model through the global store, whatever
+        # URIs are passed: point it at this registry (as register does)
+        mlflow.set_tracking_uri(self.tracking_uri)
         try:
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=uri,
@@ -436,16 +477,53 @@ class Registry:
             )
         except (MlflowException, OSError) as exc:
             raise RegistryError(f"cannot download {uri}: {exc}") from exc
-        artifact = Path(local) / "artifacts" / ARTIFACT_KEY
-        if not artifact.is_dir():
-            raise ArtifactError(
-                f"{uri} holds no recpipe artifact (expected artifacts/{ARTIFACT_KEY}/)"
-            )
-        return artifact
+        for rel in ARTIFACT_PATHS:
+            if (Path(local) / rel).is_dir():
+                return Path(local) / rel
+        raise ArtifactError(
+            f"{uri} holds no recpipe artifact (expected {' or '.join(ARTIFACT_PATHS)}/)"
+        )
+
+    def details(self, version: str | int) -> dict[str, Any]:
+        """The record logged with a version (``artifacts/recpipe.json``: every metric, the
+        lineage, the gate's reasons), or {} for a version registered without one.
+
+        Raises
+        ------
+        RegistryError
+            No such version, or its record cannot be read.
+        """
+        import json
+
+        mv = self.get_version(version)
+        uri = f"models:/{self.name}/{mv.version}/artifacts/{DETAILS_FILE}"
+        mlflow.set_tracking_uri(self.tracking_uri)  # see download
+        with tempfile.TemporaryDirectory(prefix="recpipe-details-") as tmp:
+            try:
+                local = mlflow.artifacts.download_artifacts(
+                    artifact_uri=uri,
+                    dst_path=tmp,
+                    tracking_uri=self.tracking_uri,
+                    registry_uri=self.tracking_uri,
+                )
+            except (MlflowException, OSError) as exc:
+                log.debug("no %s: %s", uri, exc)
+                return {}
+            try:
+                found = json.loads(Path(local).read_text())
+            except (OSError, ValueError) as exc:
+                raise RegistryError(f"cannot read {uri}: {exc}") from exc
+        return found if isinstance(found, dict) else {}
 
     # writing ----------------------------------------------------------------
     def register(
-        self, artifact: Path | str, tags: dict[str, str], description: str | None = None
+        self,
+        artifact: Path | str,
+        tags: dict[str, str],
+        description: str | None = None,
+        *,
+        code: PyfuncCode | None = None,
+        details: dict[str, Any] | None = None,
     ) -> str:
         """Log an artifact as a pyfunc model and register it as a new version.
 
@@ -460,12 +538,21 @@ class Registry:
             Version tags (values are cut to 4000 characters).
         description : str, optional
             The version's description (what the registry UI lists beside it).
+        code : PyfuncCode, optional
+            What the version runs (the register stage: the service's predictor over a
+            serving bundle); default the bare model (:class:`RecpipePyfunc`).
+        details : dict, optional
+            A JSON-able record logged with the version as ``artifacts/recpipe.json``
+            (every metric and the lineage: :func:`version_details` reads it back), so
+            that the version's tags stay few.
 
         Returns
         -------
         str
             The new version number.
         """
+        import json
+
         artifact = Path(artifact)
         model = load_model(artifact)
         mlflow.set_tracking_uri(self.tracking_uri)
@@ -473,14 +560,31 @@ class Registry:
             _mlflow_errors(f"cannot register {artifact} in {self.name!r}"),
             tempfile.TemporaryDirectory(prefix="recpipe-register-") as tmp,
         ):
-            staged = Path(tmp) / ARTIFACT_KEY
-            shutil.copytree(artifact, staged)
+            if code is None:
+                # MLflow names a logged artifact after its file: stage it under the key
+                staged = Path(tmp) / ARTIFACT_KEY
+                shutil.copytree(artifact, staged)
+                code = PyfuncCode(
+                    python_model=Path(__file__).with_name("_pyfunc_entry.py"),
+                    artifacts={ARTIFACT_KEY: staged},
+                    signature=SIGNATURE,
+                )
+            if not {ARTIFACT_KEY, BUNDLE_KEY} & set(code.artifacts):
+                raise ArtifactError(
+                    f"a registered version needs the artifact {ARTIFACT_KEY!r} or the bundle "
+                    f"{BUNDLE_KEY!r}; got {sorted(code.artifacts)}"
+                )
+            artifacts = {key: str(path) for key, path in code.artifacts.items()}
+            if details is not None:
+                record = Path(tmp) / DETAILS_FILE
+                record.write_text(json.dumps(details, indent=2, default=str) + "\n")
+                artifacts[DETAILS_KEY] = str(record)
             split = model.meta.split or artifact.name
             info = mlflow.pyfunc.log_model(
                 name=f"{model.name}-{split}",
-                python_model=str(Path(__file__).with_name("_pyfunc_entry.py")),
-                artifacts={ARTIFACT_KEY: str(staged)},
-                signature=SIGNATURE,
+                python_model=str(code.python_model),
+                artifacts=artifacts,
+                signature=code.signature,
                 input_example=input_example(model),
                 pip_requirements=pip_requirements(),
             )

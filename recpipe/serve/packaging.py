@@ -62,6 +62,54 @@ def model_gap_buckets(model: Any, legacy: int) -> int:
     return int(legacy)
 
 
+def build_bundle(
+    out: Path,
+    artifact: Path,
+    info: dict[str, Any],
+    events: pd.DataFrame,
+    serve: ServeParams,
+    *,
+    legacy_gap_buckets: int,
+) -> Path:
+    """Write the serving bundle of one model artifact to ``out`` (replacing it).
+
+    The events are encoded with the model's own id maps and ``gap_buckets``; the
+    ``serve.fallback`` model and each known user's seen items are fitted on them
+    (:mod:`recpipe.serve.bundle`). The package stage serves it; the register step logs
+    it with every version, so the registry's pyfunc answers as the service does.
+
+    Parameters
+    ----------
+    out : pathlib.Path
+        The bundle directory.
+    artifact : pathlib.Path
+        The model artifact.
+    info : dict
+        Lineage and metrics recorded in the bundle's ``info.json``.
+    events : pandas.DataFrame
+        Every sessionized event (``data/sessions/events.parquet``).
+    serve : ServeParams
+        The serving settings (fallback kind, index, limits).
+    legacy_gap_buckets : int
+        Used only for an artifact that predates recording its ``gap_buckets``.
+    """
+    from recpipe.models.registry import load_model
+    from recpipe.serve.bundle import encode_for_model, fit_fallback, seen_matrix, write_bundle
+
+    model = load_model(artifact)
+    gap_buckets = model_gap_buckets(model, legacy_gap_buckets)
+    encoded = encode_for_model(model, events, gap_buckets)
+    return write_bundle(
+        out,
+        artifact,
+        fit_fallback(model, encoded, serve.fallback),
+        seen=seen_matrix(encoded, model.meta.n_users, model.meta.n_items),
+        info=info,
+        serve=serve,
+        gap_buckets=gap_buckets,
+    )
+
+
 def package_model(
     artifact: Path,
     info: dict[str, Any],
@@ -100,24 +148,16 @@ def package_model(
         ``metrics``, ``index``, ``smoke_test``, ``model`` and ``gap_buckets``.
     """
     from recpipe.models.registry import load_model
-    from recpipe.serve.bundle import encode_for_model, fit_fallback, seen_matrix, write_bundle
     from recpipe.serve.index import index_report
     from recpipe.serve.package import package_bundle
     from recpipe.serve.predictor import Predictor
 
     model = load_model(artifact)
-    gap_buckets = model_gap_buckets(model, legacy_gap_buckets)
-    encoded = encode_for_model(model, events, gap_buckets)
-    bundle = write_bundle(
-        work / "bundle",
-        artifact,
-        fit_fallback(model, encoded, serve.fallback),
-        seen=seen_matrix(encoded, model.meta.n_users, model.meta.n_items),
-        info=info,
-        serve=serve,
-        gap_buckets=gap_buckets,
+    bundle = build_bundle(
+        work / "bundle", artifact, info, events, serve, legacy_gap_buckets=legacy_gap_buckets
     )
     predictor = Predictor.from_artifact(bundle)
+    gap_buckets = predictor.gap_buckets
     smoke = smoke_test(predictor)
     index = None
     if predictor.index is not None and predictor.policy.unit_vectors is not None:

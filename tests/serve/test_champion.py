@@ -13,7 +13,7 @@ from recpipe import stages
 from recpipe.cli import app
 from recpipe.errors import ArtifactError
 from recpipe.paths import Paths
-from tests.unit.gate_workspace import build_workspace, ring_sessions, small_params
+from tests.unit.gate_workspace import build_workspace, small_params
 
 pytestmark = pytest.mark.slow
 
@@ -28,9 +28,7 @@ def packaged(tmp_path_factory):
     import mlflow
 
     before = mlflow.get_tracking_uri()
-    paths = build_workspace(tmp_path_factory.mktemp("champion-ws"))
-    paths.sessions_dir.mkdir(parents=True)
-    ring_sessions(0).to_parquet(paths.sessions_dir / "events.parquet", index=False)
+    paths = build_workspace(tmp_path_factory.mktemp("champion-ws"))  # with sessionized events
     params = small_params(paths.root, "gate.registered_model=champion-test")
     stages.gate(params, paths)
     stages.package(params, paths)

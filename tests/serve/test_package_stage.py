@@ -20,13 +20,12 @@ pytest.importorskip("bentoml")
 
 @pytest.fixture
 def workspace(tmp_path):
-    """The gate tests' tiny workspace plus the sessionized events the package stage reads."""
+    """The gate tests' tiny workspace (with the sessionized events the package stage reads)."""
     import mlflow
 
     before = mlflow.get_tracking_uri()
     paths = build_workspace(tmp_path)
-    paths.sessions_dir.mkdir(parents=True)
-    ring_sessions(0).to_parquet(paths.sessions_dir / "events.parquet", index=False)
+    assert (paths.sessions_dir / "events.parquet").is_file()
     yield paths
     mlflow.set_tracking_uri(before)
 
@@ -99,6 +98,9 @@ def test_the_gate_candidate_then_the_champion_is_packaged(workspace: Paths) -> N
     labels = second["labels"]
     assert labels["source"] == "champion" and labels["registry_version"] == "1"
     assert labels["registered_model"] == "pkg" and labels["model"] == "markov"
+    # lineage and metrics from the version's record (its tags are only a few)
+    assert labels["data_hash"] == "hash-0" and labels["git_commit"] != "unknown"
+    assert float(labels["metric.ndcg@10"]) > 0
     assert float(labels["metric.recall@20"]) == pytest.approx(gate["candidate"]["value"], rel=1e-5)
     assert second["bento_tag"] != first["bento_tag"]
     assert json.loads(workspace.package_json.read_text())["bento_tag"] == second["bento_tag"]

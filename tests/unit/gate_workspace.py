@@ -5,7 +5,8 @@ jumps, so a Markov model is nearly perfect and popularity is not. The workspace 
 what the gate stage reads: ``data/features/session/`` (id maps, encoded parts,
 meta.json), ``models/markov/session/`` (the "candidate"), ``reports/evaluation.json``
 (the candidate against the ``pop`` baseline, with the evaluate stage's paired
-bootstrap) and ``reports/validation.json``.
+bootstrap), ``reports/validation.json`` and what the register step reads besides
+(``data/sessions/events.parquet``).
 """
 
 from __future__ import annotations
@@ -117,6 +118,9 @@ def build_workspace(root: Path, seed: int = 0) -> Paths:
     paths.reports_dir.mkdir(parents=True, exist_ok=True)
     paths.evaluation_json.write_text(json.dumps(evaluation))
     paths.validation_json.write_text(json.dumps({"passed": True}))
+    # the sessionized events the register step builds each version's serving bundle from
+    paths.sessions_dir.mkdir(parents=True, exist_ok=True)
+    ring_sessions(seed).to_parquet(paths.sessions_dir / "events.parquet", index=False)
     manifest = paths.manifest_json
     manifest.parent.mkdir(parents=True, exist_ok=True)
     manifest.write_text(json.dumps({"source": "test", "content_hash": f"hash-{seed}"}))

@@ -177,6 +177,19 @@ def test_bentoml_only_in_serve() -> None:
     assert {m for m in _importers_of("bentoml") if not m.startswith("recpipe.serve.")} == set()
 
 
+def test_gates_never_import_serve() -> None:
+    """The registry's pyfunc answers as the service without gates/ depending on serve/:
+    the register stage hands it the serving code (recpipe.serve.pyfunc)."""
+    bad = [
+        f"{m} imports {d}"
+        for m, deps in graph().items()
+        if m.startswith("recpipe.gates")
+        for d in deps
+        if d.startswith("recpipe.serve")
+    ]
+    assert bad == []
+
+
 def test_train_never_imports_models() -> None:
     bad = [
         f"{m} imports {d}"

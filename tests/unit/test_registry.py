@@ -64,9 +64,29 @@ def test_runs_promote_on_a_passing_gate_and_leave_aliases_on_a_failing_one(works
     tags = registry.get_version("1").tags
     assert tags["recpipe.model"] == "markov" and tags["recpipe.split"] == SPLIT
     assert tags["gate.decision"] == "passed" and tags["promotion.kind"] == "gate"
-    assert tags["data.content_hash"] == "hash-0" and len(tags["data.manifest_sha256"]) == 64
-    assert tags["dvc.lock.sha256"] == "none" and tags["git.commit"]
     assert float(tags["metric.recall_at_20"]) == pytest.approx(gate["candidate"]["value"], rel=1e-5)
+    # a few tags (model, split, gate outcome, gate metric; then the promotion's), not one
+    # per metric: the rest is the version's record, one JSON file logged with it
+    registration = {k: v for k, v in tags.items() if not k.startswith(("promotion.", "lineage."))}
+    assert set(registration) == {
+        "recpipe.model",
+        "recpipe.split",
+        "gate.decision",
+        "metric.recall_at_20",
+    }
+    record = registry.details("1")
+    assert record["model"] == "markov" and record["split"] == SPLIT
+    assert record["gate"] == {
+        "decision": "passed",
+        "metric": "recall@20",
+        "reasons": gate["reasons"],
+    }
+    assert record["metrics"]["recall@20"] == pytest.approx(gate["candidate"]["value"])
+    assert {"ndcg@10", "mrr@20", "coverage@20"} <= set(record["metrics"])
+    lineage = record["lineage"]
+    assert lineage["data.content_hash"] == "hash-0" and len(lineage["data.manifest_sha256"]) == 64
+    assert lineage["dvc.lock.sha256"] == "none" and lineage["git.commit"]
+    assert record["pipeline_run_id"] == registry.get_version("1").run_id
     # the version list says which model each version is
     description = registry.get_version("1").description
     assert description == (
@@ -96,7 +116,7 @@ def test_runs_promote_on_a_passing_gate_and_leave_aliases_on_a_failing_one(works
     assert "not promoted: the gate failed (beats_baseline)" in reg["message"]
     assert registry.aliases() == {CHAMPION: "2", PREVIOUS: "1"}
     assert registry.get_version("3").tags["gate.decision"] == "failed"
-    assert "lift below the minimum" in registry.get_version("3").tags["gate.reasons"]
+    assert "lift below the minimum" in registry.details("3")["gate"]["reasons"][0]
     md = workspace.gate_md.read_text()
     assert "NOT PASSED" in md and "Champion: registry version 2" in md
 
@@ -189,9 +209,44 @@ def test_an_unloadable_champion_fails_the_gate_with_a_clear_reason(workspace):
     assert not reg["promoted"] and registry.aliases() == {CHAMPION: version}
 
 
-def test_the_champion_serves_ids_through_mlflow_pyfunc(workspace):
+def test_a_registered_candidate_answers_as_the_service(workspace, tmp_path):
     import mlflow
 
+    from recpipe.serve.packaging import build_bundle
+    from recpipe.serve.predictor import Predictor
+
+    _, reg = _gate_and_register(workspace, "as-served")
+    version = reg["versions"][f"markov/{SPLIT}"]
+    model = mlflow.pyfunc.load_model(f"models:/as-served/{version}")
+    params = small_params(workspace.root)
+    events = pd.read_parquet(workspace.sessions_dir / "events.parquet")
+    # what the package stage would serve for this artifact
+    bundle = build_bundle(
+        tmp_path / "bundle",
+        workspace.root / ARTIFACT,
+        {},
+        events,
+        params.serve,
+        legacy_gap_buckets=params.features.gap_buckets,
+    )
+    predictor = Predictor.from_artifact(bundle)
+    frame = pd.DataFrame({"user_id": ["u1", None, "nobody"], "items": [[], ["i10"], []]})
+    out = model.predict(frame, params={"k": 5})
+    expected = [
+        predictor.recommend("u1", k=5),
+        predictor.recommend_session(["i10"], k=5),
+        predictor.recommend("nobody", k=5),
+    ]
+    assert [list(x) for x in out["items"]] == [e.items for e in expected]
+    assert list(out["strategy"]) == [e.strategy for e in expected]
+    seen = set(events.loc[events["user_id"] == "u1", "item_id"])
+    assert not set(out["items"][0]) & seen  # the user's own items are left out
+
+
+def test_a_bare_model_version_serves_ids_through_mlflow_pyfunc(workspace):
+    import mlflow
+
+    # registered without a serving bundle: the model's own scores, nothing excluded
     (version,) = _register(workspace, "served")
     _registry(workspace, "served").promote(version, reason="serve")
     model = mlflow.pyfunc.load_model("models:/served@champion")
