@@ -148,7 +148,9 @@ def sessions(params: Params, paths: Paths) -> dict[str, Any]:
     for the splits leaves the previous outputs in place. The pandas engine runs
     :func:`recpipe.sessions.prepare.prepare_sessions`; ``prep.engine: arrow`` runs
     :func:`recpipe.sessions.scaled.prepare_sessions_arrow` (user-hash partitions, one
-    at a time), whose tables hold the same rows, grouped by partition.
+    at a time), whose tables hold the same rows, grouped by partition; ``prep.engine:
+    dask`` runs its per-partition steps as Dask tasks
+    (:func:`recpipe.sessions.distributed.prepare_sessions_dask`), with the same outputs.
     """
     sp = params.sessions
     prepared = params.data.source == "session-tsv"  # evaluated as given: official counts
@@ -160,11 +162,18 @@ def sessions(params: Params, paths: Paths) -> dict[str, Any]:
     staged = work / "out"
     shutil.rmtree(work, ignore_errors=True)
     try:
-        if params.prep.engine == "arrow":
+        if params.prep.engine in ("arrow", "dask"):
             from recpipe.data.schema import events_file
+            from recpipe.sessions.distributed import prepare_sessions_dask
             from recpipe.sessions.scaled import prepare_sessions_arrow
 
-            report = prepare_sessions_arrow(
+            prepare: Callable[..., dict[str, Any]] = prepare_sessions_arrow
+            if params.prep.engine == "dask":  # the same steps, as tasks on a Dask cluster
+                address = params.orchestration.dask_address
+                prepare = partial(
+                    prepare_sessions_dask, address=address, workers=params.prep.workers
+                )
+            report = prepare(
                 events_file(paths.validated_dir),  # a Parquet file or a folder of parts
                 staged / "events.parquet",
                 staged / "splits",
