@@ -47,14 +47,17 @@ def ingest(params: Params, paths: Paths) -> dict[str, Any]:
     from recpipe.data.sources import configured_path, read_source
 
     data, batch_rows = params.data, params.prep.batch_rows
-    if params.prep.engine == "arrow" and data.source in CHUNKED_KINDS:
+    if params.prep.engine in ("arrow", "dask") and data.source in CHUNKED_KINDS:
         path = configured_path(data, "events.csv")
         log.info("importing %s data from %s in batches of %d rows", data.source, path, batch_rows)
         # streamed into a staging folder: a failed import loses nothing
         with replacing_dir(paths.interim_dir) as staging:
             return import_chunked(data.source, path, data, staging, batch_rows=batch_rows)
-    if params.prep.engine == "arrow":
-        log.info("prep.engine=arrow: %s is a bounded data set; importing it in memory", data.source)
+    if params.prep.engine != "pandas":
+        engine = params.prep.engine
+        log.info(
+            "prep.engine=%s: %s is a bounded data set; imported in memory", engine, data.source
+        )
     tables = read_source(data, params.synth)
     # import fully before touching the previous output: a failed import loses nothing
     reset_dir(paths.interim_dir)
@@ -77,7 +80,9 @@ def validate(params: Params, paths: Paths, source_dir: Path | None = None) -> di
     ``prep.engine: arrow`` validates the events one user-hash partition at a time
     (:func:`recpipe.validation.validate_partitioned`; ``prep.partitions`` buckets in a
     work folder under ``data/``, removed afterwards) and streams the quarantine and
-    the clean tables: the same reports, quarantine and validated tables.
+    the clean tables: the same reports, quarantine and validated tables. ``prep.engine:
+    dask`` checks the partitions as Dask tasks
+    (:func:`recpipe.validation.distributed.validate_dask`), with the same outputs.
     """
     from recpipe.data.schema import read_tables, write_tables
     from recpipe.validation import (
@@ -89,8 +94,14 @@ def validate(params: Params, paths: Paths, source_dir: Path | None = None) -> di
     )
 
     in_dir = Path(source_dir) if source_dir is not None else paths.interim_dir
-    if params.prep.engine == "arrow":
-        outcome: Any = validate_partitioned(
+    if params.prep.engine in ("arrow", "dask"):
+        check: Callable[..., Any] = validate_partitioned
+        if params.prep.engine == "dask":  # the partitions checked as Dask tasks
+            from recpipe.validation.distributed import validate_dask
+
+            address = params.orchestration.dask_address
+            check = partial(validate_dask, address=address, workers=params.prep.workers)
+        outcome: Any = check(
             in_dir,
             params.validate_,
             paths.data_dir / f".validate-partitions-{os.getpid()}",

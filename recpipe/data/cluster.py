@@ -14,13 +14,24 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from recpipe.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["dask_client", "dask_mapper"]
+__all__ = ["Mapper", "dask_client", "dask_mapper", "serial_map"]
+
+R = TypeVar("R")
+
+#: ``mapper(fn, [args, ...])`` -> ``[fn(*args), ...]`` in the order of the arguments: how
+#: the partitioned stages run their per-partition steps.
+Mapper = Callable[[Callable[..., Any], Sequence[tuple[Any, ...]]], list[Any]]
+
+
+def serial_map(fn: Callable[..., R], args: Sequence[tuple[Any, ...]]) -> list[R]:
+    """``[fn(*a) for a in args]`` in this process: the arrow engine's mapper."""
+    return [fn(*a) for a in args]
 
 
 @contextlib.contextmanager
@@ -56,7 +67,7 @@ def dask_client(address: str | None, workers: int) -> Iterator[Any]:
         yield client
 
 
-def dask_mapper(client: Any) -> Callable[[Callable[..., Any], Sequence[tuple[Any, ...]]], list]:
+def dask_mapper(client: Any) -> Mapper:
     """``mapper(fn, [args, ...])`` -> ``[fn(*args), ...]``, each call a task on
     ``client``'s cluster; the first task error is raised here (the others cancelled)."""
 

@@ -10,9 +10,8 @@ validation's duplicate rule, sessionization, the per-user splits.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +19,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from recpipe.data.cluster import Mapper
 from recpipe.errors import SplitError
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "bucket_pieces",
     "partition_by_user",
     "partition_in_pieces",
+    "write_bucket_pieces",
     "write_buckets",
 ]
 
@@ -97,7 +98,7 @@ def partition_in_pieces(
     out_dir: str | Path,
     n_partitions: int,
     batch_rows: int,
-    mapper: Callable[[Callable[..., Any], Sequence[tuple[Any, ...]]], list[Any]],
+    mapper: Mapper,
 ) -> list[Path]:
     """:func:`partition_by_user` with one task per piece of the input, run by ``mapper``
     (``mapper(fn, [args, ...])``: e.g. Dask futures), each writing its rows of every
@@ -139,17 +140,18 @@ def bucket_pieces(
     table = pq.ParquetFile(file).read_row_groups(row_groups)
     if not table.num_rows:
         return set()
-    bucket = bucket_of(table, n_partitions)
+    return write_bucket_pieces(table, bucket_of(table, n_partitions), i, Path(out_dir))
+
+
+def write_bucket_pieces(table: pa.Table, bucket: np.ndarray, i: int, out_dir: Path) -> set[int]:
+    """Write ``table``'s rows of each bucket ``k`` (``bucket``: one per row) as
+    ``out_dir/bucket-<k>/piece-<i>.parquet``, keeping their order; returns the ``k``s."""
     order = np.argsort(bucket, kind="stable")
-    bounds = np.searchsorted(bucket[order], np.arange(n_partitions + 1))
+    ks, starts = np.unique(bucket[order], return_index=True)
+    ends = [*starts[1:], len(order)]
     table = table.take(pa.array(order))
-    got = set()
-    for k in range(n_partitions):
-        lo, hi = int(bounds[k]), int(bounds[k + 1])
-        if lo == hi:
-            continue
-        folder = Path(out_dir) / f"bucket-{k:05d}"
+    for k, lo, hi in zip(ks, starts, ends, strict=True):
+        folder = out_dir / f"bucket-{int(k):05d}"
         folder.mkdir(exist_ok=True)
-        pq.write_table(table.slice(lo, hi - lo), folder / f"piece-{i:06d}.parquet")
-        got.add(k)
-    return got
+        pq.write_table(table.slice(int(lo), int(hi - lo)), folder / f"piece-{i:06d}.parquet")
+    return {int(k) for k in ks}

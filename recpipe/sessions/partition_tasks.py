@@ -3,20 +3,19 @@
 :func:`recpipe.sessions.scaled.prepare_sessions_arrow` runs each step once per user-hash
 partition through a :data:`Mapper`: :func:`serial_map` (the arrow engine: one after the
 other, in this process) or a Dask client's futures (the dask engine,
-:mod:`recpipe.sessions.distributed`). The functions are module-level and take only
-picklable arguments (paths, arrays, params), read and write files in the shared work
-folder, and return small summaries; the global reductions between steps (the item
-dictionary and support counts, the session dictionary, cut-offs, draws) stay with the
-caller.
+:mod:`recpipe.sessions.distributed`; both in :mod:`recpipe.data.cluster`). The
+functions are module-level and take only picklable arguments (paths, arrays, params),
+read and write files in the shared work folder, and return small summaries; the global
+reductions between steps (the item dictionary and support counts, the session
+dictionary, cut-offs, draws) stay with the caller.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -24,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recpipe.config import SessionsParams
+from recpipe.data.cluster import Mapper, serial_map
 from recpipe.errors import SplitError
 from recpipe.sessions._arrays import Codes, encode, take_rows, timestamps_ns
 from recpipe.sessions.cold import anonymous_as_users
@@ -43,18 +43,8 @@ __all__ = [
     "write_partition",
 ]
 
-R = TypeVar("R")
-
-#: ``mapper(fn, [args, ...])`` -> ``[fn(*args), ...]`` in the order of the arguments.
-Mapper = Callable[[Callable[..., Any], Sequence[tuple[Any, ...]]], list[Any]]
-
 _I64_MAX = np.iinfo(np.int64).max
 _I64_MIN = np.iinfo(np.int64).min
-
-
-def serial_map(fn: Callable[..., R], args: Sequence[tuple[Any, ...]]) -> list[R]:
-    """``[fn(*a) for a in args]`` in this process: the arrow engine's mapper."""
-    return [fn(*a) for a in args]
 
 
 def work_path(work: Path, name: str, k: int, suffix: str = ".parquet") -> Path:
