@@ -37,6 +37,7 @@ __all__ = [
     "concat_pieces",
     "conform",
     "filter_partition",
+    "piece_name",
     "serial_map",
     "sessionize_bucket",
     "work_path",
@@ -218,7 +219,7 @@ def write_partition(
     and summarise them.
 
     ``sink`` is either open writers by part name (appended to, in this process) or a
-    folder that gets ``<part>-<k>.parquet`` pieces (for :func:`concat_pieces`).
+    folder that gets ``<part>-<k>.arrow`` pieces (for :func:`concat_pieces`).
     ``sizes`` is ``(n_items, n_sessions, has_sessions)``; ``frame_check(frames)``
     returns per-partition leakage checks on the three frames.
     """
@@ -234,8 +235,9 @@ def write_partition(
         table = conform(
             pa.Table.from_pandas(sub, preserve_index=False), schema, f"split part {name}"
         )
-        if isinstance(sink, Path):
-            pq.write_table(table, sink / f"{name}-{ref.k:05d}.parquet")
+        if isinstance(sink, Path):  # Arrow IPC: cheap to write, encoded once by concat
+            with pa.ipc.new_file(sink / piece_name(name, ref.k), table.schema) as piece:
+                piece.write_table(table)
         else:
             sink[name].write_table(table)
         ts = a.ts[part == code]
@@ -262,14 +264,21 @@ def write_partition(
     )
 
 
+def piece_name(part: str, k: int) -> str:
+    """The file name of partition ``k``'s piece of ``part`` (an Arrow IPC file)."""
+    return f"{part}-{k:05d}.arrow"
+
+
 def concat_pieces(pieces: list[Path], out: Path, schema: pa.Schema) -> int:
-    """Append the Parquet ``pieces`` in order to one file ``out`` (removing them);
-    returns its rows."""
+    """Append the Arrow IPC ``pieces`` (of :func:`write_partition`) in order to one
+    Parquet file ``out``, removing them; returns its rows."""
     rows = 0
     with pq.ParquetWriter(out, schema) as writer:
         for piece in pieces:
-            table = pq.read_table(piece)
+            with pa.memory_map(str(piece)) as source:
+                table = pa.ipc.open_file(source).read_all()
             writer.write_table(conform(table, schema, f"{out.name} piece {piece.name}"))
             rows += table.num_rows
+            del table
             piece.unlink()
     return rows

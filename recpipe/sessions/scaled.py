@@ -87,6 +87,7 @@ from recpipe.sessions.partition_tasks import (
     concat_pieces,
     conform,
     filter_partition,
+    piece_name,
     serial_map,
     sessionize_bucket,
     work_path,
@@ -496,9 +497,7 @@ def _write(
         pieces = out / ".pieces"
         pieces.mkdir()
         results: list[Written] = store.map(write_partition, args(pieces))
-        names = [
-            [pieces / f"{n}-{k:05d}.parquet" for k in range(store.n_partitions)] for n in PART_NAMES
-        ]
+        names = [[pieces / piece_name(n, k) for k in range(store.n_partitions)] for n in PART_NAMES]
         store.map(
             concat_pieces,
             [(p, out / f"{n}.parquet", schema) for n, p in zip(PART_NAMES, names, strict=True)],
