@@ -41,6 +41,8 @@ def ingest(params: Params, paths: Paths) -> dict[str, Any]:
     ``prep.batch_rows`` rows into the same files (:func:`recpipe.data.chunked.import_chunked`),
     written beside ``data/interim`` and swapped in when the import succeeded; the other
     kinds are bounded data sets and are imported in memory by both engines.
+    ``prep.engine: dask`` reads and canonicalizes the pieces of a ``csv`` or ``parquet``
+    source as Dask tasks (:func:`recpipe.data.distributed.import_dask`): the same files.
     """
     from recpipe.data.chunked import CHUNKED_KINDS, import_chunked
     from recpipe.data.schema import write_tables
@@ -52,6 +54,19 @@ def ingest(params: Params, paths: Paths) -> dict[str, Any]:
         log.info("importing %s data from %s in batches of %d rows", data.source, path, batch_rows)
         # streamed into a staging folder: a failed import loses nothing
         with replacing_dir(paths.interim_dir) as staging:
+            if params.prep.engine == "dask":  # read and canonicalized as Dask tasks
+                from recpipe.data.distributed import import_dask
+
+                address, workers = params.orchestration.dask_address, params.prep.workers
+                return import_dask(
+                    data.source,
+                    path,
+                    data,
+                    staging,
+                    batch_rows=batch_rows,
+                    address=address,
+                    workers=workers,
+                )
             return import_chunked(data.source, path, data, staging, batch_rows=batch_rows)
     if params.prep.engine != "pandas":
         engine = params.prep.engine

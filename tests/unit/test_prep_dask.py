@@ -173,3 +173,52 @@ def test_a_killed_worker_is_retried_by_dask(tmp_path: Path) -> None:
         left = want_paths.sessions_dir / rel if rel == "events.parquet" else None
         left = left or want_paths.splits_dir / rel.removeprefix("splits/")
         pd.testing.assert_frame_equal(pd.read_parquet(out / rel), pd.read_parquet(left))
+
+
+# --------------------------------------------------------------------------- ingest
+def _ingest(raw: Path, root: Path, kind: str, overrides: list[str]) -> Paths:
+    from recpipe.stages import ingest
+
+    paths = Paths.at(root)
+    params = load_params(None, [f"data.source={kind}", f"data.path={raw}", *overrides])
+    ingest(params, paths)
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["parquet", "csv"])
+def test_ingest_writes_the_pandas_engines_files(tmp_path: Path, address: str, kind: str) -> None:
+    events = _synthetic()
+    if kind == "parquet":
+        raw = tmp_path / "raw"
+        raw.mkdir()
+        half = len(events) // 2  # a folder of two files, in row groups of BATCH rows
+        for i, part in enumerate((events.iloc[:half], events.iloc[half:])):
+            table = pa.Table.from_pandas(part, preserve_index=False)
+            pq.write_table(table, raw / f"part-{i}.parquet", row_group_size=BATCH)
+    else:
+        raw = tmp_path / "events.csv"
+        events.to_csv(raw, index=False)
+    want = _ingest(raw, tmp_path / "pandas", kind, [])
+    got = _ingest(raw, tmp_path / "dask", kind, _engine("dask", address))
+    names = sorted(p.name for p in want.interim_dir.iterdir())
+    assert names == sorted(p.name for p in got.interim_dir.iterdir())  # no pieces left
+    for name in names:
+        assert (want.interim_dir / name).read_bytes() == (got.interim_dir / name).read_bytes(), name
+
+
+def test_ingest_bad_value_is_a_clear_error_and_keeps_the_previous_import(
+    tmp_path: Path, address: str
+) -> None:
+    from recpipe.errors import DataImportError
+
+    events = _synthetic()
+    raw = tmp_path / "events.parquet"
+    pq.write_table(pa.Table.from_pandas(events, preserve_index=False), raw, row_group_size=BATCH)
+    paths = _ingest(raw, tmp_path, "parquet", _engine("dask", address))
+    before = (paths.interim_dir / "events.parquet").read_bytes()
+    bad = events.astype({"value": "string"})  # numbers as text, one not a number
+    bad.loc[bad.index[150], "value"] = "lots"
+    pq.write_table(pa.Table.from_pandas(bad, preserve_index=False), raw, row_group_size=BATCH)
+    with pytest.raises(DataImportError, match="lots"):
+        _ingest(raw, tmp_path, "parquet", _engine("dask", address))
+    assert (paths.interim_dir / "events.parquet").read_bytes() == before
