@@ -246,7 +246,7 @@ def features(params: Params, paths: Paths) -> dict[str, Any]:
 
     if not paths.splits_dir.is_dir():
         raise StageError(f"no splits at {paths.splits_dir}; run the sessions stage first")
-    tables = read_tables(paths.validated_dir)
+    tables = read_tables(paths.validated_dir, events=False)  # items, users: not the log
     reset_dir(paths.features_dir)
     report: dict[str, Any] = {"splits": {}}
     for split_dir in sorted(d for d in paths.splits_dir.iterdir() if d.is_dir()):
