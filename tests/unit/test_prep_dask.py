@@ -222,3 +222,25 @@ def test_ingest_bad_value_is_a_clear_error_and_keeps_the_previous_import(
     with pytest.raises(DataImportError, match="lots"):
         _ingest(raw, tmp_path, "parquet", _engine("dask", address))
     assert (paths.interim_dir / "events.parquet").read_bytes() == before
+
+
+# --------------------------------------------------------------------------- real data
+@pytest.mark.slow
+@pytest.mark.realdata
+@pytest.mark.parametrize(
+    ("kind", "folder", "overrides"),
+    [
+        ("movielens-100k", "ml-100k", []),
+        ("diginetica", "diginetica", ["sessions.event_types=[view]"]),  # anonymous sessions
+    ],
+)
+def test_real_data_equals_pandas_and_arrow(
+    real_data: Path, tmp_path: Path, address: str, kind: str, folder: str, overrides: list[str]
+) -> None:
+    from recpipe.data.sources import import_source
+
+    if not (real_data / folder).exists():
+        pytest.skip(f"{real_data / folder} not present")
+    events = import_source(kind, real_data / folder).events
+    report = _compare(events, tmp_path, overrides, address)
+    assert any("stats" in v for v in report["splits"].values())
