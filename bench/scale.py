@@ -24,7 +24,9 @@ events (``--device cuda`` by default; says so and exits when there is no CUDA de
 
     .venv/bin/python bench/scale.py device --device cuda --events 1000000
 
-``prep``: data preparation with ``prep.engine`` pandas and arrow. For each size it writes
+``prep``: data preparation with ``prep.engine`` pandas and arrow (``--engine``; ``dask``
+runs on a local cluster of each ``--workers`` count, beside the arrow engine, with each
+worker's peak RSS). For each size it writes
 a raw Parquet log of synthetic sessions (chunked, 0.1% bad event types), then runs the
 ``ingest`` (``data.source: parquet``), ``validate`` (quarantine) and ``sessions`` (all
 splits) stages, each in a fresh subprocess, and reports seconds, events per second and
@@ -32,6 +34,8 @@ the stage process's peak RSS. The pandas engine is skipped above ``--pandas-max`
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/scale.py prep --sizes 10000000 100000000 \
         --partitions 32 --tmp /path/with/disk/space
+    OMP_NUM_THREADS=1 .venv/bin/python bench/scale.py prep --engine dask --workers 1 2 \
+        --sizes 10000000
 """
 
 from __future__ import annotations
@@ -149,6 +153,7 @@ def print_train(rows: list[dict[str, Any]]) -> None:
 # --------------------------------------------------------------------------- prep
 PREP_SIZES = [1_000_000, 10_000_000]
 PREP_STAGES = ("ingest", "validate", "sessions")
+PREP_ENGINES = ("pandas", "arrow", "dask")
 CHUNK_EVENTS = 5_000_000
 
 
@@ -199,8 +204,14 @@ def prep_events(n: int, path: Path, seed: int = 0, bad_fraction: float = 0.001) 
             writer.close()
 
 
-def prep_stage(engine: str, stage: str, workspace: Path, source: Path, partitions: int) -> dict:
-    """Run one prep stage with one engine in this process; seconds and peak RSS."""
+def prep_stage(
+    engine: str, stage: str, workspace: Path, source: Path, partitions: int, workers: int = 1
+) -> dict:
+    """Run one prep stage with one engine in this process; seconds and peak RSS.
+
+    ``dask``: on a local cluster of ``workers`` single-threaded processes started here
+    first (not timed); ``worker_peak_mib`` is the largest worker's peak RSS.
+    """
     sys.path.insert(0, str(REPO / "bench"))
     from _common import peak_rss_mib
 
@@ -208,20 +219,46 @@ def prep_stage(engine: str, stage: str, workspace: Path, source: Path, partition
     from recpipe.paths import Paths
     from recpipe.pipeline import run_stage
 
-    params = load_params(
-        None,
-        [
-            "data.source=parquet",
-            f"data.path={source}",
-            "data.timestamp_unit=s",
-            f"prep.engine={engine}",
-            f"prep.partitions={partitions}",
-            "validate.on_failure=quarantine",
-        ],
-    )
-    t0 = time.perf_counter()
-    run_stage(stage, params, Paths.at(workspace))
-    return {"seconds": time.perf_counter() - t0, "peak_mib": peak_rss_mib()}
+    overrides = [
+        "data.source=parquet",
+        f"data.path={source}",
+        "data.timestamp_unit=s",
+        f"prep.engine={engine}",
+        f"prep.partitions={partitions}",
+        "validate.on_failure=quarantine",
+    ]
+    if engine != "dask":
+        params = load_params(None, overrides)
+        t0 = time.perf_counter()
+        run_stage(stage, params, Paths.at(workspace))
+        return {"seconds": time.perf_counter() - t0, "peak_mib": peak_rss_mib()}
+    from distributed import Client, LocalCluster
+
+    def worker_peak() -> float:  # pickled by value: the workers do not import bench/
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+        return float("nan")
+
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        params = load_params(
+            None, [*overrides, f"orchestration.dask_address={cluster.scheduler_address}"]
+        )
+        t0 = time.perf_counter()
+        run_stage(stage, params, Paths.at(workspace))
+        seconds = time.perf_counter() - t0
+        peaks = client.run(worker_peak)
+    return {
+        "seconds": seconds,
+        "peak_mib": peak_rss_mib(),
+        "worker_peak_mib": max(peaks.values()),
+        "workers": workers,
+    }
 
 
 def bench_prep(
@@ -230,26 +267,33 @@ def bench_prep(
     pandas_max: int,
     keep: Path | None,
     stages: tuple[str, ...] = PREP_STAGES,
+    engines: tuple[str, ...] = ("pandas", "arrow"),
+    workers: tuple[int, ...] = (2,),
 ) -> list:
     """For each size: write raw events, then run ingest, validate and sessions (all splits)
-    with each engine, every stage in a fresh subprocess (peak RSS: its VmHWM)."""
+    with each engine (dask: once per worker count), every stage in a fresh subprocess
+    (peak RSS: its VmHWM; dask: also each worker's); the load average beside each."""
     rows: list[dict[str, Any]] = []
+    runs = [(e, w) for e in engines for w in (workers if e == "dask" else (1,))]
     with tempfile.TemporaryDirectory(prefix="recpipe-bench-prep-", dir=keep) as tmp:
         for n in sizes:
             source = Path(tmp) / f"raw-{n}.parquet"
             t0 = time.perf_counter()
             prep_events(n, source)
             log.warning("wrote %d raw events in %.1f s", n, time.perf_counter() - t0)
-            for engine in ("pandas", "arrow"):
+            for engine, w in runs:
+                label = f"dask x{w}" if engine == "dask" else engine
                 if engine == "pandas" and n > pandas_max:
-                    rows.append({"events": n, "engine": engine, "stage": "-", "skipped": True})
+                    rows.append({"events": n, "engine": label, "stage": "-", "skipped": True})
                     continue
-                workspace = Path(tmp) / f"ws-{engine}-{n}"
+                workspace = Path(tmp) / f"ws-{engine}-{w}-{n}"
                 for stage in stages:
+                    load = os.getloadavg()[0]
                     result = subprocess.run(
                         [
                             *(sys.executable, __file__, "prep-stage", engine, stage),
                             *(str(workspace), str(source), "--partitions", str(partitions)),
+                            *("--workers", str(w)),
                         ],
                         check=True,
                         capture_output=True,
@@ -257,7 +301,7 @@ def bench_prep(
                         cwd=REPO,
                     )
                     entry = json.loads(result.stdout.strip().splitlines()[-1])
-                    entry |= {"events": n, "engine": engine, "stage": stage}
+                    entry |= {"events": n, "engine": label, "stage": stage, "load": load}
                     entry["events_per_s"] = n / entry["seconds"]
                     rows.append(entry)
                     print(json.dumps(entry), flush=True)
@@ -271,13 +315,15 @@ def print_prep(rows: list[dict[str, Any]], partitions: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"data preparation: pandas vs arrow ({partitions} partitions)")
-    for col in ("events", "engine", "stage", "seconds", "events/s", "peak RSS MiB"):
+    table = Table(title=f"data preparation by engine ({partitions} partitions)")
+    cols = ("events", "engine", "stage", "seconds", "events/s", "peak RSS MiB")
+    for col in (*cols, "worker peak MiB", "load 1 min"):
         table.add_column(col, justify="right")
     for r in rows:
         if r.get("skipped"):
-            table.add_row(f"{r['events']:,}", r["engine"], "not run (--pandas-max)", "", "", "")
+            table.add_row(f"{r['events']:,}", r["engine"], "not run (--pandas-max)", *[""] * 5)
             continue
+        worker = r.get("worker_peak_mib")
         table.add_row(
             f"{r['events']:,}",
             r["engine"],
@@ -285,6 +331,8 @@ def print_prep(rows: list[dict[str, Any]], partitions: int) -> None:
             f"{r['seconds']:.1f}",
             f"{r['events_per_s']:,.0f}",
             f"{r['peak_mib']:,.0f}",
+            "" if worker is None else f"{worker:,.0f}",
+            f"{r['load']:.1f}",
         )
     Console().print(table)
 
@@ -363,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("epochs", type=int)
     worker.add_argument("out", type=Path)
     worker.add_argument("--config", default="{}", help="(JSON) extra model options")
-    prep = sub.add_parser("prep", help="ingest, validate, sessions: pandas vs arrow engine")
+    prep = sub.add_parser("prep", help="ingest, validate, sessions: by prep.engine")
     prep.add_argument("--sizes", nargs="+", type=int, default=PREP_SIZES)
     prep.add_argument("--partitions", type=int, default=16)
     prep.add_argument(
@@ -373,12 +421,19 @@ def main(argv: list[str] | None = None) -> int:
     prep.add_argument(
         "--stages", nargs="+", choices=PREP_STAGES, default=list(PREP_STAGES), help="a prefix"
     )
+    prep.add_argument(
+        "--engine", nargs="+", choices=PREP_ENGINES, default=["pandas", "arrow"], dest="engines"
+    )
+    prep.add_argument(
+        "--workers", nargs="+", type=int, default=[2], help="dask: local worker processes"
+    )
     prep_w = sub.add_parser("prep-stage", help="(internal) one stage, one engine")
-    prep_w.add_argument("engine", choices=["pandas", "arrow"])
+    prep_w.add_argument("engine", choices=PREP_ENGINES)
     prep_w.add_argument("stage", choices=PREP_STAGES)
     prep_w.add_argument("workspace", type=Path)
     prep_w.add_argument("source", type=Path)
     prep_w.add_argument("--partitions", type=int, default=16)
+    prep_w.add_argument("--workers", type=int, default=1)
     dev = sub.add_parser(
         "device", help="single-device training throughput (GRU4Rec, SASRec, DeepFM)"
     )
@@ -397,7 +452,9 @@ def main(argv: list[str] | None = None) -> int:
         bench_device(args.models, args.device, args.events, args.epochs)
         return 0
     if args.section == "prep-stage":
-        result = prep_stage(args.engine, args.stage, args.workspace, args.source, args.partitions)
+        result = prep_stage(
+            args.engine, args.stage, args.workspace, args.source, args.partitions, args.workers
+        )
         print(json.dumps(result))
         return 0
     if args.section == "prep":
@@ -406,7 +463,18 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(
                 f"--stages must be a prefix of {' '.join(PREP_STAGES)} (each needs the last)"
             )
-        rows = bench_prep(args.sizes, args.partitions, args.pandas_max, args.tmp, stages)
+        engines = tuple(args.engines)
+        if "dask" in engines and "arrow" not in engines:
+            engines = ("arrow", *engines)  # dask's figures are against the arrow engine's
+        rows = bench_prep(
+            args.sizes,
+            args.partitions,
+            args.pandas_max,
+            args.tmp,
+            stages,
+            engines,
+            tuple(args.workers),
+        )
         print_prep(rows, args.partitions)
         return 0
     if args.section == "train-worker":

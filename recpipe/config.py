@@ -548,16 +548,28 @@ class PrepParams(StrictModel):
     identical files; the sessions stage's arrow outputs hold the same rows grouped by
     partition (within a partition, in the pandas engine's order). ``csv`` and ``parquet``
     sources are streamed; the other source kinds are bounded and imported in memory.
+    ``dask`` runs the arrow engine's per-partition steps as tasks on a Dask cluster: the
+    scheduler at ``orchestration.dask_address``, else a temporary local cluster of
+    ``workers`` processes; its work folders lie beside the outputs (under ``data/``), so
+    workers on other machines need that folder on a shared filesystem.
     """
 
-    engine: Literal["pandas", "arrow"] = Field(
-        default="pandas", description="pandas (in memory) | arrow (chunked, partitioned)"
+    engine: Literal["pandas", "arrow", "dask"] = Field(
+        default="pandas",
+        description="pandas (in memory) | arrow (chunked, partitioned) | dask (arrow's "
+        "partitions as tasks on a Dask cluster)",
     )
     partitions: int = Field(
         default=16, ge=1, description="arrow: user-hash partitions (memory ~ log / partitions)"
     )
     batch_rows: int = Field(
         default=1_000_000, ge=1, description="arrow: rows read at a time from a file"
+    )
+    workers: int = Field(
+        default=2,
+        ge=1,
+        description="dask: worker processes of the temporary local cluster (unused with "
+        "orchestration.dask_address)",
     )
 
 

@@ -50,20 +50,38 @@ def ingest(params: Params, paths: Paths) -> dict[str, Any]:
     ``prep.batch_rows`` rows into the same files (:func:`recpipe.data.chunked.import_chunked`),
     written beside ``data/interim`` and swapped in when the import succeeded; the other
     kinds are bounded data sets and are imported in memory by both engines.
+    ``prep.engine: dask`` reads and canonicalizes the pieces of a ``csv`` or ``parquet``
+    source as Dask tasks (:func:`recpipe.data.distributed.import_dask`): the same files.
     """
     from recpipe.data.chunked import CHUNKED_KINDS, import_chunked
     from recpipe.data.schema import write_tables
     from recpipe.data.sources import configured_path, read_source
 
     data, batch_rows = params.data, params.prep.batch_rows
-    if params.prep.engine == "arrow" and data.source in CHUNKED_KINDS:
+    if params.prep.engine in ("arrow", "dask") and data.source in CHUNKED_KINDS:
         path = configured_path(data, "events.csv")
         log.info("importing %s data from %s in batches of %d rows", data.source, path, batch_rows)
         # streamed into a staging folder: a failed import loses nothing
         with replacing_dir(paths.interim_dir) as staging:
+            if params.prep.engine == "dask":  # read and canonicalized as Dask tasks
+                from recpipe.data.distributed import import_dask
+
+                address, workers = params.orchestration.dask_address, params.prep.workers
+                return import_dask(
+                    data.source,
+                    path,
+                    data,
+                    staging,
+                    batch_rows=batch_rows,
+                    address=address,
+                    workers=workers,
+                )
             return import_chunked(data.source, path, data, staging, batch_rows=batch_rows)
-    if params.prep.engine == "arrow":
-        log.info("prep.engine=arrow: %s is a bounded data set; importing it in memory", data.source)
+    if params.prep.engine != "pandas":
+        engine = params.prep.engine
+        log.info(
+            "prep.engine=%s: %s is a bounded data set; imported in memory", engine, data.source
+        )
     tables = read_source(data, params.synth)
     # import fully before touching the previous output: a failed import loses nothing
     reset_dir(paths.interim_dir)
@@ -86,7 +104,9 @@ def validate(params: Params, paths: Paths, source_dir: Path | None = None) -> di
     ``prep.engine: arrow`` validates the events one user-hash partition at a time
     (:func:`recpipe.validation.validate_partitioned`; ``prep.partitions`` buckets in a
     work folder under ``data/``, removed afterwards) and streams the quarantine and
-    the clean tables: the same reports, quarantine and validated tables.
+    the clean tables: the same reports, quarantine and validated tables. ``prep.engine:
+    dask`` checks the partitions as Dask tasks
+    (:func:`recpipe.validation.distributed.validate_dask`), with the same outputs.
     """
     from recpipe.data.schema import read_tables, write_tables
     from recpipe.validation import (
@@ -98,8 +118,14 @@ def validate(params: Params, paths: Paths, source_dir: Path | None = None) -> di
     )
 
     in_dir = Path(source_dir) if source_dir is not None else paths.interim_dir
-    if params.prep.engine == "arrow":
-        outcome: Any = validate_partitioned(
+    if params.prep.engine in ("arrow", "dask"):
+        check: Callable[..., Any] = validate_partitioned
+        if params.prep.engine == "dask":  # the partitions checked as Dask tasks
+            from recpipe.validation.distributed import validate_dask
+
+            address = params.orchestration.dask_address
+            check = partial(validate_dask, address=address, workers=params.prep.workers)
+        outcome: Any = check(
             in_dir,
             params.validate_,
             staging_path(paths.data_dir / "validate-partitions"),  # removed after; swept
@@ -158,7 +184,9 @@ def sessions(params: Params, paths: Paths) -> dict[str, Any]:
     previous outputs (and ``reports/splits.json``) in place. The pandas engine runs
     :func:`recpipe.sessions.prepare.prepare_sessions`; ``prep.engine: arrow`` runs
     :func:`recpipe.sessions.scaled.prepare_sessions_arrow` (user-hash partitions, one
-    at a time), whose tables hold the same rows, grouped by partition.
+    at a time), whose tables hold the same rows, grouped by partition; ``prep.engine:
+    dask`` runs its per-partition steps as Dask tasks
+    (:func:`recpipe.sessions.distributed.prepare_sessions_dask`), with the same outputs.
     """
     sp = params.sessions
     prepared = params.data.source == "session-tsv"  # evaluated as given: official counts
@@ -172,12 +200,19 @@ def sessions(params: Params, paths: Paths) -> dict[str, Any]:
         replacing_dir(paths.sessions_dir) as events_dir,
         replacing_dir(paths.splits_dir) as splits_dir,
     ):
-        if params.prep.engine == "arrow":
+        if params.prep.engine in ("arrow", "dask"):
             from recpipe.data.schema import events_file
+            from recpipe.sessions.distributed import prepare_sessions_dask
             from recpipe.sessions.scaled import prepare_sessions_arrow
 
+            prepare: Callable[..., dict[str, Any]] = prepare_sessions_arrow
+            if params.prep.engine == "dask":  # the same steps, as tasks on a Dask cluster
+                address = params.orchestration.dask_address
+                prepare = partial(
+                    prepare_sessions_dask, address=address, workers=params.prep.workers
+                )
             with scratch_dir(paths.data_dir, "sessions-scratch") as scratch:
-                report = prepare_sessions_arrow(
+                report = prepare(
                     events_file(paths.validated_dir),  # a Parquet file or a folder of parts
                     events_dir / "events.parquet",
                     splits_dir,
@@ -216,7 +251,7 @@ def features(params: Params, paths: Paths) -> dict[str, Any]:
 
     if not paths.splits_dir.is_dir():
         raise StageError(f"no splits at {paths.splits_dir}; run the sessions stage first")
-    tables = read_tables(paths.validated_dir)
+    tables = read_tables(paths.validated_dir, events=False)  # items, users: not the log
     reset_dir(paths.features_dir)
     report: dict[str, Any] = {"splits": {}}
     for split_dir in sorted(d for d in paths.splits_dir.iterdir() if d.is_dir()):

@@ -19,12 +19,20 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from recpipe.data.cluster import Mapper
 from recpipe.errors import SplitError
 
-__all__ = ["bucket_of", "partition_by_user", "write_buckets"]
+__all__ = [
+    "bucket_of",
+    "bucket_pieces",
+    "partition_by_user",
+    "partition_in_pieces",
+    "write_bucket_pieces",
+    "write_buckets",
+]
 
 
-def bucket_of(batch: pa.RecordBatch, n_partitions: int) -> np.ndarray:
+def bucket_of(batch: pa.RecordBatch | pa.Table, n_partitions: int) -> np.ndarray:
     """Bucket of each row: a stable hash of ``user_id`` (of ``session_id`` where null)."""
     frame = batch.select(["user_id", "session_id"]).to_pandas()
     user = frame["user_id"]
@@ -83,3 +91,67 @@ def partition_by_user(
     return write_buckets(
         ((b, bucket_of(b, n_partitions)) for b in batches if b.num_rows), out, n_partitions
     )
+
+
+def partition_in_pieces(
+    source: str | Path,
+    out_dir: str | Path,
+    n_partitions: int,
+    batch_rows: int,
+    mapper: Mapper,
+) -> list[Path]:
+    """:func:`partition_by_user` with one task per piece of the input, run by ``mapper``
+    (``mapper(fn, [args, ...])``: e.g. Dask futures), each writing its rows of every
+    bucket as ``bucket-<k>/piece-<i>.parquet``: a shuffle by user through the store.
+
+    A piece is a run of whole row groups of one file, about ``batch_rows`` rows. The
+    bucket folders hold the same rows in the same order as :func:`partition_by_user`'s
+    files (pieces are numbered in input order). Returns the bucket folders that got rows.
+    """
+    if n_partitions < 1:
+        raise SplitError(f"n_partitions must be at least 1, got {n_partitions}")
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    pieces: list[tuple[str, list[int]]] = []
+    for file in ds.dataset(str(source), format="parquet").files:
+        meta = pq.ParquetFile(file).metadata
+        group: list[int] = []
+        rows = 0
+        for g in range(meta.num_row_groups):
+            group.append(g)
+            rows += meta.row_group(g).num_rows
+            if rows >= batch_rows:
+                pieces.append((file, group))
+                group, rows = [], 0
+        if group:
+            pieces.append((file, group))
+    args = [(file, groups, i, out, n_partitions) for i, (file, groups) in enumerate(pieces)]
+    got = set().union(*mapper(bucket_pieces, args)) if args else set()
+    return [out / f"bucket-{k:05d}" for k in sorted(got)]
+
+
+def bucket_pieces(
+    file: str, row_groups: list[int], i: int, out_dir: Path, n_partitions: int
+) -> set[int]:
+    """Write piece ``i`` (``row_groups`` of ``file``) into ``out_dir/bucket-<k>/`` by user
+    hash, keeping the rows' order; returns the buckets that got rows."""
+    table = pq.ParquetFile(file).read_row_groups(row_groups)
+    if not table.num_rows:
+        return set()
+    return write_bucket_pieces(table, bucket_of(table, n_partitions), i, Path(out_dir))
+
+
+def write_bucket_pieces(table: pa.Table, bucket: np.ndarray, i: int, out_dir: Path) -> set[int]:
+    """Write ``table``'s rows of each bucket ``k`` (``bucket``: one per row) as
+    ``out_dir/bucket-<k>/piece-<i>.parquet``, keeping their order; returns the ``k``s."""
+    order = np.argsort(bucket, kind="stable")
+    ks, starts = np.unique(bucket[order], return_index=True)
+    ends = [*starts[1:], len(order)]
+    table = table.take(pa.array(order))
+    for k, lo, hi in zip(ks, starts, ends, strict=True):
+        folder = out_dir / f"bucket-{int(k):05d}"
+        folder.mkdir(exist_ok=True)
+        pq.write_table(table.slice(int(lo), int(hi - lo)), folder / f"piece-{i:06d}.parquet")
+    return {int(k) for k in ks}

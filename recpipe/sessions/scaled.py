@@ -57,6 +57,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -70,14 +71,27 @@ import pyarrow.parquet as pq
 from recpipe.config import SessionsParams
 from recpipe.data.partitions import partition_by_user
 from recpipe.errors import SplitError, SplitNotApplicable
-from recpipe.sessions._arrays import Codes, encode, take_rows, timestamps_ns
+from recpipe.sessions._arrays import encode
 from recpipe.sessions.cold import (
-    anonymous_as_users,
     cold_frame,
     cold_train_empty,
     draw_ids,
     mask_rows,
     nothing_held,
+)
+from recpipe.sessions.partition_tasks import (
+    Mapper,
+    PartitionArrays,
+    PartitionRef,
+    Written,
+    concat_pieces,
+    conform,
+    filter_partition,
+    piece_name,
+    serial_map,
+    sessionize_bucket,
+    work_path,
+    write_partition,
 )
 from recpipe.sessions.parts import (
     DROPPED,
@@ -90,9 +104,8 @@ from recpipe.sessions.parts import (
     not_applicable,
     presence,
     summarise_parts,
-    user_presence_counts,
 )
-from recpipe.sessions.sessionize import select_event_types, sessionize, support_stats
+from recpipe.sessions.sessionize import support_stats
 from recpipe.sessions.splits import (
     SKIP_ON_ERROR,
     all_after,
@@ -122,6 +135,9 @@ __all__ = ["prepare_sessions_arrow"]
 _I64_MAX = np.iinfo(np.int64).max
 _I64_MIN = np.iinfo(np.int64).min
 
+#: ``partitioner(source, out_dir, n_partitions, batch_rows)`` -> the bucket paths by ``k``
+Partitioner = Callable[[Path, Path, int, int], list[Path]]
+
 
 def prepare_sessions_arrow(
     source: str | Path,
@@ -131,6 +147,9 @@ def prepare_sessions_arrow(
     params: SessionsParams,
     n_partitions: int = 16,
     batch_rows: int = 1_000_000,
+    *,
+    mapper: Mapper | None = None,
+    partitioner: Partitioner = partition_by_user,
 ) -> dict[str, Any]:
     """The sessions stage, partition by partition (see the module notes).
 
@@ -151,6 +170,12 @@ def prepare_sessions_arrow(
         User-hash partitions (memory ~ log / partitions).
     batch_rows : int
         Rows read at a time from ``source``.
+    mapper : callable, optional
+        Runs the per-partition steps (:mod:`recpipe.sessions.partition_tasks`):
+        ``None`` one after the other here; the dask engine passes one that runs them as
+        tasks on a cluster (``work_dir`` must then be a folder every worker reaches).
+    partitioner : callable
+        Writes the user-hash buckets (:func:`~recpipe.data.partitions.partition_by_user`).
 
     Returns
     -------
@@ -174,7 +199,14 @@ def prepare_sessions_arrow(
     Path(events_out).parent.mkdir(parents=True, exist_ok=True)
     try:
         store, head = _Store.build(
-            Path(source), Path(events_out), work, params, n_partitions, batch_rows
+            Path(source),
+            Path(events_out),
+            work,
+            params,
+            n_partitions,
+            batch_rows,
+            mapper,
+            partitioner,
         )
         report: dict[str, Any] = {**head, "splits": {}}
         for kind in dict.fromkeys(params.splits):
@@ -192,23 +224,14 @@ def prepare_sessions_arrow(
 
 
 # --------------------------------------------------------------------------- partitions
-@dataclass
-class _Arrays:
-    """One partition's integer columns: items and sessions global, users local."""
-
-    ts: np.ndarray
-    item: np.ndarray
-    session: np.ndarray
-    user: Codes
-    cuser: Codes  # cold start: anonymous sessions as users
-
-
 class _Store:
     """The sessionized, filtered partitions (Parquet) and their integer columns (npz)."""
 
-    def __init__(self, work: Path, params: SessionsParams) -> None:
+    def __init__(self, work: Path, params: SessionsParams, mapper: Mapper | None) -> None:
         self.work = work
         self.params = params
+        self.map: Mapper = mapper or serial_map
+        self.parallel = mapper is not None
         self.n = 0
         self.sizes: list[int] = []
         self.item_ids = pa.array([], pa.large_string())
@@ -234,69 +257,42 @@ class _Store:
         params: SessionsParams,
         n_partitions: int,
         batch_rows: int,
+        mapper: Mapper | None = None,
+        partitioner: Partitioner = partition_by_user,
     ) -> tuple[_Store, dict[str, Any]]:
         """Partition, select event types, sessionize, filter item support, write events."""
-        self = cls(work, params)
-        buckets = partition_by_user(source, work / "buckets", n_partitions, batch_rows)
+        self = cls(work, params, mapper)
+        buckets = partitioner(source, work / "buckets", n_partitions, batch_rows)
         if not buckets:  # an empty log: one empty partition with the source's schema
             empty = work / "buckets" / "bucket-00000.parquet"
+            empty.parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(ds.dataset(str(source), format="parquet").schema.empty_table(), empty)
             buckets = [empty]
         type_filter: dict[str, Any] = {"kept": params.event_types, "dropped": 0}
-        uniques, counts = [], []
-        for k, bucket in enumerate(buckets):
-            frame, stats = select_event_types(pd.read_parquet(bucket), params.event_types)
-            type_filter["dropped"] += stats["dropped"]
-            frame = sessionize(frame, params)
-            item = encode(frame["item_id"])
-            frame.to_parquet(self._path("sess", k), index=False)
-            np.save(self._path("item", k, ".npy"), item.codes)
-            uniques.append(item.uniques)
-            counts.append(np.bincount(item.codes[item.codes >= 0], minlength=item.n_uniques))
-            self.sizes.append(len(frame))
-            bucket.unlink()
+        done = self.map(sessionize_bucket, [(b, k, work, params) for k, b in enumerate(buckets)])
+        uniques = [d[0] for d in done]
+        type_filter["dropped"] = sum(d[3] for d in done)
+        self.sizes = [d[2] for d in done]
         rows_in = sum(self.sizes)
         self.item_ids, item_maps = _global_dictionary(uniques)
         item_counts = np.zeros(len(self.item_ids), np.int64)
-        for m, c in zip(item_maps, counts, strict=True):
-            item_counts[m] += c
+        for m, d in zip(item_maps, done, strict=True):
+            item_counts[m] += d[1]
         keep_item = item_counts >= params.min_item_support_all
-        sessions: list[pa.Array] = []
-        writer: pq.ParquetWriter | None = None
-        try:
-            for k in range(len(self.sizes)):
-                frame = pd.read_parquet(self._path("sess", k))
-                local = np.load(self._path("item", k, ".npy"))
-                item = np.where(local >= 0, item_maps[k][np.maximum(local, 0)], -1)
-                keep = (item >= 0) & keep_item[np.maximum(item, 0)]
-                frame = take_rows(frame, keep)
-                item = item[keep].astype(np.int32)
-                self.sizes[k] = len(frame)
-                frame.to_parquet(self._path("part", k), index=False)
-                table = pa.Table.from_pandas(frame, preserve_index=False)
-                if writer is None:
-                    self.schema = table.schema
-                    writer = pq.ParquetWriter(events_out, self.schema)
-                writer.write_table(_conform(table, self.schema, "events"))
-                session = encode(frame["session_id"])
-                user = encode(frame["user_id"])
-                sessions.append(session.uniques)
-                np.save(self._path("session", k, ".npy"), session.codes)  # local codes
-                self.users.append(user.uniques)
-                self.missing_sessions += int(np.count_nonzero(session.codes < 0))
-                self.any_user |= bool((user.codes >= 0).any())
-                anonymous = (user.codes < 0) & (session.codes >= 0)
-                self.converts |= params.cold_anonymous == "session" and bool(anonymous.any())
-                np.savez(
-                    self._path("arrays", k, ".npz"),
-                    ts=timestamps_ns(frame["timestamp"]),
-                    item=item,
-                    user=user.codes,
-                )
-                (self._path("sess", k)).unlink()
-        finally:
-            if writer is not None:
-                writer.close()
+        filtered = self.map(
+            filter_partition, [(work, k, item_maps[k], keep_item) for k in range(len(buckets))]
+        )
+        self.schema = filtered[0].schema
+        with pq.ParquetWriter(events_out, self.schema) as writer:
+            for k, f in enumerate(filtered):
+                self.sizes[k] = f.rows
+                table = pq.read_table(self._path("part", k), schema=f.schema)
+                writer.write_table(conform(table, self.schema, "events"))
+                self.users.append(f.users)
+                self.missing_sessions += f.missing_sessions
+                self.any_user |= f.any_user
+                self.converts |= params.cold_anonymous == "session" and f.anonymous
+        sessions = [f.sessions for f in filtered]
         self.n = sum(self.sizes)
         filter_stats = support_stats(  # filter_support(events, min_item_support_all, 1)
             params.min_item_support_all,
@@ -338,34 +334,32 @@ class _Store:
 
     # ------------------------------------------------------------------ access
     def _path(self, name: str, k: int, suffix: str = ".parquet") -> Path:
-        return self.work / f"{name}-{k:05d}{suffix}"
+        return work_path(self.work, name, k, suffix)
 
     @property
     def n_partitions(self) -> int:
         return len(self.sizes)
 
+    def ref(self, k: int) -> PartitionRef:
+        """What a task needs to read partition ``k``."""
+        cusers = self.cusers[k] if len(self.cusers) > k else self.users[k]
+        return PartitionRef(
+            self.work,
+            k,
+            self.params,
+            self.session_maps[k],
+            self.users[k],
+            cusers,
+            self.converts,
+        )
+
     def frame(self, k: int, *, converted: bool = False) -> pd.DataFrame:
         """Partition ``k``'s events (cold start: anonymous sessions as users)."""
-        frame = pd.read_parquet(self._path("part", k))
-        if converted and self.converts:
-            out = anonymous_as_users(frame, self.params)
-            if out is frame:  # the in-memory path converts the whole column's dtype
-                out = frame.assign(user_id=frame["user_id"].astype("string"))
-            frame = out
-        return frame
+        return self.ref(k).frame(converted=converted)
 
-    def arrays(self, k: int) -> _Arrays:
+    def arrays(self, k: int) -> PartitionArrays:
         """Partition ``k``'s integer columns."""
-        with np.load(self._path("arrays", k, ".npz")) as z:
-            ts, item, user = z["ts"], z["item"], z["user"]
-        local = np.load(self._path("session", k, ".npy"))
-        smap = self.session_maps[k]
-        session = np.where(local >= 0, smap[np.maximum(local, 0)], -1).astype(np.int32)
-        users = Codes(user, self.users[k])
-        cuser = users
-        if self.converts:
-            cuser = Codes(np.load(self._path("cuser", k, ".npy")), self.cusers[k])
-        return _Arrays(ts, item, session, users, cuser)
+        return self.ref(k).arrays()
 
     def cut(self, params: SessionsParams, kind: str, *, converted: bool) -> tuple[int, int, int]:
         """``(test_after, valid_after, m)`` of the global cut-off over rows with a user."""
@@ -415,19 +409,6 @@ def _kth(sorted_parts: list[np.ndarray], k: int, lo: int, hi: int) -> int:
     return lo
 
 
-def _conform(table: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
-    """``table`` with ``schema`` (every partition's file parts share one schema)."""
-    if table.schema.equals(schema, check_metadata=True):
-        return table
-    try:
-        return table.cast(schema)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
-        raise SplitError(
-            f"{what}: a partition's columns {table.schema} do not match the first "
-            f"partition's {schema}: {exc}"
-        ) from exc
-
-
 # --------------------------------------------------------------------------- splits
 def _one_split(store: _Store, kind: str, params: SessionsParams, out: Path) -> dict[str, Any]:
     """Run, write and summarise one split; ``{"skipped": reason}`` when it does not apply."""
@@ -475,9 +456,11 @@ class _Written:
     items: np.ndarray
     sessions: np.ndarray | None
     ranges: list[tuple[Any, Any]]
+    checks: dict[str, bool]
 
 
-PartitionHook = Callable[[int, _Arrays, np.ndarray, list[pd.DataFrame]], None]
+PartitionHook = Callable[[int, PartitionArrays, np.ndarray], None]
+FrameCheck = Callable[[list[pd.DataFrame]], dict[str, bool]]
 
 
 def _write(
@@ -487,62 +470,74 @@ def _write(
     *,
     converted: bool = False,
     hook: PartitionHook | None = None,
+    frame_check: FrameCheck | None = None,
 ) -> _Written:
-    """Write the parts partition by partition and gather their statistics.
+    """Write the parts partition by partition (through the store's mapper) and gather
+    their statistics.
 
-    ``hook(k, arrays, part, [train, valid, test])`` sees each partition's rows.
+    ``hook(k, arrays, part)`` sees each partition's rows (here, after the writes);
+    ``frame_check([train, valid, test])`` runs with each partition's write, and each of
+    its checks holds when it holds in every partition. On a cluster each partition
+    writes its own pieces, then one task per part appends them into the part's file.
     """
     out.mkdir(parents=True, exist_ok=True)
     schema = store.cschema if converted and store.converts else store.schema
     assert schema is not None
     n_items, n_sessions = max(len(store.item_ids), 1), max(len(store.session_ids), 1)
+    has_sessions = store.missing_sessions < store.n
+    sizes = (n_items, n_sessions, has_sessions)
+
+    def args(sink: Any) -> list[tuple[Any, ...]]:
+        return [
+            (store.ref(k), parts.path(k), sink, schema, sizes, converted, frame_check)
+            for k in range(store.n_partitions)
+        ]
+
+    if store.parallel:
+        pieces = out / ".pieces"
+        pieces.mkdir()
+        results: list[Written] = store.map(write_partition, args(pieces))
+        names = [[pieces / piece_name(n, k) for k in range(store.n_partitions)] for n in PART_NAMES]
+        store.map(
+            concat_pieces,
+            [(p, out / f"{n}.parquet", schema) for n, p in zip(PART_NAMES, names, strict=True)],
+        )
+        shutil.rmtree(pieces)
+    else:
+        writers = {name: pq.ParquetWriter(out / f"{name}.parquet", schema) for name in PART_NAMES}
+        try:
+            results = store.map(write_partition, args(writers))
+        finally:
+            for writer in writers.values():
+                writer.close()
     rows = np.zeros(4, np.int64)
     items = np.zeros((4, n_items), bool)
-    has_sessions = store.missing_sessions < store.n
     sessions = np.zeros((4, n_sessions), bool) if has_sessions else None
     item_rows = np.zeros((4, n_items), np.int64)
-    users = dict.fromkeys(
-        ("train", "valid", "test", "test_with_train", "valid_not_in_train", "test_not_in_train"),
-        0,
-    )
+    users = dict.fromkeys(results[0].users, 0)
     lo, hi = [_I64_MAX] * 3, [_I64_MIN] * 3
-    writers = [pq.ParquetWriter(out / f"{name}.parquet", schema) for name in PART_NAMES]
-    try:
-        for k in range(store.n_partitions):
-            a = store.arrays(k)
-            part = parts.load(k)
-            frame = store.frame(k, converted=converted)
-            frames = [take_rows(frame, part == code) for code in (TRAIN, VALID, TEST)]
-            del frame
-            for code, (writer, sub) in enumerate(zip(writers, frames, strict=True)):
-                table = pa.Table.from_pandas(sub, preserve_index=False)
-                writer.write_table(_conform(table, schema, f"split part {PART_NAMES[code]}"))
-                ts = a.ts[part == code]
-                if len(ts):
-                    lo[code], hi[code] = min(lo[code], int(ts.min())), max(hi[code], int(ts.max()))
-            rows += np.bincount(part, minlength=4)
-            user = a.cuser if converted else a.user
-            for key, value in user_presence_counts(presence(user, part)).items():
-                users[key] += value
-            ok = a.item >= 0
-            items |= presence(Codes(a.item, store.item_ids), part)[:, :n_items]
-            item_rows += np.bincount(
-                part[ok].astype(np.int64) * n_items + a.item[ok], minlength=4 * n_items
-            ).reshape(4, n_items)
-            if sessions is not None:
-                sessions |= presence(Codes(a.session, store.session_ids), part)[:, :n_sessions]
-            if hook is not None:
-                hook(k, a, part, frames)
-    finally:
-        for writer in writers:
-            writer.close()
+    checks: dict[str, bool] = {}
+    for k, r in enumerate(results):
+        rows += r.rows
+        lo = [min(x, y) for x, y in zip(lo, r.lo, strict=True)]
+        hi = [max(x, y) for x, y in zip(hi, r.hi, strict=True)]
+        for key, value in r.users.items():
+            users[key] += value
+        items.flat[r.item_keys] = True
+        item_rows.flat[r.item_keys] += r.item_counts
+        if sessions is not None and r.session_keys is not None:
+            sessions.flat[r.session_keys] = True
+        for name, value in (r.checks or {}).items():
+            checks[name] = checks.get(name, True) and value
+        if hook is not None:
+            hook(k, store.arrays(k), parts.load(k))
     ranges = [(lo[c], hi[c]) if hi[c] != _I64_MIN else (None, None) for c in range(3)]
 
     def new_item_rows(code: int, new_items: np.ndarray) -> int:
         return int(item_rows[code][new_items].sum())
 
     parts_stats, cold = summarise_parts(rows, users, items, sessions, ranges, new_item_rows)
-    return _Written(rows, parts_stats, cold, items, sessions, ranges)
+    return _Written(rows, parts_stats, cold, items, sessions, ranges, checks)
 
 
 def _time_checks(written: _Written) -> dict[str, bool]:
@@ -579,7 +574,7 @@ def _session(store: _Store, params: SessionsParams, kind: str, out: Path) -> dic
         counts += np.bincount(item[item >= 0], minlength=n_items)
     keep_item = counts >= s_min
 
-    def item_kept(a: _Arrays) -> np.ndarray:
+    def item_kept(a: PartitionArrays) -> np.ndarray:
         return (a.item >= 0) & keep_item[np.maximum(a.item, 0)]
 
     lengths = np.zeros(n_sessions, np.int64)
@@ -593,7 +588,7 @@ def _session(store: _Store, params: SessionsParams, kind: str, out: Path) -> dic
         present[a.session[a.session >= 0]] = True
     long_enough = lengths >= l_min if l_min > 1 else np.ones(n_sessions, bool)
 
-    def kept(a: _Arrays) -> np.ndarray:
+    def kept(a: PartitionArrays) -> np.ndarray:
         return item_kept(a) & long_enough[a.session]
 
     n_kept, tmax = 0, _I64_MIN
@@ -675,7 +670,7 @@ def _session(store: _Store, params: SessionsParams, kind: str, out: Path) -> dic
     starts = np.full((3, n_sessions), _I64_MAX, np.int64)
     sizes = np.zeros((3, n_sessions), np.int64)
 
-    def hook(k: int, a: _Arrays, part: np.ndarray, frames: list[pd.DataFrame]) -> None:
+    def hook(k: int, a: PartitionArrays, part: np.ndarray) -> None:
         for code in (TRAIN, VALID, TEST):
             rows = part == code
             np.minimum.at(starts[code], a.session[rows], a.ts[rows])
@@ -747,15 +742,9 @@ def _per_user(store: _Store, params: SessionsParams, kind: str, out: Path) -> di
         parts.save(k, part)
     if not repeat_user:
         raise per_user_no_test(kind)
-    leakage: dict[str, bool] = {}
-
-    def hook(k: int, a: _Arrays, part: np.ndarray, frames: list[pd.DataFrame]) -> None:
-        # users lie in one partition: a per-user check holds iff it holds in each one
-        checks = check_leakage(SplitResult(*frames), kind)
-        for name, value in checks.items():
-            leakage[name] = leakage.get(name, True) and value
-
-    written = _write(store, parts, out, hook=hook)
+    # users lie in one partition: a per-user check holds iff it holds in each one
+    written = _write(store, parts, out, frame_check=partial(_frame_leakage, kind=kind))
+    leakage = dict(written.checks)
     leakage["test_nonempty"] = bool(written.rows[TEST] > 0)
     extra = {"users_by_events": by_events}
     dropped = {"null_user": null_user}
@@ -763,6 +752,11 @@ def _per_user(store: _Store, params: SessionsParams, kind: str, out: Path) -> di
         kind, store.n, written.parts, written.cold, used, {"rule": rule}, dropped, extra
     )
     return _result(kind, stats, leakage, out)
+
+
+def _frame_leakage(frames: list[pd.DataFrame], kind: str) -> dict[str, bool]:
+    """:func:`~recpipe.sessions.splits.check_leakage` of one partition's parts."""
+    return check_leakage(SplitResult(*frames), kind)
 
 
 # ------------------------------------------------------------------ cold start
@@ -845,7 +839,7 @@ def _cold_start(store: _Store, params: SessionsParams, kind: str, out: Path) -> 
     either = 0
     user_checks = {"train": True, "valid": True, "test": True}
 
-    def hook(k: int, a: _Arrays, part: np.ndarray, frames: list[pd.DataFrame]) -> None:
+    def hook(k: int, a: PartitionArrays, part: np.ndarray) -> None:
         nonlocal either
         cold_user_rows = mask_rows(a.cuser.codes, cold_users[k])
         cold_item_rows = mask_rows(a.item, cold_items)

@@ -64,7 +64,8 @@ from recpipe.data.chunked import (
     read_side_tables,
     write_chunked_tables,
 )
-from recpipe.data.partitions import bucket_of, write_buckets
+from recpipe.data.cluster import Mapper, serial_map
+from recpipe.data.partitions import bucket_of, write_bucket_pieces, write_buckets
 from recpipe.data.schema import EVENTS_FILE, CanonicalTables, coerce_events
 from recpipe.errors import ConfigError
 from recpipe.validation.report import QUARANTINE_EVENTS_FILE, QUARANTINE_SUMMARY_FILE
@@ -104,7 +105,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PartitionedOutcome", "partition_events", "validate_partitioned"]
+__all__ = [
+    "PartitionCheck",
+    "PartitionedOutcome",
+    "check_partition",
+    "partition_events",
+    "partition_events_in_pieces",
+    "validate_partitioned",
+]
 
 #: Column holding each event's row number in the events file, in the partition files.
 ROW_COLUMN = "__recpipe_row"
@@ -246,18 +254,60 @@ def partition_events(
             n = batch.num_rows
             if n == 0:
                 continue
-            user, session = batch.column("user_id"), batch.column("session_id")
-            nobody = pc.and_(pc.is_null(user), pc.is_null(session))
-            key = pc.if_else(nobody, pa.scalar(_NOBODY, session.type), session)
-            bucket = bucket_of(
-                pa.record_batch([user, key], names=["user_id", "session_id"]), n_partitions
-            )
-            rows = pa.array(np.arange(offset, offset + n, dtype=np.int64))
+            yield _tag(batch, offset, n_partitions)
             offset += n
-            yield batch.append_column(ROW_COLUMN, rows), bucket
 
     paths = write_buckets(tagged(), out, n_partitions)  # counts the rows as it reads
     return paths, offset
+
+
+def _tag(
+    batch: pa.RecordBatch | pa.Table, offset: int, n_partitions: int
+) -> tuple[pa.RecordBatch | pa.Table, np.ndarray]:
+    """``batch`` with its row numbers (from ``offset``) and each row's bucket."""
+    user, session = batch.column("user_id"), batch.column("session_id")
+    nobody = pc.and_(pc.is_null(user), pc.is_null(session))
+    key = pc.if_else(nobody, pa.scalar(_NOBODY, session.type), session)
+    bucket = bucket_of(pa.table([user, key], names=["user_id", "session_id"]), n_partitions)
+    rows = pa.array(np.arange(offset, offset + batch.num_rows, dtype=np.int64))
+    return batch.append_column(ROW_COLUMN, rows), bucket
+
+
+def partition_events_in_pieces(
+    events_path: str | Path, out_dir: str | Path, n_partitions: int, batch_rows: int, mapper: Mapper
+) -> tuple[list[Path], int]:
+    """:func:`partition_events` as one task per piece of the file (whole row groups,
+    about ``batch_rows`` rows) run by ``mapper``, each writing its rows of every bucket
+    as ``bucket-<k>/piece-<i>.parquet``: the same rows, row numbers and order per bucket.
+    Returns the bucket folders with rows and the number of rows."""
+    if n_partitions < 1:
+        raise ConfigError(f"prep.partitions must be at least 1, got {n_partitions}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = pq.ParquetFile(events_path).metadata
+    pieces: list[tuple[list[int], int]] = []
+    group: list[int] = []
+    offset = start = 0
+    for g in range(meta.num_row_groups):
+        group.append(g)
+        offset += meta.row_group(g).num_rows
+        if offset - start >= batch_rows or g == meta.num_row_groups - 1:
+            pieces.append((group, start))
+            group, start = [], offset
+    args = [(str(events_path), gs, o, i, out, n_partitions) for i, (gs, o) in enumerate(pieces)]
+    got = set().union(*mapper(_bucket_event_piece, args)) if args else set()
+    return [out / f"bucket-{k:05d}" for k in sorted(got)], offset
+
+
+def _bucket_event_piece(
+    path: str, row_groups: list[int], offset: int, i: int, out_dir: Path, n_partitions: int
+) -> set[int]:
+    """Write piece ``i`` of the events file (rows from ``offset``) into the buckets."""
+    table = pq.ParquetFile(path).read_row_groups(row_groups)
+    if not table.num_rows:
+        return set()
+    table, bucket = _tag(table, offset, n_partitions)
+    return write_bucket_pieces(table, bucket, i, Path(out_dir))
 
 
 def _read_partition(path: Path | None, events_path: Path) -> tuple[pd.DataFrame, np.ndarray]:
@@ -282,6 +332,7 @@ def validate_partitioned(
     partitions: int = 16,
     batch_rows: int = 1_000_000,
     now: dt.datetime | None = None,
+    mapper: Mapper | None = None,
 ) -> PartitionedOutcome:
     """Validate the canonical tables in ``in_dir`` one user-hash partition at a time.
 
@@ -289,14 +340,18 @@ def validate_partitioned(
     docstring): the same rules, report (``timings_s`` aside), quarantine, verdict and
     clean tables, with peak memory about one partition of the events. ``work_dir``
     holds the partition files; it is created and removed (also on error). ``now``
-    fixes the "future timestamp" bound as in ``validate_tables``.
+    fixes the "future timestamp" bound as in ``validate_tables``. ``mapper`` runs the
+    per-piece partitioning and the per-partition checks (:func:`check_partition`) as
+    tasks, e.g. on a Dask cluster (:func:`recpipe.data.cluster.dask_mapper`;
+    ``work_dir`` must then be a folder every worker reaches); ``None``: one after the
+    other in this process.
     """
     work = Path(work_dir)
     if work.exists():
         shutil.rmtree(work)
     with _SESSION_LOCK:  # one validation at a time uses the process's GX context
         try:
-            return _validate(Path(in_dir), params, work, partitions, batch_rows, now)
+            return _validate(Path(in_dir), params, work, partitions, batch_rows, now, mapper)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -318,6 +373,7 @@ def _validate(
     partitions: int,
     batch_rows: int,
     now: dt.datetime | None,
+    mapper: Mapper | None,
 ) -> PartitionedOutcome:
     started = time.perf_counter()
     now_ts = resolve_now(now)
@@ -332,7 +388,10 @@ def _validate(
         )
     }
     rule_order = sorted(order, key=order.__getitem__)
-    files, n = partition_events(events_path, work, partitions, batch_rows)
+    if mapper is None:
+        files, n = partition_events(events_path, work, partitions, batch_rows)
+    else:
+        files, n = partition_events_in_pieces(events_path, work, partitions, batch_rows, mapper)
     log.info("partitioned %d events into %d bucket(s) under %s", n, len(files), work)
     timer = {"prepare": time.perf_counter() - started, "check": 0.0, "detail": 0.0}
 
@@ -355,37 +414,31 @@ def _validate(
     for failure in side_failures:
         _merge(merged, failure.info.rule, _failure_entry(failure, tables, side_frames), None)
 
-    # events: one partition at a time ----------------------------------------------
+    # events: one partition at a time (as tasks through ``mapper``) ----------------
     reason_counts: dict[str, int] = {}
     reason_index: dict[str, int] = {}
     bad_parts: list[np.ndarray] = []
     code_parts: list[np.ndarray] = []
-    for path in files or [None]:
-        events, rows = _read_partition(path, events_path)
-        frames: dict[str, pd.DataFrame] = {
-            EVENTS: events,
-            EVENTS_DERIVED: derived_frame(events, side.items, params, check_references=check_refs),
-        }
-        if params.duplicates == "forbid":
-            frames[EVENTS_DUPLICATES] = duplicates_frame(events)
-        part_results, failures = _two_pass(
-            session, params, now_ts, check_refs, _EVENT_BATCHES, frames, timer
-        )
-        record(part_results)
-        pieces, part_table_level = _row_pieces(failures, events, part_results)
-        table_level |= part_table_level
-        for positions, rule in pieces:
-            reason_counts[rule] = reason_counts.get(rule, 0) + len(positions)
-        local, reasons = _reasons(pieces, rule_order)
-        if len(local):
-            codes = [reason_index.setdefault(r, len(reason_index)) for r in reasons]
-            bad_parts.append(rows[local])
+    checked = (mapper or serial_map)(
+        check_partition,
+        [
+            (p, events_path, params, now_ts, check_refs, side.items, rule_order)
+            for p in files or [None]
+        ],
+    )
+    for part in checked:
+        record(part.results)
+        table_level |= part.table_level
+        for rule, count in part.reason_counts.items():
+            reason_counts[rule] = reason_counts.get(rule, 0) + count
+        if len(part.bad_rows):
+            codes = [reason_index.setdefault(r, len(reason_index)) for r in part.reasons]
+            bad_parts.append(part.bad_rows)
             code_parts.append(np.asarray(codes, dtype=np.int32))
-        tables["events"] = events
-        for failure in failures:
-            _merge(merged, failure.info.rule, _failure_entry(failure, tables, frames), rows)
-        log.debug("validated partition %s: %d events", path, len(events))
-        del events, frames
+        for rule, piece in part.merged.items():
+            _combine(merged, rule, piece)
+        timer["check"] += part.timer["check"]
+        timer["detail"] += part.timer["detail"]
 
     # aggregate ----------------------------------------------------------------------
     all_results = sorted(results.values(), key=lambda r: order.get(r[0].rule, len(order)))
@@ -459,6 +512,55 @@ def _validate(
     )
 
 
+@dataclass
+class PartitionCheck:
+    """What :func:`check_partition` found in one partition."""
+
+    results: list[Result]
+    table_level: bool
+    reason_counts: dict[str, int]
+    bad_rows: np.ndarray  # rows of the events file, sorted
+    reasons: list[str]  # each bad row's broken rules
+    merged: dict[str, _Merged]  # failed rules' report entries, examples as file rows
+    timer: dict[str, float]
+
+
+def check_partition(
+    path: Path | None,
+    events_path: Path,
+    params: ValidateParams,
+    now_ts: pd.Timestamp,
+    check_refs: bool,
+    items: pd.DataFrame,
+    rule_order: list[str],
+) -> PartitionCheck:
+    """Run the events suites on one bucket (a file or folder of pieces; ``None``: no
+    events) with this process's GX session; its results, bad rows and report entries."""
+    timer = {"check": 0.0, "detail": 0.0}
+    events, rows = _read_partition(path, events_path)
+    frames: dict[str, pd.DataFrame] = {
+        EVENTS: events,
+        EVENTS_DERIVED: derived_frame(events, items, params, check_references=check_refs),
+    }
+    if params.duplicates == "forbid":
+        frames[EVENTS_DUPLICATES] = duplicates_frame(events)
+    with _SESSION_LOCK:  # re-entrant: the arrow engine's caller holds it already
+        results, failures = _two_pass(
+            _session(), params, now_ts, check_refs, _EVENT_BATCHES, frames, timer
+        )
+    pieces, table_level = _row_pieces(failures, events, results)
+    reason_counts: dict[str, int] = {}
+    for positions, rule in pieces:
+        reason_counts[rule] = reason_counts.get(rule, 0) + len(positions)
+    local, reasons = _reasons(pieces, rule_order)
+    merged: dict[str, _Merged] = {}
+    tables = {"events": events, "items": items}
+    for failure in failures:
+        _merge(merged, failure.info.rule, _failure_entry(failure, tables, frames), rows)
+    log.debug("validated partition %s: %d events", path, len(events))
+    return PartitionCheck(results, table_level, reason_counts, rows[local], reasons, merged, timer)
+
+
 def _two_pass(
     session: _GXSession,
     params: ValidateParams,
@@ -513,17 +615,21 @@ def _merge(
     for example, row in zip(entry["examples"], entry["example_rows"], strict=True):
         pos = int(row["row"]) if rows is None else int(rows[int(row["row"])])
         examples.append((pos, example, {**row, "row": pos}))
-    count = entry["unexpected_count"]
-    repeated = entry.get("repeated_rows")
+    part = _Merged(entry, entry["unexpected_count"], entry.get("repeated_rows"), examples)
+    _combine(merged, rule, part)
+
+
+def _combine(merged: dict[str, _Merged], rule: str, part: _Merged) -> None:
+    """Add ``part`` (one or more partitions' entry of ``rule``) to ``merged``."""
     if rule not in merged:
-        merged[rule] = _Merged(entry, count, repeated, examples)
+        merged[rule] = part
         return
     into = merged[rule]
-    if count is not None:
-        into.count = count if into.count is None else into.count + count
-    if repeated is not None:
-        into.repeated = repeated if into.repeated is None else into.repeated + repeated
-    into.examples.extend(examples)
+    if part.count is not None:
+        into.count = part.count if into.count is None else into.count + part.count
+    if part.repeated is not None:
+        into.repeated = part.repeated if into.repeated is None else into.repeated + part.repeated
+    into.examples.extend(part.examples)
 
 
 def _finish(merged: _Merged, table_rows: int | None) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The arrow engine through the real stages, ingest to features, against the pandas engine.
+"""The arrow and dask engines through the real stages, ingest to features, against the
+pandas engine (dask: on a 2-worker local cluster, at orchestration.dask_address).
 
 The per-stage equality tests are in tests/unit/test_prep_arrow_*.py; this runs the
 chain as `recpipe run` does, on a CSV drop with a few bad rows (quarantined: unknown event
@@ -10,7 +11,9 @@ and encoded tables equal up to row order.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +26,7 @@ from recpipe.pipeline import run_stage
 from tests.pipeline.conftest import SMALL
 
 STAGES = ("ingest", "validate", "sessions", "features")
+ENGINES = ("pandas", "arrow", "dask")
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
@@ -47,11 +51,25 @@ def workspaces(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Paths]:
     raw = tmp / "events.csv"
     events.to_csv(raw, index=False)
     out = {}
-    with pytest.MonkeyPatch.context() as mp:
-        _pin_now(mp)  # both reports name the same "now" (the future-timestamp bound)
-        for engine in ("pandas", "arrow"):
-            out[engine] = _run(tmp, raw, engine)
+    with pytest.MonkeyPatch.context() as mp, _cluster() as address:
+        _pin_now(mp)  # the reports name the same "now" (the future-timestamp bound)
+        for engine in ENGINES:
+            out[engine] = _run(tmp, raw, engine, address)
     return out
+
+
+@contextlib.contextmanager
+def _cluster() -> Iterator[str | None]:
+    """A 2-worker local Dask cluster's scheduler address (None without distributed)."""
+    try:
+        from distributed import LocalCluster
+    except ImportError:  # pragma: no cover - dask is a dev dependency
+        yield None
+        return
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        yield cluster.scheduler_address
 
 
 def _pin_now(mp: pytest.MonkeyPatch) -> None:
@@ -62,8 +80,10 @@ def _pin_now(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(partitioned, "resolve_now", lambda value=None: now if value is None else value)
 
 
-def _run(tmp: Path, raw: Path, engine: str) -> Paths:
+def _run(tmp: Path, raw: Path, engine: str, address: str | None) -> Paths | None:
     """Ingest to features on ``raw`` with ``engine``; the workspace."""
+    if engine == "dask" and address is None:
+        return None
     params = load_params(
         None,
         [
@@ -75,6 +95,7 @@ def _run(tmp: Path, raw: Path, engine: str) -> Paths:
             f"prep.engine={engine}",
             "prep.partitions=3",
             "prep.batch_rows=500",
+            *([f"orchestration.dask_address={address}"] if address else []),
         ],
     )
     paths = Paths.at(tmp / engine)
@@ -83,8 +104,15 @@ def _run(tmp: Path, raw: Path, engine: str) -> Paths:
     return paths
 
 
-def test_interim_and_validated_files_are_identical(workspaces):
-    a, b = workspaces["pandas"], workspaces["arrow"]
+def _other(workspaces: dict, engine: str) -> Paths:
+    if workspaces[engine] is None:
+        pytest.skip(f"{engine} engine not available")
+    return workspaces[engine]
+
+
+@pytest.mark.parametrize("engine", ["arrow", "dask"])
+def test_interim_and_validated_files_are_identical(workspaces, engine):
+    a, b = workspaces["pandas"], _other(workspaces, engine)
     for folder in ("interim_dir", "validated_dir", "quarantine_dir"):
         left, right = getattr(a, folder), getattr(b, folder)
         names = sorted(p.name for p in left.iterdir())
@@ -103,8 +131,9 @@ def test_interim_and_validated_files_are_identical(workspaces):
         assert quarantined["timestamp"].isna().sum() == 2
 
 
-def test_sessions_splits_and_features_are_equal_up_to_row_order(workspaces):
-    a, b = workspaces["pandas"], workspaces["arrow"]
+@pytest.mark.parametrize("engine", ["arrow", "dask"])
+def test_sessions_splits_and_features_are_equal_up_to_row_order(workspaces, engine):
+    a, b = workspaces["pandas"], _other(workspaces, engine)
     assert json.loads(a.splits_json.read_text()) == json.loads(b.splits_json.read_text())
     compared = 0
     for root_a, root_b in ((a.sessions_dir, b.sessions_dir), (a.splits_dir, b.splits_dir)):
