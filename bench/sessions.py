@@ -119,7 +119,7 @@ def run(path: str, stream: bool = False) -> dict[str, Any]:
     gc.collect()
     filtered, fstats = timed(
         "filter_support",
-        lambda: filter_support(sessions, params.min_item_support, params.min_session_length),
+        lambda: filter_support(sessions, params.item_support, params.min_session_length),
     )
     del filtered  # the stage writes it to data/sessions and lets it go
     gc.collect()
