@@ -306,7 +306,9 @@ def presence(codes: Codes, part: np.ndarray) -> np.ndarray:
     dtype = np.int32 if 4 * k < 2**31 else np.int64
     index = p.astype(dtype) * dtype(k)
     index += c
-    return (np.bincount(index, minlength=4 * k) > 0).reshape(4, k)
+    out = np.zeros(4 * k, bool)
+    out[index] = True  # a scatter of flags: half the time of counting with bincount
+    return out.reshape(4, k)
 
 
 def _parts_stats(table: Table, part: np.ndarray) -> tuple[dict[str, Any], dict[str, int]]:
@@ -334,12 +336,19 @@ def _parts_stats(table: Table, part: np.ndarray) -> tuple[dict[str, Any], dict[s
 def part_time_ranges(ts: np.ndarray, part: np.ndarray) -> list[tuple[Any, Any]]:
     """``(min, max)`` of ``ts`` (int64 ns) over the rows of train, valid and test;
     ``(None, None)`` for an empty part."""
-    lo = np.full(4, np.iinfo(np.int64).max, np.int64)
-    hi = np.full(4, np.iinfo(np.int64).min, np.int64)
-    np.minimum.at(lo, part, ts)
-    np.maximum.at(hi, part, ts)
-    counts = np.bincount(part, minlength=4)
-    return [(lo[c], hi[c]) if counts[c] else (None, None) for c in (TRAIN, VALID, TEST)]
+    if not len(ts):
+        return [(None, None)] * 3
+    grouped = (
+        pa.table({"part": part, "ts": ts})
+        .group_by("part", use_threads=False)  # Arrow's hash aggregate: one pass
+        .aggregate([("ts", "min_max")])
+        .to_pydict()
+    )
+    found = dict(zip(grouped["part"], grouped["ts_min_max"], strict=True))
+    return [
+        (found[c]["min"], found[c]["max"]) if c in found else (None, None)
+        for c in (TRAIN, VALID, TEST)
+    ]
 
 
 def user_presence_counts(users: np.ndarray) -> dict[str, int]:
