@@ -324,10 +324,13 @@ def _parts_stats(table: Table, part: np.ndarray) -> tuple[dict[str, Any], dict[s
     rows = np.bincount(part, minlength=4)
     ranges = part_time_ranges(table.ts, part)
     item_codes = table.item.codes
+    item_null = table.item.has_null
 
     def new_item_rows(code: int, new_items: np.ndarray) -> int:
-        in_part = part == code
-        return int(np.count_nonzero(new_items[item_codes[in_part & (item_codes >= 0)]]))
+        rows = part == code
+        if item_null:
+            rows &= item_codes >= 0
+        return int(np.count_nonzero(new_items[item_codes[rows]]))
 
     user_counts = user_presence_counts(users)
     return summarise_parts(rows, user_counts, items, sessions, ranges, new_item_rows)
