@@ -34,8 +34,11 @@ Five protocols, each a pure function ``(events, params) -> SplitResult``:
 
 :func:`build_splits` runs those named in ``params.splits`` on one shared
 integer encoding of the table, and returns :class:`SkippedSplit` (with the
-reason) for a split the data cannot support. :func:`check_leakage` re-derives
-the protocol's invariants from the three frames alone, for the report.
+reason) for a split the data cannot support. Each split is one ``int8`` part code
+per input row over that shared table (:meth:`SplitResult.of_rows`): no part is
+copied until it is read (``result.train``) or written
+(:func:`~recpipe.sessions.parts.write_parts`). :func:`check_leakage` re-derives
+the protocol's invariants from the three parts alone, for the report.
 
 Every part keeps the input's row order and columns, with a fresh ``RangeIndex``.
 ``stats`` always satisfies ``sum(parts rows) + sum(dropped) == input_rows``.
@@ -369,7 +372,11 @@ def build_splits(
 def check_leakage(
     result: SplitResult, kind: str, test_items_seen_in: str | None = "train"
 ) -> dict[str, bool]:
-    """Re-check a split's invariants from its three frames alone.
+    """Re-check a split's invariants from its three parts alone.
+
+    The parts are read as integer codes: a split built by :func:`build_splits` from
+    its table's codes and timestamps (no frame is gathered), one wrapping frames by
+    encoding them here; the checks are the same either way.
 
     Parameters
     ----------

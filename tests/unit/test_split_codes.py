@@ -145,7 +145,7 @@ def test_check_leakage_of_codes_finds_a_moved_row():
             assert not checks["cold_items_not_in_train"]
 
 
-@SETTINGS
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=mixed_rows(), p=params_strategy)
 def test_write_parts_writes_the_bytes_of_to_parquet(rows, p, tmp_path_factory):
     _, results = splits_of(rows, p)
