@@ -187,7 +187,9 @@ class Table:
     """
 
     def __init__(self, frame: pd.DataFrame) -> None:
-        self.frame = frame
+        # a shallow copy: shares the data, but (copy-on-write) a later change to the
+        # caller's frame does not reach the splits that gather their rows from it
+        self.frame = frame.copy(deep=False)
         self.n = len(frame)
         self._cache: dict[str, Any] = {}
 

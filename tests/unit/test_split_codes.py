@@ -93,7 +93,10 @@ def test_parts_are_the_rows_of_their_codes(rows, p):
         assert len(result.part) == len(result.source)
         source = result.source
         if kind != "cold_start" or p.cold_anonymous != "session":
-            assert source is ev  # the input itself, not a copy
+            pd.testing.assert_frame_equal(source, ev)
+            assert np.shares_memory(  # the input's data, not a copy of it
+                source["value"].to_numpy(), ev["value"].to_numpy()
+            )
         for code, name in enumerate(PART_NAMES):
             expected = source[result.part == code].reset_index(drop=True)
             frame = getattr(result, name)
@@ -177,6 +180,16 @@ def test_write_parts_of_an_empty_part_keeps_the_schema(tmp_path):
     valid = pd.read_parquet(tmp_path / "valid.parquet")
     assert len(valid) == 0
     assert valid.dtypes.to_dict() == result.source.dtypes.to_dict()
+
+
+def test_parts_ignore_later_changes_to_the_input():
+    rows = [(f"u{k % 3}", f"i{k % 4}", 180 * k, "view", f"s{k // 2}") for k in range(40)]
+    ev = sessionize(events_frame(rows), SessionsParams())
+    result = build_splits(ev, SessionsParams(splits=["user_temporal"]))["user_temporal"]
+    expected = ev[result.part == TRAIN].reset_index(drop=True)
+    ev.loc[0, "item_id"] = "changed"
+    ev["value"] = 0.0
+    pd.testing.assert_frame_equal(result.train, expected)
 
 
 def test_of_rows_refuses_codes_of_another_length():
