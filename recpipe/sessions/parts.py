@@ -198,6 +198,23 @@ class Table:
             self._cache[key] = make()
         return self._cache[key]
 
+    def cached(self, key: str, make: Callable[[], Any]) -> Any:
+        """``make()``, computed once per table and ``key`` (e.g. the global cut-off that
+        the global temporal and cold-start splits share); an exception is not kept."""
+        return self._get(f"cached:{key}", make)
+
+    def with_users(self, frame: pd.DataFrame) -> Table:
+        """A table of ``frame``: this table's rows with other ``user_id`` values only
+        (cold start's anonymous sessions as users). The timestamps and the item and
+        session codes are shared, not recomputed."""
+        if len(frame) != self.n:
+            raise ValueError(f"a frame of {len(frame)} rows for a table of {self.n} rows")
+        out = Table(frame)
+        for key in ("ts", "item", "session", "has_session"):
+            if key in self._cache:
+                out._cache[key] = self._cache[key]
+        return out
+
     @property
     def ts(self) -> np.ndarray:
         return self._get("ts", lambda: timestamps_ns(self.frame["timestamp"]))

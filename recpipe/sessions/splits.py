@@ -321,7 +321,7 @@ def iter_splits(
         this = table
         if kind == "cold_start":
             converted = anonymous_as_users(events, params)
-            this = table if converted is events else Table(converted)
+            this = table if converted is events else table.with_users(converted)
         reason = table_not_applicable(kind, this)
         if not reason:
             try:

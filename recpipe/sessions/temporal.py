@@ -93,6 +93,12 @@ def global_cut(table: Table, params: SessionsParams, kind: str) -> tuple[np.ndar
     SplitError
         The test or train part comes out empty; the message names the param to change.
     """
+    key = f"global_cut:{params.global_test_fraction!r}:{params.global_valid_fraction!r}"
+    part, test_after, valid_after = table.cached(key, lambda: _global_cut(table, params, kind))
+    return part.copy(), test_after, valid_after  # a copy: cold start changes its own
+
+
+def _global_cut(table: Table, params: SessionsParams, kind: str) -> tuple[np.ndarray, int, int]:
     has_user = table.has_user
     ts_u = table.ts[has_user]
 
