@@ -14,10 +14,15 @@ the other, in this process::
 (the id mapping uses :class:`recpipe.features.idmap.IdMap` when it exists, else
 ``pandas.factorize`` as a stand-in) and prints events/s for each step and for the
 whole, with the peak resident memory after each step. ``check_leakage`` on every
-split is timed too but left out of the total. Run::
+split is timed too but left out of the total. ``--write`` adds a step that writes
+every split's parts and tables to Parquet as the ``sessions`` stage does
+(:func:`recpipe.sessions.parts.write_parts`; on code without it, each part frame's
+``to_parquet``), in the total: splits held as part codes gather their rows there.
+Run::
 
     .venv/bin/python bench/sessions.py                    # 10M events
     .venv/bin/python bench/sessions.py --events 1000000 -v
+    .venv/bin/python bench/sessions.py --events 3000000 --write
 """
 
 from __future__ import annotations
@@ -86,8 +91,27 @@ def _summary(result: Any) -> Any:
     return result.stats, check_leakage(result, result.kind)
 
 
-def run(path: str, stream: bool = False) -> dict[str, Any]:
-    """Time the sessions path on the log at ``path`` in this process."""
+def split_writer() -> Any:
+    """``write(result, folder)``: :func:`recpipe.sessions.parts.write_parts` when it
+    exists, else the stage's former loop (each part frame's ``to_parquet``)."""
+    try:
+        from recpipe.sessions.parts import write_parts
+    except ImportError:
+        from recpipe.sessions.parts import PART_NAMES
+
+        def write_parts(result: Any, out: Path) -> None:
+            out.mkdir(parents=True, exist_ok=True)
+            for name in PART_NAMES:
+                getattr(result, name).to_parquet(out / f"{name}.parquet", index=False)
+            for name, table in result.tables.items():
+                table.to_parquet(out / f"{name}.parquet", index=False)
+
+    return write_parts
+
+
+def run(path: str, stream: bool = False, write_to: Path | None = None) -> dict[str, Any]:
+    """Time the sessions path on the log at ``path`` in this process; with ``write_to``,
+    also write every split under that folder."""
     import pandas as pd
 
     from recpipe.config import SessionsParams
@@ -119,7 +143,7 @@ def run(path: str, stream: bool = False) -> dict[str, Any]:
     gc.collect()
     filtered, fstats = timed(
         "filter_support",
-        lambda: filter_support(sessions, params.min_item_support, params.min_session_length),
+        lambda: filter_support(sessions, params.item_support, params.min_session_length),
     )
     del filtered  # the stage writes it to data/sessions and lets it go
     gc.collect()
@@ -130,6 +154,16 @@ def run(path: str, stream: bool = False) -> dict[str, Any]:
         )
     else:
         splits = timed("build_splits (4 splits, all held)", lambda: build_splits(sessions, params))
+    if write_to is not None and not stream:
+        write = split_writer()
+        timed(
+            "write splits (parquet)",
+            lambda: [
+                write(r, write_to / kind)
+                for kind, r in splits.items()
+                if isinstance(r, SplitResult)
+            ],
+        )
     timed(
         f"id map ({mapper_name})",
         lambda: (fit_encode(sessions["item_id"]), fit_encode(sessions["user_id"])),
@@ -175,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
         help="iter_splits, dropping each split after its leakage check (as the stage "
         "writes them), instead of build_splits holding all four",
     )
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help="also write every split to Parquet as the sessions stage does (timed, in "
+        "the total; not with --stream)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -192,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{prep['items']:,} items ({prep['sessions']:,} generated sessions) in "
             f"{prep['generate_s']:.2f} s"
         )
-        result = run(prep["path"], stream=args.stream)
+        write_to = Path(tmp) / "splits" if args.write else None
+        result = run(prep["path"], stream=args.stream, write_to=write_to)
 
     n = result["rows"]
     table = Table(title=f"sessions path on {n:,} events (source session ids dropped)")

@@ -10,6 +10,7 @@ indexing on Arrow-backed string columns, whose per-call overhead dominates).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from collections.abc import Callable, Iterable
@@ -55,8 +56,9 @@ class Codes:
     def n_uniques(self) -> int:
         return len(self.uniques)
 
-    @property
+    @functools.cached_property
     def has_null(self) -> bool:
+        """Whether some row is null (computed once: the splits ask many times)."""
         return bool(len(self.codes)) and bool((self.codes < 0).any())
 
     def subset(self, rows: np.ndarray) -> Codes:
@@ -69,7 +71,9 @@ class Codes:
         c = c[c >= 0]
         if not len(c):
             return 0
-        return int(np.count_nonzero(np.bincount(c, minlength=self.n_uniques)))
+        seen = np.zeros(self.n_uniques, bool)
+        seen[c] = True
+        return int(np.count_nonzero(seen))
 
 
 def to_arrow(series: pd.Series) -> pa.Array:

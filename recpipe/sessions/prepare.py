@@ -27,7 +27,7 @@ def prepare_sessions(
     """Sessionize ``validated_dir``'s events into ``events_out``; write the splits under
     ``splits_out`` (one folder per split); return the report."""
     from recpipe.data.schema import read_tables
-    from recpipe.sessions.parts import PART_NAMES
+    from recpipe.sessions.parts import write_parts
     from recpipe.sessions.sessionize import filter_support, select_event_types, sessionize
     from recpipe.sessions.splits import SkippedSplit, check_leakage, iter_splits
 
@@ -51,18 +51,15 @@ def prepare_sessions(
             continue
         out = splits_out / kind
         out.mkdir(parents=True)
-        for part in PART_NAMES:
-            getattr(result, part).to_parquet(out / f"{part}.parquet", index=False)
-        for name, table in result.tables.items():  # cold_start: cold_items, cold_users
-            table.to_parquet(out / f"{name}.parquet", index=False)
+        write_parts(result, out)  # the parts' rows are gathered here, one part at a time
         leakage = check_leakage(result, kind, sp.test_items_seen_in)
         report["splits"][kind] = {"stats": result.stats, "leakage": leakage}
         log.info(
             "split %s: %s train / %s valid / %s test events; leak-free: %s",
             kind,
-            len(result.train),
-            len(result.valid),
-            len(result.test),
+            result.rows("train"),
+            result.rows("valid"),
+            result.rows("test"),
             all(leakage.values()),
         )
     return report

@@ -431,9 +431,13 @@ def support_mask(
                 f"{int(np.count_nonzero(session.codes < 0))} event(s) have no session_id; "
                 f"min_session_length={min_session_length} needs sessions: run sessionize first"
             )
-        with_session = session.codes >= 0
-        sessions_in = session.n_distinct(with_session)
-        lengths = np.bincount(session.codes[keep & with_session], minlength=session.n_uniques)
+        if session.has_null:
+            with_session = session.codes >= 0
+            sessions_in = session.n_distinct(with_session)
+            lengths = np.bincount(session.codes[keep & with_session], minlength=session.n_uniques)
+        else:
+            sessions_in = session.n_distinct()
+            lengths = np.bincount(session.codes[keep], minlength=session.n_uniques)
         if min_session_length > 1:
             keep &= lengths[session.codes] >= min_session_length
             sessions_out = int(np.count_nonzero(lengths >= min_session_length))

@@ -34,8 +34,11 @@ Five protocols, each a pure function ``(events, params) -> SplitResult``:
 
 :func:`build_splits` runs those named in ``params.splits`` on one shared
 integer encoding of the table, and returns :class:`SkippedSplit` (with the
-reason) for a split the data cannot support. :func:`check_leakage` re-derives
-the protocol's invariants from the three frames alone, for the report.
+reason) for a split the data cannot support. Each split is one ``int8`` part code
+per input row over that shared table (:meth:`SplitResult.of_rows`): no part is
+copied until it is read (``result.train``) or written
+(:func:`~recpipe.sessions.parts.write_parts`). :func:`check_leakage` re-derives
+the protocol's invariants from the three parts alone, for the report.
 
 Every part keeps the input's row order and columns, with a fresh ``RangeIndex``.
 ``stats`` always satisfies ``sum(parts rows) + sum(dropped) == input_rows``.
@@ -51,10 +54,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
 from recpipe.config import SPLIT_KINDS, SessionsParams
 from recpipe.errors import SplitError, SplitNotApplicable
-from recpipe.sessions._arrays import NS_PER_DAY, encode_parts, iso, timestamps_ns
+from recpipe.sessions._arrays import (
+    NS_PER_DAY,
+    Codes,
+    encode_parts,
+    iso,
+    timestamps_ns,
+    to_arrow,
+)
 from recpipe.sessions.cold import anonymous_as_users, cold_start_split_table
 from recpipe.sessions.parts import (
     DROPPED,
@@ -310,7 +321,7 @@ def iter_splits(
         this = table
         if kind == "cold_start":
             converted = anonymous_as_users(events, params)
-            this = table if converted is events else Table(converted)
+            this = table if converted is events else table.with_users(converted)
         reason = table_not_applicable(kind, this)
         if not reason:
             try:
@@ -361,7 +372,11 @@ def build_splits(
 def check_leakage(
     result: SplitResult, kind: str, test_items_seen_in: str | None = "train"
 ) -> dict[str, bool]:
-    """Re-check a split's invariants from its three frames alone.
+    """Re-check a split's invariants from its three parts alone.
+
+    The parts are read as integer codes: a split built by :func:`build_splits` from
+    its table's codes and timestamps (no frame is gathered), one wrapping frames by
+    encoding them here; the checks are the same either way.
 
     Parameters
     ----------
@@ -399,13 +414,13 @@ def check_leakage(
     """
     if kind not in SPLIT_KINDS:
         raise ValueError(f"unknown split kind {kind!r}; known: {list(SPLIT_KINDS)}")
-    parts = [result.train, result.valid, result.test]
-    ts = [timestamps_ns(p["timestamp"]) for p in parts]
-    checks: dict[str, bool] = {"test_nonempty": len(result.test) > 0}
+    views = _PartViews(result)
+    ts = views.ts()
+    checks: dict[str, bool] = {"test_nonempty": len(ts[2]) > 0}
     pairs = (("test_after_train", 0, 2), ("valid_after_train", 0, 1), ("test_after_valid", 1, 2))
     if kind == "session":
-        sessions = encode_parts([p["session_id"] for p in parts])
-        items = encode_parts([p["item_id"] for p in parts])
+        sessions = views.codes("session_id")
+        items = views.codes("item_id")
         n_sessions = sessions[0].n_uniques
         starts = []
         for codes, t in zip(sessions, ts, strict=True):
@@ -420,8 +435,9 @@ def check_leakage(
             or (present[0] & present[2]).any()
             or (present[1] & present[2]).any()
         )
-        train_items = np.zeros(items[0].n_uniques, bool)
+        train_items = np.zeros(items[0].n_uniques + 1, bool)  # the last: null items
         train_items[items[0].codes] = True
+        train_items[-1] = False
         if test_items_seen_in != "train_valid":  # else valid items were filtered out of
             # the valid part itself: the frames alone cannot re-derive the check
             checks["test_items_in_train"] = bool(train_items[items[2].codes].all())
@@ -433,9 +449,9 @@ def check_leakage(
         for name, a, b in pairs:
             checks[name] = all_after(ts[b], ts[a], strict=True)
         if kind == "cold_start":
-            checks.update(_cold_checks(result))
+            checks.update(_cold_checks(result, views))
     else:
-        users = encode_parts([p["user_id"] for p in parts])
+        users = views.codes("user_id")
         n_users = users[0].n_uniques
         lo, hi = [], []
         for codes, t in zip(users, ts, strict=True):
@@ -465,7 +481,42 @@ def check_leakage(
     return checks
 
 
-def _cold_checks(result: SplitResult) -> dict[str, bool]:
+class _PartViews:
+    """The train, valid and test parts of a split as integer arrays, for the checks.
+
+    A split given as part codes (:meth:`SplitResult.of_rows`) is read from its
+    table's codes and timestamps, row subsets of one dictionary per column; a split
+    wrapping frames has its columns encoded here, one dictionary shared by the three
+    parts. Either way equal ids have equal codes across the parts, which is all the
+    checks compare.
+    """
+
+    def __init__(self, result: SplitResult) -> None:
+        self.result = result
+        self.masks = (
+            None
+            if result.table is None
+            else [result.mask(name) for name in ("train", "valid", "test")]
+        )
+
+    def ts(self) -> list[np.ndarray]:
+        """Each part's timestamps (int64 ns), in row order."""
+        if self.masks is None:
+            return [timestamps_ns(p["timestamp"]) for p in self.result.parts().values()]
+        assert self.result.table is not None
+        ts = self.result.table.ts
+        return [ts[m] for m in self.masks]
+
+    def codes(self, column: str) -> list[Codes]:
+        """Each part's codes of ``column`` (``user_id``, ``item_id`` or ``session_id``)."""
+        if self.masks is None:
+            return encode_parts([p[column] for p in self.result.parts().values()])
+        assert self.result.table is not None
+        whole = self.result.table.codes(column)
+        return [whole.subset(m) for m in self.masks]
+
+
+def _cold_checks(result: SplitResult, views: _PartViews) -> dict[str, bool]:
     """The cold-start invariants of :func:`check_leakage`, from ``result.tables``."""
     out: dict[str, bool] = {}
     for column, name in (("item_id", "items"), ("user_id", "users")):
@@ -479,11 +530,19 @@ def _cold_checks(result: SplitResult) -> dict[str, bool]:
             log.warning("cold_start split without a valid cold_%s table: checks fail", name)
             out.update(dict.fromkeys(keys, False))
             continue
-        ids = table[column]
-        held = ids[table["held_out"].to_numpy(dtype=bool)]
-        out[keys[0]] = not bool(result.train[column].isin(ids).any())
-        out[keys[1]] = not bool(result.valid[column].isin(held).any())
-        out[keys[2]] = bool(ids.isin(result.test[column]).all())
+        parts = views.codes(column)
+        uniques = parts[0].uniques
+        ids = to_arrow(table[column])
+        # each listed id's code in the parts' dictionary (-1: in no part)
+        where = pc.fill_null(pc.index_in(ids, value_set=uniques), -1).to_numpy()
+        held = where[table["held_out"].to_numpy(dtype=bool)]
+        present = [np.zeros(len(uniques) + 1, bool) for _ in parts]  # the last: null ids
+        for mask, codes in zip(present, parts, strict=True):
+            mask[codes.codes] = True
+            mask[-1] = False
+        out[keys[0]] = not bool(present[0][where].any())
+        out[keys[1]] = not bool(present[1][held].any())
+        out[keys[2]] = bool(present[2][where].all())
     return out
 
 

@@ -93,6 +93,12 @@ def global_cut(table: Table, params: SessionsParams, kind: str) -> tuple[np.ndar
     SplitError
         The test or train part comes out empty; the message names the param to change.
     """
+    key = f"global_cut:{params.global_test_fraction!r}:{params.global_valid_fraction!r}"
+    part, test_after, valid_after = table.cached(key, lambda: _global_cut(table, params, kind))
+    return part.copy(), test_after, valid_after  # a copy: cold start changes its own
+
+
+def _global_cut(table: Table, params: SessionsParams, kind: str) -> tuple[np.ndarray, int, int]:
     has_user = table.has_user
     ts_u = table.ts[has_user]
 
@@ -279,7 +285,9 @@ def per_user_split(table: Table, params: SessionsParams, kind: str) -> SplitResu
     if reason:
         raise SplitError(f"{kind} split: {reason}")
     table.prefetch("user", "item", "session")
-    part, count, used, rule = per_user_parts(table.user, table.ts, params, kind)
+    part, count, used, rule = per_user_parts(
+        table.user, table.ts, params, kind, rank=table.user_rank()
+    )
     if not np.any(count >= 2):
         raise per_user_no_test(kind)
     extra = {"users_by_events": users_by_events(count)}
@@ -306,14 +314,20 @@ def users_by_events(count: np.ndarray) -> dict[str, int]:
 
 
 def per_user_parts(
-    user: Codes, ts: np.ndarray, params: SessionsParams, kind: str
+    user: Codes,
+    ts: np.ndarray,
+    params: SessionsParams,
+    kind: str,
+    rank: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any], str]:
     """Per-row part codes of a per-user split, events per user, the params used and the rule.
 
     Rows without a user are dropped. Per user only: a table holding whole users
     (e.g. one user-hash partition) gives the rows of the whole table's result.
+    ``rank``: :func:`~recpipe.sessions.parts.user_rank` of ``user`` and ``ts`` when
+    already computed (both per-user splits share :meth:`Table.user_rank`).
     """
-    after, count = user_rank(user, ts)  # per row; per user
+    after, count = user_rank(user, ts) if rank is None else rank  # per row; per user
     if kind == "user_temporal":
         n_test = np.maximum(round_half_up(count * params.user_test_fraction), 1)
         n_test = np.minimum(n_test, count - 1)
@@ -333,15 +347,18 @@ def per_user_parts(
         n_valid = (count >= 3).astype(np.int64)
         used = {}
         rule = "per user: last event test (2+ events), the one before valid (3+ events)"
-    # per user: test if after < n_test, valid if after < n_test + n_valid
+    # per user: test if after < n_test, valid if after < n_test + n_valid; as
+    # TRAIN, VALID, TEST = 0, 1, 2 and n_test <= n_test + n_valid, the code is the sum
+    # of the two comparisons
+    test_end = n_test.astype(np.int32)
+    valid_end = (n_test + n_valid).astype(np.int32)
     codes = user.codes
     has = after >= 0
-    part = np.full(len(codes), DROPPED, np.int8)
-    row_user = codes[has]
-    rank = after[has]
-    part[has] = np.where(
-        rank < n_test.astype(np.int32)[row_user],
-        TEST,
-        np.where(rank < (n_test + n_valid).astype(np.int32)[row_user], VALID, TRAIN),
-    )
+    if bool(has.all()):
+        part = (after < valid_end[codes]).view(np.int8)
+        part += (after < test_end[codes]).view(np.int8)
+    else:
+        part = np.full(len(codes), DROPPED, np.int8)
+        row_user, pos = codes[has], after[has]
+        part[has] = (pos < valid_end[row_user]).view(np.int8) + (pos < test_end[row_user])
     return part, count, used, rule
