@@ -44,10 +44,11 @@ log = logging.getLogger(__name__)
 
 def tidy_workspace(paths: Paths, params: Params | None = None) -> dict[str, list[str]]:
     """Remove what killed processes left in the workspace at ``paths``: their staging
-    folders under ``data/`` and ``models/`` and, with ``params``, their MLflow runs
+    folders (and half-written reports) under ``data/``, ``models/`` and ``reports/``
+    and, with ``params``, their MLflow runs
     still RUNNING (marked KILLED). Returns what was tidied: ``staging`` (paths) and
     ``mlflow_runs`` (ids). Call it holding the workspace lock."""
-    removed = sweep_stale([paths.data_dir, paths.models_dir])
+    removed = sweep_stale([paths.data_dir, paths.models_dir, paths.reports_dir])
     runs: list[str] = []
     if params is not None:
         from recpipe import tracking

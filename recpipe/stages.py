@@ -27,7 +27,6 @@ from recpipe.paths import Paths
 from recpipe.workspace import (
     read_json,
     replacing_dir,
-    reset_dir,
     scratch_dir,
     staging_path,
     swap_in,
@@ -83,9 +82,11 @@ def ingest(params: Params, paths: Paths) -> dict[str, Any]:
             "prep.engine=%s: %s is a bounded data set; imported in memory", engine, data.source
         )
     tables = read_source(data, params.synth)
-    # import fully before touching the previous output: a failed import loses nothing
-    reset_dir(paths.interim_dir)
-    return write_tables(tables, paths.interim_dir)
+    # imported fully, written beside the previous output and swapped in: a failed
+    # import or write loses nothing
+    with replacing_dir(paths.interim_dir) as staging:
+        manifest = write_tables(tables, staging)
+    return manifest
 
 
 @workspace_io("stage validate")
@@ -146,8 +147,8 @@ def validate(params: Params, paths: Paths, source_dir: Path | None = None) -> di
 
     paths.reports_dir.mkdir(parents=True, exist_ok=True)
     write_report(outcome, paths.validation_json, paths.validation_md)
-    reset_dir(paths.quarantine_dir)
-    write_quarantined(paths.quarantine_dir)
+    with replacing_dir(paths.quarantine_dir) as staging:
+        write_quarantined(staging)
     raise_if_failed(outcome)  # before touching data/validated: a failed drop changes nothing
     with replacing_dir(paths.validated_dir) as staging:
         if outcome.success:
@@ -243,16 +244,26 @@ def features(params: Params, paths: Paths) -> dict[str, Any]:
     it all. The work is :func:`recpipe.features.build.split_features` (see there for the
     ``cold_start`` split) and :func:`~recpipe.features.build.content_features`.
     """
-    import pandas as pd
-
     from recpipe.data.schema import read_tables
-    from recpipe.features.build import COLD_TABLES, content_features, split_features
-    from recpipe.sessions.parts import PART_NAMES
 
     if not paths.splits_dir.is_dir():
         raise StageError(f"no splits at {paths.splits_dir}; run the sessions stage first")
     tables = read_tables(paths.validated_dir, events=False)  # items, users: not the log
-    reset_dir(paths.features_dir)
+    # written beside data/features and swapped in once complete: a failure leaves the
+    # previous features whole
+    with replacing_dir(paths.features_dir) as staging:
+        report = _features_into(staging, params, paths, tables)
+    write_json(paths.features_json, report)
+    return report
+
+
+def _features_into(staging: Path, params: Params, paths: Paths, tables: Any) -> dict[str, Any]:
+    """The features stage's outputs written under ``staging``; its report."""
+    import pandas as pd
+
+    from recpipe.features.build import COLD_TABLES, content_features, split_features
+    from recpipe.sessions.parts import PART_NAMES
+
     report: dict[str, Any] = {"splits": {}}
     for split_dir in sorted(d for d in paths.splits_dir.iterdir() if d.is_dir()):
         kind = split_dir.name
@@ -264,7 +275,7 @@ def features(params: Params, paths: Paths) -> dict[str, Any]:
             for name, column in COLD_TABLES.items()
         }
         built = split_features(kind, parts, params.features, items=tables.items, cold=cold)
-        out = paths.features_dir / kind
+        out = staging / kind
         out.mkdir(parents=True)
         built.item_map.save(out / "item_map.parquet")
         built.user_map.save(out / "user_map.parquet")
@@ -278,7 +289,7 @@ def features(params: Params, paths: Paths) -> dict[str, Any]:
             len(built.item_map),
             len(built.user_map),
         )
-    content_dir = paths.features_dir / "content"
+    content_dir = staging / "content"
     item_encoder, item_content, user_encoder = content_features(
         tables.items, tables.users, params.features
     )
@@ -286,7 +297,6 @@ def features(params: Params, paths: Paths) -> dict[str, Any]:
     item_content.save(content_dir / "items")
     user_encoder.save(content_dir / "user_encoder")
     report["content"] = {"items": item_encoder.summary(), "users": user_encoder.summary()}
-    write_json(paths.features_json, report)
     return report
 
 
@@ -677,13 +687,13 @@ def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
             f"none of evaluate.splits={ep.splits} was built ({skipped}); "
             "set evaluate.splits to splits the data supports"
         )
-    reset_dir(paths.plots_dir)
     training = {
         name: report
         for name in params.train.candidates
         if (report := read_json(paths.model_dir(name) / "training.json"))
     }
-    write_plots(results, ep.ks, training, paths.plots_dir)
+    with replacing_dir(paths.plots_dir) as staging:
+        write_plots(results, ep.ks, training, staging)
     first = next(iter(results))
     report = {
         "primary_split": first,

@@ -100,9 +100,17 @@ def reset_dir(path: Path) -> None:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` as indented JSON (parents created)."""
+    """Write ``data`` as indented JSON (parents created), atomically: into a file beside
+    ``path`` renamed over it, so a failure or a kill mid-write leaves the previous file
+    whole, never a truncated one."""
+    text = json.dumps(data, indent=2, default=str) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp = path.with_name(f".{path.name}.new-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

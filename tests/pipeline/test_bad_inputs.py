@@ -132,6 +132,61 @@ def test_a_drop_too_small_for_the_splits_leaves_the_previous_sessions_and_splits
     ]  # fmt: skip  (no staging or scratch folder left)
 
 
+def test_a_features_stage_that_fails_partway_leaves_the_previous_features_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every stage writes beside its outputs and swaps them in (issue 24): a failure in
+    the second split's features (a kill alike) keeps the first run's features and report
+    byte for byte, and leaves no staging folder."""
+    from recpipe.features import build
+
+    paths = Paths.at(tmp_path)
+    params = load_params(None, SMALL)
+    for stage in (stages.ingest, stages.validate, stages.sessions, stages.features):
+        stage(params, paths)
+    before = _digest(paths.features_dir), paths.features_json.read_bytes()
+    assert len(before[0]) >= 10
+    real, calls = build.split_features, []
+
+    def failing_second(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 2:
+            raise OSError("disk full (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(build, "split_features", failing_second)
+    with pytest.raises(OSError, match="simulated"):
+        stages.features(params, paths)
+    assert (_digest(paths.features_dir), paths.features_json.read_bytes()) == before
+    assert not [p.name for p in paths.data_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_a_report_write_that_fails_keeps_the_previous_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recpipe.workspace import write_json
+
+    path = tmp_path / "reports" / "x.json"
+    write_json(path, {"a": 1})
+    with pytest.raises(TypeError):
+        write_json(path, {"a": object.__new__(_Unwritable)})
+    assert json.loads(path.read_text()) == {"a": 1}
+
+    def failing_replace(self, target):
+        raise OSError("killed mid-write (simulated)")
+
+    monkeypatch.setattr(Path, "replace", failing_replace)
+    with pytest.raises(OSError, match="simulated"):
+        write_json(path, {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert sorted(p.name for p in path.parent.iterdir()) == ["x.json"]
+
+
+class _Unwritable:
+    def __str__(self) -> str:
+        raise TypeError("cannot be written")
+
+
 # --- errors name their full path; missing candidates are listed (case 9) --------------
 
 
