@@ -65,7 +65,8 @@ def library_logs_to_prefect() -> Iterator[None]:
     is at WARNING, dropped every stage and epoch line. Here the logger gets the handler
     when it lacks one, and INFO when its effective level is above that; and every
     record made in a task run carries ``task_run_name`` (what the console format of
-    ``recpipe`` shows). All three are undone at the end of the block.
+    ``recpipe`` shows; Prefect's own records get it from Prefect, as ``extra``). All
+    three are undone at the end of the block.
     """
     lib = logging.getLogger(LIBRARY_LOGGER)
     added = None
@@ -79,7 +80,8 @@ def library_logs_to_prefect() -> Iterator[None]:
 
     def named_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = factory(*args, **kwargs)
-        if not hasattr(record, "task_run_name"):
+        # Prefect's loggers pass the name as ``extra``, which must not be set already
+        if not record.name.startswith("prefect") and not hasattr(record, "task_run_name"):
             context = TaskRunContext.get()
             if context is not None:
                 record.task_run_name = context.task_run.name

@@ -71,7 +71,11 @@ def replacing_dir(path: Path) -> Iterator[Path]:
     for leftover in (staging, old):
         if leftover.exists():
             shutil.rmtree(leftover)
-    staging.mkdir(parents=True)
+    try:
+        staging.mkdir(parents=True)
+    except OSError as exc:  # named as the output it stands for, not the staging folder
+        exc.filename = str(path)
+        raise
     try:
         yield staging
     except BaseException:

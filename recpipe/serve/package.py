@@ -144,6 +144,7 @@ def package_bundle(
             shutil.copytree(bundle, stored.path, dirs_exist_ok=True)
         model_tag = str(stored.tag)
         log.info("saved the bundle as %s in the BentoML model store", model_tag)
+        _unpin_latest_model()
         bento = bentoml.bentos.build_bentofile(
             str(ctx / BENTOFILE),
             build_ctx=str(ctx),
@@ -157,6 +158,13 @@ def package_bundle(
                 f"the Bento references no {MODEL_STORE_NAME} model: RECPIPE_BUNDLE was set "
                 "when recpipe.serve.service was imported (it makes the service serve that "
                 "directory instead of the store's model); unset it and package again"
+            )
+        referenced = [str(m.tag) for m in bento.info.all_models]
+        if model_tag not in referenced:
+            bentoml.bentos.delete(bento_tag)
+            raise StageError(
+                f"the Bento references {referenced}, not the model {model_tag} just stored; "
+                "package again in a fresh process"
             )
         log.info("built Bento %s", bento_tag)
         archive.parent.mkdir(parents=True, exist_ok=True)
@@ -177,6 +185,22 @@ def package_bundle(
         "archive": str(archive),
         "archive_mb": round(archive.stat().st_size / 2**20, 3),
     }
+
+
+def _unpin_latest_model() -> None:
+    """Let the service's ``recpipe-champion:latest`` reference resolve afresh.
+
+    BentoML resolves a ``name:latest`` reference by writing the version it found into
+    the reference's own tag (``Store.get`` sets ``tag.version``), so a service module
+    imported earlier in this process (an earlier package, a test, a long-lived worker)
+    would have every later Bento reference the first model it saw, not the one just
+    stored. The reference is set back to ``latest`` before each build.
+    """
+    service = getattr(sys.modules.get("recpipe.serve.service"), "RecpipeService", None)
+    for model in getattr(service, "models", None) or []:
+        tag = getattr(model, "tag", None)
+        if tag is not None and tag.name == MODEL_STORE_NAME:
+            tag.version = "latest"
 
 
 def resolve_bento(tag: str | None = None, archive: Path | str | None = None) -> str:

@@ -116,3 +116,27 @@ def test_the_gate_candidate_then_the_champion_is_packaged(workspace: Paths) -> N
     assert info["metrics"]["recall@20"] == pytest.approx(gate["candidate"]["value"], rel=1e-5)
     # the fallback and the seen items come from every sessionized event
     assert predictor.seen is not None and predictor.seen.nnz > 0
+
+
+def test_each_bento_references_the_model_packaged_with_it(tmp_path, monkeypatch) -> None:
+    """Packaging twice in one process (a long-lived worker, a test session): BentoML
+    writes the version it resolves for ``recpipe-champion:latest`` into the service's
+    reference, so the second Bento referenced the first model."""
+    import bentoml
+
+    from recpipe.serve.package import package_bundle
+    from tests.serve.helpers import make_bundle
+
+    monkeypatch.delenv("RECPIPE_BUNDLE", raising=False)
+    reports = [
+        package_bundle(
+            make_bundle(tmp_path / f"bundle{i}" / "bundle"),
+            tmp_path / f"ws{i}" / "bentos" / "recpipe.bento",
+            labels={"registry_version": str(i)},
+        )
+        for i in (1, 2)
+    ]
+    assert reports[0]["model_tag"] != reports[1]["model_tag"]
+    for report in reports:
+        bento = bentoml.bentos.get(report["bento_tag"])
+        assert [str(m.tag) for m in bento.info.all_models] == [report["model_tag"]]
