@@ -56,9 +56,11 @@ def headline_metrics(report: Mapping[str, Any], evaluation: Mapping[str, Any]) -
     the gate's split, the decision (``passed``, ``candidate``, ``best_baseline`` and
     their ``metric`` values ``candidate_value``, ``best_baseline_value``), the
     registry's champion re-evaluated there (``champion``: ``version``, ``model`` and its
-    figures; null without one) and every model's recall, NDCG, MRR and coverage at the
-    gate metric's cut-off, a few columns per model; every other figure stays in
-    ``reports/evaluation.json`` and ``reports/gate.json``.
+    figures; null without one) and, under ``models``, the recall, NDCG, MRR and
+    coverage at the gate metric's cut-off of the two models the decision compares (the
+    candidate and the best baseline): about 20 columns in all. Every other model and
+    figure stays in ``reports/evaluation.json``, ``reports/leaderboard.md`` and
+    ``reports/gate.json``.
 
     Parameters
     ----------
@@ -71,10 +73,11 @@ def headline_metrics(report: Mapping[str, Any], evaluation: Mapping[str, Any]) -
     k = metric.split("@")[1] if "@" in metric else ""
     names = [f"{m}@{k}" for m in HEADLINE_METRICS] if k else [metric]
     results = (evaluation.get("results") or {}).get(split) or {}
+    compared = [(report.get(role) or {}).get("model") for role in ("candidate", "baseline")]
     models = {
-        name: {m: entry["metrics"][m] for m in names if m in entry["metrics"]}
-        for name, entry in results.items()
-        if "metrics" in entry
+        name: {m: results[name]["metrics"][m] for m in names if m in results[name]["metrics"]}
+        for name in compared
+        if name and "metrics" in (results.get(name) or {})
     }
     champion = report.get("champion")
     if champion is not None:

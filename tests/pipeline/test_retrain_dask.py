@@ -42,7 +42,8 @@ def test_retrain_flow_trains_candidates_on_dask_workers(workspace: Paths) -> Non
     # the results were gathered before evaluate: both candidates are on the leaderboard
     metrics = json.loads(workspace.metrics_json.read_text())
     assert metrics["split"] == "user_temporal"
-    assert {"mf_bpr", "mf_wals"} <= set(metrics["models"]), metrics
+    evaluation = json.loads(workspace.evaluation_json.read_text())["results"]["user_temporal"]
+    assert {"mf_bpr", "mf_wals"} <= {n for n, e in evaluation.items() if "metrics" in e}
     gate = json.loads(workspace.gate_json.read_text())  # the gate ran on the gathered results
     assert gate["candidate"]["model"] in {"mf_bpr", "mf_wals"}
     assert summary["gate"]["passed"] == gate["passed"]

@@ -74,8 +74,15 @@ def test_metrics_json_holds_the_gate_splits_headline(tmp_path) -> None:
         run_stage(stage, params, paths)
     headline = json.loads(paths.metrics_json.read_text())
     assert headline["split"] == "user_temporal" == params.gate.split  # not the first split
-    assert set(headline["models"]) == {"pop", "itemknn"}  # markov scores no user queries
-    assert set(headline["models"]["pop"]) == {"recall@20", "ndcg@20", "mrr@20", "coverage@20"}
+    # the compared models only: no candidate here, so the best baseline alone (markov
+    # scores no user queries)
+    assert set(headline["models"]) == {"itemknn"}
+    assert set(headline["models"]["itemknn"]) == {
+        "recall@20",
+        "ndcg@20",
+        "mrr@20",
+        "coverage@20",
+    }
     # no candidate, no champion: the decision says so
     assert headline["champion"] is None and headline["candidate"] is None
     assert headline["passed"] is False and headline["best_baseline"] == "itemknn"

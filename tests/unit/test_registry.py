@@ -99,7 +99,7 @@ def test_runs_promote_on_a_passing_gate_and_leave_aliases_on_a_failing_one(works
     assert gate["champion"]["version"] == "1" and gate["champion"]["remapped"] is False
     assert gate["champion"]["value"] == pytest.approx(gate["candidate"]["value"])
     assert (reg["champion"], reg["previous"]) == ("2", "1")
-    # the headline metrics file holds the champion's figures beside every model's
+    # the headline metrics file holds the champion's figures beside the compared models'
     headline = json.loads(workspace.metrics_json.read_text())
     assert headline["champion"]["version"] == "1" and headline["champion"]["model"] == "markov"
     assert headline["champion"]["recall@20"] == pytest.approx(gate["champion"]["value"])
