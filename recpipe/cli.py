@@ -237,6 +237,9 @@ def _run_flow(
         # forward the library's log records to Prefect's run logs (set only now: Prefect
         # reads it once, when first imported, and a run that failed above imports none)
         os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "recpipe")
+        # lines logged before the flow run starts (the temporary server's) stay on the
+        # console: without this Prefect warns that they have no flow run to go to
+        os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
         from flows.retrain import retrain
 
