@@ -126,6 +126,20 @@ def read_json(path: Path) -> dict[str, Any] | None:
 _STAGING_NAME = re.compile(r"^\..+\.(new|old)-(\d+)$")
 
 
+_NEW_NAME = re.compile(r"^\.(.+)\.new-\d+$")
+
+
+def shown(path: str | Path) -> Path:
+    """``path`` as a log line should name it: a staging folder (``.<name>.new-<pid>``)
+    anywhere in it is named as the output it will replace.
+
+    >>> str(shown("/w/data/.interim.new-123/events.parquet"))
+    '/w/data/interim/events.parquet'
+    """
+    parts = [(m.group(1) if (m := _NEW_NAME.match(part)) else part) for part in Path(path).parts]
+    return Path(*parts)
+
+
 def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` runs on this machine (one of another user's counts)."""
     try:

@@ -50,6 +50,7 @@ from recpipe.data.schema import (
     write_tables,
 )
 from recpipe.errors import DataImportError
+from recpipe.workspace import shown
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +314,7 @@ def write_chunked_tables(
         stats.rows,
         len(tables.items),
         len(tables.users),
-        out_dir,
+        shown(out_dir),
     )
     return manifest
 

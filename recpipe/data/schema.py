@@ -35,6 +35,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from recpipe.errors import DataImportError
+from recpipe.workspace import shown
 
 log = logging.getLogger(__name__)
 
@@ -348,7 +349,7 @@ def write_tables(tables: CanonicalTables, out_dir: Path) -> dict[str, Any]:
         manifest["rows"]["events"],
         manifest["rows"]["items"],
         manifest["rows"]["users"],
-        out_dir,
+        shown(out_dir),
     )
     return manifest
 

@@ -99,6 +99,7 @@ from recpipe.validation.suites import (
     positional,
     resolve_now,
 )
+from recpipe.workspace import shown
 
 if TYPE_CHECKING:
     from recpipe.config import ValidateParams
@@ -205,7 +206,7 @@ class PartitionedOutcome:
                 writer.write(piece)
         summary = self.summary()
         (directory / QUARANTINE_SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-        log.info("wrote %d quarantined event rows to %s", writer.rows, directory)
+        log.info("wrote %d quarantined event rows to %s", writer.rows, shown(directory))
         return summary
 
     def write_clean(self, out_dir: str | Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from recpipe.errors import DataValidationError
 from recpipe.validation.runner import ValidationOutcome, to_jsonable
+from recpipe.workspace import shown
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +218,7 @@ def write_quarantine(outcome: ValidationOutcome, directory: Path) -> dict[str, A
     frame.to_parquet(directory / QUARANTINE_EVENTS_FILE, index=False)
     summary = quarantine_summary(outcome)
     (directory / QUARANTINE_SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-    log.info("wrote %d quarantined event rows to %s", len(frame), directory)
+    log.info("wrote %d quarantined event rows to %s", len(frame), shown(directory))
     return summary
 
 
