@@ -159,8 +159,9 @@ def write_parts(result: SplitResult, out: Path) -> None:
 
     The files are those ``frame.to_parquet(path, index=False)`` writes for each part
     (same schema, pandas metadata and rows). A split given as part codes is written
-    from one Arrow view of its input, filtered part by part: the string columns are
-    copied once, into the file being written, never into a frame.
+    from one Arrow view of its input, filtered part by part (the three parts on threads):
+    the string columns are copied once, into the file being written, never into a
+    frame.
     """
     out.mkdir(parents=True, exist_ok=True)
     if result.table is None:
@@ -168,12 +169,16 @@ def write_parts(result: SplitResult, out: Path) -> None:
             result.parts()[name].to_parquet(out / f"{name}.parquet", index=False)
     else:
         arrow = result.table.arrow()
-        for name in PART_NAMES:
+
+        def write(name: str) -> None:
             mask = result.mask(name)
             assert mask is not None
             rows = arrow.filter(pa.array(mask)) if mask.any() else arrow.slice(0, 0)
             pq.write_table(rows, out / f"{name}.parquet", compression="snappy")
-            del rows
+
+        # the parts side by side: Arrow's filter and Parquet encoding release the GIL, and
+        # the parts partition the rows, so together they hold at most the input once more
+        parallel_map(write, PART_NAMES)
     for name, table in result.tables.items():  # cold_start: cold_items, cold_users
         table.to_parquet(out / f"{name}.parquet", index=False)
 
