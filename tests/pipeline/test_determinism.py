@@ -50,7 +50,7 @@ def test_two_threads_train_the_same_weights_twice(features: Path, name: str) -> 
     try:
         runs = {
             _weights(
-                build_model(name, {"epochs": 2}, data.meta).fit(
+                build_model(name, {"epochs": 1}, data.meta).fit(
                     data.parts["train"], data.parts["valid"]
                 )
             )
