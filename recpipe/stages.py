@@ -37,6 +37,26 @@ from recpipe.workspace import (
 log = logging.getLogger(__name__)
 
 
+def _work_root(params: Params, paths: Paths) -> Path:
+    """The folder under which the arrow and dask engines put their per-partition work
+    files: ``prep.work_url`` (a shared folder every worker reaches), else ``data/``."""
+    if params.prep.work_url is None:
+        return paths.data_dir
+    from recpipe.data.storage import local_folder
+
+    return local_folder(params.prep.work_url, "prep.work_url")
+
+
+def _work_name(params: Params, name: str) -> str:
+    """``name``, with this host's name under ``prep.work_url`` (a folder several machines
+    may share: the pid that tells runs apart is per machine)."""
+    if params.prep.work_url is None:
+        return name
+    import socket
+
+    return f"{name}-{socket.gethostname()}"
+
+
 @workspace_io("stage ingest")
 def ingest(params: Params, paths: Paths) -> dict[str, Any]:
     """Read the configured source into canonical Parquet tables under ``data/interim``.
@@ -50,7 +70,9 @@ def ingest(params: Params, paths: Paths) -> dict[str, Any]:
     written beside ``data/interim`` and swapped in when the import succeeded; the other
     kinds are bounded data sets and are imported in memory by both engines.
     ``prep.engine: dask`` reads and canonicalizes the pieces of a ``csv`` or ``parquet``
-    source as Dask tasks (:func:`recpipe.data.distributed.import_dask`): the same files.
+    source as Dask tasks (:func:`recpipe.data.distributed.import_dask`): the same files;
+    the workers write their pieces under ``prep.work_url`` when it is set. ``data.path``
+    may be an fsspec URL for ``csv`` and ``parquet`` (:mod:`recpipe.data.storage`).
     """
     from recpipe.data.chunked import CHUNKED_KINDS, import_chunked
     from recpipe.data.schema import write_tables
@@ -66,6 +88,10 @@ def ingest(params: Params, paths: Paths) -> dict[str, Any]:
                 from recpipe.data.distributed import import_dask
 
                 address, workers = params.orchestration.dask_address, params.prep.workers
+                pieces = None  # default: beside the tables, in the staging folder
+                if params.prep.work_url is not None:
+                    root = _work_root(params, paths)
+                    pieces = staging_path(root / _work_name(params, "ingest-pieces"))
                 return import_dask(
                     data.source,
                     path,
@@ -74,6 +100,7 @@ def ingest(params: Params, paths: Paths) -> dict[str, Any]:
                     batch_rows=batch_rows,
                     address=address,
                     workers=workers,
+                    work_dir=pieces,
                 )
             return import_chunked(data.source, path, data, staging, batch_rows=batch_rows)
     if params.prep.engine != "pandas":
@@ -104,9 +131,9 @@ def validate(params: Params, paths: Paths, source_dir: Path | None = None) -> di
 
     ``prep.engine: arrow`` validates the events one user-hash partition at a time
     (:func:`recpipe.validation.validate_partitioned`; ``prep.partitions`` buckets in a
-    work folder under ``data/``, removed afterwards) and streams the quarantine and
-    the clean tables: the same reports, quarantine and validated tables. ``prep.engine:
-    dask`` checks the partitions as Dask tasks
+    work folder under ``data/`` or ``prep.work_url``, removed afterwards) and streams the
+    quarantine and the clean tables: the same reports, quarantine and validated tables.
+    ``prep.engine: dask`` checks the partitions as Dask tasks
     (:func:`recpipe.validation.distributed.validate_dask`), with the same outputs.
     """
     from recpipe.data.schema import read_tables, write_tables
@@ -129,7 +156,8 @@ def validate(params: Params, paths: Paths, source_dir: Path | None = None) -> di
         outcome: Any = check(
             in_dir,
             params.validate_,
-            staging_path(paths.data_dir / "validate-partitions"),  # removed after; swept
+            # removed after; under data/, a killed run's is swept by the next
+            staging_path(_work_root(params, paths) / _work_name(params, "validate-partitions")),
             partitions=params.prep.partitions,
             batch_rows=params.prep.batch_rows,
         )
@@ -212,7 +240,8 @@ def sessions(params: Params, paths: Paths) -> dict[str, Any]:
                 prepare = partial(
                     prepare_sessions_dask, address=address, workers=params.prep.workers
                 )
-            with scratch_dir(paths.data_dir, "sessions-scratch") as scratch:
+            root, name = _work_root(params, paths), _work_name(params, "sessions-scratch")
+            with scratch_dir(root, name) as scratch:
                 report = prepare(
                     events_file(paths.validated_dir),  # a Parquet file or a folder of parts
                     events_dir / "events.parquet",

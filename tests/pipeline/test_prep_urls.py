@@ -1,0 +1,264 @@
+"""Data preparation with fsspec URLs (issue 25, item 2): the raw input given as a
+``file://`` or ``memory://`` URL, and the dask engine's work files under ``prep.work_url``
+on a 2-worker local cluster, against the same run on local paths.
+
+The input is the dirty CSV drop of tests/pipeline/test_prep_engines.py (unknown event
+types and times no timestamp holds, quarantined). What the stages write must equal the
+local-path run's: the interim, validated and quarantine files byte for byte (the
+manifests up to the names of the input files, which are the URLs), the reports, and the
+sessions and splits up to row order.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import fsspec
+import pandas as pd
+import pytest
+
+from recpipe.config import load_params
+from recpipe.data.synth import generate
+from recpipe.errors import ConfigError, DataImportError
+from recpipe.paths import Paths
+from recpipe.pipeline import run_stage
+from tests.pipeline.conftest import SMALL
+from tests.pipeline.test_prep_engines import _cluster, _pin_now, _report, _sorted
+
+STAGES = ("ingest", "validate", "sessions")
+
+
+def _params(path: str, engine: str, *extra: str) -> object:
+    return load_params(
+        None,
+        [
+            *SMALL,
+            "data.source=csv",
+            f"data.path={path}",
+            "validate.on_failure=quarantine",
+            "validate.max_bad_fraction=0.02",
+            f"prep.engine={engine}",
+            "prep.partitions=3",
+            "prep.batch_rows=500",
+            *extra,
+        ],
+    )
+
+
+def _run(root: Path, path: str, engine: str, *extra: str) -> Paths:
+    params = _params(path, engine, *extra)
+    paths = Paths.at(root)
+    for stage in STAGES:
+        run_stage(stage, params, paths)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The dirty CSV drop, as a local file."""
+    events = generate(load_params(None, SMALL).synth).events
+    events.loc[events.index[::97], "event_type"] = "teleport"  # ~1%: quarantined
+    events["timestamp"] = events["timestamp"].astype(str).astype(object)
+    events.loc[events.index[[5, 50]], "timestamp"] = ["1500-01-01 00:00:00+00:00", "2300-06-01"]
+    path = tmp_path_factory.mktemp("raw") / "events.csv"
+    events.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def memory_csv(raw: Path) -> Iterator[str]:
+    """The drop copied into fsspec's memory filesystem; its URL."""
+    url = f"memory://recpipe-tests/{uuid.uuid4().hex}/events.csv"
+    with fsspec.open(url, "wb") as fh:
+        fh.write(raw.read_bytes())
+    yield url
+    fs = fsspec.filesystem("memory")
+    fs.rm(url.removeprefix("memory://").rsplit("/", 1)[0], recursive=True)
+
+
+@pytest.fixture(scope="module")
+def pinned() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:
+        _pin_now(mp)  # the reports name the same "now" (the future-timestamp bound)
+        yield
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory, raw: Path, pinned: None) -> Paths:
+    """The arrow engine on the local path: what every URL run must give."""
+    return _run(tmp_path_factory.mktemp("local"), str(raw), "arrow")
+
+
+def _manifest(path: Path) -> dict:
+    manifest = json.loads(path.read_text())
+    # the input named as given (path or URL); its content hash must be the same
+    manifest["input_files"] = {k.rsplit("/", 1)[-1]: v for k, v in manifest["input_files"].items()}
+    return manifest
+
+
+def _assert_same_outputs(a: Paths, b: Paths, *, input_url: str | None) -> None:
+    for folder in ("interim_dir", "validated_dir", "quarantine_dir"):
+        left, right = getattr(a, folder), getattr(b, folder)
+        names = sorted(p.name for p in left.iterdir())
+        assert names == sorted(p.name for p in right.iterdir()), folder
+        for name in names:
+            if name == "manifest.json":
+                assert _manifest(left / name) == _manifest(right / name), folder
+            else:
+                assert (left / name).read_bytes() == (right / name).read_bytes(), (folder, name)
+    if input_url is not None:  # the manifest names the input by its URL
+        [named] = json.loads((b.interim_dir / "manifest.json").read_text())["input_files"]
+        assert named == input_url
+    report = _report(a.validation_json)
+    assert report == _report(b.validation_json)
+    assert report["counts"]["quarantined"] > 0
+    assert json.loads(a.splits_json.read_text()) == json.loads(b.splits_json.read_text())
+    compared = 0
+    for root_a, root_b in ((a.sessions_dir, b.sessions_dir), (a.splits_dir, b.splits_dir)):
+        lefts = sorted(p.relative_to(root_a) for p in root_a.rglob("*.parquet"))
+        assert lefts == sorted(p.relative_to(root_b) for p in root_b.rglob("*.parquet"))
+        for rel in lefts:
+            pd.testing.assert_frame_equal(
+                _sorted(pd.read_parquet(root_a / rel)), _sorted(pd.read_parquet(root_b / rel))
+            )
+            compared += 1
+    assert compared >= 10
+
+
+@pytest.mark.parametrize("engine", ["arrow", "pandas"])
+def test_memory_url_input_gives_the_local_runs_outputs(
+    tmp_path: Path, local: Paths, memory_csv: str, pinned: None, engine: str
+) -> None:
+    paths = _run(tmp_path, memory_csv, engine)
+    _assert_same_outputs(local, paths, input_url=memory_csv)
+
+
+def test_file_url_input_gives_the_local_runs_outputs(
+    tmp_path: Path, local: Paths, raw: Path, pinned: None
+) -> None:
+    url = raw.as_uri()
+    assert url.startswith("file:///")
+    paths = _run(tmp_path, url, "arrow")
+    _assert_same_outputs(local, paths, input_url=url)
+
+
+def test_dask_with_file_url_input_and_work_url_on_two_workers(
+    tmp_path: Path, local: Paths, raw: Path, pinned: None
+) -> None:
+    store = tmp_path / "shared-store"  # another folder than the workspace's data/
+    with _cluster() as address:
+        if address is None:  # pragma: no cover - dask is a dev dependency
+            pytest.skip("dask.distributed is not installed")
+        paths = _run(
+            tmp_path / "ws",
+            raw.as_uri(),
+            "dask",
+            f"orchestration.dask_address={address}",
+            f"prep.work_url={store.as_uri()}",
+        )
+    _assert_same_outputs(local, paths, input_url=raw.as_uri())
+    # the work folders were made in the store, and removed after each stage
+    assert store.is_dir()
+    assert list(store.iterdir()) == []
+    assert not [p for p in paths.data_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_parquet_dataset_by_memory_url_imports_as_the_local_folder(
+    tmp_path: Path, raw: Path
+) -> None:
+    events = pd.read_csv(raw, dtype=str)
+    folder = tmp_path / "parquet"
+    folder.mkdir()
+    url = f"memory://recpipe-tests/{uuid.uuid4().hex}/parquet"
+    half = len(events) // 2
+    for i, part in enumerate((events.iloc[:half], events.iloc[half:])):
+        part.to_parquet(folder / f"part-{i}.parquet", index=False)
+        with fsspec.open(f"{url}/part-{i}.parquet", "wb") as fh:
+            part.to_parquet(fh, index=False)
+    outs = {}
+    for name, path in (("local", str(folder)), ("url", url)):
+        params = load_params(
+            None,
+            [
+                *SMALL,
+                "data.source=parquet",
+                f"data.path={path}",
+                "prep.engine=arrow",
+                "prep.batch_rows=700",
+            ],
+        )
+        outs[name] = Paths.at(tmp_path / name)
+        run_stage("ingest", params, outs[name])
+    a, b = outs["local"].interim_dir, outs["url"].interim_dir
+    for name in ("events.parquet", "items.parquet", "users.parquet"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert _manifest(a / "manifest.json") == _manifest(b / "manifest.json")
+    named = json.loads((b / "manifest.json").read_text())["input_files"]
+    assert sorted(named) == [f"{url}/part-0.parquet", f"{url}/part-1.parquet"]
+    fsspec.filesystem("memory").rm(url.removeprefix("memory://"), recursive=True)
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("nosuch://bucket/events.csv", "unknown protocol 'nosuch'"),
+        ("memory://", "has no path after 'memory://'"),
+        ("file://relative/events.csv", "needs an absolute path"),
+        ("://events.csv", "has no protocol"),
+    ],
+)
+def test_a_bad_input_url_is_a_clear_error(tmp_path: Path, path: str, expected: str) -> None:
+    params = _params(path, "arrow")
+    with pytest.raises(ConfigError) as info:
+        run_stage("ingest", params, Paths.at(tmp_path))
+    message = str(info.value)
+    assert expected in message
+    assert repr(path) in message  # names the value
+    assert "file:///abs/path" in message  # and the form expected
+    assert not Paths.at(tmp_path).interim_dir.exists()
+
+
+def test_a_missing_url_input_is_a_clear_error(tmp_path: Path) -> None:
+    url = f"memory://recpipe-tests/{uuid.uuid4().hex}/events.csv"
+    with pytest.raises(DataImportError, match="does not exist") as info:
+        run_stage("ingest", _params(url, "arrow"), Paths.at(tmp_path))
+    assert repr(url) in str(info.value)
+
+
+def test_a_url_for_a_local_only_source_kind_is_refused(tmp_path: Path) -> None:
+    params = load_params(None, ["data.source=movielens-100k", "data.path=s3://bucket/ml-100k"])
+    with pytest.raises(ConfigError, match=r"reads local files only") as info:
+        run_stage("ingest", params, Paths.at(tmp_path))
+    assert "'s3://bucket/ml-100k'" in str(info.value)
+
+
+def test_dask_refuses_a_memory_url_its_workers_cannot_read(tmp_path: Path, memory_csv: str) -> None:
+    # refused before a cluster is started or contacted
+    params = _params(memory_csv, "dask", "orchestration.dask_address=tcp://127.0.0.1:9")
+    with pytest.raises(ConfigError, match="worker") as info:
+        run_stage("ingest", params, Paths.at(tmp_path))
+    assert repr(memory_csv) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("work_url", "expected"),
+    [
+        ("memory://scratch", "a memory:// store cannot hold it"),
+        ("nosuch://scratch", "unknown protocol 'nosuch'"),
+    ],
+)
+def test_a_bad_work_url_is_a_clear_error(
+    tmp_path: Path, raw: Path, work_url: str, expected: str
+) -> None:
+    params = _params(str(raw), "arrow", f"prep.work_url={work_url}")
+    paths = Paths.at(tmp_path)
+    run_stage("ingest", params, paths)  # the arrow engine's ingest has no work files
+    with pytest.raises(ConfigError) as info:
+        run_stage("validate", params, paths)
+    message = str(info.value)
+    assert expected in message
+    assert f"prep.work_url {work_url!r}" in message
+    assert "file:///abs/path" in message
