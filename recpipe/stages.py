@@ -16,7 +16,8 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,29 @@ def _work_name(params: Params, name: str) -> str:
     import socket
 
     return f"{name}-{socket.gethostname()}"
+
+
+@contextlib.contextmanager
+def _for_workers(params: Params, paths: Paths, source: Path, name: str) -> Iterator[Path]:
+    """``source`` (a file or folder of the workspace) where the dask engine's workers read
+    it: ``source`` itself, or with ``prep.work_url`` a copy in that shared folder, so
+    that workers on other machines need no access to the workspace (removed after)."""
+    if params.prep.engine != "dask" or params.prep.work_url is None:
+        yield source
+        return
+    with scratch_dir(_work_root(params, paths), _work_name(params, name)) as folder:
+        started = time.perf_counter()
+        copy = folder / source.name
+        if source.is_dir():
+            shutil.copytree(source, copy)
+        else:
+            shutil.copy2(source, copy)
+        log.info(
+            "copied %s into prep.work_url for the workers in %.1f s",
+            source,
+            time.perf_counter() - started,
+        )
+        yield copy
 
 
 @workspace_io("stage ingest")
@@ -146,47 +170,50 @@ def validate(params: Params, paths: Paths, source_dir: Path | None = None) -> di
     )
 
     in_dir = Path(source_dir) if source_dir is not None else paths.interim_dir
-    if params.prep.engine in ("arrow", "dask"):
-        check: Callable[..., Any] = validate_partitioned
-        if params.prep.engine == "dask":  # the partitions checked as Dask tasks
-            from recpipe.validation.distributed import validate_dask
+    with contextlib.ExitStack() as stack:
+        if params.prep.engine in ("arrow", "dask"):
+            check: Callable[..., Any] = validate_partitioned
+            if params.prep.engine == "dask":  # the partitions checked as Dask tasks
+                from recpipe.validation.distributed import validate_dask
 
-            address = params.orchestration.dask_address
-            check = partial(validate_dask, address=address, workers=params.prep.workers)
-        outcome: Any = check(
-            in_dir,
-            params.validate_,
-            # removed after; under data/, a killed run's is swept by the next
-            staging_path(_work_root(params, paths) / _work_name(params, "validate-partitions")),
-            partitions=params.prep.partitions,
-            batch_rows=params.prep.batch_rows,
-        )
-        write_quarantined: Callable[[Path], Any] = outcome.write_quarantine
-        write_clean: Callable[[Path], Any] = outcome.write_clean
-    else:
-        tables = read_tables(in_dir)
-        outcome = validate_tables(tables, params.validate_)
-
-        def write_quarantined(folder: Path) -> Any:
-            return write_quarantine(outcome, folder)
-
-        def write_clean(folder: Path) -> Any:
-            return write_tables(outcome.clean, folder)
-
-    paths.reports_dir.mkdir(parents=True, exist_ok=True)
-    write_report(outcome, paths.validation_json, paths.validation_md)
-    with replacing_dir(paths.quarantine_dir) as staging:
-        write_quarantined(staging)
-    raise_if_failed(outcome)  # before touching data/validated: a failed drop changes nothing
-    with replacing_dir(paths.validated_dir) as staging:
-        if outcome.success:
-            # nothing removed: copy the files byte for byte rather than re-encode them
-            for src in in_dir.iterdir():
-                if src.is_file():
-                    shutil.copy2(src, staging / src.name)
+                address = params.orchestration.dask_address
+                check = partial(validate_dask, address=address, workers=params.prep.workers)
+            # with prep.work_url, the workers read a copy in the shared folder
+            shared = stack.enter_context(_for_workers(params, paths, in_dir, "validate-input"))
+            outcome: Any = check(
+                shared,
+                params.validate_,
+                # removed after; under data/, a killed run's is swept by the next
+                staging_path(_work_root(params, paths) / _work_name(params, "validate-partitions")),
+                partitions=params.prep.partitions,
+                batch_rows=params.prep.batch_rows,
+            )
+            write_quarantined: Callable[[Path], Any] = outcome.write_quarantine
+            write_clean: Callable[[Path], Any] = outcome.write_clean
         else:
-            write_clean(staging)
-    return outcome.report
+            tables = read_tables(in_dir)
+            outcome = validate_tables(tables, params.validate_)
+
+            def write_quarantined(folder: Path) -> Any:
+                return write_quarantine(outcome, folder)
+
+            def write_clean(folder: Path) -> Any:
+                return write_tables(outcome.clean, folder)
+
+        paths.reports_dir.mkdir(parents=True, exist_ok=True)
+        write_report(outcome, paths.validation_json, paths.validation_md)
+        with replacing_dir(paths.quarantine_dir) as staging:
+            write_quarantined(staging)
+        raise_if_failed(outcome)  # before touching data/validated: a failed drop changes nothing
+        with replacing_dir(paths.validated_dir) as staging:
+            if outcome.success:
+                # nothing removed: copy the files byte for byte rather than re-encode them
+                for src in in_dir.iterdir():
+                    if src.is_file():
+                        shutil.copy2(src, staging / src.name)
+            else:
+                write_clean(staging)
+        return outcome.report
 
 
 def _require(path: Path, paths: Paths, stage: str) -> dict[str, Any]:
@@ -241,9 +268,13 @@ def sessions(params: Params, paths: Paths) -> dict[str, Any]:
                     prepare_sessions_dask, address=address, workers=params.prep.workers
                 )
             root, name = _work_root(params, paths), _work_name(params, "sessions-scratch")
-            with scratch_dir(root, name) as scratch:
+            source = events_file(paths.validated_dir)  # a Parquet file or a folder of parts
+            with (
+                scratch_dir(root, name) as scratch,
+                _for_workers(params, paths, source, "sessions-input") as shared,
+            ):
                 report = prepare(
-                    events_file(paths.validated_dir),  # a Parquet file or a folder of parts
+                    shared,
                     events_dir / "events.parquet",
                     splits_dir,
                     scratch,

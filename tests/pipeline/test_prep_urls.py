@@ -12,6 +12,7 @@ sessions and splits up to row order.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from recpipe.data.synth import generate
 from recpipe.errors import ConfigError, DataImportError
 from recpipe.paths import Paths
 from recpipe.pipeline import run_stage
+from recpipe.retraining import run_overrides
 from tests.pipeline.conftest import SMALL
 from tests.pipeline.test_prep_engines import _cluster, _pin_now, _report, _sorted
 
@@ -145,10 +147,12 @@ def test_file_url_input_gives_the_local_runs_outputs(
     _assert_same_outputs(local, paths, input_url=url)
 
 
+@pytest.mark.slow  # 13-16 s quiet, 24 s at load 4 (a cluster's start included)
 def test_dask_with_file_url_input_and_work_url_on_two_workers(
-    tmp_path: Path, local: Paths, raw: Path, pinned: None
+    tmp_path: Path, local: Paths, raw: Path, pinned: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = tmp_path / "shared-store"  # another folder than the workspace's data/
+    caplog.set_level(logging.INFO, logger="recpipe.stages")
     with _cluster() as address:
         if address is None:  # pragma: no cover - dask is a dev dependency
             pytest.skip("dask.distributed is not installed")
@@ -164,6 +168,9 @@ def test_dask_with_file_url_input_and_work_url_on_two_workers(
     assert store.is_dir()
     assert list(store.iterdir()) == []
     assert not [p for p in paths.data_dir.iterdir() if p.name.startswith(".")]
+    # validate and sessions gave the workers copies of their inputs in the store
+    copied = [r.getMessage() for r in caplog.records if "into prep.work_url" in r.getMessage()]
+    assert len(copied) == 2, copied
 
 
 def test_parquet_dataset_by_memory_url_imports_as_the_local_folder(
@@ -262,3 +269,15 @@ def test_a_bad_work_url_is_a_clear_error(
     assert expected in message
     assert f"prep.work_url {work_url!r}" in message
     assert "file:///abs/path" in message
+
+
+def test_a_data_drop_may_be_a_url(memory_csv: str) -> None:
+    params = load_params(None, SMALL)
+    applied = load_params(None, [*SMALL, *run_overrides(params, memory_csv, "csv")])
+    assert (applied.data.source, applied.data.path) == ("csv", memory_csv)  # kept as given
+    missing = memory_csv.replace("events.csv", "missing.csv")
+    with pytest.raises(ConfigError, match="does not exist") as info:
+        run_overrides(params, missing, "csv")
+    assert repr(missing) in str(info.value)
+    with pytest.raises(ConfigError, match="unknown protocol 'nosuch'"):
+        run_overrides(params, "nosuch://drop.csv", "csv")
