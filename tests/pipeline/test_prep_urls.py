@@ -149,7 +149,12 @@ def test_file_url_input_gives_the_local_runs_outputs(
 
 @pytest.mark.slow  # 13-16 s quiet, 24 s at load 4 (a cluster's start included)
 def test_dask_with_file_url_input_and_work_url_on_two_workers(
-    tmp_path: Path, local: Paths, raw: Path, pinned: None, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    local: Paths,
+    raw: Path,
+    parquet_drop: Path,
+    pinned: None,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     store = tmp_path / "shared-store"  # another folder than the workspace's data/
     caplog.set_level(logging.INFO, logger="recpipe.stages")
@@ -163,7 +168,20 @@ def test_dask_with_file_url_input_and_work_url_on_two_workers(
             f"orchestration.dask_address={address}",
             f"prep.work_url={store.as_uri()}",
         )
+        # a parquet folder by URL: the workers read its row groups through fsspec
+        parquet = _ingest(
+            tmp_path / "parquet",
+            "parquet",
+            (parquet_drop / "events").as_uri(),
+            "dask",
+            f"orchestration.dask_address={address}",
+            f"prep.work_url={store.as_uri()}",
+        )
     _assert_same_outputs(local, paths, input_url=raw.as_uri())
+    _assert_same_interim(
+        _ingest(tmp_path / "parquet-local", "parquet", str(parquet_drop / "events"), "arrow"),
+        parquet,
+    )
     # the work folders were made in the store, and removed after each stage
     assert store.is_dir()
     assert list(store.iterdir()) == []
@@ -173,39 +191,108 @@ def test_dask_with_file_url_input_and_work_url_on_two_workers(
     assert len(copied) == 2, copied
 
 
-def test_parquet_dataset_by_memory_url_imports_as_the_local_folder(
-    tmp_path: Path, raw: Path
-) -> None:
+@pytest.fixture(scope="module")
+def parquet_drop(tmp_path_factory: pytest.TempPathFactory, raw: Path) -> Path:
+    """The drop as a folder of two Parquet parts, with an items table (CSV) beside it."""
     events = pd.read_csv(raw, dtype=str)
-    folder = tmp_path / "parquet"
-    folder.mkdir()
-    url = f"memory://recpipe-tests/{uuid.uuid4().hex}/parquet"
+    root = tmp_path_factory.mktemp("parquet-drop")
+    (root / "events").mkdir()
     half = len(events) // 2
     for i, part in enumerate((events.iloc[:half], events.iloc[half:])):
-        part.to_parquet(folder / f"part-{i}.parquet", index=False)
-        with fsspec.open(f"{url}/part-{i}.parquet", "wb") as fh:
-            part.to_parquet(fh, index=False)
-    outs = {}
-    for name, path in (("local", str(folder)), ("url", url)):
-        params = load_params(
-            None,
-            [
-                *SMALL,
-                "data.source=parquet",
-                f"data.path={path}",
-                "prep.engine=arrow",
-                "prep.batch_rows=700",
-            ],
+        part.to_parquet(root / "events" / f"part-{i}.parquet", index=False)
+    items = pd.DataFrame({"item_id": sorted(events["item_id"].dropna().unique())})
+    items["title"] = "item " + items["item_id"]
+    items["categories"] = "A|B"
+    items.to_csv(root / "items.csv", index=False)
+    return root
+
+
+def _ingest(root: Path, source: str, path: str, engine: str, *extra: str) -> Path:
+    params = load_params(
+        None,
+        [
+            *SMALL,
+            f"data.source={source}",
+            f"data.path={path}",
+            f"prep.engine={engine}",
+            "prep.batch_rows=700",
+            *extra,
+        ],
+    )
+    paths = Paths.at(root)
+    run_stage("ingest", params, paths)
+    return paths.interim_dir
+
+
+def _assert_same_interim(a: Path, b: Path) -> None:
+    names = sorted(p.name for p in a.iterdir())
+    assert names == sorted(p.name for p in b.iterdir())
+    for name in names:
+        if name == "manifest.json":
+            assert _manifest(a / name) == _manifest(b / name)
+        else:
+            assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_parquet_dataset_and_items_by_memory_url_import_as_the_local_files(
+    tmp_path: Path, parquet_drop: Path
+) -> None:
+    url = f"memory://recpipe-tests/{uuid.uuid4().hex}"
+    fs = fsspec.filesystem("memory")
+    for file in sorted(parquet_drop.rglob("*.*")):
+        rel = file.relative_to(parquet_drop).as_posix()
+        with fsspec.open(f"{url}/{rel}", "wb") as fh:
+            fh.write(file.read_bytes())
+    try:
+        local = _ingest(
+            tmp_path / "local",
+            "parquet",
+            str(parquet_drop / "events"),
+            "arrow",
+            f"data.items_path={parquet_drop / 'items.csv'}",
         )
-        outs[name] = Paths.at(tmp_path / name)
-        run_stage("ingest", params, outs[name])
-    a, b = outs["local"].interim_dir, outs["url"].interim_dir
-    for name in ("events.parquet", "items.parquet", "users.parquet"):
-        assert (a / name).read_bytes() == (b / name).read_bytes(), name
-    assert _manifest(a / "manifest.json") == _manifest(b / "manifest.json")
-    named = json.loads((b / "manifest.json").read_text())["input_files"]
-    assert sorted(named) == [f"{url}/part-0.parquet", f"{url}/part-1.parquet"]
-    fsspec.filesystem("memory").rm(url.removeprefix("memory://"), recursive=True)
+        by_url = _ingest(
+            tmp_path / "url",
+            "parquet",
+            f"{url}/events",
+            "arrow",
+            f"data.items_path={url}/items.csv",
+        )
+        pandas = _ingest(
+            tmp_path / "pandas",
+            "parquet",
+            f"{url}/events",
+            "pandas",
+            f"data.items_path={url}/items.csv",
+        )
+    finally:
+        fs.rm(url.removeprefix("memory://"), recursive=True)
+    _assert_same_interim(local, by_url)
+    _assert_same_interim(local, pandas)
+    assert len(pd.read_parquet(by_url / "items.parquet")) > 0
+    named = json.loads((by_url / "manifest.json").read_text())["input_files"]
+    assert sorted(named) == [
+        f"{url}/events/part-0.parquet",
+        f"{url}/events/part-1.parquet",
+        f"{url}/items.csv",
+    ]
+
+
+def test_a_bad_line_in_a_url_input_is_named_by_the_url_and_line(tmp_path: Path, raw: Path) -> None:
+    url = f"memory://recpipe-tests/{uuid.uuid4().hex}/events.csv"
+    text = raw.read_text()
+    with fsspec.open(url, "wt") as fh:
+        fh.write(text + "u1,i1\n")  # a truncated last line
+    lines = len(text.splitlines()) + 1
+    try:
+        for engine in ("arrow", "pandas"):
+            with pytest.raises(DataImportError) as info:
+                _ingest(tmp_path / engine, "csv", url, engine)
+            message = str(info.value)
+            assert repr(url) in message and f"line {lines} has 2 field(s)" in message, message
+            assert "truncated" in message
+    finally:
+        fsspec.filesystem("memory").rm(url.removeprefix("memory://"))
 
 
 @pytest.mark.parametrize(
