@@ -40,22 +40,11 @@ log = logging.getLogger(__name__)
 
 def _work_root(params: Params, paths: Paths) -> Path:
     """The folder under which the arrow and dask engines put their per-partition work
-    files: ``prep.work_url`` (a shared folder every worker reaches), else ``data/``."""
-    if params.prep.work_url is None:
-        return paths.data_dir
-    from recpipe.data.storage import local_folder
+    files: ``data/``, or this host's folder under ``prep.work_url`` (a shared folder
+    every worker reaches; :func:`recpipe.data.storage.work_root`)."""
+    from recpipe.data.storage import work_root
 
-    return local_folder(params.prep.work_url, "prep.work_url")
-
-
-def _work_name(params: Params, name: str) -> str:
-    """``name``, with this host's name under ``prep.work_url`` (a folder several machines
-    may share: the pid that tells runs apart is per machine)."""
-    if params.prep.work_url is None:
-        return name
-    import socket
-
-    return f"{name}-{socket.gethostname()}"
+    return work_root(params.prep.work_url, paths.data_dir)
 
 
 @contextlib.contextmanager
@@ -66,7 +55,7 @@ def _for_workers(params: Params, paths: Paths, source: Path, name: str) -> Itera
     if params.prep.engine != "dask" or params.prep.work_url is None:
         yield source
         return
-    with scratch_dir(_work_root(params, paths), _work_name(params, name)) as folder:
+    with scratch_dir(_work_root(params, paths), name) as folder:
         started = time.perf_counter()
         copy = folder / source.name
         if source.is_dir():
@@ -115,7 +104,7 @@ def ingest(params: Params, paths: Paths) -> dict[str, Any]:
                 pieces = None  # default: beside the tables, in the staging folder
                 if params.prep.work_url is not None:
                     root = _work_root(params, paths)
-                    pieces = staging_path(root / _work_name(params, "ingest-pieces"))
+                    pieces = staging_path(root / "ingest-pieces")
                 return import_dask(
                     data.source,
                     path,
@@ -184,7 +173,7 @@ def validate(params: Params, paths: Paths, source_dir: Path | None = None) -> di
                 shared,
                 params.validate_,
                 # removed after; under data/, a killed run's is swept by the next
-                staging_path(_work_root(params, paths) / _work_name(params, "validate-partitions")),
+                staging_path(_work_root(params, paths) / "validate-partitions"),
                 partitions=params.prep.partitions,
                 batch_rows=params.prep.batch_rows,
             )
@@ -267,7 +256,7 @@ def sessions(params: Params, paths: Paths) -> dict[str, Any]:
                 prepare = partial(
                     prepare_sessions_dask, address=address, workers=params.prep.workers
                 )
-            root, name = _work_root(params, paths), _work_name(params, "sessions-scratch")
+            root, name = _work_root(params, paths), "sessions-scratch"
             source = events_file(paths.validated_dir)  # a Parquet file or a folder of parts
             with (
                 scratch_dir(root, name) as scratch,

@@ -40,6 +40,7 @@ __all__ = [
     "parquet_file",
     "remove_tree",
     "url_under",
+    "work_root",
 ]
 
 #: A local path, or an fsspec URL (``protocol://path``) kept as a string.
@@ -229,3 +230,17 @@ def local_folder(value: str | Path, what: str = "path") -> Path:
         )
     _, path = filesystem(url)
     return Path(path)
+
+
+def work_root(work_url: str | None, default: Path) -> Path:
+    """The folder of this machine's per-partition work folders (``prep.work_url``):
+    ``default`` (the workspace's ``data/``) when ``work_url`` is None, else the
+    :func:`local_folder` of ``work_url`` / this host's name. Several machines may share
+    ``work_url``; the host's subfolder keeps each one's work folders (named by process
+    id, as the workspace's staging folders) apart, so that tidying after a kill
+    (:func:`recpipe.workspace.sweep_stale`) only judges this machine's processes."""
+    if work_url is None:
+        return default
+    import socket
+
+    return local_folder(work_url, "prep.work_url") / socket.gethostname()

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +30,7 @@ from recpipe.data.synth import generate
 from recpipe.errors import ConfigError, DataImportError
 from recpipe.paths import Paths
 from recpipe.pipeline import run_stage
+from recpipe.recovery import tidy_workspace
 from recpipe.retraining import run_overrides
 from tests.pipeline.conftest import SMALL
 from tests.pipeline.test_prep_engines import _cluster, _pin_now, _report, _sorted
@@ -182,9 +187,10 @@ def test_dask_with_file_url_input_and_work_url_on_two_workers(
         _ingest(tmp_path / "parquet-local", "parquet", str(parquet_drop / "events"), "arrow"),
         parquet,
     )
-    # the work folders were made in the store, and removed after each stage
-    assert store.is_dir()
-    assert list(store.iterdir()) == []
+    # the work folders were made in this host's folder of the store, and removed after
+    [host] = store.iterdir()
+    assert host.name == socket.gethostname()
+    assert list(host.iterdir()) == []
     assert not [p for p in paths.data_dir.iterdir() if p.name.startswith(".")]
     # validate and sessions gave the workers copies of their inputs in the store
     copied = [r.getMessage() for r in caplog.records if "into prep.work_url" in r.getMessage()]
@@ -368,3 +374,24 @@ def test_a_data_drop_may_be_a_url(memory_csv: str) -> None:
     assert repr(missing) in str(info.value)
     with pytest.raises(ConfigError, match="unknown protocol 'nosuch'"):
         run_overrides(params, "nosuch://drop.csv", "csv")
+
+
+def test_a_killed_runs_work_folders_in_the_store_are_tidied(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    params = load_params(None, [f"prep.work_url={store.as_uri()}"])
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead = int(done.stdout)  # a process that has ended
+    host = store / socket.gethostname()
+    left = host / f".sessions-scratch.new-{dead}"
+    live = host / f".validate-partitions.new-{os.getpid()}"
+    other = store / "another-host" / f".sessions-scratch.new-{dead}"  # not this machine's
+    for folder in (left, live, other):
+        (folder / "buckets").mkdir(parents=True)
+    tidied = tidy_workspace(Paths.at(tmp_path / "ws"), params)
+    assert tidied["staging"] == [str(left)]
+    assert not left.exists() and live.exists() and other.exists()
