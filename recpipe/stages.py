@@ -16,13 +16,13 @@ import contextlib
 import logging
 import os
 import shutil
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from recpipe.config import DEFAULT_ITEM_SUPPORT, Params
+from recpipe.data.storage import work_root
 from recpipe.errors import MissingContentError, StageError
 from recpipe.paths import Paths
 from recpipe.workspace import (
@@ -38,38 +38,6 @@ from recpipe.workspace import (
 log = logging.getLogger(__name__)
 
 
-def _work_root(params: Params, paths: Paths) -> Path:
-    """The folder under which the arrow and dask engines put their per-partition work
-    files: ``data/``, or this host's folder under ``prep.work_url`` (a shared folder
-    every worker reaches; :func:`recpipe.data.storage.work_root`)."""
-    from recpipe.data.storage import work_root
-
-    return work_root(params.prep.work_url, paths.data_dir)
-
-
-@contextlib.contextmanager
-def _for_workers(params: Params, paths: Paths, source: Path, name: str) -> Iterator[Path]:
-    """``source`` (a file or folder of the workspace) where the dask engine's workers read
-    it: ``source`` itself, or with ``prep.work_url`` a copy in that shared folder, so
-    that workers on other machines need no access to the workspace (removed after)."""
-    if params.prep.engine != "dask" or params.prep.work_url is None:
-        yield source
-        return
-    with scratch_dir(_work_root(params, paths), name) as folder:
-        started = time.perf_counter()
-        copy = folder / source.name
-        if source.is_dir():
-            shutil.copytree(source, copy)
-        else:
-            shutil.copy2(source, copy)
-        log.info(
-            "copied %s into prep.work_url for the workers in %.1f s",
-            source,
-            time.perf_counter() - started,
-        )
-        yield copy
-
-
 @workspace_io("stage ingest")
 def ingest(params: Params, paths: Paths) -> dict[str, Any]:
     """Read the configured source into canonical Parquet tables under ``data/interim``.
@@ -83,9 +51,8 @@ def ingest(params: Params, paths: Paths) -> dict[str, Any]:
     written beside ``data/interim`` and swapped in when the import succeeded; the other
     kinds are bounded data sets and are imported in memory by both engines.
     ``prep.engine: dask`` reads and canonicalizes the pieces of a ``csv`` or ``parquet``
-    source as Dask tasks (:func:`recpipe.data.distributed.import_dask`): the same files;
-    the workers write their pieces under ``prep.work_url`` when it is set. ``data.path``
-    may be an fsspec URL for ``csv`` and ``parquet`` (:mod:`recpipe.data.storage`).
+    source as Dask tasks (:func:`recpipe.data.distributed.import_dask`): the same files.
+    ``data.path`` may be a URL (:mod:`recpipe.data.storage`); see ``prep.work_url``.
     """
     from recpipe.data.chunked import CHUNKED_KINDS, import_chunked
     from recpipe.data.schema import write_tables
@@ -101,10 +68,6 @@ def ingest(params: Params, paths: Paths) -> dict[str, Any]:
                 from recpipe.data.distributed import import_dask
 
                 address, workers = params.orchestration.dask_address, params.prep.workers
-                pieces = None  # default: beside the tables, in the staging folder
-                if params.prep.work_url is not None:
-                    root = _work_root(params, paths)
-                    pieces = staging_path(root / "ingest-pieces")
                 return import_dask(
                     data.source,
                     path,
@@ -113,7 +76,7 @@ def ingest(params: Params, paths: Paths) -> dict[str, Any]:
                     batch_rows=batch_rows,
                     address=address,
                     workers=workers,
-                    work_dir=pieces,
+                    work_dir=staging_path(work_root(params.prep.work_url, staging) / "pieces"),
                 )
             return import_chunked(data.source, path, data, staging, batch_rows=batch_rows)
     if params.prep.engine != "pandas":
@@ -159,50 +122,47 @@ def validate(params: Params, paths: Paths, source_dir: Path | None = None) -> di
     )
 
     in_dir = Path(source_dir) if source_dir is not None else paths.interim_dir
-    with contextlib.ExitStack() as stack:
-        if params.prep.engine in ("arrow", "dask"):
-            check: Callable[..., Any] = validate_partitioned
-            if params.prep.engine == "dask":  # the partitions checked as Dask tasks
-                from recpipe.validation.distributed import validate_dask
+    if params.prep.engine in ("arrow", "dask"):
+        check: Callable[..., Any] = validate_partitioned
+        if params.prep.engine == "dask":  # the partitions checked as Dask tasks
+            from recpipe.validation.distributed import validate_dask
 
-                address = params.orchestration.dask_address
-                check = partial(validate_dask, address=address, workers=params.prep.workers)
-            # with prep.work_url, the workers read a copy in the shared folder
-            shared = stack.enter_context(_for_workers(params, paths, in_dir, "validate-input"))
-            outcome: Any = check(
-                shared,
-                params.validate_,
-                # removed after; under data/, a killed run's is swept by the next
-                staging_path(_work_root(params, paths) / "validate-partitions"),
-                partitions=params.prep.partitions,
-                batch_rows=params.prep.batch_rows,
-            )
-            write_quarantined: Callable[[Path], Any] = outcome.write_quarantine
-            write_clean: Callable[[Path], Any] = outcome.write_clean
+            address, workers = params.orchestration.dask_address, params.prep.workers
+            copy = params.prep.work_url is not None  # the workers read a copy in the store
+            check = partial(validate_dask, address=address, workers=workers, copy_input=copy)
+        outcome: Any = check(
+            in_dir,
+            params.validate_,
+            staging_path(work_root(params.prep.work_url, paths.data_dir) / "validate-partitions"),
+            partitions=params.prep.partitions,
+            batch_rows=params.prep.batch_rows,
+        )
+        write_quarantined: Callable[[Path], Any] = outcome.write_quarantine
+        write_clean: Callable[[Path], Any] = outcome.write_clean
+    else:
+        tables = read_tables(in_dir)
+        outcome = validate_tables(tables, params.validate_)
+
+        def write_quarantined(folder: Path) -> Any:
+            return write_quarantine(outcome, folder)
+
+        def write_clean(folder: Path) -> Any:
+            return write_tables(outcome.clean, folder)
+
+    paths.reports_dir.mkdir(parents=True, exist_ok=True)
+    write_report(outcome, paths.validation_json, paths.validation_md)
+    with replacing_dir(paths.quarantine_dir) as staging:
+        write_quarantined(staging)
+    raise_if_failed(outcome)  # before touching data/validated: a failed drop changes nothing
+    with replacing_dir(paths.validated_dir) as staging:
+        if outcome.success:
+            # nothing removed: copy the files byte for byte rather than re-encode them
+            for src in in_dir.iterdir():
+                if src.is_file():
+                    shutil.copy2(src, staging / src.name)
         else:
-            tables = read_tables(in_dir)
-            outcome = validate_tables(tables, params.validate_)
-
-            def write_quarantined(folder: Path) -> Any:
-                return write_quarantine(outcome, folder)
-
-            def write_clean(folder: Path) -> Any:
-                return write_tables(outcome.clean, folder)
-
-        paths.reports_dir.mkdir(parents=True, exist_ok=True)
-        write_report(outcome, paths.validation_json, paths.validation_md)
-        with replacing_dir(paths.quarantine_dir) as staging:
-            write_quarantined(staging)
-        raise_if_failed(outcome)  # before touching data/validated: a failed drop changes nothing
-        with replacing_dir(paths.validated_dir) as staging:
-            if outcome.success:
-                # nothing removed: copy the files byte for byte rather than re-encode them
-                for src in in_dir.iterdir():
-                    if src.is_file():
-                        shutil.copy2(src, staging / src.name)
-            else:
-                write_clean(staging)
-        return outcome.report
+            write_clean(staging)
+    return outcome.report
 
 
 def _require(path: Path, paths: Paths, stage: str) -> dict[str, Any]:
@@ -252,18 +212,15 @@ def sessions(params: Params, paths: Paths) -> dict[str, Any]:
 
             prepare: Callable[..., dict[str, Any]] = prepare_sessions_arrow
             if params.prep.engine == "dask":  # the same steps, as tasks on a Dask cluster
-                address = params.orchestration.dask_address
+                address, workers = params.orchestration.dask_address, params.prep.workers
+                copy = params.prep.work_url is not None  # the workers read a copy in the store
                 prepare = partial(
-                    prepare_sessions_dask, address=address, workers=params.prep.workers
+                    prepare_sessions_dask, address=address, workers=workers, copy_source=copy
                 )
-            root, name = _work_root(params, paths), "sessions-scratch"
-            source = events_file(paths.validated_dir)  # a Parquet file or a folder of parts
-            with (
-                scratch_dir(root, name) as scratch,
-                _for_workers(params, paths, source, "sessions-input") as shared,
-            ):
+            root = work_root(params.prep.work_url, paths.data_dir)  # data/ or the shared store
+            with scratch_dir(root, "sessions-scratch") as scratch:
                 report = prepare(
-                    shared,
+                    events_file(paths.validated_dir),  # a Parquet file or a folder of parts
                     events_dir / "events.parquet",
                     splits_dir,
                     scratch,

@@ -16,16 +16,22 @@ code path unchanged (``open``, :mod:`pathlib`); URLs go through ``fsspec``.
 
 from __future__ import annotations
 
+import logging
 import posixpath
+import shutil
+import time
 from pathlib import Path
 from typing import IO, Any
 
 from recpipe.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "Location",
     "arrow_path",
     "check_url",
+    "copy_into",
     "exists",
     "filesystem",
     "glob",
@@ -192,8 +198,6 @@ def name_of(loc: Location) -> str:
 def remove_tree(loc: Location) -> None:
     """Remove the folder ``loc`` and everything under it, if it exists."""
     if not is_url(loc):
-        import shutil
-
         shutil.rmtree(loc, ignore_errors=True)
         return
     fs, path = filesystem(str(loc))
@@ -244,3 +248,20 @@ def work_root(work_url: str | None, default: Path) -> Path:
     import socket
 
     return local_folder(work_url, "prep.work_url") / socket.gethostname()
+
+
+def copy_into(source: Path, folder: Path) -> Path:
+    """Copy the file or folder ``source`` into ``folder`` (made if missing); the copy.
+
+    How the dask engine gives its workers the one events file they read when the work
+    folders live in a shared store (``prep.work_url``): workers on other machines then
+    need no access to the workspace."""
+    started = time.perf_counter()
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / source.name
+    if source.is_dir():
+        shutil.copytree(source, copy)
+    else:
+        shutil.copy2(source, copy)
+    log.info("copied %s to %s in %.1f s", source, copy, time.perf_counter() - started)
+    return copy

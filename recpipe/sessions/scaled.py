@@ -70,6 +70,7 @@ import pyarrow.parquet as pq
 
 from recpipe.config import SessionsParams
 from recpipe.data.partitions import partition_by_user
+from recpipe.data.storage import copy_into
 from recpipe.errors import SplitError, SplitNotApplicable
 from recpipe.sessions._arrays import encode
 from recpipe.sessions.cold import (
@@ -150,6 +151,7 @@ def prepare_sessions_arrow(
     *,
     mapper: Mapper | None = None,
     partitioner: Partitioner = partition_by_user,
+    copy_source: bool = False,
 ) -> dict[str, Any]:
     """The sessions stage, partition by partition (see the module notes).
 
@@ -176,6 +178,8 @@ def prepare_sessions_arrow(
         tasks on a cluster (``work_dir`` must then be a folder every worker reaches).
     partitioner : callable
         Writes the user-hash buckets (:func:`~recpipe.data.partitions.partition_by_user`).
+    copy_source : bool
+        Partition a copy of ``source`` made in ``work_dir`` (the workers' shared store).
 
     Returns
     -------
@@ -198,6 +202,8 @@ def prepare_sessions_arrow(
     work.mkdir(parents=True)
     Path(events_out).parent.mkdir(parents=True, exist_ok=True)
     try:
+        if copy_source:  # workers on other machines read it there, not in the workspace
+            source = copy_into(Path(source), work / "input")
         store, head = _Store.build(
             Path(source),
             Path(events_out),

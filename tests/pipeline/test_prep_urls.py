@@ -162,7 +162,7 @@ def test_dask_with_file_url_input_and_work_url_on_two_workers(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     store = tmp_path / "shared-store"  # another folder than the workspace's data/
-    caplog.set_level(logging.INFO, logger="recpipe.stages")
+    caplog.set_level(logging.INFO, logger="recpipe.data.storage")
     with _cluster() as address:
         if address is None:  # pragma: no cover - dask is a dev dependency
             pytest.skip("dask.distributed is not installed")
@@ -193,8 +193,10 @@ def test_dask_with_file_url_input_and_work_url_on_two_workers(
     assert list(host.iterdir()) == []
     assert not [p for p in paths.data_dir.iterdir() if p.name.startswith(".")]
     # validate and sessions gave the workers copies of their inputs in the store
-    copied = [r.getMessage() for r in caplog.records if "into prep.work_url" in r.getMessage()]
+    copied = [r.getMessage() for r in caplog.records if r.getMessage().startswith("copied")]
     assert len(copied) == 2, copied
+    for message, name in zip(copied, ("interim", "validated"), strict=True):
+        assert f"{paths.data_dir / name}/events.parquet to {host}/" in message, message
 
 
 @pytest.fixture(scope="module")
