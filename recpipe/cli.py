@@ -847,7 +847,9 @@ def data_import(
             "session-tsv, diginetica, retailrocket, csv, parquet, jsonl"
         ),
     ],
-    path: Annotated[Path, typer.Argument(help="raw data file or folder")],
+    path: Annotated[
+        str, typer.Argument(help="raw data file or folder (csv, parquet: or a URL, s3://...)")
+    ],
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="output folder (default: ROOT/data/interim)")
     ] = None,

@@ -24,7 +24,9 @@ from pathlib import Path
 import fsspec
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from recpipe.cli import app
 from recpipe.config import load_params
 from recpipe.data.synth import generate
 from recpipe.errors import ConfigError, DataImportError
@@ -397,3 +399,12 @@ def test_a_killed_runs_work_folders_in_the_store_are_tidied(tmp_path: Path) -> N
     tidied = tidy_workspace(Paths.at(tmp_path / "ws"), params)
     assert tidied["staging"] == [str(left)]
     assert not left.exists() and live.exists() and other.exists()
+
+
+def test_recpipe_data_import_reads_a_url(tmp_path: Path, memory_csv: str) -> None:
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["data", "import", "csv", memory_csv, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert list(manifest["input_files"]) == [memory_csv]
+    assert manifest["rows"]["events"] == len(pd.read_parquet(out / "events.parquet")) > 0
