@@ -8,10 +8,13 @@ e.g. ``s3fs``). A string without ``://`` is a local path, read as it always was;
 is never turned into a :class:`~pathlib.Path` (that would fold its ``//``).
 
 :func:`location` turns a configured value into one and checks a URL's form
-(:func:`check_url`); :func:`open_file`, :func:`exists`, :func:`is_file`, :func:`is_dir`,
-:func:`glob` and :func:`join` work on both kinds, and :func:`arrow_path` gives the
-``(path, filesystem)`` pair pyarrow's readers and writers take. Paths take the local
-code path unchanged (``open``, :mod:`pathlib`); URLs go through ``fsspec``.
+(:func:`check_url`); :func:`open_file`, :func:`exists`, :func:`is_file`, :func:`is_dir`
+and :func:`glob` work on both kinds, and :func:`arrow_path` and :func:`parquet_file`
+give what pyarrow's readers take. Paths take the local code path unchanged (``open``,
+:mod:`pathlib`); URLs go through ``fsspec``.
+
+The dask engine's work folders (``prep.work_url``) are a local or mounted folder
+(:func:`local_folder`, :func:`work_root`): a path, or a ``file://`` URL.
 """
 
 from __future__ import annotations
@@ -38,13 +41,11 @@ __all__ = [
     "is_dir",
     "is_file",
     "is_url",
-    "join",
     "local_folder",
     "location",
     "name_of",
     "open_file",
     "parquet_file",
-    "remove_tree",
     "url_under",
     "work_root",
 ]
@@ -170,9 +171,10 @@ def glob(folder: Location, pattern: str) -> list[Location]:
 
 
 def url_under(url: str, root: str, path: str, fs: Any) -> str:
-    """The URL of ``path`` (a path within ``fs``) spelt as ``url`` is: ``url`` plus
-    ``path``'s part below ``root``, the path of ``url`` in ``fs`` (else
-    ``fs.unstrip_protocol(path)``)."""
+    """``path`` (a path within ``fs``) as a URL spelt like ``url``: ``url`` plus the part
+    of ``path`` below ``root`` (``url``'s own path in ``fs``); a path outside ``root``:
+    ``fs.unstrip_protocol(path)``. (fsspec's own spelling may differ from the user's,
+    e.g. ``memory:///x`` for ``memory://x``: manifests name files as the user did.)"""
     root = root.rstrip("/")
     if path == root:
         return url
@@ -181,28 +183,11 @@ def url_under(url: str, root: str, path: str, fs: Any) -> str:
     return str(fs.unstrip_protocol(path))
 
 
-def join(folder: Location, *names: str) -> Location:
-    """``folder / name / ...`` for a path; the URL with ``/name/...`` appended."""
-    if not is_url(folder):
-        return Path(folder).joinpath(*names)
-    return "/".join([str(folder).rstrip("/"), *names])
-
-
 def name_of(loc: Location) -> str:
     """The last component of ``loc`` (a file's name)."""
     if not is_url(loc):
         return Path(loc).name
     return posixpath.basename(str(loc).rstrip("/"))
-
-
-def remove_tree(loc: Location) -> None:
-    """Remove the folder ``loc`` and everything under it, if it exists."""
-    if not is_url(loc):
-        shutil.rmtree(loc, ignore_errors=True)
-        return
-    fs, path = filesystem(str(loc))
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
 
 
 def parquet_file(loc: Location) -> Any:
@@ -224,7 +209,7 @@ def local_folder(value: str | Path, what: str = "path") -> Path:
     """
     if not is_url(value):
         return Path(value)
-    url = check_url(str(value), what)
+    url = str(value)
     protocol = url.partition("://")[0]
     if protocol not in ("file", "local"):
         raise ConfigError(
@@ -232,7 +217,7 @@ def local_folder(value: str | Path, what: str = "path") -> Path:
             "mounted folder every worker reaches at the same path (/abs/path or "
             "file:///abs/path, e.g. an NFS mount)"
         )
-    _, path = filesystem(url)
+    _, path = filesystem(check_url(url, what))
     return Path(path)
 
 

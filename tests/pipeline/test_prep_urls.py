@@ -351,7 +351,8 @@ def test_dask_refuses_a_memory_url_its_workers_cannot_read(tmp_path: Path, memor
     ("work_url", "expected"),
     [
         ("memory://scratch", "a memory:// store cannot hold it"),
-        ("nosuch://scratch", "unknown protocol 'nosuch'"),
+        ("s3://bucket/scratch", "a s3:// store cannot hold it"),
+        ("file://scratch", "needs an absolute path"),
     ],
 )
 def test_a_bad_work_url_is_a_clear_error(
