@@ -484,7 +484,8 @@ def _write(
     ``hook(k, arrays, part)`` sees each partition's rows (here, after the writes);
     ``frame_check([train, valid, test])`` runs with each partition's write, and each of
     its checks holds when it holds in every partition. On a cluster each partition
-    writes its own pieces, then one task per part appends them into the part's file.
+    writes its own pieces, then one task per part appends them into the part's file,
+    both in the work folder (the workers need no access to ``out``).
     """
     out.mkdir(parents=True, exist_ok=True)
     schema = store.cschema if converted and store.converts else store.schema
@@ -499,16 +500,20 @@ def _write(
             for k in range(store.n_partitions)
         ]
 
-    if store.parallel:
-        pieces = out / ".pieces"
+    if store.parallel:  # the workers write in the (shared) work folder; moved to out here
+        pieces, files = store.work / f"pieces-{out.name}", store.work / f"files-{out.name}"
         pieces.mkdir()
+        files.mkdir()
         results: list[Written] = store.map(write_partition, args(pieces))
         names = [[pieces / piece_name(n, k) for k in range(store.n_partitions)] for n in PART_NAMES]
         store.map(
             concat_pieces,
-            [(p, out / f"{n}.parquet", schema) for n, p in zip(PART_NAMES, names, strict=True)],
+            [(p, files / f"{n}.parquet", schema) for n, p in zip(PART_NAMES, names, strict=True)],
         )
+        for name in PART_NAMES:  # a rename when the work folder is on out's filesystem
+            shutil.move(files / f"{name}.parquet", out / f"{name}.parquet")
         shutil.rmtree(pieces)
+        files.rmdir()
     else:
         writers = {name: pq.ParquetWriter(out / f"{name}.parquet", schema) for name in PART_NAMES}
         try:

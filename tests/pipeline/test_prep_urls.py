@@ -11,6 +11,7 @@ sessions and splits up to row order.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -18,8 +19,10 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import pandas as pd
@@ -28,12 +31,18 @@ from typer.testing import CliRunner
 
 from recpipe.cli import app
 from recpipe.config import load_params
+from recpipe.data.cluster import serial_map
+from recpipe.data.distributed import import_in_pieces
+from recpipe.data.partitions import partition_in_pieces
+from recpipe.data.schema import events_file
 from recpipe.data.synth import generate
 from recpipe.errors import ConfigError, DataImportError
 from recpipe.paths import Paths
 from recpipe.pipeline import run_stage
 from recpipe.recovery import tidy_workspace
 from recpipe.retraining import run_overrides
+from recpipe.sessions.scaled import prepare_sessions_arrow
+from recpipe.validation.partitioned import validate_partitioned
 from tests.pipeline.conftest import SMALL
 from tests.pipeline.test_prep_engines import _cluster, _pin_now, _report, _sorted
 
@@ -409,3 +418,54 @@ def test_recpipe_data_import_reads_a_url(tmp_path: Path, memory_csv: str) -> Non
     manifest = json.loads((out / "manifest.json").read_text())
     assert list(manifest["input_files"]) == [memory_csv]
     assert manifest["rows"]["events"] == len(pd.read_parquet(out / "events.parquet")) > 0
+
+
+def _paths_in(value: object) -> Iterator[str]:
+    """Every path (Path, or str naming one) in a task's arguments, however nested."""
+    if isinstance(value, Path):
+        yield str(value)
+    elif isinstance(value, str):
+        if value.startswith("/") or "://" in value:
+            yield value
+    elif isinstance(value, list | tuple | set):
+        for item in value:
+            yield from _paths_in(item)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            yield from _paths_in(getattr(value, f.name))
+
+
+def test_with_a_work_folder_the_tasks_touch_nothing_in_the_workspace(
+    tmp_path: Path, raw: Path
+) -> None:
+    """What workers on other machines need: every path a task of ingest, validate or
+    sessions is given lies in the work folder (or is the input), none in the workspace."""
+    ws, store = Paths.at(tmp_path / "ws"), tmp_path / "store"
+    params = _params(str(raw), "arrow")
+    for stage in ("ingest", "validate"):
+        run_stage(stage, params, ws)
+    seen: list[str] = []
+
+    def mapper(fn: Callable[..., Any], args: Sequence[tuple[Any, ...]]) -> list[Any]:
+        seen.extend(p for a in args for p in _paths_in(a))
+        return serial_map(fn, args)
+
+    import_in_pieces(
+        "csv", str(raw), params.data, tmp_path / "ws" / "data" / "interim2",
+        batch_rows=500, mapper=mapper, work_dir=store / "ingest",
+    )  # fmt: skip
+    outcome = validate_partitioned(
+        ws.interim_dir, params.validate_, store / "validate", partitions=3, batch_rows=500,
+        mapper=mapper, copy_input=True,
+    )  # fmt: skip
+    sp = params.sessions.model_copy(update={"min_item_support": 1, "test_items_seen_in": "train"})
+    report = prepare_sessions_arrow(
+        events_file(ws.validated_dir), ws.sessions_dir / "events.parquet", ws.splits_dir,
+        store / "sessions", sp, 3, 500, mapper=mapper,
+        partitioner=partial(partition_in_pieces, mapper=mapper), copy_source=True,
+    )  # fmt: skip
+    assert outcome.report["counts"]["quarantined"] > 0 and report["events"] > 0
+    assert seen and all(p.startswith((str(store), str(raw))) for p in seen), [
+        p for p in seen if not p.startswith((str(store), str(raw)))
+    ]
+    assert any(p.startswith(str(store / "sessions")) for p in seen)
