@@ -647,8 +647,12 @@ def serve(
 
 
 DataOpt = Annotated[
-    Path | None,
-    typer.Option("--data", help="a new data drop (sets data.path; give --source unless params do)"),
+    str | None,
+    typer.Option(
+        "--data",
+        help="a new data drop, a path or a URL such as s3://bucket/key (sets data.path; give "
+        "--source unless params do)",
+    ),
 ]
 SourceOpt = Annotated[
     str | None,
@@ -661,12 +665,14 @@ ModelOpt = Annotated[
 
 
 def _flow_options(
-    data: Path | None, source: str | None, models: list[str] | None
+    data: str | Path | None, source: str | None, models: list[str] | None
 ) -> dict[str, Any]:
-    """The retraining flow's data-drop and model parameters that were given."""
+    """The retraining flow's data-drop and model parameters that were given (a local
+    ``data`` made absolute; a URL kept as it is)."""
     options: dict[str, Any] = {}
     if data is not None:
-        options["data_path"] = str(data.expanduser().resolve())
+        url = isinstance(data, str) and "://" in data
+        options["data_path"] = data if url else str(Path(data).expanduser().resolve())
     if source is not None:
         options["data_source"] = source
     if models:
@@ -684,8 +690,8 @@ def _prefect_api_url() -> str | None:
 @app.command()
 def retrain(
     data: Annotated[
-        Path,
-        typer.Option("--data", help="the new data drop (file or folder; sets data.path)"),
+        str,
+        typer.Option("--data", help="the new data drop (file or folder, or a URL; sets data.path)"),
     ],
     source: SourceOpt = None,
     models: ModelOpt = None,
@@ -841,7 +847,9 @@ def data_import(
             "session-tsv, diginetica, retailrocket, csv, parquet, jsonl"
         ),
     ],
-    path: Annotated[Path, typer.Argument(help="raw data file or folder")],
+    path: Annotated[
+        str, typer.Argument(help="raw data file or folder (csv, parquet: or a URL, s3://...)")
+    ],
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="output folder (default: ROOT/data/interim)")
     ] = None,

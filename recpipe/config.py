@@ -550,8 +550,11 @@ class PrepParams(StrictModel):
     sources are streamed; the other source kinds are bounded and imported in memory.
     ``dask`` runs the arrow engine's per-partition steps as tasks on a Dask cluster: the
     scheduler at ``orchestration.dask_address``, else a temporary local cluster of
-    ``workers`` processes; its work folders lie beside the outputs (under ``data/``), so
-    workers on other machines need that folder on a shared filesystem.
+    ``workers`` processes. The per-partition work folders (the intermediate partitions
+    the workers write and read) lie under ``data/``, or under ``work_url``: a folder
+    every worker reaches at the same path (e.g. an NFS mount), as a path or a
+    ``file:///abs/path`` URL. ``data.path`` may be an fsspec URL (``s3://...``) for
+    ``csv`` and ``parquet`` sources.
     """
 
     engine: Literal["pandas", "arrow", "dask"] = Field(
@@ -570,6 +573,11 @@ class PrepParams(StrictModel):
         ge=1,
         description="dask: worker processes of the temporary local cluster (unused with "
         "orchestration.dask_address)",
+    )
+    work_url: str | None = Field(
+        default=None,
+        description="arrow, dask: the folder of the per-partition work files, a path or a "
+        "file:///abs/path URL every worker reaches (a shared mount); null = under data/",
     )
 
 

@@ -34,7 +34,7 @@ from types import FrameType
 from typing import Any
 
 from recpipe.config import Params
-from recpipe.errors import SchedulerError, Terminated
+from recpipe.errors import ConfigError, SchedulerError, Terminated
 from recpipe.locks import WorkspaceLock, workspace_lock
 from recpipe.paths import Paths
 from recpipe.workspace import sweep_stale
@@ -45,16 +45,24 @@ log = logging.getLogger(__name__)
 def tidy_workspace(paths: Paths, params: Params | None = None) -> dict[str, list[str]]:
     """Remove what killed processes left in the workspace at ``paths``: their staging
     folders (and half-written reports) under ``data/``, ``models/`` and ``reports/``
-    and, with ``params``, their MLflow runs
-    still RUNNING (marked KILLED). Returns what was tidied: ``staging`` (paths) and
-    ``mlflow_runs`` (ids). Call it holding the workspace lock."""
-    removed = sweep_stale([paths.data_dir, paths.models_dir, paths.reports_dir])
+    and, with ``params``, their work folders under ``prep.work_url`` (this machine's)
+    and their MLflow runs still RUNNING (marked KILLED). Returns what was tidied:
+    ``staging`` (paths) and ``mlflow_runs`` (ids). Call it holding the workspace lock."""
+    folders = [paths.data_dir, paths.models_dir, paths.reports_dir]
+    if params is not None and params.prep.work_url is not None:
+        from recpipe.data.storage import work_root
+
+        # a bad value is reported, naming it, by the stage that uses it
+        with contextlib.suppress(ConfigError):
+            folders.append(work_root(params.prep.work_url, paths.data_dir))
+    removed = sweep_stale(folders)
     runs: list[str] = []
     if params is not None:
         from recpipe import tracking
 
         runs = tracking.end_stale_runs(params, paths)
-    return {"staging": [paths.rel(p) for p in removed], "mlflow_runs": runs}
+    shown = [paths.rel(p) if p.is_relative_to(paths.root) else str(p) for p in removed]
+    return {"staging": shown, "mlflow_runs": runs}
 
 
 @contextlib.contextmanager

@@ -49,9 +49,10 @@ def run_overrides(
     params : Params
         The run's params before these choices (params file plus overrides).
     data_path : path-like, optional
-        A new data drop: sets ``data.path``. The source kind stays ``data.source``
-        unless ``data_source`` is given; ``synthetic`` reads no file, so a data path
-        with that source is an error.
+        A new data drop: sets ``data.path`` (a local path, or for ``csv`` and
+        ``parquet`` an fsspec URL such as ``s3://bucket/drop.parquet``). The source kind
+        stays ``data.source`` unless ``data_source`` is given; ``synthetic`` reads no
+        file, so a data path with that source is an error.
     data_source : str, optional
         Sets ``data.source`` (``parquet``, ``csv``, ``movielens-100k``, ...).
     models : list of str, optional
@@ -61,15 +62,26 @@ def run_overrides(
     ------
     ConfigError
         An unknown or empty model list (the message lists ``train.candidates``), a
-        data path that does not exist, or a data path with the synthetic source.
+        data path that does not exist, a malformed URL, or a data path with the
+        synthetic source.
     """
     extra: list[str] = []
     if data_source is not None:
         extra.append(f"data.source={_yaml_value(data_source)}")
     if data_path is not None:
-        path = Path(data_path).expanduser()
-        if not path.exists():
-            raise ConfigError(f"data_path {str(path)!r} does not exist; expected a file or folder")
+        from recpipe.data.storage import check_url, exists, is_url
+
+        path: Path | str
+        if is_url(str(data_path)):
+            path = check_url(str(data_path), "data_path")
+            if not exists(path):
+                raise ConfigError(f"data_path {path!r} does not exist; expected a file or folder")
+        else:
+            path = Path(data_path).expanduser()
+            if not path.exists():
+                raise ConfigError(
+                    f"data_path {str(path)!r} does not exist; expected a file or folder"
+                )
         source = data_source or params.data.source
         if source == "synthetic":
             raise ConfigError(

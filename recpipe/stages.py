@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from recpipe.config import DEFAULT_ITEM_SUPPORT, Params
+from recpipe.data.storage import work_root
 from recpipe.errors import MissingContentError, StageError
 from recpipe.paths import Paths
 from recpipe.workspace import (
@@ -51,6 +52,7 @@ def ingest(params: Params, paths: Paths) -> dict[str, Any]:
     kinds are bounded data sets and are imported in memory by both engines.
     ``prep.engine: dask`` reads and canonicalizes the pieces of a ``csv`` or ``parquet``
     source as Dask tasks (:func:`recpipe.data.distributed.import_dask`): the same files.
+    ``data.path`` may be a URL (:mod:`recpipe.data.storage`); see ``prep.work_url``.
     """
     from recpipe.data.chunked import CHUNKED_KINDS, import_chunked
     from recpipe.data.schema import write_tables
@@ -74,6 +76,7 @@ def ingest(params: Params, paths: Paths) -> dict[str, Any]:
                     batch_rows=batch_rows,
                     address=address,
                     workers=workers,
+                    work_dir=staging_path(work_root(params.prep.work_url, staging) / "pieces"),
                 )
             return import_chunked(data.source, path, data, staging, batch_rows=batch_rows)
     if params.prep.engine != "pandas":
@@ -104,9 +107,9 @@ def validate(params: Params, paths: Paths, source_dir: Path | None = None) -> di
 
     ``prep.engine: arrow`` validates the events one user-hash partition at a time
     (:func:`recpipe.validation.validate_partitioned`; ``prep.partitions`` buckets in a
-    work folder under ``data/``, removed afterwards) and streams the quarantine and
-    the clean tables: the same reports, quarantine and validated tables. ``prep.engine:
-    dask`` checks the partitions as Dask tasks
+    work folder under ``data/`` or ``prep.work_url``, removed afterwards) and streams the
+    quarantine and the clean tables: the same reports, quarantine and validated tables.
+    ``prep.engine: dask`` checks the partitions as Dask tasks
     (:func:`recpipe.validation.distributed.validate_dask`), with the same outputs.
     """
     from recpipe.data.schema import read_tables, write_tables
@@ -124,12 +127,13 @@ def validate(params: Params, paths: Paths, source_dir: Path | None = None) -> di
         if params.prep.engine == "dask":  # the partitions checked as Dask tasks
             from recpipe.validation.distributed import validate_dask
 
-            address = params.orchestration.dask_address
-            check = partial(validate_dask, address=address, workers=params.prep.workers)
+            address, workers = params.orchestration.dask_address, params.prep.workers
+            copy = params.prep.work_url is not None  # the workers read a copy in the store
+            check = partial(validate_dask, address=address, workers=workers, copy_input=copy)
         outcome: Any = check(
             in_dir,
             params.validate_,
-            staging_path(paths.data_dir / "validate-partitions"),  # removed after; swept
+            staging_path(work_root(params.prep.work_url, paths.data_dir) / "validate-partitions"),
             partitions=params.prep.partitions,
             batch_rows=params.prep.batch_rows,
         )
@@ -208,11 +212,13 @@ def sessions(params: Params, paths: Paths) -> dict[str, Any]:
 
             prepare: Callable[..., dict[str, Any]] = prepare_sessions_arrow
             if params.prep.engine == "dask":  # the same steps, as tasks on a Dask cluster
-                address = params.orchestration.dask_address
+                address, workers = params.orchestration.dask_address, params.prep.workers
+                copy = params.prep.work_url is not None  # the workers read a copy in the store
                 prepare = partial(
-                    prepare_sessions_dask, address=address, workers=params.prep.workers
+                    prepare_sessions_dask, address=address, workers=workers, copy_source=copy
                 )
-            with scratch_dir(paths.data_dir, "sessions-scratch") as scratch:
+            root = work_root(params.prep.work_url, paths.data_dir)  # data/ or the shared store
+            with scratch_dir(root, "sessions-scratch") as scratch:
                 report = prepare(
                     events_file(paths.validated_dir),  # a Parquet file or a folder of parts
                     events_dir / "events.parquet",

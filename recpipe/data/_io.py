@@ -13,12 +13,13 @@ Nothing in this module is public API; the importers in ``recpipe.data.*`` are.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from recpipe.data.schema import make_events, normalise_event_types, to_utc
+from recpipe.data.storage import Location, is_url, open_file
+from recpipe.data.storage import exists as _exists
+from recpipe.data.storage import is_file as _is_file
 from recpipe.errors import DataImportError
 
 log = logging.getLogger(__name__)
@@ -132,17 +136,17 @@ def require_file(folder: Path, names: Sequence[str], kind: str, expected: str) -
     return found
 
 
-def check_text_file(path: Path, encoding: str = "utf-8") -> None:
+def check_text_file(path: Location, encoding: str = "utf-8") -> None:
     """Raise when ``path`` is missing, empty, UTF-16/binary, or not ``encoding`` text.
 
-    Only the first :data:`SNIFF_BYTES` are checked here; a bad byte further on is
-    reported by the reader itself.
+    ``path``: a local path or an fsspec URL. Only the first :data:`SNIFF_BYTES` are
+    checked here; a bad byte further on is reported by the reader itself.
     """
-    if not path.exists():
+    if not _exists(path):
         raise DataImportError(f"file {str(path)!r} does not exist")
-    if not path.is_file():
+    if not _is_file(path):
         raise DataImportError(f"{str(path)!r} is not a file")
-    with open(path, "rb") as fh:
+    with open_file(path, "rb") as fh:
         head = fh.read(SNIFF_BYTES)
     if not head.strip():
         raise DataImportError(
@@ -168,7 +172,7 @@ def check_text_file(path: Path, encoding: str = "utf-8") -> None:
         _check_utf8(path, head, full=len(head) < SNIFF_BYTES)
 
 
-def _check_utf8(path: Path, head: bytes, *, full: bool) -> None:
+def _check_utf8(path: Location, head: bytes, *, full: bool) -> None:
     try:
         head.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -183,8 +187,8 @@ def _check_utf8(path: Path, head: bytes, *, full: bool) -> None:
         ) from None
 
 
-def _header_fields(path: Path, sep: str, encoding: str, quoting: bool) -> list[str]:
-    with open(path, encoding=encoding, newline="", errors="replace") as fh:
+def _header_fields(path: Location, sep: str, encoding: str, quoting: bool) -> list[str]:
+    with open_file(path, "rt", encoding=encoding, newline="", errors="replace") as fh:
         for line in fh:
             if line.strip("\r\n"):
                 break
@@ -211,7 +215,7 @@ class _Plan:
 
 
 def _plan(
-    path: Path,
+    path: Location,
     cols: Sequence[Col],
     *,
     sep: str,
@@ -251,7 +255,7 @@ def _plan(
 
 
 def read_delimited(
-    path: Path,
+    path: Location,
     cols: Sequence[Col],
     *,
     sep: str = ",",
@@ -267,7 +271,7 @@ def read_delimited(
     Parameters
     ----------
     path:
-        The file.
+        The file: a local path or an fsspec URL (:mod:`recpipe.data.storage`).
     cols:
         The columns wanted (see :class:`Col`); the frame has them under ``Col.name``.
     sep:
@@ -327,7 +331,7 @@ def read_delimited(
 
 
 def iter_delimited(
-    path: Path,
+    path: Location,
     cols: Sequence[Col],
     *,
     sep: str = ",",
@@ -368,18 +372,21 @@ def iter_delimited(
     retried = False
     while True:
         try:
-            reader = pacsv.open_csv(path, read_opts, parse_opts, _convert_options(types, include))
-            skip = done
-            for table in _rebatch(reader, batch_rows):
-                if skip >= table.num_rows:
-                    skip -= table.num_rows
-                    continue
-                if skip:
-                    table, skip = table.slice(skip), 0
-                frame = _to_frame(table, plan, cols, None)
-                frame.index = pd.RangeIndex(done, done + len(frame))
-                done += len(frame)
-                yield frame
+            with _arrow_input(path) as source:
+                reader = pacsv.open_csv(
+                    source, read_opts, parse_opts, _convert_options(types, include)
+                )
+                skip = done
+                for table in _rebatch(reader, batch_rows):
+                    if skip >= table.num_rows:
+                        skip -= table.num_rows
+                        continue
+                    if skip:
+                        table, skip = table.slice(skip), 0
+                    frame = _to_frame(table, plan, cols, None)
+                    frame.index = pd.RangeIndex(done, done + len(frame))
+                    done += len(frame)
+                    yield frame
             break
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
             message = str(exc)
@@ -400,6 +407,16 @@ def iter_delimited(
         retried = True
     if done == 0:
         _raise_no_rows(path, plan, what)
+
+
+@contextlib.contextmanager
+def _arrow_input(path: Location) -> Iterator[Any]:
+    """What pyarrow's CSV readers read: a local path as it is, a URL's open fsspec file."""
+    if not is_url(path):
+        yield path
+        return
+    with open_file(path, "rb") as fh:
+        yield fh
 
 
 def _rebatch(reader: Iterable[pa.RecordBatch], batch_rows: int) -> Iterator[pa.Table]:
@@ -425,7 +442,7 @@ def _rebatch(reader: Iterable[pa.RecordBatch], batch_rows: int) -> Iterator[pa.T
         yield pa.Table.from_batches(pending)
 
 
-def _raise_no_rows(path: Path, plan: _Plan, what: str) -> None:
+def _raise_no_rows(path: Location, plan: _Plan, what: str) -> None:
     raise DataImportError(
         f"{what}: file {str(path)!r} has no data rows"
         + (" (only a header)" if plan.header_lines else "")
@@ -485,7 +502,7 @@ def _convert_options(
 
 
 def _read_arrow(
-    path: Path,
+    path: Location,
     plan: _Plan,
     types: dict[str, pa.DataType],
     include: list[str],
@@ -500,7 +517,10 @@ def _read_arrow(
     parse_opts = _parse_options(sep, quoting)
     for can_retry in (True, False):
         try:
-            return pacsv.read_csv(path, read_opts, parse_opts, _convert_options(types, include))
+            with _arrow_input(path) as source:
+                return pacsv.read_csv(
+                    source, read_opts, parse_opts, _convert_options(types, include)
+                )
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
             message = str(exc)
         # ---- slow path: find out where and why, then raise a helpful error ----
@@ -522,7 +542,7 @@ def _read_arrow(
 
 
 def _diagnose(
-    path: Path,
+    path: Location,
     plan: _Plan,
     include: list[str],
     message: str,
@@ -554,22 +574,25 @@ def _diagnose(
     if "conversion error" in message.lower():
         as_text = dict.fromkeys(include, pa.string())
         try:
-            reader = pacsv.open_csv(path, read_opts, parse_opts, _convert_options(as_text, include))
-            _raise_bad_values(path, plan, reader, cols, encoding=encoding, what=what)
+            with _arrow_input(path) as source:
+                reader = pacsv.open_csv(
+                    source, read_opts, parse_opts, _convert_options(as_text, include)
+                )
+                _raise_bad_values(path, plan, reader, cols, encoding=encoding, what=what)
         except pa.ArrowInvalid:  # pragma: no cover - text reading cannot fail on conversion
             pass
     raise DataImportError(f"{what}: cannot read {str(path)!r}: {message.strip()}")
 
 
 def _raise_field_count(
-    path: Path, plan: _Plan, *, sep: str, encoding: str, quoting: bool, what: str
+    path: Location, plan: _Plan, *, sep: str, encoding: str, quoting: bool, what: str
 ) -> None:
     expected = len(plan.file_columns)
     bad: list[tuple[int, int, str]] = []
     n_bad = 0
     last_line = 0
     csv.field_size_limit(1 << 30)
-    with open(path, encoding=encoding, newline="", errors="replace") as fh:
+    with open_file(path, "rt", encoding=encoding, newline="", errors="replace") as fh:
         reader = csv.reader(
             fh, delimiter=sep, quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE
         )
@@ -598,7 +621,7 @@ def _raise_field_count(
 
 
 def physical_lines(
-    path: Path, rows: Iterable[int], header_lines: int, encoding: str
+    path: Location, rows: Iterable[int], header_lines: int, encoding: str
 ) -> dict[int, int]:
     """Map 0-based data-row indices to 1-based file line numbers (blank lines skipped)."""
     wanted = sorted(set(rows))
@@ -608,7 +631,7 @@ def physical_lines(
     target = iter(wanted)
     nxt = next(target)
     row = -header_lines
-    with open(path, encoding=encoding, newline="", errors="replace") as fh:
+    with open_file(path, "rt", encoding=encoding, newline="", errors="replace") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip("\r\n"):
                 continue
@@ -622,7 +645,7 @@ def physical_lines(
 
 
 def _raise_bad_values(
-    path: Path,
+    path: Location,
     plan: _Plan,
     batches: Iterable[pa.RecordBatch],
     cols: Sequence[Col],

@@ -326,9 +326,9 @@ def iter_source_events(
     from recpipe.data.generic import iter_csv_events, iter_parquet_events
 
     if kind == "csv":
-        return iter_csv_events(Path(path), options, batch_rows)
+        return iter_csv_events(path, options, batch_rows)
     if kind == "parquet":
-        return iter_parquet_events(Path(path), options, batch_rows)
+        return iter_parquet_events(path, options, batch_rows)
     raise DataImportError(
         f"source kind {kind!r} cannot be streamed; expected one of {list(CHUNKED_KINDS)}"
     )
@@ -362,7 +362,7 @@ def import_chunked(
         log.info("prep.engine=arrow: %s is a bounded data set; importing it in memory", kind)
         return write_tables(import_source(kind, path, options), Path(out_dir))
     started = time.perf_counter()
-    files = csv_input_files(Path(path)) if kind == "csv" else parquet_input_files(Path(path))
+    files = csv_input_files(path) if kind == "csv" else parquet_input_files(path)
     stats: dict[str, int] = {"rows": 0}
 
     def events() -> Iterator[pd.DataFrame]:

@@ -23,13 +23,13 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from recpipe.config import DataParams
 from recpipe.data.chunked import CHUNKED_KINDS, empty_events, write_chunked_tables
 from recpipe.data.cluster import Mapper, dask_client, dask_mapper
 from recpipe.data.schema import CanonicalTables
-from recpipe.errors import DataImportError
+from recpipe.data.storage import Location, is_url, location, parquet_file
+from recpipe.errors import ConfigError, DataImportError
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +45,32 @@ def import_dask(
     batch_rows: int = 1_000_000,
     address: str | None = None,
     workers: int = 2,
+    work_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """:func:`import_in_pieces` on the scheduler at ``address``, else on a temporary
-    local cluster of ``workers`` processes; returns the manifest."""
+    local cluster of ``workers`` processes; returns the manifest.
+
+    Raises
+    ------
+    ConfigError
+        ``path`` is a ``memory://`` URL: the memory of this process, which the worker
+        processes cannot read.
+    """
+    if is_url(path) and str(path).startswith("memory://"):
+        raise ConfigError(
+            f"data.path {str(path)!r} is in this process's memory, which Dask's worker "
+            "processes cannot read; expected a store every worker reaches (a shared "
+            "path, file:///abs/path, s3://bucket/key, ...) or prep.engine=arrow"
+        )
     with dask_client(address, workers) as client:
         return import_in_pieces(
-            kind, path, options, out_dir, batch_rows=batch_rows, mapper=dask_mapper(client)
+            kind,
+            path,
+            options,
+            out_dir,
+            batch_rows=batch_rows,
+            mapper=dask_mapper(client),
+            work_dir=work_dir,
         )
 
 
@@ -62,10 +82,15 @@ def import_in_pieces(
     *,
     batch_rows: int,
     mapper: Mapper,
+    work_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Import a ``csv`` or ``parquet`` source into canonical tables in ``out_dir`` (a
     fresh staging folder) with the per-piece work run by ``mapper``; the files and
     manifest of :func:`~recpipe.data.chunked.import_chunked`. Returns the manifest.
+
+    ``path`` is a local path or an fsspec URL (:mod:`recpipe.data.storage`) that every
+    worker reads. The workers write their canonical pieces into ``work_dir`` (default
+    ``out_dir/.pieces``; on several machines, a folder they all reach), removed after.
 
     Raises
     ------
@@ -73,7 +98,12 @@ def import_in_pieces(
         Another source kind, ``batch_rows`` below 1, or bad input (as the arrow engine;
         a bad value is named by its rows within its piece).
     """
-    from recpipe.data.generic import _parquet_source, csv_input_files, items_table
+    from recpipe.data.generic import (
+        _dataset_files,
+        _parquet_source,
+        csv_input_files,
+        items_table,
+    )
 
     if kind not in CHUNKED_KINDS:
         raise DataImportError(
@@ -84,13 +114,15 @@ def import_in_pieces(
         raise DataImportError(f"batch_rows must be at least 1, got {batch_rows}")
     started = time.perf_counter()
     out = Path(out_dir)
-    work = out / ".pieces"
-    work.mkdir(parents=True, exist_ok=True)
+    work = Path(work_dir) if work_dir is not None else out / ".pieces"
+    shutil.rmtree(work, ignore_errors=True)  # a killed run's pieces
+    work.mkdir(parents=True)
     try:
         if kind == "parquet":
-            dataset, mapping, present = _parquet_source(Path(path), options, "parquet")
+            source = location(path, "data.path")
+            dataset, mapping, present = _parquet_source(source, options, "parquet")
             columns = sorted({mapping[n] for n in present})
-            files = [Path(f) for f in dataset.files]
+            files = _dataset_files(dataset, source)
             args = [
                 (file, groups, offset, options, columns, work / f"piece-{i:06d}.arrow")
                 for i, (file, groups, offset) in enumerate(_row_group_runs(files, batch_rows))
@@ -100,7 +132,7 @@ def import_in_pieces(
                 raise DataImportError(f"parquet: {str(path)!r} has no rows")
             input_files = sorted(files)
         else:
-            input_files = csv_input_files(Path(path))
+            input_files = csv_input_files(path)
             args = [
                 (file, options, batch_rows, work / f"file-{i:05d}")
                 for i, file in enumerate(input_files)
@@ -141,12 +173,14 @@ def import_in_pieces(
     return manifest
 
 
-def _row_group_runs(files: list[Path], batch_rows: int) -> list[tuple[Path, list[int], int]]:
+def _row_group_runs(
+    files: list[Location], batch_rows: int
+) -> list[tuple[Location, list[int], int]]:
     """``(file, row groups, first row)`` runs of about ``batch_rows`` rows, in order."""
-    runs: list[tuple[Path, list[int], int]] = []
+    runs: list[tuple[Location, list[int], int]] = []
     offset = 0
     for file in files:
-        meta = pq.ParquetFile(file).metadata
+        meta = parquet_file(file).metadata
         group: list[int] = []
         start = offset
         for g in range(meta.num_row_groups):
@@ -168,7 +202,7 @@ def _write_piece(frame: pd.DataFrame, path: Path) -> Path:
 
 
 def parquet_piece(
-    file: Path,
+    file: Location,
     row_groups: list[int],
     offset: int,
     options: DataParams,
@@ -180,7 +214,7 @@ def parquet_piece(
     from recpipe.data.generic import parquet_chunk_events
 
     try:
-        table = pq.ParquetFile(file).read_row_groups(row_groups, columns=columns)
+        table = parquet_file(file).read_row_groups(row_groups, columns=columns)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataImportError(f"parquet: cannot read {str(file)!r}: {exc}") from None
     if not table.num_rows:
@@ -189,12 +223,12 @@ def parquet_piece(
     return [_write_piece(parquet_chunk_events(table, options, where=where, offset=offset), out)]
 
 
-def csv_file_pieces(file: Path, options: DataParams, batch_rows: int, out: Path) -> list[Path]:
-    """Canonical events of one delimited file, streamed in batches of ``batch_rows`` rows,
-    each written as ``out-<j>.arrow``; the pieces in order."""
+def csv_file_pieces(file: Location, options: DataParams, batch_rows: int, out: Path) -> list[Path]:
+    """Canonical events of one delimited file (a local path or a URL), streamed in batches
+    of ``batch_rows`` rows, each written as ``out-<j>.arrow``; the pieces in order."""
     from recpipe.data.generic import iter_csv_events
 
     return [
         _write_piece(frame, out.with_name(f"{out.name}-{j:06d}.arrow"))
-        for j, frame in enumerate(iter_csv_events(Path(file), options, batch_rows))
+        for j, frame in enumerate(iter_csv_events(file, options, batch_rows))
     ]

@@ -20,7 +20,9 @@ Column rules:
   spellings are kept for validation.
 
 ``path`` is a file, or a folder whose ``*.csv`` files (sorted) are concatenated;
-for Parquet, a file or a folder (dataset) of Parquet files.
+for Parquet, a file or a folder (dataset) of Parquet files. Either may be a local path
+or an fsspec URL (``file:///abs/path``, ``s3://bucket/prefix``, ...; see
+:mod:`recpipe.data.storage`), and so may ``data.items_path``.
 
 ``data.items_path`` (optional) is a CSV (``data.sep``) or Parquet items table whose
 item id column is ``item_id`` or the events' mapped item column. Every column is
@@ -50,6 +52,19 @@ from recpipe.data._io import (
     to_float,
 )
 from recpipe.data.schema import CanonicalTables, empty_items, to_nanoseconds
+from recpipe.data.storage import (
+    Location,
+    arrow_path,
+    filesystem,
+    is_url,
+    location,
+    name_of,
+    url_under,
+)
+from recpipe.data.storage import exists as _exists
+from recpipe.data.storage import glob as _glob
+from recpipe.data.storage import is_dir as _is_dir
+from recpipe.data.storage import is_file as _is_file
 from recpipe.errors import DataImportError
 
 log = logging.getLogger(__name__)
@@ -118,15 +133,14 @@ def _assemble(
 # ----------------------------------------------------------------------- CSV ---
 
 
-def import_csv(path: Path, options: DataParams) -> CanonicalTables:
+def import_csv(path: Location, options: DataParams) -> CanonicalTables:
     """Import a delimited events table with ``options.columns`` (see the module docstring).
 
     Each file is read whole and canonicalized by :func:`csv_chunk_events` (the
     chunked import, :func:`iter_csv_events`, runs the same function on each batch).
     """
     what = "csv"
-    path = Path(path)
-    files = _csv_files(path)
+    files = _csv_files(location(path, "data.path"))
     mapping, _ = resolve_mapping(options.columns)
     cols = _csv_cols(options)
     parts = []
@@ -142,12 +156,13 @@ def import_csv(path: Path, options: DataParams) -> CanonicalTables:
     )
 
 
-def csv_input_files(path: Path) -> list[Path]:
-    """The delimited files a ``csv`` source at ``path`` reads (a file, or a folder's ``*.csv``)."""
-    return _csv_files(Path(path))
+def csv_input_files(path: Location) -> list[Location]:
+    """The delimited files a ``csv`` source at ``path`` reads (a file, or a folder's
+    ``*.csv``); URLs for a URL ``path``."""
+    return _csv_files(location(path, "data.path"))
 
 
-def iter_csv_events(path: Path, options: DataParams, batch_rows: int) -> Iterator[pd.DataFrame]:
+def iter_csv_events(path: Location, options: DataParams, batch_rows: int) -> Iterator[pd.DataFrame]:
     """Canonical events of a ``csv`` source, streamed in frames of at most ``batch_rows`` rows.
 
     The chunked counterpart of :func:`import_csv`: the same files in the same order,
@@ -160,7 +175,7 @@ def iter_csv_events(path: Path, options: DataParams, batch_rows: int) -> Iterato
     what = "csv"
     mapping, _ = resolve_mapping(options.columns)
     cols = _csv_cols(options)
-    for file in _csv_files(Path(path)):
+    for file in _csv_files(location(path, "data.path")):
         n = 0
         for raw in iter_delimited(file, cols, sep=_sep(options), what=what, batch_rows=batch_rows):
             if n == 0:
@@ -212,7 +227,7 @@ def _csv_cols(options: DataParams) -> list[Col]:
     return list(cols.values())
 
 
-def _log_absent(raw: pd.DataFrame, mapping: dict[str, str], what: str, file: Path) -> None:
+def _log_absent(raw: pd.DataFrame, mapping: dict[str, str], what: str, file: Location) -> None:
     absent = set(raw.attrs.get("absent", ()))
     present = {name for name, src in mapping.items() if src not in absent}
     for name in sorted(set(mapping) - present):
@@ -225,11 +240,11 @@ def _log_absent(raw: pd.DataFrame, mapping: dict[str, str], what: str, file: Pat
         )
 
 
-def _csv_files(path: Path) -> list[Path]:
-    if path.is_file():
+def _csv_files(path: Location) -> list[Location]:
+    if _is_file(path):
         return [path]
-    if path.is_dir():
-        files = sorted(p for p in path.glob("*.csv") if p.is_file())
+    if _is_dir(path):
+        files = _glob(path, "*.csv")
         if not files:
             raise DataImportError(
                 f"csv: no *.csv file in folder {str(path)!r}; expected a delimited events "
@@ -245,18 +260,27 @@ def _csv_files(path: Path) -> list[Path]:
 # ------------------------------------------------------------------- Parquet ---
 
 
-def _open_dataset(path: Path, what: str) -> pads.Dataset:
-    if not path.exists():
+def _open_dataset(path: Location, what: str) -> pads.Dataset:
+    if not _exists(path):
         raise DataImportError(
             f"{what}: {str(path)!r} does not exist; expected a Parquet file or a folder of them"
         )
+    where, fs = arrow_path(path)
     try:
-        return pads.dataset(path, format="parquet")
+        return pads.dataset(where if fs is not None else path, format="parquet", filesystem=fs)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataImportError(
             f"{what}: {str(path)!r} is not readable as Parquet ({exc}); expected a Parquet "
             "file or a folder of Parquet files"
         ) from None
+
+
+def _dataset_files(dataset: pads.Dataset, path: Location) -> list[Location]:
+    """The files of ``dataset`` (opened at ``path``), sorted: URLs for a URL ``path``."""
+    if not is_url(path):
+        return sorted(Path(f) for f in dataset.files)
+    fs, root = filesystem(str(path))
+    return sorted(url_under(str(path), root, f, fs) for f in dataset.files)
 
 
 def _arrow_to_series(column: pa.ChunkedArray) -> pd.Series:
@@ -290,7 +314,7 @@ def _parquet_timestamps(
 
 
 def _parquet_source(
-    path: Path, options: DataParams, what: str
+    path: Location, options: DataParams, what: str
 ) -> tuple[pads.Dataset, dict[str, str], set[str]]:
     """The dataset, the column mapping and the mapped columns present (or a clear error)."""
     dataset = _open_dataset(path, what)
@@ -329,14 +353,14 @@ def parquet_chunk_events(
     return _assemble(frame, present, ts, options, where)
 
 
-def import_parquet(path: Path, options: DataParams) -> CanonicalTables:
+def import_parquet(path: Location, options: DataParams) -> CanonicalTables:
     """Import a Parquet events table with ``options.columns`` (see the module docstring).
 
     The table is read whole and canonicalized by :func:`parquet_chunk_events` (the
     chunked import, :func:`iter_parquet_events`, runs the same function on each batch).
     """
     what = "parquet"
-    path = Path(path)
+    path = location(path, "data.path")
     dataset, mapping, present = _parquet_source(path, options, what)
     try:
         table = dataset.to_table(columns=sorted({mapping[n] for n in present}))
@@ -345,7 +369,7 @@ def import_parquet(path: Path, options: DataParams) -> CanonicalTables:
     if table.num_rows == 0:
         raise DataImportError(f"{what}: {str(path)!r} has no rows")
     events = parquet_chunk_events(table, options, where=f"{what} {path}")
-    files = sorted(Path(f) for f in dataset.files)
+    files = _dataset_files(dataset, path)
     log.info("%s: %d events from %s", what, len(events), path)
     items, item_files = items_table(options)
     return CanonicalTables(
@@ -353,12 +377,15 @@ def import_parquet(path: Path, options: DataParams) -> CanonicalTables:
     )
 
 
-def parquet_input_files(path: Path) -> list[Path]:
-    """The Parquet files a ``parquet`` source at ``path`` reads (sorted)."""
-    return sorted(Path(f) for f in _open_dataset(Path(path), "parquet").files)
+def parquet_input_files(path: Location) -> list[Location]:
+    """The Parquet files a ``parquet`` source at ``path`` reads (sorted; URLs for a URL)."""
+    path = location(path, "data.path")
+    return _dataset_files(_open_dataset(path, "parquet"), path)
 
 
-def iter_parquet_events(path: Path, options: DataParams, batch_rows: int) -> Iterator[pd.DataFrame]:
+def iter_parquet_events(
+    path: Location, options: DataParams, batch_rows: int
+) -> Iterator[pd.DataFrame]:
     """Canonical events of a ``parquet`` source, streamed in frames of at most ``batch_rows``.
 
     The chunked counterpart of :func:`import_parquet`: the dataset's record batches in
@@ -366,7 +393,7 @@ def iter_parquet_events(path: Path, options: DataParams, batch_rows: int) -> Ite
     frames equal ``import_parquet(path, options).events``.
     """
     what = "parquet"
-    path = Path(path)
+    path = location(path, "data.path")
     dataset, mapping, present = _parquet_source(path, options, what)
     offset = 0
     # no read-ahead: the scanner's default (16 batches, 4 files) holds up to 16 batches,
@@ -399,14 +426,14 @@ def iter_parquet_events(path: Path, options: DataParams, batch_rows: int) -> Ite
 # --------------------------------------------------------------------- items ---
 
 
-def items_table(options: DataParams) -> tuple[pd.DataFrame, list[Path]]:
+def items_table(options: DataParams) -> tuple[pd.DataFrame, list[Location]]:
     """The optional items table of ``options.items_path`` (read whole: it is small), and
     the files read."""
     if options.items_path is None:
         return empty_items(), []
-    path = Path(options.items_path)
+    path = location(options.items_path, "data.items_path")
     item_col = options.columns.item_id
-    if path.suffix.lower() in (".parquet", ".pq"):
+    if Path(name_of(path)).suffix.lower() in (".parquet", ".pq"):
         dataset = _open_dataset(path, "items")
         names = list(dataset.schema.names)
         key = "item_id" if "item_id" in names else item_col

@@ -34,6 +34,7 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
+from recpipe.data.storage import open_file
 from recpipe.errors import DataImportError
 from recpipe.workspace import shown
 
@@ -270,7 +271,7 @@ class CanonicalTables:
     items: pd.DataFrame = field(default_factory=empty_items)
     users: pd.DataFrame = field(default_factory=empty_users)
     source: str = "unknown"
-    input_files: list[Path] = field(default_factory=list)
+    input_files: list[Path | str] = field(default_factory=list)  # paths, or fsspec URLs
 
     def __post_init__(self) -> None:
         self.events = coerce_events(self.events)
@@ -282,9 +283,10 @@ class CanonicalTables:
         self.users = self.users.assign(user_id=_id_to_string(self.users["user_id"]))
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
+    """The SHA-256 hex digest of the file at ``path`` (a local path or an fsspec URL)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_file(path, "rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()

@@ -18,6 +18,10 @@ csv, parquet        any events table, through ``data.columns`` (a column mapping
 jsonl               JSON lines, flat or one session a line with an events array (OTTO)
 ==================  ==============================================================
 
+``csv`` and ``parquet`` (:data:`URL_KINDS`) also read an fsspec URL
+(``file:///abs/path``, ``s3://bucket/prefix``, ...; :mod:`recpipe.data.storage`); the
+other kinds are bounded data sets read from local files.
+
 The contract every importer keeps:
 
 * event types are normalised with :func:`~recpipe.data.schema.normalise_event_types`
@@ -46,6 +50,7 @@ from recpipe.data.movielens import import_movielens_100k, import_movielens_lates
 from recpipe.data.retailrocket import import_retailrocket
 from recpipe.data.schema import CanonicalTables
 from recpipe.data.sequences import import_user_sequences
+from recpipe.data.storage import check_url, exists, is_url, location
 from recpipe.data.yoochoose import import_session_tsv, import_yoochoose
 from recpipe.errors import DataImportError
 
@@ -53,6 +58,9 @@ log = logging.getLogger(__name__)
 
 #: An importer: raw path + data params -> canonical tables.
 Importer = Callable[[Path, DataParams], CanonicalTables]
+
+#: Source kinds whose ``data.path`` may be an fsspec URL rather than a local path.
+URL_KINDS: tuple[str, ...] = ("csv", "parquet")
 
 #: Importer of each data kind (keys are exactly :data:`recpipe.config.SOURCE_KINDS`).
 SOURCES: dict[str, Importer] = {
@@ -100,7 +108,12 @@ def import_source(
     if options is None:
         options = DataParams(source=kind, path=str(path))
     started = time.perf_counter()
-    tables = SOURCES[kind](Path(path), options)
+    if is_url(path) and kind not in URL_KINDS:
+        raise DataImportError(
+            f"{kind}: {str(path)!r} is a URL; this source kind reads local files only "
+            f"(sources that read URLs: {list(URL_KINDS)})"
+        )
+    tables = SOURCES[kind](location(path, "data.path"), options)
     tables.source = kind
     elapsed = time.perf_counter() - started
     n = len(tables.events)
@@ -118,7 +131,12 @@ def import_source(
 
 
 def configured_path(data: DataParams, example: str = "../shared/data/ml-100k") -> str:
-    """``data.path``, or a :class:`~recpipe.errors.ConfigError` saying it must be set."""
+    """``data.path``, or a :class:`~recpipe.errors.ConfigError` saying it must be set.
+
+    A URL (``protocol://path``, :mod:`recpipe.data.storage`) is checked here: a protocol
+    fsspec knows, a path after it, and a source kind that reads URLs
+    (:data:`URL_KINDS`); the other kinds read local files only.
+    """
     from recpipe.errors import ConfigError
 
     if not data.path:
@@ -126,7 +144,17 @@ def configured_path(data: DataParams, example: str = "../shared/data/ml-100k") -
             f"data.path is not set; data.source={data.source!r} needs the path of the raw "
             f"data (e.g. --set data.path={example})"
         )
-    return str(data.path)
+    path = str(data.path)
+    if is_url(path):
+        if data.source not in URL_KINDS:
+            raise ConfigError(
+                f"data.path {path!r} is a URL, but data.source={data.source!r} reads local "
+                f"files only; expected a local path, or a source of {list(URL_KINDS)}"
+            )
+        check_url(path, "data.path")
+        if data.items_path is not None and is_url(data.items_path):
+            check_url(data.items_path, "data.items_path")
+    return path
 
 
 def preflight(data: DataParams) -> None:
@@ -143,7 +171,15 @@ def preflight(data: DataParams) -> None:
     """
     if data.source == "synthetic":
         return
-    path = Path(configured_path(data))
+    url = configured_path(data)
+    if is_url(url):
+        if not exists(url):
+            raise DataImportError(
+                f"{data.source}: data.path {url!r} does not exist; point --set data.path=... "
+                "at the raw data"
+            )
+        return
+    path = Path(url)
     if not path.exists():
         raise DataImportError(
             f"{data.source}: data.path {str(path)!r} does not exist (looked from "

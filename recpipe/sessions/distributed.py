@@ -14,8 +14,8 @@ steps run as Dask tasks (:mod:`recpipe.sessions.partition_tasks`):
    train/valid/test and summarises them, then one task per part appends the pieces.
 
 The outputs equal the arrow engine's (the same rows in the same order). Workers read
-and write the work folder (beside the outputs): on several machines it must be a
-filesystem every worker mounts.
+and write the work folder (beside the outputs, or under ``prep.work_url``): on several
+machines it must be a filesystem every worker mounts.
 """
 
 from __future__ import annotations
@@ -44,11 +44,13 @@ def prepare_sessions_dask(
     address: str | None = None,
     workers: int = 2,
     client: Any = None,
+    copy_source: bool = False,
 ) -> dict[str, Any]:
     """:func:`~recpipe.sessions.scaled.prepare_sessions_arrow` with its per-partition
     work as tasks on ``client``, else on the scheduler at ``address``, else on a
     temporary local cluster of ``workers`` processes. Same arguments, outputs, report
-    and errors as the arrow engine."""
+    and errors as the arrow engine. ``copy_source``: the tasks read a copy of
+    ``source`` in ``work_dir``, so that workers on other machines need no access to it."""
     if client is None:
         with dask_client(address, workers) as own:
             return prepare_sessions_dask(
@@ -60,6 +62,7 @@ def prepare_sessions_dask(
                 n_partitions,
                 batch_rows,
                 client=own,
+                copy_source=copy_source,
             )
     mapper = dask_mapper(client)
     return prepare_sessions_arrow(
@@ -72,4 +75,5 @@ def prepare_sessions_dask(
         batch_rows,
         mapper=mapper,
         partitioner=partial(partition_in_pieces, mapper=mapper),
+        copy_source=copy_source,
     )

@@ -70,6 +70,7 @@ import pyarrow.parquet as pq
 
 from recpipe.config import SessionsParams
 from recpipe.data.partitions import partition_by_user
+from recpipe.data.storage import copy_into
 from recpipe.errors import SplitError, SplitNotApplicable
 from recpipe.sessions._arrays import encode
 from recpipe.sessions.cold import (
@@ -150,6 +151,7 @@ def prepare_sessions_arrow(
     *,
     mapper: Mapper | None = None,
     partitioner: Partitioner = partition_by_user,
+    copy_source: bool = False,
 ) -> dict[str, Any]:
     """The sessions stage, partition by partition (see the module notes).
 
@@ -176,6 +178,8 @@ def prepare_sessions_arrow(
         tasks on a cluster (``work_dir`` must then be a folder every worker reaches).
     partitioner : callable
         Writes the user-hash buckets (:func:`~recpipe.data.partitions.partition_by_user`).
+    copy_source : bool
+        Partition a copy of ``source`` made in ``work_dir`` (the workers' shared store).
 
     Returns
     -------
@@ -198,6 +202,8 @@ def prepare_sessions_arrow(
     work.mkdir(parents=True)
     Path(events_out).parent.mkdir(parents=True, exist_ok=True)
     try:
+        if copy_source:  # workers on other machines read it there, not in the workspace
+            source = copy_into(Path(source), work / "input")
         store, head = _Store.build(
             Path(source),
             Path(events_out),
@@ -478,7 +484,8 @@ def _write(
     ``hook(k, arrays, part)`` sees each partition's rows (here, after the writes);
     ``frame_check([train, valid, test])`` runs with each partition's write, and each of
     its checks holds when it holds in every partition. On a cluster each partition
-    writes its own pieces, then one task per part appends them into the part's file.
+    writes its own pieces, then one task per part appends them into the part's file,
+    both in the work folder (the workers need no access to ``out``).
     """
     out.mkdir(parents=True, exist_ok=True)
     schema = store.cschema if converted and store.converts else store.schema
@@ -493,16 +500,20 @@ def _write(
             for k in range(store.n_partitions)
         ]
 
-    if store.parallel:
-        pieces = out / ".pieces"
+    if store.parallel:  # the workers write in the (shared) work folder; moved to out here
+        pieces, files = store.work / f"pieces-{out.name}", store.work / f"files-{out.name}"
         pieces.mkdir()
+        files.mkdir()
         results: list[Written] = store.map(write_partition, args(pieces))
         names = [[pieces / piece_name(n, k) for k in range(store.n_partitions)] for n in PART_NAMES]
         store.map(
             concat_pieces,
-            [(p, out / f"{n}.parquet", schema) for n, p in zip(PART_NAMES, names, strict=True)],
+            [(p, files / f"{n}.parquet", schema) for n, p in zip(PART_NAMES, names, strict=True)],
         )
+        for name in PART_NAMES:  # a rename when the work folder is on out's filesystem
+            shutil.move(files / f"{name}.parquet", out / f"{name}.parquet")
         shutil.rmtree(pieces)
+        files.rmdir()
     else:
         writers = {name: pq.ParquetWriter(out / f"{name}.parquet", schema) for name in PART_NAMES}
         try:

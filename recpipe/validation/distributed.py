@@ -37,11 +37,13 @@ def validate_dask(
     address: str | None = None,
     workers: int = 2,
     client: Any = None,
+    copy_input: bool = False,
 ) -> PartitionedOutcome:
     """:func:`~recpipe.validation.partitioned.validate_partitioned` with its partitions
     checked as tasks on ``client``, else on the scheduler at ``address``, else on a
     temporary local cluster of ``workers`` processes. ``work_dir`` must be a folder
-    every worker reaches."""
+    every worker reaches; with ``copy_input`` the tasks read a copy of the events file
+    there, so that workers on other machines need no access to ``in_dir``."""
     if client is None:
         with dask_client(address, workers) as own:
             return validate_dask(
@@ -52,6 +54,7 @@ def validate_dask(
                 batch_rows=batch_rows,
                 now=now,
                 client=own,
+                copy_input=copy_input,
             )
     return validate_partitioned(
         in_dir,
@@ -61,4 +64,5 @@ def validate_dask(
         batch_rows=batch_rows,
         now=now,
         mapper=dask_mapper(client),
+        copy_input=copy_input,
     )

@@ -67,6 +67,7 @@ from recpipe.data.chunked import (
 from recpipe.data.cluster import Mapper, serial_map
 from recpipe.data.partitions import bucket_of, write_bucket_pieces, write_buckets
 from recpipe.data.schema import EVENTS_FILE, CanonicalTables, coerce_events
+from recpipe.data.storage import copy_into
 from recpipe.errors import ConfigError
 from recpipe.validation.report import QUARANTINE_EVENTS_FILE, QUARANTINE_SUMMARY_FILE
 from recpipe.validation.runner import (
@@ -334,6 +335,7 @@ def validate_partitioned(
     batch_rows: int = 1_000_000,
     now: dt.datetime | None = None,
     mapper: Mapper | None = None,
+    copy_input: bool = False,
 ) -> PartitionedOutcome:
     """Validate the canonical tables in ``in_dir`` one user-hash partition at a time.
 
@@ -345,14 +347,17 @@ def validate_partitioned(
     per-piece partitioning and the per-partition checks (:func:`check_partition`) as
     tasks, e.g. on a Dask cluster (:func:`recpipe.data.cluster.dask_mapper`;
     ``work_dir`` must then be a folder every worker reaches); ``None``: one after the
-    other in this process.
+    other in this process. ``copy_input``: the tasks read a copy of the events file in
+    ``work_dir`` (workers on other machines then need no access to ``in_dir``).
     """
     work = Path(work_dir)
     if work.exists():
         shutil.rmtree(work)
     with _SESSION_LOCK:  # one validation at a time uses the process's GX context
         try:
-            return _validate(Path(in_dir), params, work, partitions, batch_rows, now, mapper)
+            return _validate(
+                Path(in_dir), params, work, partitions, batch_rows, now, mapper, copy_input
+            )
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -375,11 +380,14 @@ def _validate(
     batch_rows: int,
     now: dt.datetime | None,
     mapper: Mapper | None,
+    copy_input: bool = False,
 ) -> PartitionedOutcome:
     started = time.perf_counter()
     now_ts = resolve_now(now)
     side = read_side_tables(in_dir)
     events_path = in_dir / EVENTS_FILE
+    if copy_input:  # what the tasks read; the outcome streams from in_dir
+        events_path = copy_into(events_path, work / "input")
     check_refs = checks_references(side, params)
     session = _session()
     order = {
