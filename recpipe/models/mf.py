@@ -20,6 +20,14 @@ The ``id_embedding`` option (:class:`~recpipe.models.hashed.IdEmbeddingConfig`) 
 user and / or item tables (factors and biases) for hashed buckets, e.g.
 ``id_embedding: {kind: hashed, buckets: 0.25, hashes: 2}`` (Bloom embeddings, Serrà &
 Karatzoglou 2017; see :mod:`recpipe.models.hashed`); the default is one row per id.
+
+``mf_bpr`` and ``mf_bce`` compute their step's gradient in closed form (``gradient:
+closed_form``, the default): the sigmoid of the score (difference) gives d loss / d
+score, and the rows' gradients (factors, biases, the L2 term on the looked-up rows)
+are added into the tables' dense ``.grad`` with ``index_add_``, so the optimiser sees
+the gradient autograd would give, up to float rounding, with no graph built. Autograd
+over the same loss runs instead with hashed id tables, under DDP, or with
+``gradient: autograd``.
 """
 
 from __future__ import annotations
@@ -43,7 +51,14 @@ from recpipe.models.hashed import (
     init_zeros_,
     make_id_embedding,
 )
-from recpipe.models.losses import bpr_loss, mse_loss, sampled_bce_loss, weighted_full_loss
+from recpipe.models.losses import (
+    bpr_loss,
+    bpr_loss_and_grad,
+    mse_loss,
+    sampled_bce_loss,
+    sampled_bce_loss_and_grad,
+    weighted_full_loss,
+)
 from recpipe.models.space import Float, Int, SearchSpace
 from recpipe.models.sparse import drop_reserved
 from recpipe.models.torch_base import (
@@ -53,6 +68,7 @@ from recpipe.models.torch_base import (
 )
 from recpipe.train.device import to_device
 from recpipe.train.distributed import row_bounds
+from recpipe.train.loop import GradStepFn
 
 _USER = frozenset({"user"})
 #: The id tables of the MF models (``id_embedding.tables``).
@@ -306,6 +322,11 @@ class SampledMFConfig(MFConfig):
     sampling_alpha: float = Field(
         default=0.75, ge=0, description="exponent on the popularity (sampling=popularity)"
     )
+    gradient: Literal["closed_form", "autograd"] = Field(
+        default="closed_form",
+        description="closed_form: the step writes its gradient itself, without autograd "
+        "(plain id tables in one process; autograd elsewhere); autograd: always backward()",
+    )
 
 
 class _SampledMF(_MF):
@@ -367,6 +388,77 @@ class _SampledMF(_MF):
             penalty = torch.zeros((), device=device)
         return scores[:, 0], scores[:, 1:], penalty
 
+    # closed-form gradient ----------------------------------------------------------
+    def _loss_and_grad(
+        self, pos: torch.Tensor, neg: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss of (B,) positive and (B, K) negative scores (without the penalty)
+        and its (B, 1 + K) gradient with respect to ``[pos, neg]``."""
+        raise NotImplementedError
+
+    def _grad_step(self) -> GradStepFn | None:
+        """:meth:`_closed_form_step` with plain id tables and ``gradient: closed_form``;
+        None (autograd over :meth:`_step`) with hashed ids or ``gradient: autograd``."""
+        cfg = self.config
+        if cfg.gradient == "autograd":
+            return None
+        if any(cfg.id_embedding.hashes_table(table) for table in MF_TABLES):
+            return None  # a hashed row is a sum over buckets: autograd routes it
+        return self._closed_form_step
+
+    def _closed_form_step(
+        self, module: torch.nn.Module, batch: TripletBatch, device: torch.device
+    ) -> tuple[torch.Tensor, int]:
+        """:meth:`_step`'s loss, with its gradient added into the tables' ``.grad``.
+
+        The scores and the penalty are computed as :meth:`_scores` does (the same loss),
+        without a graph. With ``g`` the (B, 1 + K) gradient of the loss with respect to
+        the scores and ``c = 2 l2``, the gradients of the looked-up rows are
+
+        - user factors ``p_u``: ``sum_j g[b, j] q_j + c p_u / B``;
+        - item factors ``q_j``: ``g[b, j] p_u + c q_j / (B (1 + K))``;
+        - item biases: ``g[b, j]``; user biases: ``sum_j g[b, j]``; global: ``sum g``;
+
+        and ``index_add_`` accumulates the rows of repeated ids, as the embeddings'
+        backward pass does. The tables' gradients are dense, as autograd leaves them, so
+        the optimiser takes the same step.
+        """
+        assert isinstance(module, MFModule)
+        l2 = self.config.l2
+        with torch.no_grad():
+            users = to_device(batch.users, device)
+            items = torch.cat(
+                [to_device(batch.positives, device)[:, None], to_device(batch.negatives, device)],
+                dim=1,
+            )  # (B, 1 + K)
+            flat = items.reshape(-1)
+            n_users, width = items.shape
+            u = module.user.weight.index_select(0, users)  # (B, D)
+            v = module.item.weight.index_select(0, flat).view(n_users, width, -1)  # (B, 1+K, D)
+            b_i = module.item_bias.weight.index_select(0, flat).view(n_users, width)
+            b_u = module.user_bias.weight.index_select(0, users).squeeze(-1) + module.global_bias
+            scores = (u.unsqueeze(1) * v).sum(-1) + b_i + b_u[:, None]
+            loss, g = self._loss_and_grad(scores[:, 0], scores[:, 1:])  # g: (B, 1 + K)
+            g_u = (g.unsqueeze(-1) * v).sum(1)  # (B, D)
+            g_v = g.unsqueeze(-1) * u.unsqueeze(1)  # (B, 1 + K, D)
+            if l2:
+                loss = loss + l2 * (u.pow(2).sum(-1).mean() + v.pow(2).sum(-1).mean())
+                g_u.add_(u, alpha=2.0 * l2 / n_users)
+                g_v.add_(v, alpha=2.0 * l2 / (n_users * width))
+            _dense_grad(module.user.weight).index_add_(0, users, g_u)
+            _dense_grad(module.item.weight).index_add_(0, flat, g_v.view(flat.shape[0], -1))
+            _dense_grad(module.item_bias.weight).index_add_(0, flat, g.reshape(-1, 1))
+            _dense_grad(module.user_bias.weight).index_add_(0, users, g.sum(1, keepdim=True))
+            _dense_grad(module.global_bias).add_(g.sum())
+        return loss, len(batch)
+
+
+def _dense_grad(param: torch.Tensor) -> torch.Tensor:
+    """``param.grad``, first set to zeros where it is None (the loop clears it per step)."""
+    if param.grad is None:
+        param.grad = torch.zeros_like(param)
+    return param.grad
+
 
 class MFBCE(_SampledMF):
     """Implicit feedback as classification: BCE over positives and sampled negatives."""
@@ -384,6 +476,11 @@ class MFBCE(_SampledMF):
     ) -> tuple[torch.Tensor, int]:
         pos, neg, penalty = self._scores(module, batch, device)
         return sampled_bce_loss(pos, neg) + penalty, len(batch)
+
+    def _loss_and_grad(
+        self, pos: torch.Tensor, neg: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return sampled_bce_loss_and_grad(pos, neg)
 
 
 class MFBPRConfig(SampledMFConfig):
@@ -409,6 +506,11 @@ class MFBPR(_SampledMF):
     ) -> tuple[torch.Tensor, int]:
         pos, neg, penalty = self._scores(module, batch, device)
         return bpr_loss(pos, neg) + penalty, len(batch)
+
+    def _loss_and_grad(
+        self, pos: torch.Tensor, neg: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return bpr_loss_and_grad(pos, neg)
 
 
 # ---------------------------------------------------------------------- weighted (iALS)
