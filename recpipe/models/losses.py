@@ -69,10 +69,11 @@ def bpr_loss_and_grad(pos: torch.Tensor, neg: torch.Tensor) -> tuple[torch.Tenso
     grad : torch.Tensor
         (B, 1 + K) d loss / d ``[pos, neg]`` (column 0: the positive).
     """
-    x = pos[:, None] - neg
-    loss = F.softplus(-x).mean()
-    d_neg = torch.sigmoid(-x).div_(x.numel())
-    return loss, torch.cat([d_neg.sum(1, keepdim=True).neg_(), d_neg], dim=1)
+    minus_x = neg - pos[:, None]  # -x, exactly
+    loss = F.softplus(minus_x).mean()
+    d_neg = torch.sigmoid(minus_x).div_(minus_x.numel())
+    d_pos = -d_neg if d_neg.shape[1] == 1 else d_neg.sum(1, keepdim=True).neg_()
+    return loss, torch.cat([d_pos, d_neg], dim=1)
 
 
 def weighted_full_loss(

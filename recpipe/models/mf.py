@@ -389,6 +389,10 @@ class _SampledMF(_MF):
         return scores[:, 0], scores[:, 1:], penalty
 
     # closed-form gradient ----------------------------------------------------------
+    #: The loss depends on the differences of a row's scores only (BPR), so the user and
+    #: global biases cancel out: their gradient is zero (autograd's is zero up to rounding).
+    _row_shift_invariant: ClassVar[bool] = False
+
     def _loss_and_grad(
         self, pos: torch.Tensor, neg: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -411,45 +415,67 @@ class _SampledMF(_MF):
     ) -> tuple[torch.Tensor, int]:
         """:meth:`_step`'s loss, with its gradient added into the tables' ``.grad``.
 
-        The scores and the penalty are computed as :meth:`_scores` does (the same loss),
-        without a graph. With ``g`` the (B, 1 + K) gradient of the loss with respect to
-        the scores and ``c = 2 l2``, the gradients of the looked-up rows are
+        The scores and the penalty are those of :meth:`_scores`, computed without a
+        graph. With ``g`` the (B, 1 + K) gradient of the loss with respect to the
+        scores, ``a = 2 l2 / B`` and ``c = 2 l2 / (B (1 + K))`` (the L2 term's factors),
+        the gradients of the looked-up rows are
 
-        - user factors ``p_u``: ``sum_j g[b, j] q_j + c p_u / B``;
-        - item factors ``q_j``: ``g[b, j] p_u + c q_j / (B (1 + K))``;
-        - item biases: ``g[b, j]``; user biases: ``sum_j g[b, j]``; global: ``sum g``;
+        - user factors ``p_u``: ``a p_u + sum_j g[b, j] q_j``;
+        - item factors ``q_j``: ``c q_j + g[b, j] p_u``;
+        - item biases: ``g[b, j]``; user biases: ``sum_j g[b, j]``; global: ``sum g``
+          (zero for a loss of score differences, BPR: :attr:`_row_shift_invariant`);
 
         and ``index_add_`` accumulates the rows of repeated ids, as the embeddings'
-        backward pass does. The tables' gradients are dense, as autograd leaves them, so
-        the optimiser takes the same step.
+        backward pass does. The tables' gradients are dense, as autograd leaves them,
+        so the optimiser takes the same step (up to float rounding).
         """
         assert isinstance(module, MFModule)
         l2 = self.config.l2
         with torch.no_grad():
             users = to_device(batch.users, device)
-            items = torch.cat(
-                [to_device(batch.positives, device)[:, None], to_device(batch.negatives, device)],
-                dim=1,
-            )  # (B, 1 + K)
-            flat = items.reshape(-1)
-            n_users, width = items.shape
+            items = to_device(np.column_stack((batch.positives, batch.negatives)), device)
+            flat = items.view(-1)  # (B (1 + K),): each row's positive, then its negatives
+            n_rows, width = items.shape
             u = module.user.weight.index_select(0, users)  # (B, D)
-            v = module.item.weight.index_select(0, flat).view(n_users, width, -1)  # (B, 1+K, D)
-            b_i = module.item_bias.weight.index_select(0, flat).view(n_users, width)
-            b_u = module.user_bias.weight.index_select(0, users).squeeze(-1) + module.global_bias
-            scores = (u.unsqueeze(1) * v).sum(-1) + b_i + b_u[:, None]
+            v = module.item.weight.index_select(0, flat).view(n_rows, width, -1)  # (B, 1+K, D)
+            scores = torch.bmm(v, u.unsqueeze(-1)).view(n_rows, width)  # (B, 1 + K)
+            scores += module.item_bias.weight.index_select(0, flat).view(n_rows, width)
+            if not self._row_shift_invariant:  # else they cancel out of the loss
+                b_u = module.user_bias.weight.index_select(0, users) + module.global_bias
+                scores += b_u  # (B, 1) broadcast over the row
             loss, g = self._loss_and_grad(scores[:, 0], scores[:, 1:])  # g: (B, 1 + K)
-            g_u = (g.unsqueeze(-1) * v).sum(1)  # (B, D)
-            g_v = g.unsqueeze(-1) * u.unsqueeze(1)  # (B, 1 + K, D)
+            g_items = g.unsqueeze(-1)  # (B, 1 + K, 1)
             if l2:
-                loss = loss + l2 * (u.pow(2).sum(-1).mean() + v.pow(2).sum(-1).mean())
-                g_u.add_(u, alpha=2.0 * l2 / n_users)
-                g_v.add_(v, alpha=2.0 * l2 / (n_users * width))
-            _dense_grad(module.user.weight).index_add_(0, users, g_u)
-            _dense_grad(module.item.weight).index_add_(0, flat, g_v.view(flat.shape[0], -1))
-            _dense_grad(module.item_bias.weight).index_add_(0, flat, g.reshape(-1, 1))
-            _dense_grad(module.user_bias.weight).index_add_(0, users, g.sum(1, keepdim=True))
-            _dense_grad(module.global_bias).add_(g.sum())
+                # The L2 rows scaled in by index_add_'s alpha: a (p_u + sum_j (g_j / a) q_j)
+                # and c (q_j + (g_j / c) p_u), one multiply-add pass each.
+                a = 2.0 * l2 / n_rows
+                c = 2.0 * l2 / flat.shape[0]
+                g_u = torch.addcmul(u, v[:, 0], g[:, :1], value=1.0 / a)
+                for j in range(1, width):
+                    g_u.addcmul_(v[:, j], g[:, j : j + 1], value=1.0 / a)
+                g_v = torch.addcmul(v, g_items, u.unsqueeze(1), value=1.0 / c)
+                # the penalty's value, l2 (mean |p_u|^2 + mean |q_j|^2), as _scores has it
+                u_flat, v_flat = u.view(-1), v.view(-1)
+                loss = loss.add(torch.dot(u_flat, u_flat), alpha=l2 / n_rows)
+                loss.add_(torch.dot(v_flat, v_flat), alpha=l2 / flat.shape[0])
+            else:
+                a = c = 1.0
+                g_u = v[:, 0] * g[:, :1]
+                for j in range(1, width):
+                    g_u.addcmul_(v[:, j], g[:, j : j + 1])
+                g_v = g_items * u.unsqueeze(1)
+            _dense_grad(module.user.weight).index_add_(0, users, g_u, alpha=a)
+            _dense_grad(module.item.weight).index_add_(
+                0, flat, g_v.view(flat.shape[0], -1), alpha=c
+            )
+            _dense_grad(module.item_bias.weight).index_add_(0, flat, g.view(-1, 1))
+            user_bias, global_bias = (
+                _dense_grad(module.user_bias.weight),
+                _dense_grad(module.global_bias),
+            )
+            if not self._row_shift_invariant:
+                user_bias.index_add_(0, users, g.sum(1, keepdim=True))
+                global_bias += g.sum()
         return loss, len(batch)
 
 
@@ -500,6 +526,7 @@ class MFBPR(_SampledMF):
         "negatives": Int(1, 16, log=True),
     }
     Config: ClassVar[type[MFBPRConfig]] = MFBPRConfig
+    _row_shift_invariant: ClassVar[bool] = True
 
     def _step(
         self, module: torch.nn.Module, batch: TripletBatch, device: torch.device
