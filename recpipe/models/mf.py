@@ -32,6 +32,7 @@ over the same loss runs instead with hashed id tables, under DDP, or with
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, Literal
 
@@ -431,7 +432,14 @@ class _SampledMF(_MF):
         """
         assert isinstance(module, MFModule)
         l2 = self.config.l2
-        with torch.no_grad():
+        # float32 throughout: the loop's bf16 autocast on CUDA would run the batched
+        # product in bf16, where autograd's step (elementwise products) stays float32
+        fp32 = (
+            torch.autocast(device.type, enabled=False)
+            if device.type == "cuda"
+            else contextlib.nullcontext()
+        )
+        with torch.no_grad(), fp32:
             users = to_device(batch.users, device)
             items = to_device(np.column_stack((batch.positives, batch.negatives)), device)
             flat = items.view(-1)  # (B (1 + K),): each row's positive, then its negatives
@@ -445,25 +453,28 @@ class _SampledMF(_MF):
                 scores += b_u  # (B, 1) broadcast over the row
             loss, g = self._loss_and_grad(scores[:, 0], scores[:, 1:])  # g: (B, 1 + K)
             g_items = g.unsqueeze(-1)  # (B, 1 + K, 1)
-            if l2:
+            a = 2.0 * l2 / n_rows
+            c = 2.0 * l2 / flat.shape[0]
+            if c > _FOLD_MIN:
                 # The L2 rows scaled in by index_add_'s alpha: a (p_u + sum_j (g_j / a) q_j)
                 # and c (q_j + (g_j / c) p_u), one multiply-add pass each.
-                a = 2.0 * l2 / n_rows
-                c = 2.0 * l2 / flat.shape[0]
                 g_u = torch.addcmul(u, v[:, 0], g[:, :1], value=1.0 / a)
                 for j in range(1, width):
                     g_u.addcmul_(v[:, j], g[:, j : j + 1], value=1.0 / a)
                 g_v = torch.addcmul(v, g_items, u.unsqueeze(1), value=1.0 / c)
-                # the penalty's value, l2 (mean |p_u|^2 + mean |q_j|^2), as _scores has it
-                u_flat, v_flat = u.view(-1), v.view(-1)
-                loss = loss.add(torch.dot(u_flat, u_flat), alpha=l2 / n_rows)
-                loss.add_(torch.dot(v_flat, v_flat), alpha=l2 / flat.shape[0])
-            else:
-                a = c = 1.0
+            else:  # no L2 (or one so small that 1 / c could overflow)
                 g_u = v[:, 0] * g[:, :1]
                 for j in range(1, width):
                     g_u.addcmul_(v[:, j], g[:, j : j + 1])
                 g_v = g_items * u.unsqueeze(1)
+                if l2:
+                    g_u.add_(u, alpha=a)
+                    g_v.add_(v, alpha=c)
+                a = c = 1.0
+            if l2:  # the penalty's value, l2 (mean |p_u|^2 + mean |q_j|^2), as _scores has it
+                u_flat, v_flat = u.view(-1), v.view(-1)
+                loss = loss.add(torch.dot(u_flat, u_flat), alpha=l2 / n_rows)
+                loss.add_(torch.dot(v_flat, v_flat), alpha=l2 / flat.shape[0])
             _dense_grad(module.user.weight).index_add_(0, users, g_u, alpha=a)
             _dense_grad(module.item.weight).index_add_(
                 0, flat, g_v.view(flat.shape[0], -1), alpha=c
@@ -477,6 +488,11 @@ class _SampledMF(_MF):
                 user_bias.index_add_(0, users, g.sum(1, keepdim=True))
                 global_bias += g.sum()
         return loss, len(batch)
+
+
+#: Below this L2 factor the closed-form step adds the L2 rows on their own (1 / c
+#: could overflow float32 otherwise).
+_FOLD_MIN = 1e-20
 
 
 def _dense_grad(param: torch.Tensor) -> torch.Tensor:

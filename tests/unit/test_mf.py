@@ -269,7 +269,7 @@ def _module_with_biases(model):
 
 @pytest.mark.parametrize("name", ["mf_bpr", "mf_bce"])
 @pytest.mark.parametrize("negatives", [1, 4])
-@pytest.mark.parametrize("l2", [0.1, 0.0])
+@pytest.mark.parametrize("l2", [0.1, 1e-30, 0.0])
 def test_the_closed_form_gradient_is_autograds(name, negatives, l2):
     train, _, meta = planted()
     model = build_model(name, {"l2": l2, "negatives": negatives}, meta)
