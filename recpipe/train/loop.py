@@ -13,7 +13,6 @@ loop does the rest:
   runs in one process only: under DDP the gradients must go through DDP's all-reduce,
   so ``step`` and autograd run there. ``TrainResult.extra["gradient"]`` says which
   (``"grad_step"`` or ``"autograd"``);
-
 - device from the config (``auto``: CUDA when present), bf16 autocast on CUDA;
 - seeding; on the CPU the same seed gives the same weights;
 - optimiser (Adam, AdamW, Adagrad, SGD), gradient clipping by global norm;
