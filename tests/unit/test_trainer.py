@@ -229,3 +229,23 @@ def test_a_grad_step_replaces_backward_and_gives_autograds_weights():
     np.testing.assert_allclose(
         [r["loss"] for r in by_hand.history], [r["loss"] for r in ran.history], rtol=1e-5
     )
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 1e6])  # clipped, and left alone
+def test_clip_grad_norm_gives_torchs_numbers(max_norm):
+    from recpipe.train.loop import clip_grad_norm
+
+    module = _module()
+    gen = torch.Generator().manual_seed(1)
+    raw = [torch.randn(p.shape, generator=gen) for p in module.parameters()]
+    clipped = []
+    for clip in (clip_grad_norm, torch.nn.utils.clip_grad_norm_):
+        for p, g in zip(module.parameters(), raw, strict=True):
+            p.grad = g.clone()
+        clip(module if clip is clip_grad_norm else module.parameters(), max_norm)
+        clipped.append([p.grad.clone() for p in module.parameters()])
+    for ours, torchs, before in zip(*clipped, raw, strict=True):
+        assert torch.equal(ours, torchs)  # bit for bit
+        assert torch.equal(ours, before) == (max_norm > 1)
+    norm = torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in clipped[0]]))
+    assert float(norm) == pytest.approx(min(max_norm, float(norm)), rel=1e-4)
