@@ -391,7 +391,10 @@ class _SampledMF(_MF):
 
     # closed-form gradient ----------------------------------------------------------
     #: The loss depends on the differences of a row's scores only (BPR), so the user and
-    #: global biases cancel out: their gradient is zero (autograd's is zero up to rounding).
+    #: global biases cancel out: their gradient is zero. Autograd's is zero up to rounding
+    #: (exactly zero with one negative); with more, Adam scales that residue into steps
+    #: of about ``learning_rate`` on the user biases, which shift a user's scores by one
+    #: constant (rankings unchanged): the closed form leaves them at zero.
     _row_shift_invariant: ClassVar[bool] = False
 
     def _loss_and_grad(
