@@ -10,12 +10,18 @@ included) and test Recall@20 / NDCG@20 of the user top-K protocol.
 
 It then sets ``mf_bpr`` with one negative per positive beside the ``implicit``
 library's BPR on the same user-item matrix (one sampled negative per positive, one
-thread): throughput of (user, positive, negative) triples per second, as a ratio.
+thread), in interleaved rounds (mf_bpr with ``gradient: autograd``, the step before
+issue 22; mf_bpr with its closed-form gradient, the default; implicit): throughput of
+(user, positive, negative) triples per second and the ratios, the load average beside
+each; per epoch, the loss and Recall@20 (validation and test parts) of each, which
+shows that both of mf_bpr's gradients follow the same curve; and the training time at
+which mf_bpr first reaches implicit's best validation Recall@20.
 
 Run::
 
     .venv/bin/python bench/train.py                              # CPU, every model
     .venv/bin/python bench/train.py --models mf_bpr deepfm --device cuda
+    .venv/bin/python bench/train.py --models --bpr-epochs 30    # the BPR comparison only
 
 The data come from $RECPIPE_DATA_DIR/ml-100k (default ../shared/data/ml-100k).
 """
@@ -74,51 +80,258 @@ def bench_model(name: str, folder: Path, device: str, epochs: int | None) -> dic
     }
 
 
-def bpr_ratio(folder: Path, device: str, epochs: int) -> dict[str, float]:
-    """Triples/s of mf_bpr (one negative) and of implicit's BPR on the same matrix."""
+def _seen_before_test(train: Any, valid: Any) -> Any:
+    """Train and valid events as one Interactions: what a test query has seen already."""
+    from recpipe.models.data import Interactions
+
+    names = ("user_idx", "item_idx", "timestamp", "value", "event_type_idx", "gap_bucket")
+    arrays = {
+        n: np.concatenate([getattr(train, n), getattr(valid, n)]) for n in (*names, "hour", "dow")
+    }
+    offsets = np.concatenate([train.offsets, valid.offsets[1:] + len(train)])
+    return Interactions(**arrays, offsets=offsets)
+
+
+def _implicit_scores(model: Any) -> Any:
+    """score_users(module, users) of a fitted implicit model, in recpipe's item indices
+    (its rows and columns are recpipe's minus the reserved slots)."""
+    import torch
+
+    from recpipe.features.idmap import N_RESERVED
+
+    def score_users(_: Any, users: Any) -> Any:
+        u = torch.from_numpy(np.asarray(model.user_factors))
+        q = torch.from_numpy(np.asarray(model.item_factors))
+        rows = (users - N_RESERVED).clamp(min=0)
+        scores = u[rows] @ q.T
+        return torch.cat([scores.new_zeros(scores.shape[0], N_RESERVED), scores], dim=1)
+
+    return score_users
+
+
+def bpr_comparison(
+    folder: Path, device: str, epochs: int, negatives: int, rounds: int
+) -> dict[str, Any]:
+    """mf_bpr (autograd, then closed-form gradient) and implicit's BPR, interleaved.
+
+    Each round fits, one after the other, mf_bpr with ``gradient: autograd`` (the step
+    before issue 22), mf_bpr with its closed-form gradient and implicit's BPR (64
+    factors, one sampled negative per positive, one thread), all for ``epochs`` epochs
+    without early stopping, and evaluates each after every epoch with the same
+    Recall@20 (validation part: users' new items, train items excluded; test part:
+    train and validation items excluded). Seconds are training time only (the
+    evaluation between epochs is left out of both).
+    """
     import threadpoolctl
+    import torch
     from implicit.cpu.bpr import BayesianPersonalizedRanking
 
     from recpipe.models.data import DataMeta, Interactions
     from recpipe.models.registry import build_model
     from recpipe.models.sparse import drop_reserved
+    from recpipe.models.torch_base import UserRecallValidator
 
     meta = DataMeta.from_features(folder)
-    train = Interactions.from_parquet(folder / "train.parquet")
-    ours = build_model(
-        "mf_bpr",
-        {"negatives": 1, "epochs": epochs, "patience": None, "device": device},
-        meta,
-    ).fit(train)
-    history = ours.training.history
-    ours_rate = sum(r["examples"] for r in history) / sum(r["seconds"] for r in history)
+    parts = {
+        p: Interactions.from_parquet(folder / f"{p}.parquet") for p in ("train", "valid", "test")
+    }
+    train = parts["train"]
+
+    def validators(score_users: Any) -> dict[str, UserRecallValidator]:
+        shared = {"n_users": meta.n_users, "n_items": meta.n_items, "max_queries": 10**9}
+        seen_test = _seen_before_test(train, parts["valid"])
+        return {
+            "valid": UserRecallValidator(score_users, train, parts["valid"], **shared),
+            "test": UserRecallValidator(score_users, seen_test, parts["test"], **shared),
+        }
+
+    def ours(gradient: str) -> dict[str, Any]:
+        model = build_model(
+            "mf_bpr",
+            {
+                "negatives": negatives,
+                "epochs": epochs,
+                "patience": None,
+                "device": device,
+                "gradient": gradient,
+            },
+            meta,
+        )
+        # every epoch's module is evaluated by the shared validators, in the validation
+        # hook (outside the timed steps); early stopping is off
+        evaluate = validators(lambda module, users: module.score_all(users))
+        curve: list[dict[str, float]] = []
+        eval_cpu = [0.0]
+
+        def validator(_train: Any, _valid: Any) -> Any:
+            def run(module: Any, dev: Any) -> dict[str, float]:
+                c0 = time.process_time()
+                out = {f"{k}_recall": v(module, dev)["recall@20"] for k, v in evaluate.items()}
+                eval_cpu[0] += time.process_time() - c0
+                return {"recall@20": out["valid_recall"], **out}
+
+            return run
+
+        # (the bench swaps in its own validation: the model's validator is the hook the
+        # loop calls with each epoch's module)
+        model._validator = validator  # type: ignore[method-assign]
+        c0 = time.process_time()
+        model.fit(train, parts["valid"])
+        cpu = time.process_time() - c0 - eval_cpu[0]
+        seconds = 0.0
+        for record in model.training.history:
+            seconds += record["seconds"]
+            curve.append({"loss": record["loss"], "seconds": seconds, **record["metrics"]})
+        examples = sum(r["examples"] for r in model.training.history)
+        return {
+            "curve": curve,
+            "rate": examples / seconds,
+            "cpu_rate": examples / cpu,
+            "gradient": model.training.extra["gradient"],
+        }
 
     matrix = drop_reserved(train.user_item_matrix(meta.n_users, meta.n_items), rows=True, cols=True)
-    theirs = BayesianPersonalizedRanking(
-        factors=64, iterations=epochs, num_threads=1, random_state=0
+    matrix = matrix.astype(np.float32)
+
+    def theirs() -> dict[str, Any]:
+        bpr = BayesianPersonalizedRanking(
+            factors=64, iterations=epochs, num_threads=1, random_state=0
+        )
+        evaluate = validators(_implicit_scores(bpr))
+        curve: list[dict[str, float]] = []
+        clock = {"eval": 0.0, "eval_cpu": 0.0}
+
+        def after_epoch(*_: Any) -> None:
+            t0, c0 = time.perf_counter(), time.process_time()
+            with torch.no_grad():
+                out = {
+                    f"{k}_recall": v(None, torch.device("cpu"))["recall@20"]
+                    for k, v in evaluate.items()
+                }
+            curve.append({"seconds": t0 - clock["start"] - clock["eval"], **out})
+            clock["eval"] += time.perf_counter() - t0
+            clock["eval_cpu"] += time.process_time() - c0
+
+        with threadpoolctl.threadpool_limits(1):
+            clock["start"], c0 = time.perf_counter(), time.process_time()
+            bpr.fit(matrix, show_progress=False, callback=after_epoch)
+            cpu = time.process_time() - c0 - clock["eval_cpu"]
+        triples = matrix.nnz * len(curve)
+        return {"curve": curve, "rate": triples / curve[-1]["seconds"], "cpu_rate": triples / cpu}
+
+    # warm-up: the first fit of a process pays one-off imports and allocations
+    for gradient in ("autograd", "closed_form"):
+        build_model("mf_bpr", {"epochs": 1, "device": device, "gradient": gradient}, meta).fit(
+            train
+        )
+    runs: dict[str, list[dict[str, Any]]] = {"autograd": [], "closed_form": [], "implicit": []}
+    for _ in range(rounds):
+        for gradient in ("autograd", "closed_form"):
+            runs[gradient].append({**ours(gradient), "load": os.getloadavg()[0]})
+        runs["implicit"].append({**theirs(), "load": os.getloadavg()[0]})
+    return runs
+
+
+def _first_reaching(curve: list[dict[str, float]], target: float) -> str:
+    for epoch, point in enumerate(curve, start=1):
+        if point["valid_recall"] >= target:
+            return f"epoch {epoch}, {point['seconds']:.2f} s"
+    return "not reached"
+
+
+def print_bpr(console: Console, runs: dict[str, Any], epochs: int, negatives: int) -> None:
+    """The BPR comparison: rates and ratios per round, curves, time to implicit's best."""
+    console.print(
+        f"BPR triples/s ({epochs} epochs, 64 factors, {negatives} negative(s) per positive, "
+        "one thread; rounds interleaved autograd, closed form, implicit; wall: training "
+        "seconds; CPU: the process's CPU seconds of the fit less the evaluation):"
     )
-    with threadpoolctl.threadpool_limits(1):
-        t0 = time.perf_counter()
-        theirs.fit(matrix.astype(np.float32), show_progress=False)
-        seconds = time.perf_counter() - t0
-    theirs_rate = matrix.nnz * epochs / seconds
-    return {"ours": ours_rate, "implicit": theirs_rate, "ratio": ours_rate / theirs_rate}
+    for r, (auto, closed, imp) in enumerate(
+        zip(runs["autograd"], runs["closed_form"], runs["implicit"], strict=True), start=1
+    ):
+        for kind, key in (("wall", "rate"), ("CPU", "cpu_rate")):
+            console.print(
+                f"  round {r}, {kind} time: mf_bpr autograd {auto[key]:,.0f} (load "
+                f"{auto['load']:.2f}), closed form {closed[key]:,.0f} (load "
+                f"{closed['load']:.2f}), implicit {imp[key]:,.0f} (load {imp['load']:.2f}); "
+                f"mf_bpr vs implicit = ratio {auto[key] / imp[key]:.3f} before, "
+                f"{closed[key] / imp[key]:.3f} after; closed form / autograd = "
+                f"{closed[key] / auto[key]:.2f}x"
+            )
+    auto, closed, imp = (runs[k][-1] for k in ("autograd", "closed_form", "implicit"))
+    table = Table(title="per epoch, last round (R@20; s: training seconds so far)")
+    for col in (
+        "epoch",
+        "autograd loss",
+        "closed loss",
+        "autograd R@20 valid",
+        "closed R@20 valid",
+        "closed R@20 test",
+        "closed s",
+        "autograd s",
+        "implicit R@20 valid",
+        "implicit R@20 test",
+        "implicit s",
+    ):
+        table.add_column(col, justify="right")
+    for e in range(epochs):
+        a, c = auto["curve"][e], closed["curve"][e]
+        i = imp["curve"][e] if e < len(imp["curve"]) else None
+        table.add_row(
+            str(e + 1),
+            f"{a['loss']:.6f}",
+            f"{c['loss']:.6f}",
+            f"{a['valid_recall']:.4f}",
+            f"{c['valid_recall']:.4f}",
+            f"{c['test_recall']:.4f}",
+            f"{c['seconds']:.2f}",
+            f"{a['seconds']:.2f}",
+            f"{i['valid_recall']:.4f}" if i else "",
+            f"{i['test_recall']:.4f}" if i else "",
+            f"{i['seconds']:.2f}" if i else "",
+        )
+    console.print(table)
+    d_loss = max(
+        abs(a["loss"] - c["loss"]) for a, c in zip(auto["curve"], closed["curve"], strict=True)
+    )
+    d_recall = max(
+        abs(a[k] - c[k])
+        for a, c in zip(auto["curve"], closed["curve"], strict=True)
+        for k in ("valid_recall", "test_recall")
+    )
+    console.print(
+        f"same curve either way: max |loss difference| {d_loss:.2e}, max |R@20 difference| "
+        f"{d_recall:.2e} (valid and test, every epoch)"
+    )
+    best_epoch = max(range(len(imp["curve"])), key=lambda e: imp["curve"][e]["valid_recall"])
+    best = imp["curve"][best_epoch]
+    console.print(
+        f"implicit's best valid R@20 {best['valid_recall']:.4f} (test {best['test_recall']:.4f}) "
+        f"at epoch {best_epoch + 1}, {best['seconds']:.2f} s; mf_bpr first reaches it: closed "
+        f"form at {_first_reaching(closed['curve'], best['valid_recall'])}, autograd at "
+        f"{_first_reaching(auto['curve'], best['valid_recall'])}; mf_bpr's best valid R@20 "
+        f"{max(p['valid_recall'] for p in closed['curve']):.4f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
+    parser.add_argument("--models", nargs="*", default=DEFAULT_MODELS, help="none: BPR only")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     parser.add_argument("--epochs", type=int, default=None, help="override every model's epochs")
-    parser.add_argument("--bpr-epochs", type=int, default=10, help="epochs of the BPR comparison")
+    parser.add_argument("--bpr-epochs", type=int, default=30, help="epochs of the BPR comparison")
+    parser.add_argument(
+        "--bpr-negatives", type=int, default=1, help="mf_bpr's negatives per positive (BPR)"
+    )
+    parser.add_argument("--bpr-rounds", type=int, default=2, help="interleaved BPR rounds")
     parser.add_argument("--data", type=Path, default=None, help="MovieLens 100K folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     root = Path(os.environ.get("RECPIPE_DATA_DIR", REPO.parent / "shared" / "data"))
     data_dir = args.data or root / "ml-100k"
-    console = Console()
+    console = Console(width=max(Console().width, 150))
     if not data_dir.is_dir():
         console.print(f"MovieLens 100K not found at {data_dir} (set RECPIPE_DATA_DIR or --data)")
         return 2
@@ -145,13 +358,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['recall@20']:.4f}",
                 f"{r['ndcg@20']:.4f}",
             )
-        console.print(table)
-        bpr = bpr_ratio(folder, args.device, args.bpr_epochs)
-        console.print(
-            f"BPR triples/s ({args.bpr_epochs} epochs, 64 factors, one negative): "
-            f"mf_bpr {bpr['ours']:,.0f} vs implicit {bpr['implicit']:,.0f} "
-            f"= ratio {bpr['ratio']:.3f}"
+        if rows:
+            console.print(table)
+        runs = bpr_comparison(
+            folder, args.device, args.bpr_epochs, args.bpr_negatives, args.bpr_rounds
         )
+        print_bpr(console, runs, args.bpr_epochs, args.bpr_negatives)
     return 0
 
 

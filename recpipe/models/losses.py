@@ -37,6 +37,45 @@ def bpr_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     return F.softplus(-(pos[:, None] - neg)).mean()
 
 
+def sampled_bce_loss_and_grad(
+    pos: torch.Tensor, neg: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sampled_bce_loss` and its gradient with respect to the logits, in closed form.
+
+    Returns
+    -------
+    loss : torch.Tensor
+        () the loss, computed as :func:`sampled_bce_loss` does.
+    grad : torch.Tensor
+        (B, 1 + K) d loss / d ``[pos, neg]``: ``-sigmoid(-pos) / N`` in column 0 and
+        ``sigmoid(neg) / N`` in the others, N = B * (1 + K).
+    """
+    n = pos.numel() + neg.numel()
+    loss = (F.softplus(-pos).sum() + F.softplus(neg).sum()) / n
+    grad = torch.cat([torch.sigmoid(-pos).neg_()[:, None], torch.sigmoid(neg)], dim=1).div_(n)
+    return loss, grad
+
+
+def bpr_loss_and_grad(pos: torch.Tensor, neg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`bpr_loss` and its gradient with respect to the scores, in closed form.
+
+    With x = pos - neg (B, K): d/dx of ``mean(softplus(-x))`` is ``-sigmoid(-x) / (B K)``,
+    so a negative gets ``sigmoid(-x) / (B K)`` and its positive minus the row's sum.
+
+    Returns
+    -------
+    loss : torch.Tensor
+        () the loss, computed as :func:`bpr_loss` does.
+    grad : torch.Tensor
+        (B, 1 + K) d loss / d ``[pos, neg]`` (column 0: the positive).
+    """
+    minus_x = neg - pos[:, None]  # -x, exactly
+    loss = F.softplus(minus_x).mean()
+    d_neg = torch.sigmoid(minus_x).div_(minus_x.numel())
+    d_pos = -d_neg if d_neg.shape[1] == 1 else d_neg.sum(1, keepdim=True).neg_()
+    return loss, torch.cat([d_pos, d_neg], dim=1)
+
+
 def weighted_full_loss(
     users: torch.Tensor,
     items: torch.Tensor,

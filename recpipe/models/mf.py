@@ -20,10 +20,19 @@ The ``id_embedding`` option (:class:`~recpipe.models.hashed.IdEmbeddingConfig`) 
 user and / or item tables (factors and biases) for hashed buckets, e.g.
 ``id_embedding: {kind: hashed, buckets: 0.25, hashes: 2}`` (Bloom embeddings, Serrà &
 Karatzoglou 2017; see :mod:`recpipe.models.hashed`); the default is one row per id.
+
+``mf_bpr`` and ``mf_bce`` compute their step's gradient in closed form (``gradient:
+closed_form``, the default): the sigmoid of the score (difference) gives d loss / d
+score, and the rows' gradients (factors, biases, the L2 term on the looked-up rows)
+are added into the tables' dense ``.grad`` with ``index_add_``, so the optimiser sees
+the gradient autograd would give, up to float rounding, with no graph built. Autograd
+over the same loss runs instead with hashed id tables, under DDP, or with
+``gradient: autograd``.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, Literal
 
@@ -43,7 +52,14 @@ from recpipe.models.hashed import (
     init_zeros_,
     make_id_embedding,
 )
-from recpipe.models.losses import bpr_loss, mse_loss, sampled_bce_loss, weighted_full_loss
+from recpipe.models.losses import (
+    bpr_loss,
+    bpr_loss_and_grad,
+    mse_loss,
+    sampled_bce_loss,
+    sampled_bce_loss_and_grad,
+    weighted_full_loss,
+)
 from recpipe.models.space import Float, Int, SearchSpace
 from recpipe.models.sparse import drop_reserved
 from recpipe.models.torch_base import (
@@ -53,6 +69,7 @@ from recpipe.models.torch_base import (
 )
 from recpipe.train.device import to_device
 from recpipe.train.distributed import row_bounds
+from recpipe.train.loop import GradStepFn
 
 _USER = frozenset({"user"})
 #: The id tables of the MF models (``id_embedding.tables``).
@@ -306,6 +323,11 @@ class SampledMFConfig(MFConfig):
     sampling_alpha: float = Field(
         default=0.75, ge=0, description="exponent on the popularity (sampling=popularity)"
     )
+    gradient: Literal["closed_form", "autograd"] = Field(
+        default="closed_form",
+        description="closed_form: the step writes its gradient itself, without autograd "
+        "(plain id tables in one process; autograd elsewhere); autograd: always backward()",
+    )
 
 
 class _SampledMF(_MF):
@@ -367,6 +389,121 @@ class _SampledMF(_MF):
             penalty = torch.zeros((), device=device)
         return scores[:, 0], scores[:, 1:], penalty
 
+    # closed-form gradient ----------------------------------------------------------
+    #: The loss depends on the differences of a row's scores only (BPR), so the user and
+    #: global biases cancel out: their gradient is zero. Autograd's is zero up to rounding
+    #: (exactly zero with one negative); with more, Adam scales that residue into steps
+    #: of about ``learning_rate`` on the user biases, which shift a user's scores by one
+    #: constant (rankings unchanged): the closed form leaves them at zero.
+    _row_shift_invariant: ClassVar[bool] = False
+
+    def _loss_and_grad(
+        self, pos: torch.Tensor, neg: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss of (B,) positive and (B, K) negative scores (without the penalty)
+        and its (B, 1 + K) gradient with respect to ``[pos, neg]``."""
+        raise NotImplementedError
+
+    def _grad_step(self) -> GradStepFn | None:
+        """:meth:`_closed_form_step` with plain id tables and ``gradient: closed_form``;
+        None (autograd over :meth:`_step`) with hashed ids or ``gradient: autograd``."""
+        cfg = self.config
+        if cfg.gradient == "autograd":
+            return None
+        if any(cfg.id_embedding.hashes_table(table) for table in MF_TABLES):
+            return None  # a hashed row is a sum over buckets: autograd routes it
+        return self._closed_form_step
+
+    def _closed_form_step(
+        self, module: torch.nn.Module, batch: TripletBatch, device: torch.device
+    ) -> tuple[torch.Tensor, int]:
+        """:meth:`_step`'s loss, with its gradient added into the tables' ``.grad``.
+
+        The scores and the penalty are those of :meth:`_scores`, computed without a
+        graph. With ``g`` the (B, 1 + K) gradient of the loss with respect to the
+        scores, ``a = 2 l2 / B`` and ``c = 2 l2 / (B (1 + K))`` (the L2 term's factors),
+        the gradients of the looked-up rows are
+
+        - user factors ``p_u``: ``a p_u + sum_j g[b, j] q_j``;
+        - item factors ``q_j``: ``c q_j + g[b, j] p_u``;
+        - item biases: ``g[b, j]``; user biases: ``sum_j g[b, j]``; global: ``sum g``
+          (zero for a loss of score differences, BPR: :attr:`_row_shift_invariant`);
+
+        and ``index_add_`` accumulates the rows of repeated ids, as the embeddings'
+        backward pass does. The tables' gradients are dense, as autograd leaves them,
+        so the optimiser takes the same step (up to float rounding).
+        """
+        assert isinstance(module, MFModule)
+        l2 = self.config.l2
+        # float32 throughout: the loop's bf16 autocast on CUDA would run the batched
+        # product in bf16, where autograd's step (elementwise products) stays float32
+        fp32 = (
+            torch.autocast(device.type, enabled=False)
+            if device.type == "cuda"
+            else contextlib.nullcontext()
+        )
+        with torch.no_grad(), fp32:
+            users = to_device(batch.users, device)
+            items = to_device(np.column_stack((batch.positives, batch.negatives)), device)
+            flat = items.view(-1)  # (B (1 + K),): each row's positive, then its negatives
+            n_rows, width = items.shape
+            u = module.user.weight.index_select(0, users)  # (B, D)
+            v = module.item.weight.index_select(0, flat).view(n_rows, width, -1)  # (B, 1+K, D)
+            scores = torch.bmm(v, u.unsqueeze(-1)).view(n_rows, width)  # (B, 1 + K)
+            scores += module.item_bias.weight.index_select(0, flat).view(n_rows, width)
+            if not self._row_shift_invariant:  # else they cancel out of the loss
+                b_u = module.user_bias.weight.index_select(0, users) + module.global_bias
+                scores += b_u  # (B, 1) broadcast over the row
+            loss, g = self._loss_and_grad(scores[:, 0], scores[:, 1:])  # g: (B, 1 + K)
+            g_items = g.unsqueeze(-1)  # (B, 1 + K, 1)
+            a = 2.0 * l2 / n_rows
+            c = 2.0 * l2 / flat.shape[0]
+            if c > _FOLD_MIN:
+                # The L2 rows scaled in by index_add_'s alpha: a (p_u + sum_j (g_j / a) q_j)
+                # and c (q_j + (g_j / c) p_u), one multiply-add pass each.
+                g_u = torch.addcmul(u, v[:, 0], g[:, :1], value=1.0 / a)
+                for j in range(1, width):
+                    g_u.addcmul_(v[:, j], g[:, j : j + 1], value=1.0 / a)
+                g_v = torch.addcmul(v, g_items, u.unsqueeze(1), value=1.0 / c)
+            else:  # no L2 (or one so small that 1 / c could overflow)
+                g_u = v[:, 0] * g[:, :1]
+                for j in range(1, width):
+                    g_u.addcmul_(v[:, j], g[:, j : j + 1])
+                g_v = g_items * u.unsqueeze(1)
+                if l2:
+                    g_u.add_(u, alpha=a)
+                    g_v.add_(v, alpha=c)
+                a = c = 1.0
+            if l2:  # the penalty's value, l2 (mean |p_u|^2 + mean |q_j|^2), as _scores has it
+                u_flat, v_flat = u.view(-1), v.view(-1)
+                loss = loss.add(torch.dot(u_flat, u_flat), alpha=l2 / n_rows)
+                loss.add_(torch.dot(v_flat, v_flat), alpha=l2 / flat.shape[0])
+            _dense_grad(module.user.weight).index_add_(0, users, g_u, alpha=a)
+            _dense_grad(module.item.weight).index_add_(
+                0, flat, g_v.view(flat.shape[0], -1), alpha=c
+            )
+            _dense_grad(module.item_bias.weight).index_add_(0, flat, g.view(-1, 1))
+            user_bias, global_bias = (
+                _dense_grad(module.user_bias.weight),
+                _dense_grad(module.global_bias),
+            )
+            if not self._row_shift_invariant:
+                user_bias.index_add_(0, users, g.sum(1, keepdim=True))
+                global_bias += g.sum()
+        return loss, len(batch)
+
+
+#: Below this L2 factor the closed-form step adds the L2 rows on their own (1 / c
+#: could overflow float32 otherwise).
+_FOLD_MIN = 1e-20
+
+
+def _dense_grad(param: torch.Tensor) -> torch.Tensor:
+    """``param.grad``, first set to zeros where it is None (the loop clears it per step)."""
+    if param.grad is None:
+        param.grad = torch.zeros_like(param)
+    return param.grad
+
 
 class MFBCE(_SampledMF):
     """Implicit feedback as classification: BCE over positives and sampled negatives."""
@@ -384,6 +521,11 @@ class MFBCE(_SampledMF):
     ) -> tuple[torch.Tensor, int]:
         pos, neg, penalty = self._scores(module, batch, device)
         return sampled_bce_loss(pos, neg) + penalty, len(batch)
+
+    def _loss_and_grad(
+        self, pos: torch.Tensor, neg: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return sampled_bce_loss_and_grad(pos, neg)
 
 
 class MFBPRConfig(SampledMFConfig):
@@ -403,12 +545,18 @@ class MFBPR(_SampledMF):
         "negatives": Int(1, 16, log=True),
     }
     Config: ClassVar[type[MFBPRConfig]] = MFBPRConfig
+    _row_shift_invariant: ClassVar[bool] = True
 
     def _step(
         self, module: torch.nn.Module, batch: TripletBatch, device: torch.device
     ) -> tuple[torch.Tensor, int]:
         pos, neg, penalty = self._scores(module, batch, device)
         return bpr_loss(pos, neg) + penalty, len(batch)
+
+    def _loss_and_grad(
+        self, pos: torch.Tensor, neg: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return bpr_loss_and_grad(pos, neg)
 
 
 # ---------------------------------------------------------------------- weighted (iALS)

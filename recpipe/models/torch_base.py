@@ -10,8 +10,12 @@ A torch model subclasses :class:`TorchRecommender` and provides
 - ``_score_tensor(module, queries, device) -> (B, n_items)`` tensor of scores;
 
 and optionally ``_validator(train, valid)`` (default: Recall@20 of user queries on the
-validation part's new items, for early stopping) and ``_save_extra`` / ``_load_extra``
-for state that is not in the module (e.g. a lookup table).
+validation part's new items, for early stopping), ``_save_extra`` / ``_load_extra``
+for state that is not in the module (e.g. a lookup table), and ``_grad_step()``: a step
+that writes its loss's gradient into the parameters' ``.grad`` itself (e.g. in closed
+form, without an autograd graph), or None (the default) where autograd over ``_step``
+should run; the loop uses it in one process only (see :meth:`Trainer.fit
+<recpipe.train.loop.Trainer.fit>`).
 
 Under ``torchrun`` (DistributedDataParallel, :mod:`recpipe.train.distributed`), a
 model whose ``ddp_sharding`` is ``"rows"`` trains each rank on its rows of the same
@@ -50,6 +54,7 @@ from recpipe.train.device import resolve_device, seed_everything, to_device
 from recpipe.train.distributed import shard_rows
 from recpipe.train.loop import (
     EpochCallback,
+    GradStepFn,
     TrainConfig,
     Trainer,
     TrainResult,
@@ -247,6 +252,14 @@ class TorchRecommender(Recommender):
     ) -> tuple[torch.Tensor, int]:
         raise NotImplementedError
 
+    def _grad_step(self) -> GradStepFn | None:
+        """A step with the signature of :meth:`_step` that also fills every trainable
+        parameter's ``.grad`` with its loss's gradient (no backward pass follows), or
+        None: autograd over :meth:`_step` (the default). Called once per fit, after
+        :meth:`_prepare`; a model returns None wherever its own gradient does not
+        cover the config (the loop also ignores it under DDP)."""
+        return None
+
     def _score_tensor(
         self, module: torch.nn.Module, queries: Queries, device: torch.device
     ) -> torch.Tensor:
@@ -345,6 +358,7 @@ class TorchRecommender(Recommender):
             mode=self.monitor_mode,
             n_batches=self._n_batches,
             shard=self._shard_batch if self.ddp_sharding == "rows" else None,
+            grad_step=self._grad_step(),
         )
         trainer.clear_checkpoint()
         self.module = module

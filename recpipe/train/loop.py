@@ -6,6 +6,13 @@ A model hands the loop its ``torch.nn.Module`` and three callables: ``batches(ep
 on one batch) and optionally ``validate(module, device) -> {metric: value}``. The
 loop does the rest:
 
+- the gradient: ``loss.backward()`` after the step, or, when the model also hands a
+  ``grad_step`` (same signature; it writes the gradient of its loss into every
+  trainable parameter's ``.grad`` itself, e.g. in closed form, and returns the loss
+  without a graph), that step instead of ``step`` and no backward pass. ``grad_step``
+  runs in one process only: under DDP the gradients must go through DDP's all-reduce,
+  so ``step`` and autograd run there. ``TrainResult.extra["gradient"]`` says which
+  (``"grad_step"`` or ``"autograd"``);
 - device from the config (``auto``: CUDA when present), bf16 autocast on CUDA;
 - seeding; on the CPU the same seed gives the same weights;
 - optimiser (Adam, AdamW, Adagrad, SGD), gradient clipping by global norm;
@@ -77,6 +84,8 @@ CHECKPOINT_KEYS = frozenset(
 )
 Batch = Any
 StepFn = Callable[[torch.nn.Module, Batch, torch.device], tuple[torch.Tensor, int]]
+#: A step that fills the trainable parameters' ``.grad`` itself (see :meth:`Trainer.fit`).
+GradStepFn = StepFn
 ValidateFn = Callable[[torch.nn.Module, torch.device], Mapping[str, float]]
 #: ``shard(batch, rank, world_size)``: this rank's part of a global minibatch.
 ShardFn = Callable[[Batch, int, int], Batch]
@@ -164,6 +173,26 @@ def make_optimizer(config: TrainConfig, module: torch.nn.Module) -> torch.optim.
     if config.optimizer == "adagrad":
         return torch.optim.Adagrad(params, **options)
     return torch.optim.SGD(params, momentum=0.9, **options)
+
+
+def clip_grad_norm(module: torch.nn.Module, max_norm: float) -> None:
+    """``torch.nn.utils.clip_grad_norm_(module.parameters(), max_norm)``, the same numbers.
+
+    On the CPU the gradients are scaled only when the clip factor
+    ``max_norm / (norm + 1e-6)`` is below 1: torch's function multiplies every gradient
+    by the factor clamped to 1, and ``x * 1.0 == x``, so skipping that pass over every
+    gradient changes nothing (and reading the norm costs no device sync on the CPU).
+    On other devices torch's function runs as it is (no sync per step).
+    """
+    params = [p for p in module.parameters() if p.grad is not None]
+    if not params:
+        return
+    if any(p.grad.device.type != "cpu" for p in params):
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+        return
+    total = torch.nn.utils.get_total_norm([p.grad for p in params])
+    if float(max_norm / (total + 1e-6)) < 1.0:
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
 
 
 def save_file(obj: Any, path: Path | str) -> None:
@@ -372,6 +401,7 @@ class Trainer:
         mode: Literal["max", "min"] = "max",
         n_batches: Callable[[int], int | None] | None = None,
         shard: ShardFn | None = None,
+        grad_step: GradStepFn | None = None,
     ) -> TrainResult:
         """Train ``module`` in place; returns the history. The best epoch's weights
         (by ``monitor``) are in ``module`` at the end.
@@ -379,6 +409,12 @@ class Trainer:
         ``shard(batch, rank, world_size)`` gives a rank its rows of a global minibatch
         under DDP; None: ranks take whole minibatches in turn
         (:func:`~recpipe.train.distributed.round_robin`). Unused in one process.
+
+        ``grad_step(module, batch, device) -> (loss, n_examples)``, when given, replaces
+        ``step`` + ``loss.backward()`` in one process: it must leave in ``.grad`` of
+        every trainable parameter the gradient of the loss it returns (the loop sets
+        the gradients to None before each step, then clips and steps the optimiser as
+        usual). Under DDP (``world_size > 1``) it is not used: ``step`` runs inside DDP.
 
         Raises
         ------
@@ -435,6 +471,9 @@ class Trainer:
             )
 
         runner: Callable[[Batch], tuple[torch.Tensor, int]]
+        # The gradient's source, chosen once: the model's own grad_step in one process,
+        # autograd over ``step`` otherwise (DDP must all-reduce the gradients itself).
+        manual_grad = grad_step is not None and self.world_size == 1
         if self.world_size > 1:
             ddp.barrier()  # every rank has read the checkpoint before rank 0 writes one
             wrapped = ddp.wrap_step(module, step, device)
@@ -453,11 +492,13 @@ class Trainer:
                     return (shard(b, self.rank, self.world_size) for b in batches(epoch))
 
         else:
+            chosen = grad_step if grad_step is not None else step
 
             def runner(batch: Batch) -> tuple[torch.Tensor, int]:
-                return step(module, batch, device)
+                return chosen(module, batch, device)
 
             local_batches = batches
+        log.debug("%s: gradients by %s", self.name, "grad_step" if manual_grad else "autograd")
 
         main = self.rank == 0
         t_start = time.perf_counter()
@@ -467,7 +508,7 @@ class Trainer:
                 if stopped_early:
                     break
                 record = self._epoch(
-                    module, optimizer, epoch, local_batches, runner, bar, n_batches
+                    module, optimizer, epoch, local_batches, runner, bar, n_batches, manual_grad
                 )
                 if validate is not None:
                     module.eval()
@@ -526,7 +567,10 @@ class Trainer:
             resumed_from=resumed_from,
             device=str(device),
             seconds=time.perf_counter() - t_start,
-            extra={"world_size": self.world_size},
+            extra={
+                "world_size": self.world_size,
+                "gradient": "grad_step" if manual_grad else "autograd",
+            },
         )
         if stopped_early and main:
             log.info(
@@ -548,6 +592,7 @@ class Trainer:
         runner: Callable[[Batch], tuple[torch.Tensor, int]],
         bar: _Progress,
         n_batches: Callable[[int], int | None] | None,
+        manual_grad: bool = False,
     ) -> dict[str, Any]:
         cfg = self.config
         device = self.device
@@ -589,9 +634,10 @@ class Trainer:
                     f"lower learning_rate (now {cfg.learning_rate}) or set grad_clip "
                     f"(now {cfg.grad_clip})"
                 )
-            objective.backward()
+            if not manual_grad:  # a grad_step has filled .grad already
+                objective.backward()
             if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+                clip_grad_norm(module, cfg.grad_clip)
             optimizer.step()
             if count:
                 total += loss.detach().double() * count

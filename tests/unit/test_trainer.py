@@ -193,3 +193,59 @@ def test_cuda_training_with_bf16_autocast():
     assert result.device.startswith("cuda")
     assert next(module.parameters()).device.type == "cuda"
     assert result.history[-1]["loss"] < result.history[0]["loss"]
+
+
+def _linear() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Linear(5, 1)
+
+
+def _linear_step(module, batch, device):
+    x, y = (torch.from_numpy(a).to(device) for a in batch)
+    return torch.mean((module(x).squeeze(-1) - y) ** 2), int(x.shape[0])
+
+
+def _linear_grad_step(module, batch, device):
+    """The MSE of a linear model and its gradient by hand, written into .grad."""
+    x, y = (torch.from_numpy(a).to(device) for a in batch)
+    with torch.no_grad():
+        residual = module(x).squeeze(-1) - y  # (B,)
+        d = 2.0 * residual / x.shape[0]
+        for param, grad in ((module.weight, d[None, :] @ x), (module.bias, d.sum().reshape(1))):
+            assert param.grad is None  # the loop clears the gradients before each step
+            param.grad = grad
+        return torch.mean(residual**2), int(x.shape[0])
+
+
+def test_a_grad_step_replaces_backward_and_gives_autograds_weights():
+    auto, manual = _linear(), _linear()
+    ran = Trainer(CFG, seed=1).fit(auto, batches=_batches, step=_linear_step)
+    by_hand = Trainer(CFG, seed=1).fit(
+        manual, batches=_batches, step=_linear_step, grad_step=_linear_grad_step
+    )
+    assert ran.extra["gradient"] == "autograd" and by_hand.extra["gradient"] == "grad_step"
+    for a, b in zip(_weights(auto), _weights(manual), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        [r["loss"] for r in by_hand.history], [r["loss"] for r in ran.history], rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 1e6])  # clipped, and left alone
+def test_clip_grad_norm_gives_torchs_numbers(max_norm):
+    from recpipe.train.loop import clip_grad_norm
+
+    module = _module()
+    gen = torch.Generator().manual_seed(1)
+    raw = [torch.randn(p.shape, generator=gen) for p in module.parameters()]
+    clipped = []
+    for clip in (clip_grad_norm, torch.nn.utils.clip_grad_norm_):
+        for p, g in zip(module.parameters(), raw, strict=True):
+            p.grad = g.clone()
+        clip(module if clip is clip_grad_norm else module.parameters(), max_norm)
+        clipped.append([p.grad.clone() for p in module.parameters()])
+    for ours, torchs, before in zip(*clipped, raw, strict=True):
+        assert torch.equal(ours, torchs)  # bit for bit
+        assert torch.equal(ours, before) == (max_norm > 1)
+    norm = torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in clipped[0]]))
+    assert float(norm) == pytest.approx(min(max_norm, float(norm)), rel=1e-4)
