@@ -261,26 +261,26 @@ def _features_into(staging: Path, params: Params, paths: Paths, tables: Any) -> 
     """The features stage's outputs written under ``staging``; its report."""
     import pandas as pd
 
-    from recpipe.features.build import COLD_TABLES, content_features, split_features
+    from recpipe.features.build import COLD_TABLES, content_features, stream_split_features
     from recpipe.sessions.parts import PART_NAMES
 
     report: dict[str, Any] = {"splits": {}}
     for split_dir in sorted(d for d in paths.splits_dir.iterdir() if d.is_dir()):
         kind = split_dir.name
-        parts = {p: pd.read_parquet(split_dir / f"{p}.parquet") for p in PART_NAMES}
         cold = {
             name: pd.read_parquet(f, columns=[column])[column]
             if (f := split_dir / f"cold_{name}.parquet").is_file()
             else None
             for name, column in COLD_TABLES.items()
         }
-        built = split_features(kind, parts, params.features, items=tables.items, cold=cold)
         out = staging / kind
         out.mkdir(parents=True)
+        # part by part, batch by batch: the memory is the id maps and one batch
+        built = stream_split_features(
+            kind, split_dir, out, params.features, PART_NAMES, items=tables.items, cold=cold
+        )
         built.item_map.save(out / "item_map.parquet")
         built.user_map.save(out / "user_map.parquet")
-        for part, frame in built.parts.items():
-            frame.to_parquet(out / f"{part}.parquet", index=False)
         write_json(out / "meta.json", built.meta)
         report["splits"][kind] = built.meta
         log.info(

@@ -154,21 +154,60 @@ class IdMap:
             raise ValueError(f"min_count must be >= 1, got {min_count}")
         arr = as_arrow_strings(values)
         vc = pc.value_counts(arr.drop_null())
-        table = pa.table({"id": vc.field("values"), "count": vc.field("counts").cast(pa.int64())})
+        return cls.from_counts(vc.field("values"), vc.field("counts"), min_count)
+
+    @classmethod
+    def from_counts(
+        cls,
+        ids: pa.Array | pa.ChunkedArray | Sequence[str],
+        counts: pa.Array | pa.ChunkedArray | Sequence[int] | np.ndarray,
+        min_count: int = 1,
+    ) -> IdMap:
+        """The map :meth:`fit` gives for values whose distinct ids are ``ids``, each seen
+        ``counts`` times: what a caller that counts ids batch by batch (the features
+        stage streaming a split part) builds without holding every value.
+
+        Parameters
+        ----------
+        ids : pyarrow.Array or sequence of str
+            (M,) distinct, non-null ids.
+        counts : pyarrow.Array or array-like of int
+            (M,) how often each id was seen (>= 1).
+        min_count : int, default 1
+            Ids seen fewer times map to :data:`UNK`.
+
+        Returns
+        -------
+        IdMap
+            Equal to ``IdMap.fit(values, min_count)``.
+
+        Examples
+        --------
+        >>> IdMap.from_counts(["a", "b"], [1, 2]) == IdMap.fit(pd.Series(["b", "a", "b"]))
+        True
+        """
+        if min_count < 1:
+            raise ValueError(f"min_count must be >= 1, got {min_count}")
+        id_arr = ids if isinstance(ids, pa.Array | pa.ChunkedArray) else pa.array(ids)
+        count_arr = counts if isinstance(counts, pa.Array | pa.ChunkedArray) else pa.array(counts)
+        if len(id_arr) != len(count_arr):
+            raise ValueError(f"{len(id_arr)} ids but {len(count_arr)} counts; expected one each")
+        table = pa.table(
+            {"id": id_arr.cast(pa.large_string()), "count": count_arr.cast(pa.int64())}
+        )
+        n_distinct = len(table)
         table = table.filter(pc.greater_equal(table["count"], min_count))
         table = table.sort_by([("count", "descending"), ("id", "ascending")])
-        ids = table["id"].to_numpy(zero_copy_only=False).astype(object)
-        counts = table["count"].to_numpy().astype(np.int64)
-        n_values = len(arr) - arr.null_count
-        dropped = len(vc) - len(ids)
+        id_values = table["id"].to_numpy(zero_copy_only=False).astype(object)
+        id_counts = table["count"].to_numpy().astype(np.int64)
         log.debug(
-            "IdMap.fit: %d ids from %d values (%d below min_count=%d)",
-            len(ids),
-            n_values,
-            dropped,
+            "IdMap: %d ids from %d values (%d below min_count=%d)",
+            len(id_values),
+            int(pc.sum(count_arr).as_py() or 0),
+            n_distinct - len(id_values),
             min_count,
         )
-        return cls(ids=ids, id_counts=counts, min_count=min_count)
+        return cls(ids=id_values, id_counts=id_counts, min_count=min_count)
 
     def extend(self, values: pd.Series | Sequence[Any] | np.ndarray) -> IdMap:
         """A new map with the ids of ``values`` that this one lacks appended, count 0.
