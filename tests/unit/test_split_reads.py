@@ -10,7 +10,10 @@ import pandas as pd
 import pytest
 
 from recpipe.config import load_params
+from recpipe.evaluate.protocols import user_topk, user_topk_blocks
 from recpipe.models.data import Interactions
+from recpipe.models.dataset import load_split, user_blocks
+from recpipe.models.registry import build_model
 from recpipe.paths import Paths
 from recpipe.pipeline import run_stage
 from recpipe.sessions.parts import PART_NAMES
@@ -93,3 +96,61 @@ def test_from_parquet_breaks_the_same_rules_as_from_frame(
     for batch_rows in (1, 4):
         with pytest.raises(ValueError, match=message):
             Interactions.from_parquet(tmp_path / "p.parquet", batch_rows=batch_rows)
+
+
+@pytest.mark.parametrize("name", ["pop", "itemknn", "mf_bpr"])
+def test_user_topk_by_user_blocks_equals_the_whole_test_part(features: Paths, name: str) -> None:
+    split = load_split(features.features_dir / "user_temporal")
+    train, test, meta = split.parts["train"], split.parts["test"], split.meta
+    config = {"epochs": 1} if name == "mf_bpr" else {}
+    model = build_model(name, config, meta)
+    model.fit(train, split.parts["valid"])
+    whole = user_topk(model, train, test, meta, ks=(5, 10), chunk_size=16)
+    path = features.features_dir / "user_temporal" / "test.parquet"
+    rng = np.random.default_rng(0)
+    hashed = rng.permutation(meta.n_users) % 3  # users spread over 3 blocks, not by range
+    by_hash = [
+        (test.user_idx[m], test.item_idx[m]) for m in (hashed[test.user_idx] == b for b in range(3))
+    ]
+    for blocks in (
+        user_blocks(path, meta.n_users, 1, batch_rows=7),
+        user_blocks(path, meta.n_users, 9),
+        user_blocks(path, meta.n_users, meta.n_users),
+        by_hash,
+    ):
+        streamed = user_topk_blocks(model, train, blocks, meta, ks=(5, 10), chunk_size=16)
+        assert streamed.metrics == whole.metrics
+        assert streamed.n_queries == whole.n_queries
+        assert streamed.skipped_users == whole.skipped_users
+        assert streamed.per_query.keys() == whole.per_query.keys()
+        for key, values in whole.per_query.items():
+            np.testing.assert_array_equal(streamed.per_query[key], values)
+
+
+def test_user_blocks_cover_the_part_once_by_user_range(features: Paths) -> None:
+    path = features.features_dir / "user_temporal" / "test.parquet"
+    test = Interactions.from_parquet(path)
+    n_users = int(test.user_idx.max()) + 1
+    blocks = list(user_blocks(path, n_users, 5, batch_rows=11))
+    assert sum(len(u) for u, _ in blocks) == len(test)
+    for users, items in blocks:
+        assert users.max() - users.min() < 5
+        assert users.min() // 5 == users.max() // 5
+        mask = (test.user_idx >= users.min() // 5 * 5) & (test.user_idx < users.min() // 5 * 5 + 5)
+        np.testing.assert_array_equal(users, test.user_idx[mask])
+        np.testing.assert_array_equal(items, test.item_idx[mask])
+
+
+def test_a_user_in_two_blocks_is_an_error(features: Paths) -> None:
+    split = load_split(features.features_dir / "user_temporal")
+    train, test, meta = split.parts["train"], split.parts["test"], split.meta
+    model = build_model("pop", {}, meta)
+    model.fit(train, None)
+    half = len(test) // 2
+    blocks = [
+        (test.user_idx[:half], test.item_idx[:half]),
+        (test.user_idx[half:], test.item_idx[half:]),
+    ]
+    assert set(test.user_idx[:half]) & set(test.user_idx[half:])
+    with pytest.raises(ValueError, match="two test blocks"):
+        user_topk_blocks(model, train, blocks, meta)
