@@ -236,8 +236,8 @@ def stream_split_features(
 
     rows = BATCH_ROWS if batch_rows is None else batch_rows
     train = split_dir / "train.parquet"
-    item_counts = count_ids(train, "item_id", rows)
-    user_counts = count_ids(train, "user_id", rows)
+    counts = count_ids(train, ["item_id", "user_id"], rows)
+    item_counts, user_counts = counts.pop("item_id"), counts.pop("user_id")
     item_map, user_map, extra = _fit_maps(
         kind,
         IdMap.from_counts(item_counts["id"], item_counts["count"], fp.min_item_count),

@@ -21,7 +21,7 @@ detected while streaming and encoded whole instead, with the same result.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["BATCH_ROWS", "count_ids", "encode_part_file", "read_batches"]
 
-#: Rows read and encoded at a time (about 100-200 MB of canonical events).
-BATCH_ROWS = 1 << 20
+#: Rows read and encoded at a time: about 100 MB of peak memory (canonical events, their
+#: pandas and encoded copies); larger batches were no faster (bench/features.py).
+BATCH_ROWS = 1 << 18
 #: Per-batch counts merged into the running totals after this many batches.
 _MERGE_EVERY = 16
 
@@ -75,33 +76,40 @@ def read_batches(
                 yield pa.Table.from_batches([batch])
 
 
-def count_ids(path: Path | str, column: str, batch_rows: int = BATCH_ROWS) -> pa.Table:
-    """How often each id of ``column`` occurs in the Parquet file ``path`` (nulls left
-    out), reading only that column, ``batch_rows`` rows at a time.
+def count_ids(
+    path: Path | str, columns: Sequence[str], batch_rows: int = BATCH_ROWS
+) -> dict[str, pa.Table]:
+    """How often each id of each of ``columns`` occurs in the Parquet file ``path``
+    (nulls left out), reading only those columns, ``batch_rows`` rows at a time.
 
     Returns
     -------
-    pyarrow.Table
-        Columns ``id`` (large string, distinct) and ``count`` (int64), in no
-        particular order: ``IdMap.from_counts(t["id"], t["count"], m)`` equals
-        ``IdMap.fit(pd.read_parquet(path)[column], m)``.
+    dict[str, pyarrow.Table]
+        By column: a table of columns ``id`` (large string, distinct) and ``count``
+        (int64), in no particular order: ``IdMap.from_counts(t["id"], t["count"], m)``
+        equals ``IdMap.fit(pd.read_parquet(path)[column], m)``.
     """
     empty = pa.table({"id": pa.array([], pa.large_string()), "count": pa.array([], pa.int64())})
-    total = empty
-    pending: list[pa.Table] = []
+    totals = dict.fromkeys(columns, empty)
+    pending: dict[str, list[pa.Table]] = {c: [] for c in columns}
 
     def merge(tables: list[pa.Table]) -> pa.Table:
         summed = pa.concat_tables(tables).group_by("id").aggregate([("count", "sum")])
         return pa.table({"id": summed["id"], "count": summed["count_sum"]})
 
-    for table in read_batches(path, [column], batch_rows):
-        vc = pc.value_counts(_ids(table[column]).drop_null())
-        pending.append(pa.table({"id": vc.field("values"), "count": vc.field("counts")}))
-        if len(pending) >= _MERGE_EVERY:
-            total, pending = merge([total, *pending]), []
-    if pending:
-        total = merge([total, *pending])
-    return total.cast(empty.schema)
+    for table in read_batches(path, list(columns), batch_rows):
+        for column in columns:
+            vc = pc.value_counts(_ids(table[column]).drop_null())
+            pending[column].append(
+                pa.table({"id": vc.field("values"), "count": vc.field("counts")})
+            )
+            if len(pending[column]) >= _MERGE_EVERY:
+                totals[column] = merge([totals[column], *pending[column]])
+                pending[column] = []
+    for column in columns:
+        if pending[column]:
+            totals[column] = merge([totals[column], *pending[column]])
+    return {column: total.cast(empty.schema) for column, total in totals.items()}
 
 
 def _to_frame(table: pa.Table) -> pd.DataFrame:
@@ -240,8 +248,8 @@ def encode_part_file(
     finally:
         if writer is not None:
             writer.close()
-    runs = np.concatenate(hashes) if hashes else np.empty(0, np.uint64)
-    if len(np.unique(runs)) == len(runs):
+    runs = np.sort(np.concatenate(hashes)) if hashes else np.empty(0, np.uint64)
+    if not np.any(runs[1:] == runs[:-1]):
         return stats.result()
     # a session id in two runs (or, rarely, two ids with one hash): encode the part whole
     log.info("%s is not grouped by session; encoding it whole", src)

@@ -403,8 +403,8 @@ def _read_encoded(path: Path, batch_rows: int) -> dict[str, np.ndarray] | None:
                 out[c].append(values.astype(dtypes[c], copy=False))
             last_session, last_ts = sessions[m - 1].as_py(), int(ts_ns[-1])
             n += m
-    runs = np.concatenate(hashes) if hashes else np.empty(0, np.uint64)
-    if len(np.unique(runs)) != len(runs):  # a session in two runs (or a hash collision)
+    runs = np.sort(np.concatenate(hashes)) if hashes else np.empty(0, np.uint64)
+    if np.any(runs[1:] == runs[:-1]):  # a session in two runs (or a hash collision)
         return None
     arrays = {
         c: np.concatenate(v) if v else np.empty(0, dtypes.get(c, np.int64)) for c, v in out.items()

@@ -65,9 +65,10 @@ def test_count_ids_gives_the_fitted_map(tmp_path: Path, batch_rows: int) -> None
     events = _events(400, 1)
     path = tmp_path / "train.parquet"
     events.to_parquet(path, index=False)
+    counts = count_ids(path, ["item_id", "user_id"], batch_rows)
     for column, min_count in (("item_id", 1), ("item_id", 40), ("user_id", 2)):
-        counts = count_ids(path, column, batch_rows)
-        streamed = IdMap.from_counts(counts["id"], counts["count"], min_count)
+        table = counts[column]
+        streamed = IdMap.from_counts(table["id"], table["count"], min_count)
         assert streamed == IdMap.fit(events[column], min_count)
 
 
