@@ -241,8 +241,10 @@ def features(params: Params, paths: Paths) -> dict[str, Any]:
     ``meta.json`` (sizes, encoding stats and the ``gap_buckets`` used, which every model
     trained on the split records in its artifact); the content encoders and the encoded
     item content go to ``data/features/content/``; ``reports/features.json`` summarises
-    it all. The work is :func:`recpipe.features.build.split_features` (see there for the
-    ``cold_start`` split) and :func:`~recpipe.features.build.content_features`.
+    it all. The work is :func:`recpipe.features.build.stream_split_features` (each part
+    read and encoded in batches: the memory is the id maps and one batch; the results of
+    :func:`~recpipe.features.build.split_features`, which see for the ``cold_start``
+    split) and :func:`~recpipe.features.build.content_features`.
     """
     from recpipe.data.schema import read_tables
 

@@ -2,8 +2,10 @@
 
 :func:`split_features` fits a split's id maps on its training part and encodes its
 parts; :func:`content_features` fits the item and user content encoders. Both are pure
-(frames in, objects out); the stage function (:func:`recpipe.stages.features`) reads
-the splits and writes what these return.
+(frames in, objects out). :func:`stream_split_features` gives :func:`split_features`'s
+results from the split's part files, batch by batch, writing the encoded parts itself:
+what the stage function (:func:`recpipe.stages.features`) runs, so no part is held
+whole.
 """
 
 from __future__ import annotations
