@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recpipe.features.encode import encode_events
-from recpipe.features.idmap import UNK, IdMap, as_arrow_strings
+from recpipe.features.idmap import UNK, IdMap, as_arrow_strings, string_hashes
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +138,7 @@ def _run_hashes(sessions: pa.Array) -> np.ndarray:
         return np.empty(0, np.uint64)
     same = pc.fill_null(pc.equal(sessions[1:], sessions[:-1]), False)
     starts = np.flatnonzero(np.r_[True, ~same.to_numpy(zero_copy_only=False)])
-    run_ids = sessions.take(pa.array(starts)).drop_null()
-    values = run_ids.to_numpy(zero_copy_only=False).astype(object)
-    return pd.util.hash_array(values, categorize=False)
+    return string_hashes(sessions.take(pa.array(starts)).drop_null())
 
 
 class _Stats:

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from recpipe.errors import ArtifactError
-from recpipe.features.idmap import N_RESERVED, PAD, IdMap
+from recpipe.features.idmap import N_RESERVED, PAD, IdMap, string_hashes
 
 if TYPE_CHECKING:
     from recpipe.features.content import ContentEncoder, ItemContent
@@ -394,8 +394,8 @@ def _read_encoded(path: Path, batch_rows: int) -> dict[str, np.ndarray] | None:
             back = np.flatnonzero(np.diff(np.r_[last_ts, ts_ns]) < 0)
             if back.size and not np.all(np.isin(back, new)):  # back in time within a session
                 return None
-            run_ids = sessions.take(pa.array(new)).to_numpy(zero_copy_only=False)
-            hashes.append(pd.util.hash_array(run_ids.astype(object), categorize=False))
+            run_ids = sessions.take(pa.array(new)).cast(pa.large_string())
+            hashes.append(string_hashes(run_ids))
             starts.append(new + n)
             out["timestamp"].append(ts_ns)
             for c in ("user_idx", "item_idx", *optional):
