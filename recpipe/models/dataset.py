@@ -73,7 +73,7 @@ def test_user_keys(folder: Path) -> np.ndarray | None:
 
 
 def user_blocks(
-    path: Path | str, n_users: int, block_users: int, batch_rows: int = 1 << 20
+    path: Path | str, n_users: int, block_users: int, batch_rows: int = 1 << 18
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The ``(user_idx, item_idx)`` events of an encoded part, a range of users at a time.
 
@@ -92,7 +92,7 @@ def user_blocks(
         The user table size (``DataMeta.n_users``); every ``user_idx`` is below it.
     block_users : int
         Users per block (>= 1).
-    batch_rows : int, default 1 << 20
+    batch_rows : int, default 1 << 18
         Rows read at a time.
 
     Yields
