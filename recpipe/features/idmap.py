@@ -104,13 +104,17 @@ def string_hashes(values: pa.Array) -> np.ndarray:
     Parameters
     ----------
     values : pyarrow.Array
-        (N,) ``large_string``.
+        (N,) ``large_string`` (``string`` is cast to it).
 
     Returns
     -------
     numpy.ndarray
         (N,) uint64.
     """
+    if pa.types.is_string(values.type):
+        values = values.cast(pa.large_string())
+    if not pa.types.is_large_string(values.type):
+        raise TypeError(f"string_hashes needs a large_string array, got {values.type}")
     n = len(values)
     offsets = np.frombuffer(
         values.buffers()[1], dtype=np.int64, count=n + 1, offset=8 * values.offset

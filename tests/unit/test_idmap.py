@@ -271,3 +271,4 @@ def test_string_hashes_are_equal_for_equal_strings_and_differ_otherwise() -> Non
     many = pa.array([str(i) for i in range(200_000)], pa.large_string())
     assert len(np.unique(string_hashes(many))) == 200_000
     np.testing.assert_array_equal(string_hashes(many.slice(5, 10)), string_hashes(many)[5:15])
+    np.testing.assert_array_equal(string_hashes(values.cast(pa.string())), h)
