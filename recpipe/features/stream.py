@@ -44,8 +44,8 @@ BATCH_ROWS = 1 << 18
 #: Encoded rows gathered into one row group of the output (about 40 MB encoded): a
 #: Parquet writer is a third slower on row groups of 256k rows than of 1M.
 ROW_GROUP_ROWS = 1 << 20
-#: Per-batch counts merged into the running totals after this many batches.
-_MERGE_EVERY = 16
+#: Per-batch id counts wait for at least this many rows before they are summed.
+_MERGE_ROWS = 1 << 20
 
 
 def _check_batch_rows(batch_rows: int) -> int:
@@ -106,7 +106,10 @@ def count_ids(
             pending[column].append(
                 pa.table({"id": vc.field("values"), "count": vc.field("counts")})
             )
-            if len(pending[column]) >= _MERGE_EVERY:
+            # merged once the pending counts outgrow the totals (and 1M rows): each
+            # merge at least doubles what it sums, so the merges cost O(rows)
+            waiting = sum(t.num_rows for t in pending[column])
+            if waiting >= max(2 * totals[column].num_rows, _MERGE_ROWS):
                 totals[column] = merge([totals[column], *pending[column]])
                 pending[column] = []
     for column in columns:

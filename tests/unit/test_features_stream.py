@@ -60,8 +60,13 @@ def _events(n: int, seed: int) -> pd.DataFrame:
     )
 
 
-@pytest.mark.parametrize("batch_rows", [1, 3, 50, 10_000])
-def test_count_ids_gives_the_fitted_map(tmp_path: Path, batch_rows: int) -> None:
+@pytest.mark.parametrize(("batch_rows", "merge_rows"), [(1, 5), (3, 1), (50, 60), (10_000, 1)])
+def test_count_ids_gives_the_fitted_map(
+    tmp_path: Path, batch_rows: int, merge_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recpipe.features import stream
+
+    monkeypatch.setattr(stream, "_MERGE_ROWS", merge_rows)  # merges along the way too
     events = _events(400, 1)
     path = tmp_path / "train.parquet"
     events.to_parquet(path, index=False)
