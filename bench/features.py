@@ -21,6 +21,8 @@ frames, or the script fails). Run::
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/features.py --events 5000000
     .venv/bin/python bench/features.py --events 200000 --rounds 1
+    .venv/bin/python bench/features.py prepare 10000000 /tmp/ws /tmp   # once, then
+    .venv/bin/python bench/features.py --events 10000000 --workspace /tmp/ws
 """
 
 from __future__ import annotations
@@ -139,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=5_000_000)
     parser.add_argument("--rounds", type=int, default=2, help="whole/stream pairs (interleaved)")
     parser.add_argument("--tmp", type=Path, default=None, help="folder for the workspace")
+    parser.add_argument(
+        "--workspace", type=Path, default=None, help="reuse a prepared workspace (kept)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if args.cmd == "encode":
@@ -148,14 +153,15 @@ def main(argv: list[str] | None = None) -> int:
         prepare(args.events, args.workspace, args.tmp)
         return 0
     with tempfile.TemporaryDirectory(prefix="recpipe-bench-features-", dir=args.tmp) as tmp:
-        workspace = Path(tmp) / "ws"
-        t0 = time.perf_counter()
-        subprocess.run(
-            [sys.executable, __file__, "prepare", str(args.events), str(workspace), tmp],
-            check=True,
-            cwd=REPO,
-        )
-        log.warning("prepared %d events in %.1f s", args.events, time.perf_counter() - t0)
+        workspace = args.workspace or Path(tmp) / "ws"
+        if args.workspace is None:
+            t0 = time.perf_counter()
+            subprocess.run(
+                [sys.executable, __file__, "prepare", str(args.events), str(workspace), tmp],
+                check=True,
+                cwd=REPO,
+            )
+            log.warning("prepared %d events in %.1f s", args.events, time.perf_counter() - t0)
         outs: dict[str, Path] = {}
         for r in range(args.rounds):
             for mode in MODES:
