@@ -247,8 +247,10 @@ def features(params: Params, paths: Paths) -> dict[str, Any]:
     ``meta.json`` (sizes, encoding stats and the ``gap_buckets`` used, which every model
     trained on the split records in its artifact); the content encoders and the encoded
     item content go to ``data/features/content/``; ``reports/features.json`` summarises
-    it all. The work is :func:`recpipe.features.build.split_features` (see there for the
-    ``cold_start`` split) and :func:`~recpipe.features.build.content_features`.
+    it all. The work is :func:`recpipe.features.build.stream_split_features` (each part
+    read and encoded in batches: the memory is the id maps and one batch; the results of
+    :func:`~recpipe.features.build.split_features`, which see for the ``cold_start``
+    split) and :func:`~recpipe.features.build.content_features`.
     """
     from recpipe.data.schema import read_tables
 
@@ -267,26 +269,26 @@ def _features_into(staging: Path, params: Params, paths: Paths, tables: Any) -> 
     """The features stage's outputs written under ``staging``; its report."""
     import pandas as pd
 
-    from recpipe.features.build import COLD_TABLES, content_features, split_features
+    from recpipe.features.build import COLD_TABLES, content_features, stream_split_features
     from recpipe.sessions.parts import PART_NAMES
 
     report: dict[str, Any] = {"splits": {}}
     for split_dir in sorted(d for d in paths.splits_dir.iterdir() if d.is_dir()):
         kind = split_dir.name
-        parts = {p: pd.read_parquet(split_dir / f"{p}.parquet") for p in PART_NAMES}
         cold = {
             name: pd.read_parquet(f, columns=[column])[column]
             if (f := split_dir / f"cold_{name}.parquet").is_file()
             else None
             for name, column in COLD_TABLES.items()
         }
-        built = split_features(kind, parts, params.features, items=tables.items, cold=cold)
         out = staging / kind
         out.mkdir(parents=True)
+        # part by part, batch by batch: the memory is the id maps and one batch
+        built = stream_split_features(
+            kind, split_dir, out, params.features, PART_NAMES, items=tables.items, cold=cold
+        )
         built.item_map.save(out / "item_map.parquet")
         built.user_map.save(out / "user_map.parquet")
-        for part, frame in built.parts.items():
-            frame.to_parquet(out / f"{part}.parquet", index=False)
         write_json(out / "meta.json", built.meta)
         report["splits"][kind] = built.meta
         log.info(

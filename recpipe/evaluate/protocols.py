@@ -51,7 +51,7 @@ top-K lists), per-query arrays aligned across models (for
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -78,6 +78,7 @@ __all__ = [
     "evaluate_model",
     "next_item",
     "user_topk",
+    "user_topk_blocks",
 ]
 
 
@@ -219,18 +220,40 @@ def next_item(
 
 
 # ---------------------------------------------------------------------- user top-K
+#: A block of test events for :func:`user_topk_blocks`: a part, or its
+#: ``(user_idx, item_idx)`` arrays.
+TestBlock = Interactions | tuple[np.ndarray, np.ndarray]
+
+
 def _user_rows(
-    data: Interactions, users: np.ndarray, meta: DataMeta
+    data: Interactions | sp.csr_matrix, users: np.ndarray, meta: DataMeta
 ) -> tuple[np.ndarray, np.ndarray]:
-    """CSR ``(indptr, indices)`` of the distinct known items of each of ``users``."""
-    matrix = data.user_item_matrix(meta.n_users, meta.n_items)[users]
-    matrix = sp.csr_array(matrix)
+    """CSR ``(indptr, indices)`` of the distinct known items of each of ``users`` (rows
+    of ``data``'s user-item matrix, or of the matrix ``data``)."""
+    if isinstance(data, Interactions):
+        data = data.user_item_matrix(meta.n_users, meta.n_items)
+    matrix = sp.csr_array(data[users])
     matrix.sum_duplicates()
     keep = matrix.indices >= N_RESERVED
     row_of = np.repeat(np.arange(len(users)), np.diff(matrix.indptr))[keep]
     indptr = np.zeros(len(users) + 1, dtype=np.int64)
     np.cumsum(np.bincount(row_of, minlength=len(users)), out=indptr[1:])
     return indptr, matrix.indices[keep].astype(np.int64)
+
+
+def _block_matrix(block: TestBlock, meta: DataMeta) -> tuple[np.ndarray, Any]:
+    """The users of a test block and its user-item matrix (or the part itself)."""
+    if isinstance(block, Interactions):
+        return block.user_idx, block
+    user_idx, item_idx = (np.asarray(a, dtype=np.int64) for a in block)
+    if user_idx.shape != item_idx.shape or user_idx.ndim != 1:
+        raise ValueError(
+            f"a test block needs (N,) user_idx and item_idx; got shapes {user_idx.shape} "
+            f"and {item_idx.shape}"
+        )
+    ones = np.ones(len(user_idx), np.float32)
+    matrix = sp.csr_matrix((ones, (user_idx, item_idx)), shape=(meta.n_users, meta.n_items))
+    return user_idx, matrix
 
 
 def user_topk(
@@ -279,7 +302,51 @@ def user_topk(
     Notes
     -----
     The catalogue metrics are measured on the same conservative lists as the
-    accuracy metrics (ties broken against relevant items).
+    accuracy metrics (ties broken against relevant items). This is
+    :func:`user_topk_blocks` with the whole test part as one block.
+    """
+    return user_topk_blocks(
+        model, train, [test], meta, ks=ks, exclude_seen=exclude_seen, chunk_size=chunk_size
+    )
+
+
+def user_topk_blocks(
+    model: Recommender,
+    train: Interactions,
+    blocks: Iterable[TestBlock],
+    meta: DataMeta,
+    *,
+    ks: Sequence[int] = (10, 20),
+    exclude_seen: bool = True,
+    chunk_size: int = 1024,
+) -> ProtocolResult:
+    """:func:`user_topk` on a test part given block by block, each block holding every
+    test event of its users (e.g. a range of user indices read from the encoded
+    part by :func:`recpipe.models.dataset.user_blocks`).
+
+    Only one block's events and relevant items are in memory at a time, besides the
+    top-K lists and per-query metrics of the users done so far and the train matrix
+    (``exclude_seen``). The result equals :func:`user_topk` on the concatenated
+    blocks: the per-user values are put in ascending user order before the means
+    and the catalogue metrics are taken.
+
+    Parameters
+    ----------
+    model, train, meta, ks, exclude_seen, chunk_size
+        As for :func:`user_topk`.
+    blocks : iterable of Interactions or (numpy.ndarray, numpy.ndarray)
+        The test events in blocks of disjoint users: parts, or ``(user_idx,
+        item_idx)`` arrays of the same length.
+
+    Returns
+    -------
+    ProtocolResult
+        As :func:`user_topk`.
+
+    Raises
+    ------
+    ValueError
+        As :func:`user_topk`; also when a user has events in two blocks.
     """
     check_chunk(chunk_size)
     ks = sorted({int(k) for k in ks})
@@ -290,41 +357,72 @@ def user_topk(
             f"model {model.name!r} cannot score 'user' queries (supports "
             f"{sorted(model.query_kinds)}); user top-K evaluation needs them"
         )
-    all_users = np.unique(test.user_idx)
-    known = all_users[all_users >= N_RESERVED]
-    relevant = _user_rows(test, known, meta)
-    has_rel = np.diff(relevant[0]) > 0
-    users = known[has_rel]
-    skipped = len(all_users) - len(users)
+    done_users: list[np.ndarray] = []
+    done_lists: list[np.ndarray] = []
+    done_metrics: list[dict[str, np.ndarray]] = []
+    n_test_users = n_known = skipped = 0
+    for block in blocks:
+        user_idx, matrix = _block_matrix(block, meta)
+        all_users = np.unique(user_idx)
+        known = all_users[all_users >= N_RESERVED]
+        relevant = _user_rows(matrix, known, meta)
+        has_rel = np.diff(relevant[0]) > 0
+        users = known[has_rel]
+        n_test_users += len(all_users)
+        n_known += len(known)
+        skipped += len(all_users) - len(users)
+        if len(users) == 0:
+            continue
+        relevant = _user_rows(matrix, users, meta)
+        exclude = _user_rows(train, users, meta) if exclude_seen else None
+        del matrix
+
+        def score_fn(rows: slice, users: np.ndarray = users) -> np.ndarray:
+            return model.score(Queries.for_users(users[rows]))
+
+        lists = chunked_top_k(
+            score_fn,
+            len(users),
+            ks[-1],
+            chunk_size,
+            exclude,
+            relevant=relevant,
+            n_reserved=N_RESERVED,
+        )
+        done_users.append(users)
+        done_lists.append(lists)
+        done_metrics.append(topk_per_query(lists, relevant, ks))
     if skipped:
         log.debug(
             "user_topk: skipped %d of %d test users (%d unknown, %d without a known test item)",
             skipped,
-            len(all_users),
-            len(all_users) - len(known),
-            int((~has_rel).sum()),
+            n_test_users,
+            n_test_users - n_known,
+            n_known - (n_test_users - skipped),
         )
-    if len(users) == 0:
+    if not done_users:
         raise ValueError("no test user can be evaluated (all unknown or without known items)")
-    relevant = _user_rows(test, users, meta)
-    exclude = _user_rows(train, users, meta) if exclude_seen else None
-
-    def score_fn(rows: slice) -> np.ndarray:
-        return model.score(Queries.for_users(users[rows]))
-
-    lists = chunked_top_k(
-        score_fn,
-        len(users),
-        ks[-1],
-        chunk_size,
-        exclude,
-        relevant=relevant,
-        n_reserved=N_RESERVED,
-    )
-    per_query = topk_per_query(lists, relevant, ks)
+    users = np.concatenate(done_users)
+    order = np.argsort(users, kind="stable")
+    if len(done_users) > 1 and np.any(np.diff(users[order]) == 0):
+        dup = users[order][1:][np.diff(users[order]) == 0][:5].tolist()
+        raise ValueError(
+            f"user(s) {dup} have events in two test blocks; each block must hold every "
+            "test event of its users"
+        )
+    lists = np.concatenate(done_lists)[order]
+    per_query = {
+        key: np.concatenate([m[key] for m in done_metrics])[order] for key in done_metrics[0]
+    }
     metrics = {key: float(values.mean()) for key, values in per_query.items()}
     metrics.update(catalogue_metrics(lists, meta, meta.item_counts, ks))
-    log.debug("user_topk %s: %d users, %d skipped", model.name, len(users), skipped)
+    log.debug(
+        "user_topk %s: %d users in %d block(s), %d skipped",
+        model.name,
+        len(users),
+        len(done_users),
+        skipped,
+    )
     return ProtocolResult(
         metrics=metrics,
         per_query=per_query,

@@ -2,14 +2,18 @@
 
 :func:`split_features` fits a split's id maps on its training part and encodes its
 parts; :func:`content_features` fits the item and user content encoders. Both are pure
-(frames in, objects out); the stage function (:func:`recpipe.stages.features`) reads
-the splits and writes what these return.
+(frames in, objects out). :func:`stream_split_features` gives :func:`split_features`'s
+results from the split's part files, batch by batch, writing the encoded parts itself:
+what the stage function (:func:`recpipe.stages.features`) runs, so no part is held
+whole.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -130,14 +134,13 @@ def split_features(
     """
     from recpipe.features.encode import encode_events, encoding_stats
 
-    item_map = IdMap.fit(parts["train"]["item_id"], fp.min_item_count)
-    user_map = IdMap.fit(parts["train"]["user_id"], fp.min_user_count)
-    extra: dict[str, int] = {}
-    if kind == "cold_start":
-        n_trained = item_map.n_ids
-        if items is not None:
-            item_map = item_map.extend(items_with_content(items))
-        extra = cold_counts(cold or {}, item_map, n_trained, kind)
+    item_map, user_map, extra = _fit_maps(
+        kind,
+        IdMap.fit(parts["train"]["item_id"], fp.min_item_count),
+        IdMap.fit(parts["train"]["user_id"], fp.min_user_count),
+        items,
+        cold,
+    )
     encoded: dict[str, pd.DataFrame] = {}
     stats = {}
     for part, frame in parts.items():
@@ -146,7 +149,37 @@ def split_features(
             out["user_id"] = frame["user_id"].reset_index(drop=True)
         encoded[part] = out
         stats[part] = encoding_stats(out)
-    meta = {
+    return SplitFeatures(
+        item_map, user_map, encoded, _meta(kind, item_map, user_map, fp, stats, extra)
+    )
+
+
+def _fit_maps(
+    kind: str,
+    item_map: IdMap,
+    user_map: IdMap,
+    items: pd.DataFrame | None,
+    cold: dict[str, pd.Series | None] | None,
+) -> tuple[IdMap, IdMap, dict[str, int]]:
+    """The maps fitted on the train part, the ``cold_start`` catalogue added; its meta extras."""
+    extra: dict[str, int] = {}
+    if kind == "cold_start":
+        n_trained = item_map.n_ids
+        if items is not None:
+            item_map = item_map.extend(items_with_content(items))
+        extra = cold_counts(cold or {}, item_map, n_trained, kind)
+    return item_map, user_map, extra
+
+
+def _meta(
+    kind: str,
+    item_map: IdMap,
+    user_map: IdMap,
+    fp: FeaturesParams,
+    stats: dict[str, Any],
+    extra: dict[str, int],
+) -> dict[str, Any]:
+    return {
         "split": kind,
         "n_items": len(item_map),
         "n_users": len(user_map),
@@ -155,7 +188,79 @@ def split_features(
         "parts": stats,
         **extra,
     }
-    return SplitFeatures(item_map, user_map, encoded, meta)
+
+
+def stream_split_features(
+    kind: str,
+    split_dir: Path,
+    out: Path,
+    fp: FeaturesParams,
+    part_names: Sequence[str],
+    *,
+    items: pd.DataFrame | None = None,
+    cold: dict[str, pd.Series | None] | None = None,
+    batch_rows: int | None = None,
+) -> SplitFeatures:
+    """:func:`split_features` on the part files of ``split_dir``, streamed: what the
+    features stage runs, so that no part is held whole in memory.
+
+    The id maps come from a first pass over the train part's ``item_id`` and
+    ``user_id`` columns that keeps only the counts of each id
+    (:func:`~recpipe.features.stream.count_ids`); each part is then encoded batch by
+    batch into ``out/<part>.parquet``
+    (:func:`~recpipe.features.stream.encode_part_file`). The maps, the written frames
+    and the meta equal :func:`split_features`'s on the whole parts.
+
+    Parameters
+    ----------
+    kind : str
+        The split's name.
+    split_dir : pathlib.Path
+        The sessions stage's folder of the split (``<part>.parquet`` for each of
+        ``part_names``).
+    out : pathlib.Path
+        An existing folder that gets the encoded ``<part>.parquet`` files.
+    fp : FeaturesParams
+        As for :func:`split_features`.
+    part_names : sequence of str
+        The parts, ``train`` among them.
+    items, cold
+        As for :func:`split_features`.
+    batch_rows : int, optional
+        Rows read at a time (default :data:`~recpipe.features.stream.BATCH_ROWS`).
+
+    Returns
+    -------
+    SplitFeatures
+        The maps and the meta; ``parts`` is empty (the parts are in ``out``).
+    """
+    from recpipe.features.stream import BATCH_ROWS, count_ids, encode_part_file
+
+    rows = BATCH_ROWS if batch_rows is None else batch_rows
+    train = split_dir / "train.parquet"
+    counts = count_ids(train, ["item_id", "user_id"], rows)
+    item_counts, user_counts = counts.pop("item_id"), counts.pop("user_id")
+    item_map, user_map, extra = _fit_maps(
+        kind,
+        IdMap.from_counts(item_counts["id"], item_counts["count"], fp.min_item_count),
+        IdMap.from_counts(user_counts["id"], user_counts["count"], fp.min_user_count),
+        items,
+        cold,
+    )
+    del item_counts, user_counts
+    stats = {
+        part: encode_part_file(
+            split_dir / f"{part}.parquet",
+            out / f"{part}.parquet",
+            item_map,
+            user_map,
+            fp.gap_buckets,
+            keep_user_id=kind == "cold_start" and part == "test",
+            batch_rows=rows,
+        )
+        for part in part_names
+    }
+    return SplitFeatures(item_map, user_map, {}, _meta(kind, item_map, user_map, fp, stats, extra))
 
 
 def content_features(

@@ -80,6 +80,65 @@ def as_arrow_strings(values: pd.Series | Sequence[Any] | np.ndarray) -> pa.Array
     return arr.cast(pa.large_string()) if arr.type != pa.large_string() else arr
 
 
+_HASH_BASE = np.uint64(0x100000001B3)
+_HASH_WEIGHTS = np.ones(1, dtype=np.uint64)
+
+
+def _hash_weights(n: int) -> np.ndarray:
+    """``_HASH_BASE ** j`` (mod 2**64) for ``j < n``, kept and grown as needed."""
+    global _HASH_WEIGHTS
+    if len(_HASH_WEIGHTS) < n:
+        size = max(n, 2 * len(_HASH_WEIGHTS))
+        powers = np.full(size, _HASH_BASE, dtype=np.uint64)
+        powers[0] = 1
+        _HASH_WEIGHTS = np.cumprod(powers, dtype=np.uint64)  # wraps mod 2**64
+    return _HASH_WEIGHTS[:n]
+
+
+def string_hashes(values: pa.Array) -> np.ndarray:
+    """A 64-bit hash of each string of a ``large_string`` array, vectorised.
+
+    Equal strings hash equal (nulls hash like ``""``); different strings rarely do, so
+    a caller that needs exact matches compares the strings of equal hashes.
+
+    Parameters
+    ----------
+    values : pyarrow.Array
+        (N,) ``large_string`` (``string`` is cast to it).
+
+    Returns
+    -------
+    numpy.ndarray
+        (N,) uint64.
+    """
+    if pa.types.is_string(values.type):
+        values = values.cast(pa.large_string())
+    if not pa.types.is_large_string(values.type):
+        raise TypeError(f"string_hashes needs a large_string array, got {values.type}")
+    n = len(values)
+    offsets = np.frombuffer(
+        values.buffers()[1], dtype=np.int64, count=n + 1, offset=8 * values.offset
+    )
+    lengths = np.diff(offsets).astype(np.uint64)
+    first, last = int(offsets[0]), int(offsets[-1])
+    sums = np.zeros(n, dtype=np.uint64)
+    if last > first:
+        data = np.frombuffer(values.buffers()[2], dtype=np.uint8, count=last - first, offset=first)
+        starts = offsets[:-1] - first
+        nonempty = np.flatnonzero(lengths)
+        within = np.arange(last - first) - np.repeat(starts, lengths.astype(np.int64))
+        terms = (data.astype(np.uint64) + np.uint64(1)) * _hash_weights(int(lengths.max()))[within]
+        sums[nonempty] = np.add.reduceat(terms, starts[nonempty])
+    # splitmix64 finaliser of the polynomial sum and the length
+    h = sums ^ (lengths * np.uint64(0x9E3779B97F4A7C15))
+    h ^= h >> np.uint64(30)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(27)
+    h *= np.uint64(0x94D049BB133111EB)
+    h ^= h >> np.uint64(31)
+    return h
+
+
 @dataclass(eq=False)
 class IdMap:
     """A frozen id -> index mapping with :data:`PAD` and :data:`UNK` reserved.
@@ -111,6 +170,11 @@ class IdMap:
     id_counts: np.ndarray
     min_count: int = 1
     _value_set: pa.Array = field(init=False, repr=False)
+    # (sorted string hashes of the ids, the ids' positions in that order), or False when
+    # two ids share a hash; built on the first encode of fewer values than ids
+    _hash_index: tuple[np.ndarray, np.ndarray] | bool | None = field(
+        init=False, repr=False, default=None
+    )
 
     def __post_init__(self) -> None:
         ids = np.asarray(self.ids, dtype=object)
@@ -154,21 +218,60 @@ class IdMap:
             raise ValueError(f"min_count must be >= 1, got {min_count}")
         arr = as_arrow_strings(values)
         vc = pc.value_counts(arr.drop_null())
-        table = pa.table({"id": vc.field("values"), "count": vc.field("counts").cast(pa.int64())})
+        return cls.from_counts(vc.field("values"), vc.field("counts"), min_count)
+
+    @classmethod
+    def from_counts(
+        cls,
+        ids: pa.Array | pa.ChunkedArray | Sequence[str],
+        counts: pa.Array | pa.ChunkedArray | Sequence[int] | np.ndarray,
+        min_count: int = 1,
+    ) -> IdMap:
+        """The map :meth:`fit` gives for values whose distinct ids are ``ids``, each seen
+        ``counts`` times: what a caller that counts ids batch by batch (the features
+        stage streaming a split part) builds without holding every value.
+
+        Parameters
+        ----------
+        ids : pyarrow.Array or sequence of str
+            (M,) distinct, non-null ids.
+        counts : pyarrow.Array or array-like of int
+            (M,) how often each id was seen (>= 1).
+        min_count : int, default 1
+            Ids seen fewer times map to :data:`UNK`.
+
+        Returns
+        -------
+        IdMap
+            Equal to ``IdMap.fit(values, min_count)``.
+
+        Examples
+        --------
+        >>> IdMap.from_counts(["a", "b"], [1, 2]) == IdMap.fit(pd.Series(["b", "a", "b"]))
+        True
+        """
+        if min_count < 1:
+            raise ValueError(f"min_count must be >= 1, got {min_count}")
+        id_arr = ids if isinstance(ids, pa.Array | pa.ChunkedArray) else pa.array(ids)
+        count_arr = counts if isinstance(counts, pa.Array | pa.ChunkedArray) else pa.array(counts)
+        if len(id_arr) != len(count_arr):
+            raise ValueError(f"{len(id_arr)} ids but {len(count_arr)} counts; expected one each")
+        table = pa.table(
+            {"id": id_arr.cast(pa.large_string()), "count": count_arr.cast(pa.int64())}
+        )
+        n_distinct = len(table)
         table = table.filter(pc.greater_equal(table["count"], min_count))
         table = table.sort_by([("count", "descending"), ("id", "ascending")])
-        ids = table["id"].to_numpy(zero_copy_only=False).astype(object)
-        counts = table["count"].to_numpy().astype(np.int64)
-        n_values = len(arr) - arr.null_count
-        dropped = len(vc) - len(ids)
+        id_values = table["id"].to_numpy(zero_copy_only=False).astype(object)
+        id_counts = table["count"].to_numpy().astype(np.int64)
         log.debug(
-            "IdMap.fit: %d ids from %d values (%d below min_count=%d)",
-            len(ids),
-            n_values,
-            dropped,
+            "IdMap: %d ids from %d values (%d below min_count=%d)",
+            len(id_values),
+            int(pc.sum(count_arr).as_py() or 0),
+            n_distinct - len(id_values),
             min_count,
         )
-        return cls(ids=ids, id_counts=counts, min_count=min_count)
+        return cls(ids=id_values, id_counts=id_counts, min_count=min_count)
 
     def extend(self, values: pd.Series | Sequence[Any] | np.ndarray) -> IdMap:
         """A new map with the ids of ``values`` that this one lacks appended, count 0.
@@ -240,12 +343,44 @@ class IdMap:
             (N,) int64 indices in ``[UNK, len(self))``.
         """
         arr = as_arrow_strings(values)
+        if len(arr) < len(self._value_set) and (found := self._encode_hashed(arr)) is not None:
+            return found
         pos = pc.index_in(arr, value_set=self._value_set)
         if isinstance(pos, pa.ChunkedArray):
             pos = pos.combine_chunks() if pos.num_chunks != 1 else pos.chunk(0)
         # a miss (null position) becomes -1, and -1 + N_RESERVED is UNK
         found = pos.fill_null(UNK - N_RESERVED).to_numpy(zero_copy_only=False)
         return np.add(found, N_RESERVED, dtype=np.int64)
+
+    def _encode_hashed(self, arr: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
+        """:meth:`encode` of fewer values than ids, through a sorted index of the ids'
+        hashes kept on the map (``index_in`` would hash every id again on each call:
+        most of the time of encoding a batch, or a request, against a large map).
+        A value is found when its hash is an id's and its string equals that id's, so
+        the result is ``index_in``'s; None when two ids share a hash (then ``index_in``
+        is used)."""
+        if self._hash_index is None:
+            hashes = string_hashes(self._value_set)
+            order = np.argsort(hashes, kind="stable")
+            sorted_hashes = hashes[order]
+            unique = not np.any(sorted_hashes[1:] == sorted_hashes[:-1])
+            self._hash_index = (sorted_hashes, order) if unique else False
+        if self._hash_index is False or not self.n_ids:
+            return None
+        assert isinstance(self._hash_index, tuple)
+        sorted_hashes, order = self._hash_index
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+        hashes = string_hashes(arr)
+        # sorted needles: searchsorted walks the ids' hashes in order (3-4x faster)
+        needles = np.argsort(hashes)
+        at = np.empty(len(hashes), dtype=np.int64)
+        at[needles] = np.searchsorted(sorted_hashes, hashes[needles])
+        np.minimum(at, len(order) - 1, out=at)
+        candidate = order[at]
+        same = pc.equal(arr, self._value_set.take(pa.array(candidate)))
+        found = (sorted_hashes[at] == hashes) & same.fill_null(False).to_numpy(zero_copy_only=False)
+        return np.where(found, candidate + N_RESERVED, UNK).astype(np.int64)
 
     def decode(self, indices: np.ndarray | Sequence[int]) -> np.ndarray:
         """Map indices back to ids; the reserved slots give ``None``.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,89 @@ def test_user_keys(folder: Path) -> np.ndarray | None:
         return None
     codes, _ = pd.factorize(pd.read_parquet(path, columns=["user_id"])["user_id"])
     return np.asarray(codes, dtype=np.int64)
+
+
+def user_blocks(
+    path: Path | str, n_users: int, block_users: int, batch_rows: int = 1 << 18
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The ``(user_idx, item_idx)`` events of an encoded part, a range of users at a time.
+
+    For ``lo = 0, block_users, 2 * block_users, ... < n_users`` it yields the events of
+    the users ``lo <= user_idx < lo + block_users`` (blocks without events are left
+    out), in file order: what :func:`recpipe.evaluate.protocols.user_topk_blocks`
+    scores block by block. Each block reads the file's two index columns once,
+    ``batch_rows`` rows at a time, and skips the row groups whose statistics say they
+    hold none of its users; the memory is one block and one batch.
+
+    Parameters
+    ----------
+    path : pathlib.Path or str
+        An encoded part (``data/features/<split>/test.parquet``).
+    n_users : int
+        The user table size (``DataMeta.n_users``); every ``user_idx`` is below it.
+    block_users : int
+        Users per block (>= 1).
+    batch_rows : int, default 1 << 18
+        Rows read at a time.
+
+    Yields
+    ------
+    (numpy.ndarray, numpy.ndarray)
+        ``(N_b,)`` int32 user and item indices of the block's events.
+
+    Raises
+    ------
+    ArtifactError
+        The file is missing or lacks the two columns.
+    ValueError
+        ``block_users`` or ``batch_rows`` is below 1.
+    """
+    import pyarrow.parquet as pq
+
+    from recpipe.errors import ArtifactError
+
+    if block_users < 1 or batch_rows < 1:
+        raise ValueError(
+            f"block_users and batch_rows must be >= 1; got {block_users} and {batch_rows}"
+        )
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"encoded events {str(path)!r} do not exist; run the features stage")
+    columns = ["user_idx", "item_idx"]
+    with pq.ParquetFile(path) as file:
+        names = file.schema_arrow.names
+        if any(c not in names for c in columns):
+            raise ArtifactError(f"encoded events {str(path)!r} lack {columns}; got {names}")
+        ranges = _user_ranges(file, names.index("user_idx"))
+        for lo in range(0, n_users, block_users):
+            hi = lo + block_users
+            groups = [g for g, (a, b) in enumerate(ranges) if a < hi and b >= lo]
+            users: list[np.ndarray] = []
+            items: list[np.ndarray] = []
+            for batch in file.iter_batches(
+                batch_size=batch_rows, columns=columns, row_groups=groups
+            ):
+                u = batch.column(0).to_numpy(zero_copy_only=False)
+                keep = (u >= lo) & (u < hi)
+                if keep.any():
+                    users.append(u[keep].astype(np.int32, copy=False))
+                    items.append(
+                        batch.column(1).to_numpy(zero_copy_only=False)[keep].astype(np.int32)
+                    )
+            if users:
+                yield np.concatenate(users), np.concatenate(items)
+
+
+def _user_ranges(file: Any, column: int) -> list[tuple[float, float]]:
+    """``(min, max)`` user index of each row group (``(-inf, inf)`` without statistics)."""
+    out = []
+    for g in range(file.metadata.num_row_groups):
+        stats = file.metadata.row_group(g).column(column).statistics
+        if stats is not None and stats.has_min_max:
+            out.append((stats.min, stats.max))
+        else:
+            out.append((-np.inf, np.inf))
+    return out
 
 
 def _fingerprint(folder: Path) -> tuple[Any, ...]:

@@ -146,7 +146,7 @@ def test_a_features_stage_that_fails_partway_leaves_the_previous_features_whole(
         stage(params, paths)
     before = _digest(paths.features_dir), paths.features_json.read_bytes()
     assert len(before[0]) >= 10
-    real, calls = build.split_features, []
+    real, calls = build.stream_split_features, []
 
     def failing_second(*args, **kwargs):
         calls.append(args[0])
@@ -154,7 +154,7 @@ def test_a_features_stage_that_fails_partway_leaves_the_previous_features_whole(
             raise OSError("disk full (simulated)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(build, "split_features", failing_second)
+    monkeypatch.setattr(build, "stream_split_features", failing_second)
     with pytest.raises(OSError, match="simulated"):
         stages.features(params, paths)
     assert (_digest(paths.features_dir), paths.features_json.read_bytes()) == before

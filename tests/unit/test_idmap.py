@@ -214,3 +214,61 @@ def test_property_extend(train, extra):
     assert ext.id_counts[m.n_ids :].tolist() == [0] * len(added)
     real = [v for v in [*train, *extra] if v is not None]
     assert (ext.encode(real) >= N_RESERVED).all()
+
+
+# --------------------------------------------------------------------- hashed lookups
+def _index_in(m: IdMap, values: object) -> np.ndarray:
+    """What encode gives through pyarrow's index_in (the path for many values)."""
+    import pyarrow.compute as pc
+
+    from recpipe.features.idmap import as_arrow_strings
+
+    pos = pc.index_in(as_arrow_strings(values), value_set=m._value_set)
+    return pos.fill_null(UNK - N_RESERVED).to_numpy(zero_copy_only=False) + N_RESERVED
+
+
+def test_encoding_few_values_against_a_large_map_equals_index_in() -> None:
+    rng = np.random.default_rng(3)
+    words = ["", "a", "ab", "ba", "é", "日本", "a\x00b", "x" * 300, "1", "01", "10"]
+    ids = words + [f"id{i}" for i in rng.permutation(5000)]
+    m = IdMap.fit(pd.Series(ids * 2 + ids[:100], dtype="str"))
+    queries = [
+        *words,
+        None,
+        "zz",
+        "id",
+        "id5000",
+        "id00",
+        *[f"id{i}" for i in rng.integers(0, 6000, 300)],
+    ]
+    queries = [queries[i] for i in rng.permutation(len(queries))]
+    series = pd.Series(queries, dtype="str")
+    assert len(series) < m.n_ids  # the hashed path
+    got = m.encode(series)
+    np.testing.assert_array_equal(got, _index_in(m, series))
+    assert got[queries.index("")] == m.encode(pd.Series([""] * 10000, dtype="str"))[0] >= 2
+    assert got[queries.index(None)] == UNK
+    sliced = pa.array(queries, pa.large_string()).slice(7, 200)
+    np.testing.assert_array_equal(m.encode(sliced.to_pandas()), _index_in(m, sliced.to_pandas()))
+
+
+def test_a_hash_shared_by_two_ids_falls_back_to_index_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    import recpipe.features.idmap as idmap
+
+    monkeypatch.setattr(idmap, "string_hashes", lambda values: np.zeros(len(values), np.uint64))
+    m = IdMap.fit(pd.Series(["a", "b", "c", "d"]))
+    np.testing.assert_array_equal(m.encode(["b", "zz", None]), [3, UNK, UNK])
+    assert m._hash_index is False
+
+
+def test_string_hashes_are_equal_for_equal_strings_and_differ_otherwise() -> None:
+    from recpipe.features.idmap import string_hashes
+
+    values = pa.array(["ab", "ba", "", "ab", "a", "b", "", "abc"], pa.large_string())
+    h = string_hashes(values)
+    assert h[0] == h[3] and h[2] == h[6]
+    assert len(set(h.tolist())) == 6
+    many = pa.array([str(i) for i in range(200_000)], pa.large_string())
+    assert len(np.unique(string_hashes(many))) == 200_000
+    np.testing.assert_array_equal(string_hashes(many.slice(5, 10)), string_hashes(many)[5:15])
+    np.testing.assert_array_equal(string_hashes(values.cast(pa.string())), h)
