@@ -292,6 +292,13 @@ class FeaturesParams(StrictModel):
     word_ngrams: list[int] = Field(default_factory=lambda: [1, 2])
     char_ngrams: list[int] = Field(default_factory=lambda: [3])
     hash_seed: int = Field(default=0, description="seed of the stable (not Python) hash")
+    stream_min_rows: int = Field(
+        default=20_000_000,
+        ge=0,
+        description="a split whose parts hold this many rows or more is encoded batch by "
+        "batch (memory: the id maps and one batch); smaller ones are read whole, which is "
+        "faster (0: always stream)",
+    )
 
 
 class EvaluateParams(StrictModel):

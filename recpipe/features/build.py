@@ -200,9 +200,15 @@ def stream_split_features(
     items: pd.DataFrame | None = None,
     cold: dict[str, pd.Series | None] | None = None,
     batch_rows: int | None = None,
+    stream: bool | None = None,
 ) -> SplitFeatures:
     """:func:`split_features` on the part files of ``split_dir``, streamed: what the
     features stage runs, so that no part is held whole in memory.
+
+    A split whose parts hold fewer than ``fp.stream_min_rows`` rows together (counted
+    from the Parquet footers) is read whole and encoded by :func:`split_features`
+    instead: the same files, about a third faster, with the whole parts in memory.
+    ``stream`` forces the choice (True: batches, False: whole).
 
     The id maps come from a first pass over the train part's ``item_id`` and
     ``user_id`` columns that keeps only the counts of each id
@@ -228,6 +234,8 @@ def stream_split_features(
         As for :func:`split_features`.
     batch_rows : int, optional
         Rows read at a time (default :data:`~recpipe.features.stream.BATCH_ROWS`).
+    stream : bool, optional
+        Batch by batch (True) or whole (False); None: by ``fp.stream_min_rows``.
 
     Returns
     -------
@@ -236,6 +244,26 @@ def stream_split_features(
     """
     from recpipe.features.stream import BATCH_ROWS, count_ids, encode_part_file
 
+    files = {part: split_dir / f"{part}.parquet" for part in part_names}
+    if stream is None:
+        import pyarrow.parquet as pq
+
+        n_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files.values())
+        stream = n_rows >= fp.stream_min_rows
+        log.info(
+            "features %s: %d part rows, %s (features.stream_min_rows %d)",
+            kind,
+            n_rows,
+            "encoded batch by batch" if stream else "read whole",
+            fp.stream_min_rows,
+        )
+    if not stream:
+        parts = {part: pd.read_parquet(f) for part, f in files.items()}
+        built = split_features(kind, parts, fp, items=items, cold=cold)
+        del parts
+        for part, frame in built.parts.items():
+            frame.to_parquet(out / f"{part}.parquet", index=False)
+        return SplitFeatures(built.item_map, built.user_map, {}, built.meta)
     rows = BATCH_ROWS if batch_rows is None else batch_rows
     train = split_dir / "train.parquet"
     counts = count_ids(train, ["item_id", "user_id"], rows)

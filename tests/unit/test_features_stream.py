@@ -130,11 +130,30 @@ def test_an_empty_part_keeps_its_columns_and_dtypes(tmp_path: Path) -> None:
     assert stats == encoding_stats(whole)
 
 
-@pytest.mark.parametrize("batch_rows", [5, 1000])
+@pytest.mark.parametrize(
+    ("batch_rows", "stream", "min_rows"),
+    [
+        (5, True, None),
+        (1000, True, None),
+        (None, None, 0),  # the threshold: every split streams
+        (None, None, 10**12),  # the threshold: every split is read whole
+        (None, False, None),
+    ],
+)
 def test_streamed_split_features_equal_split_features(
-    splits: tuple[Paths, object], tmp_path: Path, batch_rows: int
+    splits: tuple[Paths, object],
+    tmp_path: Path,
+    batch_rows: int | None,
+    stream: bool | None,
+    min_rows: int | None,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     paths, params = splits
+    caplog.set_level(logging.INFO, logger="recpipe.features.build")
+    if min_rows is not None:
+        params = params.model_copy(
+            update={"features": params.features.model_copy(update={"stream_min_rows": min_rows})}
+        )
     tables = read_tables(paths.validated_dir, events=False)
     kinds = sorted(d.name for d in paths.splits_dir.iterdir() if d.is_dir())
     assert {"session", "user_temporal", "cold_start"} <= set(kinds)
@@ -161,7 +180,11 @@ def test_streamed_split_features_equal_split_features(
             items=tables.items,
             cold=cold,
             batch_rows=batch_rows,
+            stream=stream,
         )
+        if min_rows is not None:  # the stage's choice, said in the log
+            said = "encoded batch by batch" if min_rows == 0 else "read whole"
+            assert f"features {kind}: " in caplog.text and said in caplog.text
         assert streamed.item_map == whole.item_map
         assert streamed.user_map == whole.user_map
         assert streamed.meta == whole.meta
