@@ -143,8 +143,9 @@ def first_appearance(codes: np.ndarray, uniques: pa.Array) -> Codes:
 
 
 # --------------------------------------------------------------------------- known codes
-#: ``id(arrow data) -> (weak reference to it, its codes)``; an entry goes with its data
-_KNOWN: dict[int, tuple[weakref.ref[pa.ChunkedArray], Codes]] = {}
+#: ``id(arrow data) -> [weak reference to it, its codes or a function computing them]``;
+#: an entry goes with its data
+_KNOWN: dict[int, list[Any]] = {}
 
 
 def _arrow_data(series: pd.Series) -> pa.ChunkedArray | None:
@@ -159,13 +160,15 @@ def _arrow_data(series: pd.Series) -> pa.ChunkedArray | None:
     return data if isinstance(data, pa.ChunkedArray) else None
 
 
-def remember_codes(series: pd.Series, codes: Codes) -> None:
+def remember_codes(series: pd.Series, codes: Codes | Callable[[], Codes]) -> None:
     """Remember ``codes`` (as :func:`encode` gives them) as the codes of ``series``.
 
-    Only for pandas Arrow string columns; the entry lives as long as the column's
-    Arrow data, which a frame's shallow copies share."""
+    ``codes`` may be a function that computes them, called on the first
+    :func:`known_codes` (so that nobody pays for codes nobody asks for). Only for
+    pandas Arrow string columns; the entry lives as long as the column's Arrow
+    data, which a frame's shallow copies share."""
     data = _arrow_data(series)
-    if data is None or len(data) != len(codes.codes):
+    if data is None or (isinstance(codes, Codes) and len(data) != len(codes.codes)):
         return
     key = id(data)
 
@@ -174,7 +177,7 @@ def remember_codes(series: pd.Series, codes: Codes) -> None:
         if entry is not None and entry[0] is ref:
             _KNOWN.pop(key, None)
 
-    _KNOWN[key] = (weakref.ref(data, forget), codes)
+    _KNOWN[key] = [weakref.ref(data, forget), codes]
 
 
 def known_codes(series: pd.Series) -> Codes | None:
@@ -185,7 +188,13 @@ def known_codes(series: pd.Series) -> Codes | None:
     entry = _KNOWN.get(id(data))
     if entry is None or entry[0]() is not data:
         return None
-    return entry[1]
+    codes = entry[1]
+    if not isinstance(codes, Codes):
+        codes = codes()
+        if len(codes.codes) != len(data):  # pragma: no cover - a caller's mistake
+            return None
+        entry[1] = codes  # computed once (two threads at once may both compute them)
+    return codes
 
 
 def encode_parts(series: list[pd.Series]) -> list[Codes]:
@@ -352,14 +361,22 @@ def take_rows(
     def pick(name: Any, col: pd.Series) -> Any:
         values = col.array
         codes = sources.get(name)
+        if codes is not None and mask is not None:
+            # a filter copies runs of strings, as fast as the codes; the output's
+            # codes are computed when asked for
+            def subset(codes: Codes = codes) -> Codes:
+                return first_appearance(codes.codes[mask], codes.uniques)
+
+            return type(values)(pa.array(values).filter(pa_mask)), subset
         if codes is not None:
-            picked = codes.codes[mask] if mask is not None else codes.codes[positions]
-            if mask is not None:  # a filter copies runs of strings: as fast as the codes
-                arr = pa.array(values).filter(pa_mask)
-            else:
-                nulls = picked < 0 if codes.has_null else None
-                arr = codes.uniques.take(pa.array(picked, mask=nulls))
-            return type(values)(arr), first_appearance(picked, codes.uniques)
+            picked = codes.codes[positions]
+            nulls = picked < 0 if codes.has_null else None
+            arr = codes.uniques.take(pa.array(picked, mask=nulls))
+
+            def reorder(picked: np.ndarray = picked, codes: Codes = codes) -> Codes:
+                return first_appearance(picked, codes.uniques)
+
+            return type(values)(arr), reorder
         if isinstance(values, pd.arrays.ArrowStringArray | pd.arrays.ArrowExtensionArray):
             arr = pa.array(values)
             return type(values)(

@@ -10,6 +10,7 @@ checks), :mod:`recpipe.sessions.temporal` (global and per-user temporal splits) 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -197,10 +198,19 @@ class Table:
         self.frame = frame.copy(deep=False)
         self.n = len(frame)
         self._cache: dict[str, Any] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
 
     def _get(self, key: str, make: Callable[[], Any]) -> Any:
-        if key not in self._cache:
-            self._cache[key] = make()
+        """``make()`` once per key, also when splits on several threads ask at once (one
+        computes, the others wait for it)."""
+        if key in self._cache:
+            return self._cache[key]
+        with self._locks_lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._cache:
+                self._cache[key] = make()
         return self._cache[key]
 
     def cached(self, key: str, make: Callable[[], Any]) -> Any:
@@ -252,6 +262,15 @@ class Table:
         series = [self.frame[column[k]] for k in todo]
         for key, codes in zip(todo, parallel_map(encode, series), strict=True):
             self._cache[key] = codes
+
+    def warm(self) -> None:
+        """Compute, on this thread, every array of the frame that the splits read (the
+        timestamps, id codes and null masks), so that splits running on other threads
+        touch NumPy arrays only, never the pandas frame."""
+        if self.n:  # an empty table: every split is skipped before reading anything
+            self.prefetch("user", "item", "session")
+            for name in ("ts", "has_user", "has_session"):
+                getattr(self, name)
 
     def arrow(self) -> pa.Table:
         """The frame as an Arrow table, as ``DataFrame.to_parquet(index=False)`` converts
