@@ -307,7 +307,8 @@ def user_rank(user: Codes, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     counts = np.bincount(keys, minlength=n_users)
     order = group_time_order(keys, n_users, ts if rows is None else ts[rows])
     ends = np.cumsum(counts).astype(np.int32)  # one past each user's last position
-    rank = ends[keys[order]] - 1 - np.arange(len(order), dtype=np.int32)
+    # sorted by user, position i holds a row of the user whose rows end at repeat(ends)[i]
+    rank = np.repeat(ends, counts) - 1 - np.arange(len(order), dtype=np.int32)
     after = np.full(len(codes), -1, np.int32)
     after[order if rows is None else rows[order]] = rank
     return after, counts
@@ -347,11 +348,17 @@ def presence(codes: Codes, part: np.ndarray) -> np.ndarray:
         ok = c >= 0
         c, p = c[ok], p[ok]
     dtype = np.int32 if 4 * k < 2**31 else np.int64
-    index = p.astype(dtype) * dtype(k)
-    index += c
+    index = np.multiply(p, dtype(k), dtype=dtype)  # one pass: cast and scale
+    np.add(index, c, out=index)
     out = np.zeros(4 * k, bool)
     out[index] = True  # a scatter of flags: half the time of counting with bincount
     return out.reshape(4, k)
+
+
+def part_counts(part: np.ndarray) -> np.ndarray:
+    """Rows per part code (``TRAIN``, ``VALID``, ``TEST``, ``DROPPED``): four counts over
+    the ``int8`` codes (``bincount`` would first widen them to ``intp``)."""
+    return np.array([np.count_nonzero(part == code) for code in range(4)], dtype=np.int64)
 
 
 def _parts_stats(table: Table, part: np.ndarray) -> tuple[dict[str, Any], dict[str, int]]:
@@ -364,7 +371,7 @@ def _parts_stats(table: Table, part: np.ndarray) -> tuple[dict[str, Any], dict[s
     items = presence(table.item, part)
     has_sessions = bool(table.has_session.any())
     sessions = presence(table.session, part) if has_sessions else None
-    rows = np.bincount(part, minlength=4)
+    rows = part_counts(part)
     ranges = part_time_ranges(table.ts, part)
     item_codes = table.item.codes
     item_null = table.item.has_null

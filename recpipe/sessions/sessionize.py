@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -117,14 +118,22 @@ def sessionize(events: pd.DataFrame, params: SessionsParams) -> pd.DataFrame:
     src_present = events["session_id"].notna().to_numpy()
     keep_src = src_present if params.use_source_sessions else np.zeros(n, bool)
     all_src = bool(keep_src.all())
-    # the id columns hashed once, side by side: the source sessions and the users cut the
-    # streams; the user and item codes also gather the output's columns (see below)
-    to_encode = [c for c in ("user_id", "item_id") if c in events.columns]
-    if src_present.any():
-        to_encode.append("session_id")
-    coded = dict(zip(to_encode, parallel_map(encode, [events[c] for c in to_encode]), strict=True))
-    src = coded.pop("session_id", None)
-    user = None if all_src else coded["user_id"]
+    # string columns are hashed once: the source sessions and the users, which cut the
+    # streams, here; the items and event types meanwhile on another thread. All but the
+    # source sessions' codes gather the output's columns from their dictionaries (below).
+    pool = ThreadPoolExecutor(1, thread_name_prefix="recpipe-sessionize")
+    try:
+        pending = {
+            c: pool.submit(encode, events[c])
+            for c in ("item_id", "event_type")
+            if c in events.columns and isinstance(events[c].array, pd.arrays.ArrowStringArray)
+        }
+        src = encode(events["session_id"]) if src_present.any() else None
+        user_codes = encode(events["user_id"])
+        coded = {"user_id": user_codes} | {c: f.result() for c, f in pending.items()}
+    finally:
+        pool.shutdown(cancel_futures=True)
+    user = None if all_src else user_codes
 
     kind, stream, n_streams = _streams(n, src, user, keep_src, src_present)
 
@@ -168,9 +177,9 @@ def sessionize(events: pd.DataFrame, params: SessionsParams) -> pd.DataFrame:
     session_of_row = np.repeat(np.arange(n_sessions, dtype=np.int32), lengths)
 
     position = events.columns.get_loc("session_id")
-    # the columns gathered side by side; the user and item strings from their
-    # dictionaries by code (a fraction of the time of gathering the strings), and the
-    # output's codes remembered with the session ids' for the filter and the splits
+    # the columns gathered side by side; the user, item and event type strings from
+    # their dictionaries by code (a fraction of the time of gathering the strings), and
+    # the output's codes remembered with the session ids' for the filter and the splits
     rest = events.drop(columns="session_id")
     out, session_ids = parallel_map(
         lambda task: task(),
