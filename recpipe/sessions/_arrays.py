@@ -344,12 +344,6 @@ def take_rows(
         k = len(positions)
         start = int(positions[0]) if k else 0
         contiguous = k == 0 or (positions[-1] - start + 1 == k and _is_run(positions))
-    if contiguous:
-        if k == n:  # every row: the columns' data stay shared, and so do their known codes
-            return frame.reset_index(drop=True)
-        return frame.iloc[start : start + k].reset_index(drop=True)
-    pa_mask = pa.array(mask) if mask is not None else None
-    pa_idx = pa.array(positions) if mask is None else None
     sources: dict[str, Codes] = {}
     for name in frame.columns:
         codes = (coded or {}).get(name) if isinstance(name, str) else None
@@ -357,6 +351,22 @@ def take_rows(
             codes = known_codes(frame[name])
         if codes is not None and isinstance(frame[name].array, pd.arrays.ArrowStringArray):
             sources[name] = codes
+    if contiguous:
+        # every row: the columns' data stay shared, and so do their codes
+        out = frame.reset_index(drop=True) if k == n else frame.iloc[start : start + k]
+        out = out.reset_index(drop=True)
+        for name, codes in sources.items():
+            if k == n:
+                remember_codes(out[name], codes)
+            else:
+
+                def run(codes: Codes = codes) -> Codes:
+                    return first_appearance(codes.codes[start : start + k], codes.uniques)
+
+                remember_codes(out[name], run)
+        return out
+    pa_mask = pa.array(mask) if mask is not None else None
+    pa_idx = pa.array(positions) if mask is None else None
 
     def pick(name: Any, col: pd.Series) -> Any:
         values = col.array

@@ -34,6 +34,7 @@ from recpipe.sessions._arrays import (
     NS_PER_MINUTE,
     Codes,
     encode,
+    first_appearance,
     group_time_order,
     large,
     parallel_map,
@@ -400,6 +401,7 @@ def _collapse_repeats(frame: pd.DataFrame, session_of_row: np.ndarray) -> pd.Dat
     mask = type_codes < 0
     indices = pa.array(type_codes, mask=mask) if mask.any() else pa.array(type_codes)
     out["event_type"] = string_array(etype.uniques.take(indices))
+    remember_codes(out["event_type"], lambda: first_appearance(type_codes, etype.uniques))
     log.info("sessionize: collapsed %d repeated events", n - len(starts))
     return out
 
