@@ -383,8 +383,8 @@ def take_rows(
             nulls = picked < 0 if codes.has_null else None
             arr = codes.uniques.take(pa.array(picked, mask=nulls))
 
-            def reorder(picked: np.ndarray = picked, codes: Codes = codes) -> Codes:
-                return first_appearance(picked, codes.uniques)
+            def reorder(picked: np.ndarray = picked, uniques: pa.Array = codes.uniques) -> Codes:
+                return first_appearance(picked, uniques)
 
             return type(values)(arr), reorder
         if isinstance(values, pd.arrays.ArrowStringArray | pd.arrays.ArrowExtensionArray):

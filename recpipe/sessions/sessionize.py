@@ -34,7 +34,6 @@ from recpipe.sessions._arrays import (
     NS_PER_MINUTE,
     Codes,
     encode,
-    first_appearance,
     group_time_order,
     large,
     parallel_map,
@@ -119,14 +118,15 @@ def sessionize(events: pd.DataFrame, params: SessionsParams) -> pd.DataFrame:
     src_present = events["session_id"].notna().to_numpy()
     keep_src = src_present if params.use_source_sessions else np.zeros(n, bool)
     all_src = bool(keep_src.all())
-    # string columns are hashed once: the source sessions and the users, which cut the
-    # streams, here; the items and event types meanwhile on another thread. All but the
-    # source sessions' codes gather the output's columns from their dictionaries (below).
+    # id columns are hashed once: the source sessions and the users, which cut the
+    # streams, here; the items meanwhile on another thread. The user and item codes
+    # gather the output's columns from their dictionaries (below), and the filter and
+    # the splits reuse them.
     pool = ThreadPoolExecutor(1, thread_name_prefix="recpipe-sessionize")
     try:
         pending = {
             c: pool.submit(encode, events[c])
-            for c in ("item_id", "event_type")
+            for c in ("item_id",)
             if c in events.columns and isinstance(events[c].array, pd.arrays.ArrowStringArray)
         }
         src = encode(events["session_id"]) if src_present.any() else None
@@ -178,9 +178,9 @@ def sessionize(events: pd.DataFrame, params: SessionsParams) -> pd.DataFrame:
     session_of_row = np.repeat(np.arange(n_sessions, dtype=np.int32), lengths)
 
     position = events.columns.get_loc("session_id")
-    # the columns gathered side by side; the user, item and event type strings from
-    # their dictionaries by code (a fraction of the time of gathering the strings), and
-    # the output's codes remembered with the session ids' for the filter and the splits
+    # the columns gathered side by side; the user and item strings from their
+    # dictionaries by code (a fraction of the time of gathering the strings), and the
+    # output's codes remembered with the session ids' for the filter and the splits
     rest = events.drop(columns="session_id")
     out, session_ids = parallel_map(
         lambda task: task(),
@@ -401,7 +401,6 @@ def _collapse_repeats(frame: pd.DataFrame, session_of_row: np.ndarray) -> pd.Dat
     mask = type_codes < 0
     indices = pa.array(type_codes, mask=mask) if mask.any() else pa.array(type_codes)
     out["event_type"] = string_array(etype.uniques.take(indices))
-    remember_codes(out["event_type"], lambda: first_appearance(type_codes, etype.uniques))
     log.info("sessionize: collapsed %d repeated events", n - len(starts))
     return out
 

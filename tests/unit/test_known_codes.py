@@ -29,7 +29,7 @@ from tests.unit.test_sessionize import (
     row_strategy,
 )
 
-ID_COLUMNS = ("user_id", "item_id", "session_id", "event_type")
+ID_COLUMNS = ("user_id", "item_id", "session_id")
 
 
 def fresh_codes(series: pd.Series) -> Codes:
