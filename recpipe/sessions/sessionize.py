@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -118,23 +117,15 @@ def sessionize(events: pd.DataFrame, params: SessionsParams) -> pd.DataFrame:
     src_present = events["session_id"].notna().to_numpy()
     keep_src = src_present if params.use_source_sessions else np.zeros(n, bool)
     all_src = bool(keep_src.all())
-    # id columns are hashed once: the source sessions and the users, which cut the
-    # streams, here; the items meanwhile on another thread. The user and item codes
-    # gather the output's columns from their dictionaries (below), and the filter and
-    # the splits reuse them.
-    pool = ThreadPoolExecutor(1, thread_name_prefix="recpipe-sessionize")
-    try:
-        pending = {
-            c: pool.submit(encode, events[c])
-            for c in ("item_id",)
-            if c in events.columns and isinstance(events[c].array, pd.arrays.ArrowStringArray)
-        }
-        src = encode(events["session_id"]) if src_present.any() else None
-        user_codes = encode(events["user_id"])
-        coded = {"user_id": user_codes} | {c: f.result() for c, f in pending.items()}
-    finally:
-        pool.shutdown(cancel_futures=True)
-    user = None if all_src else user_codes
+    # id columns are hashed once, one after the other (two threads hashing strings at
+    # once were slower than one on a busy 2-core machine): the source sessions and the
+    # users cut the streams; the user and item codes gather the output's columns from
+    # their dictionaries (below), and the filter and the splits reuse them
+    src = encode(events["session_id"]) if src_present.any() else None
+    coded = {"user_id": encode(events["user_id"])}
+    if "item_id" in events and isinstance(events["item_id"].array, pd.arrays.ArrowStringArray):
+        coded["item_id"] = encode(events["item_id"])
+    user = None if all_src else coded["user_id"]
 
     kind, stream, n_streams = _streams(n, src, user, keep_src, src_present)
 
@@ -178,18 +169,11 @@ def sessionize(events: pd.DataFrame, params: SessionsParams) -> pd.DataFrame:
     session_of_row = np.repeat(np.arange(n_sessions, dtype=np.int32), lengths)
 
     position = events.columns.get_loc("session_id")
-    # the columns gathered side by side; the user and item strings from their
-    # dictionaries by code (a fraction of the time of gathering the strings), and the
-    # output's codes remembered with the session ids' for the filter and the splits
-    rest = events.drop(columns="session_id")
-    out, session_ids = parallel_map(
-        lambda task: task(),
-        [
-            lambda: take_rows(rest, final, coded),
-            lambda: string_array(names.take(pa.array(session_of_row))),
-        ],
-    )
-    out.insert(position, "session_id", session_ids)
+    # the user and item strings gathered from their dictionaries by code (a fraction of
+    # the time of gathering the strings themselves), and the output's codes remembered
+    # with the session ids' for the filter and the splits
+    out = take_rows(events.drop(columns="session_id"), final, coded)
+    out.insert(position, "session_id", string_array(names.take(pa.array(session_of_row))))
     remember_codes(out["session_id"], Codes(session_of_row, large(names)))
     if params.collapse_repeats:
         out = _collapse_repeats(out, session_of_row)
