@@ -367,6 +367,8 @@ def take_rows(
         return out
     pa_mask = pa.array(mask) if mask is not None else None
     pa_idx = pa.array(positions) if mask is None else None
+    # the rows, for codes computed later: a copy, as the caller may reuse its mask
+    kept = mask.copy() if mask is not None and sources else None
 
     def pick(name: Any, col: pd.Series) -> Any:
         values = col.array
@@ -375,7 +377,8 @@ def take_rows(
             # a filter copies runs of strings, as fast as the codes; the output's
             # codes are computed when asked for
             def subset(codes: Codes = codes) -> Codes:
-                return first_appearance(codes.codes[mask], codes.uniques)
+                assert kept is not None
+                return first_appearance(codes.codes[kept], codes.uniques)
 
             return type(values)(pa.array(values).filter(pa_mask)), subset
         if codes is not None:

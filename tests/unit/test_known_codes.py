@@ -106,6 +106,15 @@ def test_every_row_shares_the_columns_and_their_codes():
     )
 
 
+def test_codes_of_a_filtered_frame_do_not_follow_a_reused_mask():
+    rows = [(f"u{k % 3}", f"i{k % 4}", k, "view", None) for k in range(12)]
+    out = sessionize(events_frame(rows), SessionsParams())
+    mask = np.arange(len(out)) % 2 == 0
+    half = take_rows(out, mask)
+    mask[:] = True  # the caller reuses its mask before the codes are asked for
+    assert_known_codes_exact(half, ("user_id", "item_id", "session_id"))
+
+
 def test_items_filtered_to_empty():
     out = sessionize(
         events_frame([("u0", f"i{k}", k, "view", None) for k in range(5)]), SessionsParams()
