@@ -18,6 +18,10 @@ split is timed too but left out of the total. ``--write`` adds a step that write
 every split's parts and tables to Parquet as the ``sessions`` stage does
 (:func:`recpipe.sessions.parts.write_parts`; on code without it, each part frame's
 ``to_parquet``), in the total: splits held as part codes gather their rows there.
+
+The sessions package works on up to min(4, usable CPUs) threads (column gathers and
+hashing, the splits side by side, the part writes); the count is printed with the
+table, and the "CPU s" column against "seconds" shows how much of it ran in parallel.
 Run::
 
     .venv/bin/python bench/sessions.py                    # 10M events
@@ -32,6 +36,7 @@ import functools
 import gc
 import logging
 import multiprocessing
+import os
 import sys
 import tempfile
 import time
@@ -107,6 +112,15 @@ def split_writer() -> Any:
                 table.to_parquet(out / f"{name}.parquet", index=False)
 
     return write_parts
+
+
+def sessions_threads() -> int:
+    """The worker threads of the sessions package: min(4, the CPUs this process may use)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
 
 
 def run(path: str, stream: bool = False, write_to: Path | None = None) -> dict[str, Any]:
@@ -271,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(
         f"check_leakage of all splits {leak} (all invariants hold: {result['leakage_ok']}); "
         f"RSS with the input loaded {result['base_rss_mib']:,.0f} MiB; "
-        f"CPUs {multiprocessing.cpu_count()}"
+        f"CPUs {multiprocessing.cpu_count()}, threads up to {sessions_threads()}"
     )
     return 0
 

@@ -6,6 +6,13 @@ dictionary-encoded once into ``int32`` codes (Arrow hash tables), timestamps are
 frames are assembled column by column with Arrow ``take``/``filter`` and NumPy
 fancy indexing (several times faster than ``DataFrame.take`` / boolean
 indexing on Arrow-backed string columns, whose per-call overhead dominates).
+
+A column whose codes are already known is not hashed again: sessionize and the
+support filter :func:`remember_codes` of the id columns they write (they have them
+from their own work), and :func:`encode` looks a column up there first
+(:func:`known_codes`), so the filter and the splits that follow on the same frame
+(or a shallow copy of it) reuse them. The codes are those :func:`encode` would
+compute; they are kept as long as the column's Arrow data lives.
 """
 
 from __future__ import annotations
@@ -13,7 +20,8 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -95,7 +103,11 @@ def encode(series: pd.Series) -> Codes:
     Where values come in runs (session ids of a sessionized table; users in
     session order) the column is run-length encoded first and only the run
     values are hashed, several times faster; the codes are identical either way.
+    A column remembered by :func:`remember_codes` is not hashed at all.
     """
+    known = known_codes(series)
+    if known is not None:
+        return known
     arr = to_arrow(series)
     n = len(arr)
     if n == 0:
@@ -114,6 +126,75 @@ def encode(series: pd.Series) -> Codes:
         enc = arr.dictionary_encode()
         codes = pc.fill_null(enc.indices, -1).to_numpy()
     return Codes(codes.astype(np.int32, copy=False), large(enc.dictionary))
+
+
+def first_appearance(codes: np.ndarray, uniques: pa.Array) -> Codes:
+    """``codes`` over ``uniques`` (e.g. a subset or a reordering of another column's
+    codes) renumbered as :func:`encode` numbers them: by first appearance, with only
+    the values that occur; ``-1`` (null) stays ``-1``. No string is hashed."""
+    seen = pd.unique(codes)  # an integer hash table: the codes in order of appearance
+    seen = seen[seen >= 0]
+    k = len(uniques)
+    if len(seen) == k and bool((seen == np.arange(k)).all()):
+        return Codes(codes.astype(np.int32, copy=False), large(uniques))
+    remap = np.full(k + 1, -1, np.int32)  # the last slot: a null's code -1 maps to -1
+    remap[seen] = np.arange(len(seen), dtype=np.int32)
+    return Codes(remap[codes], large(uniques.take(pa.array(seen))))
+
+
+# --------------------------------------------------------------------------- known codes
+#: ``id(arrow data) -> [weak reference to it, its codes or a function computing them]``;
+#: an entry goes with its data
+_KNOWN: dict[int, list[Any]] = {}
+
+
+def _arrow_data(series: pd.Series) -> pa.ChunkedArray | None:
+    """The Arrow data of a pandas Arrow string column (``None`` for other columns).
+
+    Arrow data are immutable and pandas shares them between shallow copies of a
+    frame; a value set into the column replaces them, so they identify the values."""
+    values = series.array
+    if not isinstance(values, pd.arrays.ArrowStringArray):
+        return None
+    data = values.__arrow_array__()
+    return data if isinstance(data, pa.ChunkedArray) else None
+
+
+def remember_codes(series: pd.Series, codes: Codes | Callable[[], Codes]) -> None:
+    """Remember ``codes`` (as :func:`encode` gives them) as the codes of ``series``.
+
+    ``codes`` may be a function that computes them, called on the first
+    :func:`known_codes` (so that nobody pays for codes nobody asks for). Only for
+    pandas Arrow string columns; the entry lives as long as the column's Arrow
+    data, which a frame's shallow copies share."""
+    data = _arrow_data(series)
+    if data is None or (isinstance(codes, Codes) and len(data) != len(codes.codes)):
+        return
+    key = id(data)
+
+    def forget(ref: weakref.ref[pa.ChunkedArray], key: int = key) -> None:
+        entry = _KNOWN.get(key)
+        if entry is not None and entry[0] is ref:
+            _KNOWN.pop(key, None)
+
+    _KNOWN[key] = [weakref.ref(data, forget), codes]
+
+
+def known_codes(series: pd.Series) -> Codes | None:
+    """The codes :func:`remember_codes` kept for ``series``'s values, or ``None``."""
+    data = _arrow_data(series)
+    if data is None:
+        return None
+    entry = _KNOWN.get(id(data))
+    if entry is None or entry[0]() is not data:
+        return None
+    codes = entry[1]
+    if not isinstance(codes, Codes):
+        codes = codes()
+        if len(codes.codes) != len(data):  # pragma: no cover - a caller's mistake
+            return None
+        entry[1] = codes  # computed once (two threads at once may both compute them)
+    return codes
 
 
 def encode_parts(series: list[pd.Series]) -> list[Codes]:
@@ -230,13 +311,23 @@ def group_time_order(keys: np.ndarray, n_keys: int, ts: np.ndarray) -> np.ndarra
 
 
 # --------------------------------------------------------------------------- rows
-def take_rows(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+def take_rows(
+    frame: pd.DataFrame, rows: np.ndarray, coded: Mapping[str, Codes] | None = None
+) -> pd.DataFrame:
     """Rows of ``frame`` (positions or a boolean mask), fresh ``RangeIndex``, dtypes kept.
 
-    A contiguous run of rows is a slice (shared with ``frame`` under pandas'
-    copy-on-write). Otherwise columns are gathered one by one: Arrow
+    All the rows in order are a shallow copy, another contiguous run of rows a
+    slice (both shared with ``frame`` under pandas' copy-on-write). Otherwise
+    columns are gathered one by one, side by side on threads: Arrow
     ``take``/``filter`` for Arrow-backed columns, NumPy for NumPy-backed and
     datetime columns, ``Series.take`` for anything else.
+
+    ``coded``: :func:`encode`'s codes of some Arrow string columns of ``frame``
+    (their :func:`known_codes` are used too). Those columns are gathered from their
+    dictionaries (``uniques.take(codes[rows])``: the same values, several times
+    faster than gathering the strings themselves for a permutation), and the
+    output's codes are remembered (:func:`remember_codes`), so that encoding them
+    later hashes nothing.
     """
     n = len(frame)
     if rows.dtype == bool:
@@ -253,16 +344,57 @@ def take_rows(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
         k = len(positions)
         start = int(positions[0]) if k else 0
         contiguous = k == 0 or (positions[-1] - start + 1 == k and _is_run(positions))
+    sources: dict[str, Codes] = {}
+    for name in frame.columns:
+        codes = (coded or {}).get(name) if isinstance(name, str) else None
+        if codes is None:
+            codes = known_codes(frame[name])
+        if codes is not None and isinstance(frame[name].array, pd.arrays.ArrowStringArray):
+            sources[name] = codes
     if contiguous:
-        return frame.iloc[start : start + k].reset_index(drop=True)
+        # every row: the columns' data stay shared, and so do their codes
+        out = frame.reset_index(drop=True) if k == n else frame.iloc[start : start + k]
+        out = out.reset_index(drop=True)
+        for name, codes in sources.items():
+            if k == n:
+                remember_codes(out[name], codes)
+            else:
+
+                def run(codes: Codes = codes) -> Codes:
+                    return first_appearance(codes.codes[start : start + k], codes.uniques)
+
+                remember_codes(out[name], run)
+        return out
     pa_mask = pa.array(mask) if mask is not None else None
     pa_idx = pa.array(positions) if mask is None else None
+    # the rows, for codes computed later: a copy, as the caller may reuse its mask
+    kept = mask.copy() if mask is not None and sources else None
 
-    def pick(col: pd.Series) -> Any:
+    def pick(name: Any, col: pd.Series) -> Any:
         values = col.array
+        codes = sources.get(name)
+        if codes is not None and mask is not None:
+            # a filter copies runs of strings, as fast as the codes; the output's
+            # codes are computed when asked for
+            def subset(codes: Codes = codes) -> Codes:
+                assert kept is not None
+                return first_appearance(codes.codes[kept], codes.uniques)
+
+            return type(values)(pa.array(values).filter(pa_mask)), subset
+        if codes is not None:
+            picked = codes.codes[positions]
+            nulls = picked < 0 if codes.has_null else None
+            arr = codes.uniques.take(pa.array(picked, mask=nulls))
+
+            def reorder(picked: np.ndarray = picked, uniques: pa.Array = codes.uniques) -> Codes:
+                return first_appearance(picked, uniques)
+
+            return type(values)(arr), reorder
         if isinstance(values, pd.arrays.ArrowStringArray | pd.arrays.ArrowExtensionArray):
             arr = pa.array(values)
-            return type(values)(arr.filter(pa_mask) if pa_mask is not None else arr.take(pa_idx))
+            return type(values)(
+                arr.filter(pa_mask) if pa_mask is not None else arr.take(pa_idx)
+            ), None
         if isinstance(col.dtype, pd.DatetimeTZDtype):
             raw = col.to_numpy(dtype=f"datetime64[{col.dt.unit}]")
             if mask is not None:
@@ -271,17 +403,23 @@ def take_rows(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
             else:
                 picked = raw[positions]
             utc = pd.Series(picked, copy=False).dt.tz_localize("UTC")
-            return utc.dt.tz_convert(col.dt.tz).array
+            return utc.dt.tz_convert(col.dt.tz).array, None
         if isinstance(col.dtype, np.dtype):
             raw = col.to_numpy()
             if mask is not None and raw.dtype.kind in "biuf":  # Arrow's filter: no copy in
-                return pa.array(raw).filter(pa_mask).to_numpy(zero_copy_only=False)
-            return raw[mask] if mask is not None else raw[positions]
-        return col.take(np.flatnonzero(mask) if positions is None else positions).array
+                return pa.array(raw).filter(pa_mask).to_numpy(zero_copy_only=False), None
+            return (raw[mask] if mask is not None else raw[positions]), None
+        taken = col.take(np.flatnonzero(mask) if positions is None else positions)
+        return taken.array, None
 
     names = list(frame.columns)
     columns = [frame[name] for name in names]  # pandas objects touched on this thread only
-    return pd.DataFrame(dict(zip(names, parallel_map(pick, columns), strict=True)), copy=False)
+    picked = parallel_map(lambda item: pick(*item), list(zip(names, columns, strict=True)))
+    out = pd.DataFrame(dict(zip(names, [values for values, _ in picked], strict=True)), copy=False)
+    for name, (_, codes) in zip(names, picked, strict=True):
+        if codes is not None:
+            remember_codes(out[name], codes)
+    return out
 
 
 def _is_run(positions: np.ndarray) -> bool:

@@ -10,6 +10,7 @@ checks), :mod:`recpipe.sessions.temporal` (global and per-user temporal splits) 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -197,10 +198,19 @@ class Table:
         self.frame = frame.copy(deep=False)
         self.n = len(frame)
         self._cache: dict[str, Any] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
 
     def _get(self, key: str, make: Callable[[], Any]) -> Any:
-        if key not in self._cache:
-            self._cache[key] = make()
+        """``make()`` once per key, also when splits on several threads ask at once (one
+        computes, the others wait for it)."""
+        if key in self._cache:
+            return self._cache[key]
+        with self._locks_lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._cache:
+                self._cache[key] = make()
         return self._cache[key]
 
     def cached(self, key: str, make: Callable[[], Any]) -> Any:
@@ -253,6 +263,15 @@ class Table:
         for key, codes in zip(todo, parallel_map(encode, series), strict=True):
             self._cache[key] = codes
 
+    def warm(self) -> None:
+        """Compute, on this thread, every array of the frame that the splits read (the
+        timestamps, id codes and null masks), so that splits running on other threads
+        touch NumPy arrays only, never the pandas frame."""
+        if self.n:  # an empty table: every split is skipped before reading anything
+            self.prefetch("user", "item", "session")
+            for name in ("ts", "has_user", "has_session"):
+                getattr(self, name)
+
     def arrow(self) -> pa.Table:
         """The frame as an Arrow table, as ``DataFrame.to_parquet(index=False)`` converts
         it (pandas metadata included); the Arrow-backed columns are shared, not copied."""
@@ -288,7 +307,8 @@ def user_rank(user: Codes, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     counts = np.bincount(keys, minlength=n_users)
     order = group_time_order(keys, n_users, ts if rows is None else ts[rows])
     ends = np.cumsum(counts).astype(np.int32)  # one past each user's last position
-    rank = ends[keys[order]] - 1 - np.arange(len(order), dtype=np.int32)
+    # sorted by user, position i holds a row of the user whose rows end at repeat(ends)[i]
+    rank = np.repeat(ends, counts) - 1 - np.arange(len(order), dtype=np.int32)
     after = np.full(len(codes), -1, np.int32)
     after[order if rows is None else rows[order]] = rank
     return after, counts
@@ -328,11 +348,17 @@ def presence(codes: Codes, part: np.ndarray) -> np.ndarray:
         ok = c >= 0
         c, p = c[ok], p[ok]
     dtype = np.int32 if 4 * k < 2**31 else np.int64
-    index = p.astype(dtype) * dtype(k)
-    index += c
+    index = np.multiply(p, dtype(k), dtype=dtype)  # one pass: cast and scale
+    np.add(index, c, out=index)
     out = np.zeros(4 * k, bool)
     out[index] = True  # a scatter of flags: half the time of counting with bincount
     return out.reshape(4, k)
+
+
+def part_counts(part: np.ndarray) -> np.ndarray:
+    """Rows per part code (``TRAIN``, ``VALID``, ``TEST``, ``DROPPED``): four counts over
+    the ``int8`` codes (``bincount`` would first widen them to ``intp``)."""
+    return np.array([np.count_nonzero(part == code) for code in range(4)], dtype=np.int64)
 
 
 def _parts_stats(table: Table, part: np.ndarray) -> tuple[dict[str, Any], dict[str, int]]:
@@ -345,7 +371,7 @@ def _parts_stats(table: Table, part: np.ndarray) -> tuple[dict[str, Any], dict[s
     items = presence(table.item, part)
     has_sessions = bool(table.has_session.any())
     sessions = presence(table.session, part) if has_sessions else None
-    rows = np.bincount(part, minlength=4)
+    rows = part_counts(part)
     ranges = part_time_ranges(table.ts, part)
     item_codes = table.item.codes
     item_null = table.item.has_null

@@ -36,6 +36,7 @@ from recpipe.sessions._arrays import (
     group_time_order,
     large,
     parallel_map,
+    remember_codes,
     string_array,
     take_rows,
     timestamps_ns,
@@ -114,10 +115,17 @@ def sessionize(events: pd.DataFrame, params: SessionsParams) -> pd.DataFrame:
     gap_ns = round(params.gap_minutes * NS_PER_MINUTE)
 
     src_present = events["session_id"].notna().to_numpy()
-    src = encode(events["session_id"]) if src_present.any() else None
     keep_src = src_present if params.use_source_sessions else np.zeros(n, bool)
     all_src = bool(keep_src.all())
-    user = None if all_src else encode(events["user_id"])
+    # id columns are hashed once, one after the other (two threads hashing strings at
+    # once were slower than one on a busy 2-core machine): the source sessions and the
+    # users cut the streams; the user and item codes gather the output's columns from
+    # their dictionaries (below), and the filter and the splits reuse them
+    src = encode(events["session_id"]) if src_present.any() else None
+    coded = {"user_id": encode(events["user_id"])}
+    if "item_id" in events and isinstance(events["item_id"].array, pd.arrays.ArrowStringArray):
+        coded["item_id"] = encode(events["item_id"])
+    user = None if all_src else coded["user_id"]
 
     kind, stream, n_streams = _streams(n, src, user, keep_src, src_present)
 
@@ -145,7 +153,7 @@ def sessionize(events: pd.DataFrame, params: SessionsParams) -> pd.DataFrame:
 
     # sessions by (start time, input position of their first event)
     first_row = order[first]
-    by_start = np.lexsort((first_row, ts_sorted[first]))
+    by_start = _by_start(first_row, ts_sorted[first], ts, n)
     del ts_sorted
     lengths = lengths[by_start]
     new_first = np.cumsum(lengths) - lengths
@@ -161,8 +169,12 @@ def sessionize(events: pd.DataFrame, params: SessionsParams) -> pd.DataFrame:
     session_of_row = np.repeat(np.arange(n_sessions, dtype=np.int32), lengths)
 
     position = events.columns.get_loc("session_id")
-    out = take_rows(events.drop(columns="session_id"), final)
+    # the user and item strings gathered from their dictionaries by code (a fraction of
+    # the time of gathering the strings themselves), and the output's codes remembered
+    # with the session ids' for the filter and the splits
+    out = take_rows(events.drop(columns="session_id"), final, coded)
     out.insert(position, "session_id", string_array(names.take(pa.array(session_of_row))))
+    remember_codes(out["session_id"], Codes(session_of_row, large(names)))
     if params.collapse_repeats:
         out = _collapse_repeats(out, session_of_row)
     log.info(
@@ -174,6 +186,21 @@ def sessionize(events: pd.DataFrame, params: SessionsParams) -> pd.DataFrame:
         time.perf_counter() - t0,
     )
     return out
+
+
+def _by_start(first_row: np.ndarray, first_ts: np.ndarray, ts: np.ndarray, n: int) -> np.ndarray:
+    """Sessions (given by the input position and the time of their first event) in
+    order of start time, ties by that position.
+
+    On a log sorted by time (the usual case) that is the order of the positions: a
+    scatter over the rows instead of a sort of the sessions."""
+    if bool((ts[1:] >= ts[:-1]).all()):
+        rank = np.empty(n, np.intp)
+        rank[first_row] = np.arange(len(first_row))
+        is_first = np.zeros(n, bool)
+        is_first[first_row] = True
+        return rank[is_first]
+    return np.lexsort((first_row, first_ts))
 
 
 def _streams(
@@ -407,7 +434,8 @@ def filter_support(
     mask, stats = support_mask(
         codes[0], codes[1] if len(codes) > 1 else None, min_item_support, min_session_length
     )
-    return take_rows(events, mask), stats
+    # the kept rows' item (and session) codes are remembered for the splits that follow
+    return take_rows(events, mask, dict(zip(columns, codes, strict=True))), stats
 
 
 def support_mask(

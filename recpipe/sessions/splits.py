@@ -49,6 +49,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,7 @@ from recpipe.sessions._arrays import (
     Codes,
     encode_parts,
     iso,
+    max_threads,
     timestamps_ns,
     to_arrow,
 )
@@ -310,31 +312,50 @@ def iter_splits(
 ) -> Iterator[tuple[str, SplitResult | SkippedSplit]]:
     """:func:`build_splits` one split at a time, as ``(kind, result)`` pairs.
 
-    The encoding of ``events`` is still shared; a caller that writes each split
-    and lets it go holds one split in memory instead of all of them (the
+    The encoding of ``events`` is shared, and the splits, independent of each other,
+    are computed side by side on threads (NumPy and Arrow release the GIL; at most
+    :func:`~recpipe.sessions._arrays.max_threads`); they are yielded in the order of
+    ``params.splits``, and a split's error is raised when its turn comes, as if they
+    ran one after the other. A split is held as one ``int8`` part code per row: a
+    caller that writes each split and lets it go holds no frame of any (the
     ``sessions`` stage on large logs).
     """
     table = Table(events)
-    if len(events):
-        table.prefetch("user", "item", "session")
-    for kind in dict.fromkeys(params.splits):
+    kinds = list(dict.fromkeys(params.splits))
+    tables: dict[str, Table] = {}
+    for kind in kinds:  # everything that reads the frame, on this thread
         this = table
         if kind == "cold_start":
             converted = anonymous_as_users(events, params)
             this = table if converted is events else table.with_users(converted)
-        reason = table_not_applicable(kind, this)
-        if not reason:
-            try:
-                result = _SPLITS[kind](this, params)
-            except SplitError as exc:
-                if kind not in SKIP_ON_ERROR and not isinstance(exc, SplitNotApplicable):
-                    raise
-                reason = str(exc).removeprefix(f"{kind} split: ")
-            else:
-                yield kind, result
-                continue
-        log.info("%s split skipped: %s", kind, reason)
-        yield kind, SkippedSplit(reason=reason, kind=kind)
+        this.warm()
+        tables[kind] = this
+    if not kinds:
+        return
+    workers = min(len(kinds), max_threads())
+    with ThreadPoolExecutor(workers, thread_name_prefix="recpipe-splits") as pool:
+        futures = [pool.submit(_one_split, kind, tables[kind], params) for kind in kinds]
+        try:
+            for kind, future in zip(kinds, futures, strict=True):
+                yield kind, future.result()
+        finally:  # an error, or a caller that stops early: start no further split
+            for future in futures:
+                future.cancel()
+
+
+def _one_split(kind: str, table: Table, params: SessionsParams) -> SplitResult | SkippedSplit:
+    """Split ``kind`` of ``table``, or why it is skipped; a :class:`SplitError` of a split
+    that applies is raised."""
+    reason = table_not_applicable(kind, table)
+    if not reason:
+        try:
+            return _SPLITS[kind](table, params)
+        except SplitError as exc:
+            if kind not in SKIP_ON_ERROR and not isinstance(exc, SplitNotApplicable):
+                raise
+            reason = str(exc).removeprefix(f"{kind} split: ")
+    log.info("%s split skipped: %s", kind, reason)
+    return SkippedSplit(reason=reason, kind=kind)
 
 
 def build_splits(

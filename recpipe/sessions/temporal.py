@@ -27,6 +27,7 @@ from recpipe.sessions.parts import (
     Table,
     empty_test,
     finish,
+    part_counts,
     table_not_applicable,
     user_rank,
 )
@@ -176,7 +177,7 @@ def global_temporal_split_table(table: Table, params: SessionsParams) -> SplitRe
     table.prefetch("user", "item", "session")
     part, test_after, valid_after = global_cut(table, params, kind)
     m = int(np.count_nonzero(table.has_user))
-    counts = np.bincount(part, minlength=4)
+    counts = part_counts(part)
     cutoffs, used = cut_cutoffs(kind, test_after, valid_after, params)
     extra = {"fractions": cut_fractions(counts, m)}
     dropped = {"null_user": int(table.n - m)}
