@@ -46,12 +46,11 @@ MODES = ("whole", "stream")
 def encode(mode: str, workspace: Path, out: Path) -> dict:
     """Child: encode every split of ``workspace`` into ``out`` the ``mode`` way."""
     sys.path.insert(0, str(REPO / "bench"))
-    import pandas as pd
     from _common import peak_rss_mib
 
     from recpipe.config import load_params
     from recpipe.data.schema import read_tables
-    from recpipe.features.build import COLD_TABLES, split_features, stream_split_features
+    from recpipe.features.build import read_cold, stream_split_features
     from recpipe.paths import Paths
     from recpipe.sessions.parts import PART_NAMES
 
@@ -62,24 +61,20 @@ def encode(mode: str, workspace: Path, out: Path) -> dict:
     rows = 0
     for split_dir in sorted(d for d in paths.splits_dir.iterdir() if d.is_dir()):
         kind = split_dir.name
-        cold = {
-            name: pd.read_parquet(f, columns=[column])[column]
-            if (f := split_dir / f"cold_{name}.parquet").is_file()
-            else None
-            for name, column in COLD_TABLES.items()
-        }
         target = out / kind
         target.mkdir(parents=True)
-        if mode == "whole":
-            parts = {p: pd.read_parquet(split_dir / f"{p}.parquet") for p in PART_NAMES}
-            built = split_features(kind, parts, params.features, items=tables.items, cold=cold)
-            del parts
-            for part, frame in built.parts.items():
-                frame.to_parquet(target / f"{part}.parquet", index=False)
-        else:
-            built = stream_split_features(
-                kind, split_dir, target, params.features, PART_NAMES, items=tables.items, cold=cold
-            )
+        # whole: each part read whole, split_features, to_parquet (the stage below
+        # features.stream_min_rows); stream: batch by batch
+        built = stream_split_features(
+            kind,
+            split_dir,
+            target,
+            params.features,
+            PART_NAMES,
+            items=tables.items,
+            cold=read_cold(split_dir),
+            stream=mode == "stream",
+        )
         built.item_map.save(target / "item_map.parquet")
         built.user_map.save(target / "user_map.parquet")
         rows += sum(p["rows"] for p in built.meta["parts"].values())

@@ -267,23 +267,16 @@ def features(params: Params, paths: Paths) -> dict[str, Any]:
 
 def _features_into(staging: Path, params: Params, paths: Paths, tables: Any) -> dict[str, Any]:
     """The features stage's outputs written under ``staging``; its report."""
-    import pandas as pd
-
-    from recpipe.features.build import COLD_TABLES, content_features, stream_split_features
+    from recpipe.features.build import content_features, read_cold, stream_split_features
     from recpipe.sessions.parts import PART_NAMES
 
     report: dict[str, Any] = {"splits": {}}
     for split_dir in sorted(d for d in paths.splits_dir.iterdir() if d.is_dir()):
         kind = split_dir.name
-        cold = {
-            name: pd.read_parquet(f, columns=[column])[column]
-            if (f := split_dir / f"cold_{name}.parquet").is_file()
-            else None
-            for name, column in COLD_TABLES.items()
-        }
+        cold = read_cold(split_dir)
         out = staging / kind
         out.mkdir(parents=True)
-        # part by part, batch by batch: the memory is the id maps and one batch
+        # a large split batch by batch (memory: the id maps and one batch), a small whole
         built = stream_split_features(
             kind, split_dir, out, params.features, PART_NAMES, items=tables.items, cold=cold
         )

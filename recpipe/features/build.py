@@ -28,6 +28,18 @@ log = logging.getLogger(__name__)
 COLD_TABLES: dict[str, str] = {"items": "item_id", "users": "user_id"}
 
 
+def read_cold(split_dir: Path) -> dict[str, pd.Series | None]:
+    """A split's cold-start ids, ``{name: ids}`` for each of :data:`COLD_TABLES`: the
+    column of ``split_dir/cold_<name>.parquet``, or None where the split has no such
+    file (only the ``cold_start`` split has them)."""
+    return {
+        name: pd.read_parquet(f, columns=[column])[column]
+        if (f := split_dir / f"cold_{name}.parquet").is_file()
+        else None
+        for name, column in COLD_TABLES.items()
+    }
+
+
 @dataclass
 class SplitFeatures:
     """One split's id maps, encoded parts and ``meta.json``."""
