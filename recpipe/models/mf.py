@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -69,7 +69,8 @@ from recpipe.models.torch_base import (
 )
 from recpipe.train.device import to_device
 from recpipe.train.distributed import row_bounds
-from recpipe.train.loop import GradStepFn
+from recpipe.train.loop import GradStepFn, RowSparseStepFn
+from recpipe.train.sparse import RowGrad, unique_rows
 
 _USER = frozenset({"user"})
 #: The id tables of the MF models (``id_embedding.tables``).
@@ -342,6 +343,11 @@ class _SampledMF(_MF):
             raise ValueError(f"{self.name}: no (known user, known item) pair to train on")
         self._users = pairs.row.astype(np.int64)
         self._items = pairs.col.astype(np.int64)
+        # work arrays of unique_rows (the row-sparse step), one slot per table row
+        self._scratch = (
+            np.zeros(self.meta.n_users, dtype=np.int64),
+            np.zeros(self.meta.n_items, dtype=np.int64),
+        )
 
     def _n_batches(self, epoch: int) -> int:
         return -(-self._users.shape[0] // self.config.batch_size)
@@ -417,7 +423,86 @@ class _SampledMF(_MF):
     def _closed_form_step(
         self, module: torch.nn.Module, batch: TripletBatch, device: torch.device
     ) -> tuple[torch.Tensor, int]:
-        """:meth:`_step`'s loss, with its gradient added into the tables' ``.grad``.
+        """:meth:`_step`'s loss, with its gradient added into the tables' ``.grad``
+        (:meth:`_closed_form` gives the looked-up rows' gradients): ``index_add_``
+        accumulates the rows of repeated ids, as the embeddings' backward pass does. The
+        tables' gradients are dense, as autograd leaves them, so the optimiser takes the
+        same step (up to float rounding)."""
+        assert isinstance(module, MFModule)
+        with torch.no_grad():
+            rows = self._closed_form(module, batch, device)
+            _dense_grad(module.user.weight).index_add_(0, rows.users, rows.g_u, alpha=rows.a)
+            _dense_grad(module.item.weight).index_add_(
+                0, rows.items, rows.g_v.view(rows.items.shape[0], -1), alpha=rows.c
+            )
+            _dense_grad(module.item_bias.weight).index_add_(0, rows.items, rows.g.view(-1, 1))
+            user_bias, global_bias = (
+                _dense_grad(module.user_bias.weight),
+                _dense_grad(module.global_bias),
+            )
+            if not self._row_shift_invariant:
+                user_bias.index_add_(0, rows.users, rows.g.sum(1, keepdim=True))
+                global_bias += rows.g.sum()
+        return rows.loss, len(batch)
+
+    def _row_sparse_step(self) -> RowSparseStepFn | None:
+        """:meth:`_row_step` wherever :meth:`_grad_step` is the closed form."""
+        return self._row_step if self._grad_step() is not None else None
+
+    def _row_step(
+        self, module: torch.nn.Module, batch: TripletBatch, device: torch.device
+    ) -> tuple[torch.Tensor, int, list[RowGrad]]:
+        """:meth:`_step`'s loss and its gradient as the distinct looked-up rows of each
+        table (:class:`~recpipe.train.sparse.RowGrad`), for a row-sparse optimiser step.
+
+        Each table's rows are those of :meth:`_closed_form_step`'s dense gradient that
+        are not zero: the batch's rows added up per distinct id with ``index_add_`` in
+        batch order (the same sums, in the same order, as the dense ``.grad``).
+        """
+        assert isinstance(module, MFModule)
+        with torch.no_grad():
+            rows = self._closed_form(module, batch, device)
+            scratch_users, scratch_items = self._scratch if device.type == "cpu" else (None, None)
+            users, user_of = unique_rows(rows.users, scratch_users)
+            items, item_of = unique_rows(rows.items, scratch_items)
+            g_u, g_v, g = rows.g_u, rows.g_v, rows.g
+            dim = g_u.shape[-1]
+            blocks = [
+                RowGrad(
+                    module.user.weight,
+                    users,
+                    g_u.new_zeros((users.shape[0], dim)).index_add_(0, user_of, g_u, alpha=rows.a),
+                ),
+                RowGrad(
+                    module.item.weight,
+                    items,
+                    g_v.new_zeros((items.shape[0], dim)).index_add_(
+                        0, item_of, g_v.view(-1, dim), alpha=rows.c
+                    ),
+                ),
+                RowGrad(
+                    module.item_bias.weight,
+                    items,
+                    g.new_zeros((items.shape[0], 1)).index_add_(0, item_of, g.view(-1, 1)),
+                ),
+            ]
+            if not self._row_shift_invariant:
+                per_user = g.new_zeros((users.shape[0], 1))
+                blocks.append(
+                    RowGrad(
+                        module.user_bias.weight,
+                        users,
+                        per_user.index_add_(0, user_of, g.sum(1, keepdim=True)),
+                    )
+                )
+                blocks.append(RowGrad(module.global_bias, None, g.new_zeros(1).add_(g.sum())))
+        return rows.loss, len(batch), blocks
+
+    def _closed_form(
+        self, module: MFModule, batch: TripletBatch, device: torch.device
+    ) -> _RowGradients:
+        """The loss of :meth:`_step` and the gradients of its looked-up rows, without
+        autograd (call under ``torch.no_grad()``).
 
         The scores and the penalty are those of :meth:`_scores`, computed without a
         graph. With ``g`` the (B, 1 + K) gradient of the loss with respect to the
@@ -427,13 +512,10 @@ class _SampledMF(_MF):
         - user factors ``p_u``: ``a p_u + sum_j g[b, j] q_j``;
         - item factors ``q_j``: ``c q_j + g[b, j] p_u``;
         - item biases: ``g[b, j]``; user biases: ``sum_j g[b, j]``; global: ``sum g``
-          (zero for a loss of score differences, BPR: :attr:`_row_shift_invariant`);
+          (zero for a loss of score differences, BPR: :attr:`_row_shift_invariant`).
 
-        and ``index_add_`` accumulates the rows of repeated ids, as the embeddings'
-        backward pass does. The tables' gradients are dense, as autograd leaves them,
-        so the optimiser takes the same step (up to float rounding).
+        The factor rows come scaled: their gradients are ``a * g_u`` and ``c * g_v``.
         """
-        assert isinstance(module, MFModule)
         l2 = self.config.l2
         # float32 throughout: the loop's bf16 autocast on CUDA would run the batched
         # product in bf16, where autograd's step (elementwise products) stays float32
@@ -442,7 +524,7 @@ class _SampledMF(_MF):
             if device.type == "cuda"
             else contextlib.nullcontext()
         )
-        with torch.no_grad(), fp32:
+        with fp32:
             users = to_device(batch.users, device)
             items = to_device(np.column_stack((batch.positives, batch.negatives)), device)
             flat = items.view(-1)  # (B (1 + K),): each row's positive, then its negatives
@@ -478,19 +560,26 @@ class _SampledMF(_MF):
                 u_flat, v_flat = u.view(-1), v.view(-1)
                 loss = loss.add(torch.dot(u_flat, u_flat), alpha=l2 / n_rows)
                 loss.add_(torch.dot(v_flat, v_flat), alpha=l2 / flat.shape[0])
-            _dense_grad(module.user.weight).index_add_(0, users, g_u, alpha=a)
-            _dense_grad(module.item.weight).index_add_(
-                0, flat, g_v.view(flat.shape[0], -1), alpha=c
-            )
-            _dense_grad(module.item_bias.weight).index_add_(0, flat, g.view(-1, 1))
-            user_bias, global_bias = (
-                _dense_grad(module.user_bias.weight),
-                _dense_grad(module.global_bias),
-            )
-            if not self._row_shift_invariant:
-                user_bias.index_add_(0, users, g.sum(1, keepdim=True))
-                global_bias += g.sum()
-        return loss, len(batch)
+        return _RowGradients(loss, users, flat, g_u, a, g_v, c, g)
+
+
+class _RowGradients(NamedTuple):
+    """What :meth:`_SampledMF._closed_form` gives: B rows, W = 1 + K items per row."""
+
+    loss: torch.Tensor
+    """() the loss, penalty included."""
+    users: torch.Tensor
+    """(B,) the user of each row."""
+    items: torch.Tensor
+    """(B W,) each row's positive, then its negatives."""
+    g_u: torch.Tensor
+    """(B, D) the user factors' gradients, divided by ``a``."""
+    a: float
+    g_v: torch.Tensor
+    """(B, W, D) the item factors' gradients, divided by ``c``."""
+    c: float
+    g: torch.Tensor
+    """(B, W) d loss / d score: the item biases' gradients."""
 
 
 #: Below this L2 factor the closed-form step adds the L2 rows on their own (1 / c
