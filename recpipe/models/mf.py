@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
+from recpipe.errors import TrainingError
 from recpipe.features.idmap import N_RESERVED
 from recpipe.features.inputs import TripletBatch, shard_order, triplet_batches
 from recpipe.features.sampling import NegativeSampler
@@ -67,10 +68,10 @@ from recpipe.models.torch_base import (
     TorchRecommender,
     user_item_csr,
 )
-from recpipe.train.device import to_device
+from recpipe.train.device import resolve_device, to_device
 from recpipe.train.distributed import row_bounds
 from recpipe.train.loop import GradStepFn, RowSparseStepFn
-from recpipe.train.sparse import RowGrad, unique_rows
+from recpipe.train.sparse import RowGrad, segments
 
 _USER = frozenset({"user"})
 #: The id tables of the MF models (``id_embedding.tables``).
@@ -343,11 +344,6 @@ class _SampledMF(_MF):
             raise ValueError(f"{self.name}: no (known user, known item) pair to train on")
         self._users = pairs.row.astype(np.int64)
         self._items = pairs.col.astype(np.int64)
-        # work arrays of unique_rows (the row-sparse step), one slot per table row
-        self._scratch = (
-            np.zeros(self.meta.n_users, dtype=np.int64),
-            np.zeros(self.meta.n_items, dtype=np.int64),
-        )
 
     def _n_batches(self, epoch: int) -> int:
         return -(-self._users.shape[0] // self.config.batch_size)
@@ -446,8 +442,10 @@ class _SampledMF(_MF):
         return rows.loss, len(batch)
 
     def _row_sparse_step(self) -> RowSparseStepFn | None:
-        """:meth:`_row_step` wherever :meth:`_grad_step` is the closed form."""
-        return self._row_step if self._grad_step() is not None else None
+        """:meth:`_row_step` wherever :meth:`_grad_step` is the closed form, on the CPU."""
+        if self._grad_step() is None or resolve_device(self.config.device).type != "cpu":
+            return None
+        return self._row_step
 
     def _row_step(
         self, module: torch.nn.Module, batch: TripletBatch, device: torch.device
@@ -455,48 +453,92 @@ class _SampledMF(_MF):
         """:meth:`_step`'s loss and its gradient as the distinct looked-up rows of each
         table (:class:`~recpipe.train.sparse.RowGrad`), for a row-sparse optimiser step.
 
-        Each table's rows are those of :meth:`_closed_form_step`'s dense gradient that
-        are not zero: the batch's rows added up per distinct id with ``index_add_`` in
-        batch order (the same sums, in the same order, as the dense ``.grad``).
+        The gradients are those of :meth:`_closed_form`, summed per distinct id rather
+        than per batch row: with ``g`` (B, W) the gradient of the loss with respect to
+        the scores (W = 1 + K), ``n_u`` / ``n_j`` how often a user / item occurs,
+
+        - user ``u``: ``a n_u p_u + sum over (b, j) with users[b] = u of g[b, j] q_j``;
+        - item ``j``: ``c n_j q_j + sum over (b, j') with items[b, j'] = j of g[b, j'] p_b``;
+        - item bias ``j``: the sum of those ``g[b, j']``; user bias, global bias: as
+          :meth:`_closed_form_step` (BPR: zero, left out).
+
+        Each sum is one ``embedding_bag`` over the ids grouped by
+        :func:`~recpipe.train.sparse.segments`: it gathers the other side's rows
+        straight from its table, weighted by ``g``, so the (B, W, D) per-row gradient is
+        never built. The same sums as the dense ``.grad`` up to float rounding.
         """
         assert isinstance(module, MFModule)
+        if device.type != "cpu":  # the grouping runs in numpy: a CPU step
+            raise TrainingError(f"{self.name}: the row-sparse step runs on the CPU, not {device}")
+        l2 = self.config.l2
+        bag = torch.nn.functional.embedding_bag
         with torch.no_grad():
-            rows = self._closed_form(module, batch, device)
-            scratch_users, scratch_items = self._scratch if device.type == "cpu" else (None, None)
-            users, user_of = unique_rows(rows.users, scratch_users)
-            items, item_of = unique_rows(rows.items, scratch_items)
-            g_u, g_v, g = rows.g_u, rows.g_v, rows.g
-            dim = g_u.shape[-1]
+            users_np = batch.users
+            flat_np = np.column_stack((batch.positives, batch.negatives)).reshape(-1)
+            n_rows = users_np.shape[0]
+            width = flat_np.shape[0] // max(n_rows, 1)  # W = 1 + K
+            users, flat = torch.from_numpy(users_np), torch.from_numpy(flat_np)
+            # (detached: embedding_bag keeps its backward's buffers for a weight that
+            # requires grad, even under no_grad)
+            user_table, item_table = module.user.weight.detach(), module.item.weight.detach()
+            u = user_table.index_select(0, users)  # (B, D)
+            v = item_table.index_select(0, flat).view(n_rows, width, -1)  # (B, W, D)
+            scores = torch.bmm(v, u.unsqueeze(-1)).view(n_rows, width)  # (B, W)
+            # (1-D gathers and sums in numpy, on views of the same memory: a fraction of a
+            # torch operation's fixed cost)
+            item_bias = module.item_bias.weight.detach().numpy().reshape(-1)
+            scores += torch.from_numpy(item_bias[flat_np].reshape(n_rows, width))
+            if not self._row_shift_invariant:  # else they cancel out of the loss
+                user_bias = module.user_bias.weight.detach().numpy().reshape(-1)
+                scores += torch.from_numpy(user_bias[users_np])[:, None] + module.global_bias
+            loss, g = self._loss_and_grad(scores[:, 0], scores[:, 1:])  # g: (B, W)
+            g_np = g.numpy().reshape(-1)
+            if l2:  # the penalty's value, l2 (mean |p_u|^2 + mean |q_j|^2), as _scores has it
+                u_flat, v_flat = u.view(-1), v.view(-1)
+                loss = loss.add(torch.dot(u_flat, u_flat), alpha=l2 / n_rows)
+                loss.add_(torch.dot(v_flat, v_flat), alpha=l2 / flat_np.shape[0])
+
+            # users: the (b, j) cells of each user's rows, grouped by user
+            by_user = segments(users_np, user_table.shape[0])
+            cells = (by_user.order[:, None] * width + np.arange(width)).reshape(-1)
+            g_users = bag(
+                torch.from_numpy(flat_np[cells]),
+                item_table,
+                torch.from_numpy(by_user.offsets * width),
+                mode="sum",
+                per_sample_weights=torch.from_numpy(g_np[cells]),
+            )  # (U, D)
+            p_rows = user_table.index_select(0, by_user.rows)
+            # items: each item's cells, grouped by item
+            by_item = segments(flat_np, item_table.shape[0])
+            g_of_item = g_np[by_item.order]
+            g_items = bag(
+                torch.from_numpy(users_np[by_item.order // width]),
+                user_table,
+                torch.from_numpy(by_item.offsets),
+                mode="sum",
+                per_sample_weights=torch.from_numpy(g_of_item),
+            )  # (I, D)
+            q_rows = item_table.index_select(0, by_item.rows)
+            if l2:
+                a = 2.0 * l2 / n_rows
+                c = 2.0 * l2 / flat_np.shape[0]
+                g_users.addcmul_(_column(by_user.counts * a), p_rows)
+                g_items.addcmul_(_column(by_item.counts * c), q_rows)
+            g_bias = np.add.reduceat(g_of_item, by_item.offsets)[:, None]  # (I, 1)
             blocks = [
-                RowGrad(
-                    module.user.weight,
-                    users,
-                    g_u.new_zeros((users.shape[0], dim)).index_add_(0, user_of, g_u, alpha=rows.a),
-                ),
-                RowGrad(
-                    module.item.weight,
-                    items,
-                    g_v.new_zeros((items.shape[0], dim)).index_add_(
-                        0, item_of, g_v.view(-1, dim), alpha=rows.c
-                    ),
-                ),
-                RowGrad(
-                    module.item_bias.weight,
-                    items,
-                    g.new_zeros((items.shape[0], 1)).index_add_(0, item_of, g.view(-1, 1)),
-                ),
+                RowGrad(module.user.weight, by_user.rows, g_users, p_rows),
+                RowGrad(module.item.weight, by_item.rows, g_items, q_rows),
+                RowGrad(module.item_bias.weight, by_item.rows, torch.from_numpy(g_bias)),
             ]
             if not self._row_shift_invariant:
-                per_user = g.new_zeros((users.shape[0], 1))
+                per_row = g.sum(1).numpy()[by_user.order]  # (B,) grouped by user
+                g_user_bias = np.add.reduceat(per_row, by_user.offsets)[:, None]
                 blocks.append(
-                    RowGrad(
-                        module.user_bias.weight,
-                        users,
-                        per_user.index_add_(0, user_of, g.sum(1, keepdim=True)),
-                    )
+                    RowGrad(module.user_bias.weight, by_user.rows, torch.from_numpy(g_user_bias))
                 )
-                blocks.append(RowGrad(module.global_bias, None, g.new_zeros(1).add_(g.sum())))
-        return rows.loss, len(batch), blocks
+                blocks.append(RowGrad(module.global_bias, None, g.sum().view(1)))
+        return loss, len(batch), blocks
 
     def _closed_form(
         self, module: MFModule, batch: TripletBatch, device: torch.device
@@ -747,3 +789,8 @@ def _event_counts(data: Interactions, n_users: int, n_items: int) -> Any:
 
     ones = np.ones(len(data), dtype=np.float32)
     return sp.csr_matrix((ones, (data.user_idx, data.item_idx)), shape=(n_users, n_items))
+
+
+def _column(values: np.ndarray) -> torch.Tensor:
+    """(N,) float64 numpy values -> (N, 1) float32 tensor."""
+    return torch.from_numpy(values.astype(np.float32)[:, None])
