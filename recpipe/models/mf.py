@@ -474,9 +474,9 @@ class _SampledMF(_MF):
         bag = torch.nn.functional.embedding_bag
         with torch.no_grad():
             users_np = batch.users
-            flat_np = np.column_stack((batch.positives, batch.negatives)).reshape(-1)
-            n_rows = users_np.shape[0]
-            width = flat_np.shape[0] // max(n_rows, 1)  # W = 1 + K
+            items_np = np.column_stack((batch.positives, batch.negatives))  # (B, W)
+            flat_np = items_np.reshape(-1)
+            n_rows, width = items_np.shape  # W = 1 + K
             users, flat = torch.from_numpy(users_np), torch.from_numpy(flat_np)
             # (detached: embedding_bag keeps its backward's buffers for a weight that
             # requires grad, even under no_grad)
@@ -492,7 +492,7 @@ class _SampledMF(_MF):
                 user_bias = module.user_bias.weight.detach().numpy().reshape(-1)
                 scores += torch.from_numpy(user_bias[users_np])[:, None] + module.global_bias
             loss, g = self._loss_and_grad(scores[:, 0], scores[:, 1:])  # g: (B, W)
-            g_np = g.numpy().reshape(-1)
+            g_np = g.numpy()  # (B, W)
             if l2:  # the penalty's value, l2 (mean |p_u|^2 + mean |q_j|^2), as _scores has it
                 u_flat, v_flat = u.view(-1), v.view(-1)
                 loss = loss.add(torch.dot(u_flat, u_flat), alpha=l2 / n_rows)
@@ -500,18 +500,17 @@ class _SampledMF(_MF):
 
             # users: the (b, j) cells of each user's rows, grouped by user
             by_user = segments(users_np, user_table.shape[0])
-            cells = (by_user.order[:, None] * width + np.arange(width)).reshape(-1)
             g_users = bag(
-                torch.from_numpy(flat_np[cells]),
+                torch.from_numpy(items_np[by_user.order].reshape(-1)),
                 item_table,
                 torch.from_numpy(by_user.offsets * width),
                 mode="sum",
-                per_sample_weights=torch.from_numpy(g_np[cells]),
+                per_sample_weights=torch.from_numpy(g_np[by_user.order].reshape(-1)),
             )  # (U, D)
             p_rows = user_table.index_select(0, by_user.rows)
             # items: each item's cells, grouped by item
             by_item = segments(flat_np, item_table.shape[0])
-            g_of_item = g_np[by_item.order]
+            g_of_item = g_np.reshape(-1)[by_item.order]
             g_items = bag(
                 torch.from_numpy(users_np[by_item.order // width]),
                 user_table,

@@ -103,9 +103,13 @@ def segments(ids: np.ndarray, n_rows: int) -> Segments:
     key = ids.astype(np.uint16) if n_rows <= _RADIX_MAX + 1 else ids
     order = np.argsort(key, kind="stable")
     ordered = ids[order]
-    offsets = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
-    offsets = np.concatenate((np.zeros(1 if ids.size else 0, dtype=np.int64), offsets))
-    counts = np.diff(offsets, append=ids.size)
+    starts = np.empty(ids.shape[0], dtype=bool)
+    starts[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
+    offsets = np.flatnonzero(starts)
+    counts = np.empty_like(offsets)
+    counts[:-1] = offsets[1:] - offsets[:-1]
+    counts[-1:] = ids.shape[0] - offsets[-1:]
     return Segments(torch.from_numpy(ordered[offsets]), order, offsets, counts)
 
 
