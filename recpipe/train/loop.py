@@ -685,7 +685,7 @@ class Trainer:
                 with autocast(device, cfg.amp) if amp else contextlib.nullcontext():
                     loss, count = runner(batch)
             loss = loss.float()
-            value = float(loss) if on_cpu else None
+            value = float(loss.detach()) if on_cpu else None
             if on_cpu and world == 1:
                 finite = math.isfinite(value)  # type: ignore[arg-type]
             else:

@@ -173,26 +173,30 @@ class RowSparseStep:
         return state
 
     @staticmethod
-    def total_norm(grads: Sequence[RowGrad]) -> torch.Tensor:
-        """The global L2 norm of the gradient: that of the rows' blocks (every other
-        row is zero), computed as ``torch.nn.utils.get_total_norm`` does."""
-        return torch.nn.utils.get_total_norm([g.grad for g in grads])
+    def total_norm(grads: Sequence[RowGrad]) -> float:
+        """The global L2 norm of the gradient: that of the rows' blocks (every other row
+        is zero). On the CPU the sum of squares runs in numpy (float32 dot products
+        added in float64): a few microseconds, where torch's norm takes tens."""
+        blocks = [g.grad for g in grads]
+        if all(b.device.type == "cpu" for b in blocks):
+            squares = 0.0
+            for block in blocks:
+                flat = block.detach().numpy().reshape(-1)
+                squares += float(np.dot(flat, flat))
+            return squares**0.5
+        return float(torch.nn.utils.get_total_norm(blocks))
 
     def clip(self, grads: Sequence[RowGrad], max_norm: float) -> None:
         """Scale the blocks in place as :func:`~recpipe.train.loop.clip_grad_norm`
-        scales the dense gradient: by ``max_norm / (norm + 1e-6)`` clamped to 1 (on the
-        CPU only when it is below 1: multiplying by 1.0 changes nothing)."""
-        blocks = [g.grad for g in grads]
-        if not blocks:
+        scales the dense gradient: by ``max_norm / (norm + 1e-6)`` when that is below 1
+        (multiplying by 1.0 changes nothing). The norm is read on the host: this path
+        runs on the CPU."""
+        if not grads:
             return
         coef = max_norm / (self.total_norm(grads) + 1e-6)
-        if blocks[0].device.type == "cpu":
-            if not float(coef) < 1.0:
-                return
-        else:  # no device sync per step: multiply by the clamped factor, as torch does
-            coef = coef.clamp(max=1.0)
-        for block in blocks:
-            block.mul_(coef.to(block.dtype))
+        if coef < 1.0:
+            for g in grads:
+                g.grad.mul_(coef)
 
     def step(self, grads: Sequence[RowGrad]) -> None:
         """Apply the update to each block's rows (and advance the step counters)."""
