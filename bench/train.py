@@ -127,15 +127,16 @@ def bpr_comparison(
     negatives: int,
     rounds: int,
     sweep: list[float],
-    sparse_batch: int,
+    sparse_batches: list[int],
 ) -> dict[str, Any]:
     """mf_bpr (autograd, closed form with Adam, row-sparse Adagrad) and implicit's BPR.
 
     First a learning-rate sweep of mf_bpr with ``optimizer: adagrad`` (the row-sparse
-    update; batch ``sparse_batch``) picks the rate with the best validation Recall@20
-    (the validation part only). Then each round fits, one after the other, mf_bpr with
-    ``gradient: autograd`` (the step before issue 22), mf_bpr with its default
-    closed-form gradient and Adam, mf_bpr with Adagrad at the picked rate, and
+    update), for each batch size of ``sparse_batches``, picks the rate with the best
+    validation Recall@20 (the validation part only). Then each round fits, one after
+    the other, mf_bpr with ``gradient: autograd`` (the step before issue 22), mf_bpr
+    with its default closed-form gradient and Adam, mf_bpr with Adagrad at each picked
+    rate and batch size, and
     implicit's BPR (64 factors, one sampled negative per positive, one thread), all for
     ``epochs`` epochs without early stopping, and evaluates each after every epoch
     with the same Recall@20 (validation part: users' new items, train items excluded;
@@ -232,19 +233,23 @@ def bpr_comparison(
         return {"curve": curve, "rate": triples / curve[-1]["seconds"], "cpu_rate": triples / cpu}
 
     # warm-up: the first fit of a process pays one-off imports and allocations
-    rows_base = {"optimizer": "adagrad", "batch_size": sparse_batch}
-    for overrides in (*BASE_VARIANTS.values(), rows_base):
+    for overrides in (*BASE_VARIANTS.values(), {"optimizer": "adagrad"}):
         build_model("mf_bpr", {"epochs": 1, "device": device, **overrides}, meta).fit(train)
-    # the learning rate of the row-sparse variant, by the best validation Recall@20
-    swept = []
-    for lr in sweep:
-        run = ours({**rows_base, "learning_rate": lr})
-        best = max(range(len(run["curve"])), key=lambda e: run["curve"][e]["valid_recall"])
-        swept.append(
-            {"lr": lr, "best_valid": run["curve"][best]["valid_recall"], "epoch": best + 1}
-        )
-    picked = max(swept, key=lambda r: r["best_valid"])["lr"]
-    variants = {**BASE_VARIANTS, "rows": {**rows_base, "learning_rate": picked}}
+    # the learning rate of each row-sparse variant, by the best validation Recall@20
+    variants = dict(BASE_VARIANTS)
+    swept: dict[str, list[dict[str, Any]]] = {}
+    for batch in sparse_batches:
+        label = f"rows@{batch}"
+        swept[label] = []
+        for lr in sweep:
+            run = ours({"optimizer": "adagrad", "batch_size": batch, "learning_rate": lr})
+            curve = run["curve"]
+            best = max(range(len(curve)), key=lambda e: curve[e]["valid_recall"])
+            swept[label].append(
+                {"lr": lr, "best_valid": curve[best]["valid_recall"], "epoch": best + 1}
+            )
+        picked = max(swept[label], key=lambda r: r["best_valid"])["lr"]
+        variants[label] = {"optimizer": "adagrad", "batch_size": batch, "learning_rate": picked}
     runs: dict[str, Any] = {k: [] for k in (*variants, "implicit")}
     for _ in range(rounds):
         for label, overrides in variants.items():
@@ -260,32 +265,30 @@ def _first_reaching(curve: list[dict[str, float]], target: float) -> str:
     return "not reached"
 
 
-#: How the variants are named in the output.
-_NAMES = {
-    "autograd": "autograd (adam)",
-    "closed": "closed form (adam, default)",
-    "rows": "row-sparse (adagrad)",
-}
+def _name(label: str) -> str:
+    """How a variant is named in the output."""
+    if label.startswith("rows@"):
+        return f"row-sparse (adagrad, batch {label.removeprefix('rows@')})"
+    return {"autograd": "autograd (adam)", "closed": "closed form (adam, default)"}.get(
+        label, label
+    )
 
 
-def print_bpr(
-    console: Console, result: dict[str, Any], epochs: int, negatives: int, sparse_batch: int
-) -> None:
+def print_bpr(console: Console, result: dict[str, Any], epochs: int, negatives: int) -> None:
     """The BPR comparison: the sweep, rates and ratios per round, curves, time to
     implicit's best validation Recall@20 and each variant's own best."""
     runs, variants = result["runs"], result["variants"]
-    console.print(
-        f"learning-rate sweep of mf_bpr with adagrad (row-sparse update, batch "
-        f"{sparse_batch}, {epochs} epochs; best validation R@20, validation part only): "
-        + "; ".join(
-            f"lr {r['lr']:g}: {r['best_valid']:.4f} (epoch {r['epoch']})" for r in result["sweep"]
+    for label, rows in result["sweep"].items():
+        console.print(
+            f"learning-rate sweep of mf_bpr {_name(label)}, {epochs} epochs (best validation "
+            "R@20, validation part only): "
+            + "; ".join(f"lr {r['lr']:g}: {r['best_valid']:.4f} (epoch {r['epoch']})" for r in rows)
+            + f" -> lr {variants[label]['learning_rate']:g}"
         )
-        + f" -> lr {variants['rows']['learning_rate']:g}"
-    )
     console.print(
         f"BPR triples/s ({epochs} epochs, 64 factors, {negatives} negative(s) per positive, "
         "one thread; rounds interleaved "
-        + ", ".join(_NAMES[k] for k in variants)
+        + ", ".join(_name(k) for k in variants)
         + ", implicit; wall: training seconds; CPU: the process's CPU seconds of the fit "
         "less the evaluation; ratio: to implicit's in the same round):"
     )
@@ -293,7 +296,7 @@ def print_bpr(
         imp = runs["implicit"][r]
         for kind, key in (("wall", "rate"), ("CPU", "cpu_rate")):
             shown = ", ".join(
-                f"{_NAMES[k]} {runs[k][r][key]:,.0f} (ratio {runs[k][r][key] / imp[key]:.3f}, "
+                f"{_name(k)} {runs[k][r][key]:,.0f} (ratio {runs[k][r][key] / imp[key]:.3f}, "
                 f"load {runs[k][r]['load']:.2f})"
                 for k in variants
             )
@@ -302,22 +305,19 @@ def print_bpr(
                 f"(load {imp['load']:.2f})"
             )
     last = {k: runs[k][-1] for k in runs}
-    table = Table(title="per epoch, last round (R@20 valid / test; s: training seconds so far)")
+    table = Table(
+        title="per epoch, last round: validation R@20 @ training seconds so far (test R@20 "
+        "of each best epoch below)"
+    )
     table.add_column("epoch", justify="right")
     for k in runs:
-        name = _NAMES.get(k, k)
-        for col in ("valid", "test", "s"):
-            table.add_column(f"{name} {col}", justify="right")
+        table.add_column(_name(k), justify="right")
     for e in range(epochs):
         cells = [str(e + 1)]
         for k in runs:
             curve = last[k]["curve"]
             p = curve[e] if e < len(curve) else None
-            cells += (
-                [f"{p['valid_recall']:.4f}", f"{p['test_recall']:.4f}", f"{p['seconds']:.2f}"]
-                if p
-                else ["", "", ""]
-            )
+            cells.append(f"{p['valid_recall']:.4f} @{p['seconds']:.2f}" if p else "")
         table.add_row(*cells)
     console.print(table)
     auto, closed = last["autograd"]["curve"], last["closed"]["curve"]
@@ -342,7 +342,7 @@ def print_bpr(
         curve = last[k]["curve"]
         own = max(range(len(curve)), key=lambda e: curve[e]["valid_recall"])
         console.print(
-            f"  {_NAMES[k]} (update: {last[k]['update']}): first reaches it at "
+            f"  {_name(k)} (update: {last[k]['update']}): first reaches it at "
             f"{_first_reaching(curve, best['valid_recall'])}; its own best valid R@20 "
             f"{curve[own]['valid_recall']:.4f} (test {curve[own]['test_recall']:.4f}) at epoch "
             f"{own + 1}, {curve[own]['seconds']:.2f} s"
@@ -365,11 +365,15 @@ def main(argv: list[str] | None = None) -> int:
         "--bpr-sweep",
         type=float,
         nargs="+",
-        default=[0.01, 0.03, 0.1, 0.3],
+        default=[0.03, 0.1, 0.3, 1.0],
         help="learning rates tried for mf_bpr with adagrad (the row-sparse update)",
     )
     parser.add_argument(
-        "--bpr-sparse-batch", type=int, default=1024, help="batch size of the adagrad variant"
+        "--bpr-sparse-batches",
+        type=int,
+        nargs="+",
+        default=[1024, 4096],
+        help="batch sizes of the adagrad variants (the default config's is 1024)",
     )
     parser.add_argument("--data", type=Path, default=None, help="MovieLens 100K folder")
     args = parser.parse_args(argv)
@@ -412,9 +416,9 @@ def main(argv: list[str] | None = None) -> int:
             args.bpr_negatives,
             args.bpr_rounds,
             args.bpr_sweep,
-            args.bpr_sparse_batch,
+            args.bpr_sparse_batches,
         )
-        print_bpr(console, result, args.bpr_epochs, args.bpr_negatives, args.bpr_sparse_batch)
+        print_bpr(console, result, args.bpr_epochs, args.bpr_negatives)
     return 0
 
 
