@@ -477,26 +477,23 @@ class _SampledMF(_MF):
             items_np = np.column_stack((batch.positives, batch.negatives))  # (B, W)
             flat_np = items_np.reshape(-1)
             n_rows, width = items_np.shape  # W = 1 + K
-            users, flat = torch.from_numpy(users_np), torch.from_numpy(flat_np)
+            # Gathers, scores and 1-D sums run in numpy on views of the tables' memory: a
+            # CPU step of small operations, where numpy's fixed cost per call is a
+            # fraction of torch's (and its einsum beats the batched matmul here).
             # (detached: embedding_bag keeps its backward's buffers for a weight that
             # requires grad, even under no_grad)
             user_table, item_table = module.user.weight.detach(), module.item.weight.detach()
-            u = user_table.index_select(0, users)  # (B, D)
-            v = item_table.index_select(0, flat).view(n_rows, width, -1)  # (B, W, D)
-            scores = torch.bmm(v, u.unsqueeze(-1)).view(n_rows, width)  # (B, W)
-            # (1-D gathers and sums in numpy, on views of the same memory: a fraction of a
-            # torch operation's fixed cost)
-            item_bias = module.item_bias.weight.detach().numpy().reshape(-1)
-            scores += torch.from_numpy(item_bias[flat_np].reshape(n_rows, width))
+            user_np, item_np = user_table.numpy(), item_table.numpy()
+            u = user_np.take(users_np, axis=0)  # (B, D)
+            v = item_np.take(flat_np, axis=0).reshape(n_rows, width, -1)  # (B, W, D)
+            scores_np = np.einsum("bwd,bd->bw", v, u)  # (B, W)
+            scores_np += module.item_bias.weight.detach().numpy().reshape(-1)[items_np]
+            scores = torch.from_numpy(scores_np)
             if not self._row_shift_invariant:  # else they cancel out of the loss
                 user_bias = module.user_bias.weight.detach().numpy().reshape(-1)
                 scores += torch.from_numpy(user_bias[users_np])[:, None] + module.global_bias
             loss, g = self._loss_and_grad(scores[:, 0], scores[:, 1:])  # g: (B, W)
             g_np = g.numpy()  # (B, W)
-            if l2:  # the penalty's value, l2 (mean |p_u|^2 + mean |q_j|^2), as _scores has it
-                u_flat, v_flat = u.view(-1), v.view(-1)
-                loss = loss.add(torch.dot(u_flat, u_flat), alpha=l2 / n_rows)
-                loss.add_(torch.dot(v_flat, v_flat), alpha=l2 / flat_np.shape[0])
 
             # users: the (b, j) cells of each user's rows, grouped by user
             by_user = segments(users_np, user_table.shape[0])
@@ -507,7 +504,7 @@ class _SampledMF(_MF):
                 mode="sum",
                 per_sample_weights=torch.from_numpy(g_np[by_user.order].reshape(-1)),
             )  # (U, D)
-            p_rows = user_table.index_select(0, by_user.rows)
+            p_rows = torch.from_numpy(user_np.take(by_user.rows.numpy(), axis=0))
             # items: each item's cells, grouped by item
             by_item = segments(flat_np, item_table.shape[0])
             g_of_item = g_np.reshape(-1)[by_item.order]
@@ -518,8 +515,13 @@ class _SampledMF(_MF):
                 mode="sum",
                 per_sample_weights=torch.from_numpy(g_of_item),
             )  # (I, D)
-            q_rows = item_table.index_select(0, by_item.rows)
+            q_rows = torch.from_numpy(item_np.take(by_item.rows.numpy(), axis=0))
             if l2:
+                # the penalty's value, l2 (mean |p_u|^2 + mean |q_j|^2) over the batch's
+                # rows as _scores has it, from the distinct rows times their counts
+                squares = _weighted_squares(by_user.counts, p_rows.numpy()) / n_rows
+                squares += _weighted_squares(by_item.counts, q_rows.numpy()) / flat_np.shape[0]
+                loss = loss + l2 * squares
                 a = 2.0 * l2 / n_rows
                 c = 2.0 * l2 / flat_np.shape[0]
                 g_users.addcmul_(_column(by_user.counts * a), p_rows)
@@ -793,3 +795,8 @@ def _event_counts(data: Interactions, n_users: int, n_items: int) -> Any:
 def _column(values: np.ndarray) -> torch.Tensor:
     """(N,) float64 numpy values -> (N, 1) float32 tensor."""
     return torch.from_numpy(values.astype(np.float32)[:, None])
+
+
+def _weighted_squares(counts: np.ndarray, rows: np.ndarray) -> float:
+    """``sum_k counts[k] |rows[k]|^2``: the batch's squared norms from its distinct rows."""
+    return float(np.dot(counts.astype(np.float64), np.einsum("kd,kd->k", rows, rows)))
