@@ -27,7 +27,11 @@ score, and the rows' gradients (factors, biases, the L2 term on the looked-up ro
 are added into the tables' dense ``.grad`` with ``index_add_``, so the optimiser sees
 the gradient autograd would give, up to float rounding, with no graph built. Autograd
 over the same loss runs instead with hashed id tables, under DDP, or with
-``gradient: autograd``.
+``gradient: autograd``. With an optimiser whose update is row-sparse (``optimizer:
+adagrad``, or ``sgd`` with ``momentum: 0``; no weight decay) they hand the loop the same
+gradient as the distinct looked-up rows of each table instead (``_row_step``, on the
+CPU), and only those rows and their optimiser state move
+(:mod:`recpipe.train.sparse`).
 """
 
 from __future__ import annotations

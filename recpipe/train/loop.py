@@ -120,8 +120,8 @@ class TrainConfig(BaseModel):
         default=0.9,
         ge=0,
         lt=1,
-        description="SGD's momentum (optimizer: sgd only); 0: plain SGD, whose update "
-        "is row-sparse (see weight_decay)",
+        description="SGD's momentum (optimizer: sgd only); 0: plain SGD, which (without "
+        "weight_decay) moves only the rows that have a gradient",
     )
     learning_rate: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=0.0, ge=0, description="optimiser weight decay")
