@@ -10,12 +10,15 @@ included) and test Recall@20 / NDCG@20 of the user top-K protocol.
 
 It then sets ``mf_bpr`` with one negative per positive beside the ``implicit``
 library's BPR on the same user-item matrix (one sampled negative per positive, one
-thread), in interleaved rounds (mf_bpr with ``gradient: autograd``, the step before
-issue 22; mf_bpr with its closed-form gradient, the default; implicit): throughput of
-(user, positive, negative) triples per second and the ratios, the load average beside
-each; per epoch, the loss and Recall@20 (validation and test parts) of each, which
-shows that both of mf_bpr's gradients follow the same curve; and the training time at
-which mf_bpr first reaches implicit's best validation Recall@20.
+thread). A learning-rate sweep (validation part only) first picks the rate of mf_bpr
+with ``optimizer: adagrad``, whose update is row-sparse (only the looked-up rows move:
+:mod:`recpipe.train.sparse`). Then, in interleaved rounds (mf_bpr with ``gradient:
+autograd``, the step before issue 22; mf_bpr with its closed-form gradient and Adam,
+the default; mf_bpr with Adagrad; implicit): throughput of (user, positive, negative)
+triples per second and the ratio of each to implicit's, the load average beside each;
+per epoch, Recall@20 (validation and test parts) of each, and that both of the Adam
+variants' gradients follow the same curve; and the training time at which each mf_bpr
+variant first reaches implicit's best validation Recall@20, and its own best.
 
 Run::
 
@@ -109,18 +112,36 @@ def _implicit_scores(model: Any) -> Any:
     return score_users
 
 
-def bpr_comparison(
-    folder: Path, device: str, epochs: int, negatives: int, rounds: int
-) -> dict[str, Any]:
-    """mf_bpr (autograd, then closed-form gradient) and implicit's BPR, interleaved.
+#: The mf_bpr variants of the BPR comparison, by label: config overrides. "rows" is
+#: filled in by the learning-rate sweep (optimizer adagrad: the row-sparse update).
+BASE_VARIANTS: dict[str, dict[str, Any]] = {
+    "autograd": {"gradient": "autograd"},  # the step before issue 22
+    "closed": {},  # the default: closed-form gradient, dense fused Adam
+}
 
-    Each round fits, one after the other, mf_bpr with ``gradient: autograd`` (the step
-    before issue 22), mf_bpr with its closed-form gradient and implicit's BPR (64
-    factors, one sampled negative per positive, one thread), all for ``epochs`` epochs
-    without early stopping, and evaluates each after every epoch with the same
-    Recall@20 (validation part: users' new items, train items excluded; test part:
-    train and validation items excluded). Seconds are training time only (the
-    evaluation between epochs is left out of both).
+
+def bpr_comparison(
+    folder: Path,
+    device: str,
+    epochs: int,
+    negatives: int,
+    rounds: int,
+    sweep: list[float],
+    sparse_batches: list[int],
+) -> dict[str, Any]:
+    """mf_bpr (autograd, closed form with Adam, row-sparse Adagrad) and implicit's BPR.
+
+    First a learning-rate sweep of mf_bpr with ``optimizer: adagrad`` (the row-sparse
+    update), for each batch size of ``sparse_batches``, picks the rate with the best
+    validation Recall@20 (the validation part only). Then each round fits, one after
+    the other, mf_bpr with ``gradient: autograd`` (the step before issue 22), mf_bpr
+    with its default closed-form gradient and Adam, mf_bpr with Adagrad at each picked
+    rate and batch size, and
+    implicit's BPR (64 factors, one sampled negative per positive, one thread), all for
+    ``epochs`` epochs without early stopping, and evaluates each after every epoch
+    with the same Recall@20 (validation part: users' new items, train items excluded;
+    test part: train and validation items excluded). Seconds are training time only
+    (the evaluation between epochs is left out of both).
     """
     import threadpoolctl
     import torch
@@ -145,18 +166,9 @@ def bpr_comparison(
             "test": UserRecallValidator(score_users, seen_test, parts["test"], **shared),
         }
 
-    def ours(gradient: str) -> dict[str, Any]:
-        model = build_model(
-            "mf_bpr",
-            {
-                "negatives": negatives,
-                "epochs": epochs,
-                "patience": None,
-                "device": device,
-                "gradient": gradient,
-            },
-            meta,
-        )
+    def ours(overrides: dict[str, Any]) -> dict[str, Any]:
+        config = {"negatives": negatives, "epochs": epochs, "patience": None, "device": device}
+        model = build_model("mf_bpr", {**config, **overrides}, meta)
         # every epoch's module is evaluated by the shared validators, in the validation
         # hook (outside the timed steps); early stopping is off
         evaluate = validators(lambda module, users: module.score_all(users))
@@ -188,6 +200,7 @@ def bpr_comparison(
             "rate": examples / seconds,
             "cpu_rate": examples / cpu,
             "gradient": model.training.extra["gradient"],
+            "update": model.training.extra["update"],
         }
 
     matrix = drop_reserved(train.user_item_matrix(meta.n_users, meta.n_items), rows=True, cols=True)
@@ -220,16 +233,29 @@ def bpr_comparison(
         return {"curve": curve, "rate": triples / curve[-1]["seconds"], "cpu_rate": triples / cpu}
 
     # warm-up: the first fit of a process pays one-off imports and allocations
-    for gradient in ("autograd", "closed_form"):
-        build_model("mf_bpr", {"epochs": 1, "device": device, "gradient": gradient}, meta).fit(
-            train
-        )
-    runs: dict[str, list[dict[str, Any]]] = {"autograd": [], "closed_form": [], "implicit": []}
+    for overrides in (*BASE_VARIANTS.values(), {"optimizer": "adagrad"}):
+        build_model("mf_bpr", {"epochs": 1, "device": device, **overrides}, meta).fit(train)
+    # the learning rate of each row-sparse variant, by the best validation Recall@20
+    variants = dict(BASE_VARIANTS)
+    swept: dict[str, list[dict[str, Any]]] = {}
+    for batch in sparse_batches:
+        label = f"rows@{batch}"
+        swept[label] = []
+        for lr in sweep:
+            run = ours({"optimizer": "adagrad", "batch_size": batch, "learning_rate": lr})
+            curve = run["curve"]
+            best = max(range(len(curve)), key=lambda e: curve[e]["valid_recall"])
+            swept[label].append(
+                {"lr": lr, "best_valid": curve[best]["valid_recall"], "epoch": best + 1}
+            )
+        picked = max(swept[label], key=lambda r: r["best_valid"])["lr"]
+        variants[label] = {"optimizer": "adagrad", "batch_size": batch, "learning_rate": picked}
+    runs: dict[str, Any] = {k: [] for k in (*variants, "implicit")}
     for _ in range(rounds):
-        for gradient in ("autograd", "closed_form"):
-            runs[gradient].append({**ours(gradient), "load": os.getloadavg()[0]})
+        for label, overrides in variants.items():
+            runs[label].append({**ours(overrides), "load": os.getloadavg()[0]})
         runs["implicit"].append({**theirs(), "load": os.getloadavg()[0]})
-    return runs
+    return {"runs": runs, "sweep": swept, "variants": variants}
 
 
 def _first_reaching(curve: list[dict[str, float]], target: float) -> str:
@@ -239,79 +265,88 @@ def _first_reaching(curve: list[dict[str, float]], target: float) -> str:
     return "not reached"
 
 
-def print_bpr(console: Console, runs: dict[str, Any], epochs: int, negatives: int) -> None:
-    """The BPR comparison: rates and ratios per round, curves, time to implicit's best."""
+def _name(label: str) -> str:
+    """How a variant is named in the output."""
+    if label.startswith("rows@"):
+        return f"row-sparse (adagrad, batch {label.removeprefix('rows@')})"
+    return {"autograd": "autograd (adam)", "closed": "closed form (adam, default)"}.get(
+        label, label
+    )
+
+
+def print_bpr(console: Console, result: dict[str, Any], epochs: int, negatives: int) -> None:
+    """The BPR comparison: the sweep, rates and ratios per round, curves, time to
+    implicit's best validation Recall@20 and each variant's own best."""
+    runs, variants = result["runs"], result["variants"]
+    for label, rows in result["sweep"].items():
+        console.print(
+            f"learning-rate sweep of mf_bpr {_name(label)}, {epochs} epochs (best validation "
+            "R@20, validation part only): "
+            + "; ".join(f"lr {r['lr']:g}: {r['best_valid']:.4f} (epoch {r['epoch']})" for r in rows)
+            + f" -> lr {variants[label]['learning_rate']:g}"
+        )
     console.print(
         f"BPR triples/s ({epochs} epochs, 64 factors, {negatives} negative(s) per positive, "
-        "one thread; rounds interleaved autograd, closed form, implicit; wall: training "
-        "seconds; CPU: the process's CPU seconds of the fit less the evaluation):"
+        "one thread; rounds interleaved "
+        + ", ".join(_name(k) for k in variants)
+        + ", implicit; wall: training seconds; CPU: the process's CPU seconds of the fit "
+        "less the evaluation; ratio: to implicit's in the same round):"
     )
-    for r, (auto, closed, imp) in enumerate(
-        zip(runs["autograd"], runs["closed_form"], runs["implicit"], strict=True), start=1
-    ):
+    for r in range(len(runs["implicit"])):
+        imp = runs["implicit"][r]
         for kind, key in (("wall", "rate"), ("CPU", "cpu_rate")):
-            console.print(
-                f"  round {r}, {kind} time: mf_bpr autograd {auto[key]:,.0f} (load "
-                f"{auto['load']:.2f}), closed form {closed[key]:,.0f} (load "
-                f"{closed['load']:.2f}), implicit {imp[key]:,.0f} (load {imp['load']:.2f}); "
-                f"mf_bpr vs implicit = ratio {auto[key] / imp[key]:.3f} before, "
-                f"{closed[key] / imp[key]:.3f} after; closed form / autograd = "
-                f"{closed[key] / auto[key]:.2f}x"
+            shown = ", ".join(
+                f"{_name(k)} {runs[k][r][key]:,.0f} (ratio {runs[k][r][key] / imp[key]:.3f}, "
+                f"load {runs[k][r]['load']:.2f})"
+                for k in variants
             )
-    auto, closed, imp = (runs[k][-1] for k in ("autograd", "closed_form", "implicit"))
-    table = Table(title="per epoch, last round (R@20; s: training seconds so far)")
-    for col in (
-        "epoch",
-        "autograd loss",
-        "closed loss",
-        "autograd R@20 valid",
-        "closed R@20 valid",
-        "closed R@20 test",
-        "closed s",
-        "autograd s",
-        "implicit R@20 valid",
-        "implicit R@20 test",
-        "implicit s",
-    ):
-        table.add_column(col, justify="right")
-    for e in range(epochs):
-        a, c = auto["curve"][e], closed["curve"][e]
-        i = imp["curve"][e] if e < len(imp["curve"]) else None
-        table.add_row(
-            str(e + 1),
-            f"{a['loss']:.6f}",
-            f"{c['loss']:.6f}",
-            f"{a['valid_recall']:.4f}",
-            f"{c['valid_recall']:.4f}",
-            f"{c['test_recall']:.4f}",
-            f"{c['seconds']:.2f}",
-            f"{a['seconds']:.2f}",
-            f"{i['valid_recall']:.4f}" if i else "",
-            f"{i['test_recall']:.4f}" if i else "",
-            f"{i['seconds']:.2f}" if i else "",
-        )
-    console.print(table)
-    d_loss = max(
-        abs(a["loss"] - c["loss"]) for a, c in zip(auto["curve"], closed["curve"], strict=True)
+            console.print(
+                f"  round {r + 1}, {kind}: {shown}; implicit {imp[key]:,.0f} "
+                f"(load {imp['load']:.2f})"
+            )
+    last = {k: runs[k][-1] for k in runs}
+    table = Table(
+        title="per epoch, last round: validation R@20 @ training seconds so far (test R@20 "
+        "of each best epoch below)"
     )
+    table.add_column("epoch", justify="right")
+    for k in runs:
+        table.add_column(_name(k), justify="right")
+    for e in range(epochs):
+        cells = [str(e + 1)]
+        for k in runs:
+            curve = last[k]["curve"]
+            p = curve[e] if e < len(curve) else None
+            cells.append(f"{p['valid_recall']:.4f} @{p['seconds']:.2f}" if p else "")
+        table.add_row(*cells)
+    console.print(table)
+    auto, closed = last["autograd"]["curve"], last["closed"]["curve"]
+    d_loss = max(abs(a["loss"] - c["loss"]) for a, c in zip(auto, closed, strict=True))
     d_recall = max(
         abs(a[k] - c[k])
-        for a, c in zip(auto["curve"], closed["curve"], strict=True)
+        for a, c in zip(auto, closed, strict=True)
         for k in ("valid_recall", "test_recall")
     )
     console.print(
-        f"same curve either way: max |loss difference| {d_loss:.2e}, max |R@20 difference| "
-        f"{d_recall:.2e} (valid and test, every epoch)"
+        f"autograd and closed form follow the same curve: max |loss difference| {d_loss:.2e}, "
+        f"max |R@20 difference| {d_recall:.2e} (valid and test, every epoch)"
     )
-    best_epoch = max(range(len(imp["curve"])), key=lambda e: imp["curve"][e]["valid_recall"])
-    best = imp["curve"][best_epoch]
+    imp = last["implicit"]["curve"]
+    best_epoch = max(range(len(imp)), key=lambda e: imp[e]["valid_recall"])
+    best = imp[best_epoch]
     console.print(
         f"implicit's best valid R@20 {best['valid_recall']:.4f} (test {best['test_recall']:.4f}) "
-        f"at epoch {best_epoch + 1}, {best['seconds']:.2f} s; mf_bpr first reaches it: closed "
-        f"form at {_first_reaching(closed['curve'], best['valid_recall'])}, autograd at "
-        f"{_first_reaching(auto['curve'], best['valid_recall'])}; mf_bpr's best valid R@20 "
-        f"{max(p['valid_recall'] for p in closed['curve']):.4f}"
+        f"at epoch {best_epoch + 1}, {best['seconds']:.2f} s"
     )
+    for k in variants:
+        curve = last[k]["curve"]
+        own = max(range(len(curve)), key=lambda e: curve[e]["valid_recall"])
+        console.print(
+            f"  {_name(k)} (update: {last[k]['update']}): first reaches it at "
+            f"{_first_reaching(curve, best['valid_recall'])}; its own best valid R@20 "
+            f"{curve[own]['valid_recall']:.4f} (test {curve[own]['test_recall']:.4f}) at epoch "
+            f"{own + 1}, {curve[own]['seconds']:.2f} s"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -326,6 +361,20 @@ def main(argv: list[str] | None = None) -> int:
         "--bpr-negatives", type=int, default=1, help="mf_bpr's negatives per positive (BPR)"
     )
     parser.add_argument("--bpr-rounds", type=int, default=2, help="interleaved BPR rounds")
+    parser.add_argument(
+        "--bpr-sweep",
+        type=float,
+        nargs="+",
+        default=[0.03, 0.1, 0.3, 1.0],
+        help="learning rates tried for mf_bpr with adagrad (the row-sparse update)",
+    )
+    parser.add_argument(
+        "--bpr-sparse-batches",
+        type=int,
+        nargs="+",
+        default=[1024, 4096],
+        help="batch sizes of the adagrad variants (the default config's is 1024)",
+    )
     parser.add_argument("--data", type=Path, default=None, help="MovieLens 100K folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -360,10 +409,16 @@ def main(argv: list[str] | None = None) -> int:
             )
         if rows:
             console.print(table)
-        runs = bpr_comparison(
-            folder, args.device, args.bpr_epochs, args.bpr_negatives, args.bpr_rounds
+        result = bpr_comparison(
+            folder,
+            args.device,
+            args.bpr_epochs,
+            args.bpr_negatives,
+            args.bpr_rounds,
+            args.bpr_sweep,
+            args.bpr_sparse_batches,
         )
-        print_bpr(console, runs, args.bpr_epochs, args.bpr_negatives)
+        print_bpr(console, result, args.bpr_epochs, args.bpr_negatives)
     return 0
 
 

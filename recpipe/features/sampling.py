@@ -150,6 +150,8 @@ class NegativeSampler:
         self._cache_size = int(cache_size)
         self._probabilities = weights / total
         self._probabilities.setflags(write=False)
+        # whether some item's probability is ~1 (sample_excluding checks its rows then)
+        self._one_item_holds_all = bool(self._probabilities.max() >= 1.0 - 1e-12)
         # Unnormalised CDF: searching ``u * total`` avoids a last entry below 1.0.
         self._search = _GuidedSearch(np.cumsum(weights))
         self._dtype = np.int32 if counts.shape[0] < np.iinfo(np.int32).max else np.int64
@@ -278,13 +280,14 @@ class NegativeSampler:
         pos = np.asarray(pos)
         if pos.ndim != 1:
             raise ValueError(f"pos must be 1-D (B,), got shape {pos.shape}")
-        in_range = (pos >= 0) & (pos < self.n_items)
-        p_pos = np.where(in_range, self._probabilities[np.where(in_range, pos, 0)], 0.0)
-        if pos.size and k > 0 and float(p_pos.max()) >= 1.0 - 1e-12:
-            bad = int(pos[np.argmax(p_pos)])
-            raise ValueError(
-                f"item {bad} holds all the sampling mass: no negative other than it exists"
-            )
+        if self._one_item_holds_all:  # only then can a row have no other item to draw
+            in_range = (pos >= 0) & (pos < self.n_items)
+            p_pos = np.where(in_range, self._probabilities[np.where(in_range, pos, 0)], 0.0)
+            if pos.size and k > 0 and float(p_pos.max()) >= 1.0 - 1e-12:
+                bad = int(pos[np.argmax(p_pos)])
+                raise ValueError(
+                    f"item {bad} holds all the sampling mass: no negative other than it exists"
+                )
         out = self.sample_matrix(pos.shape[0], k)
         for _ in range(_MAX_REJECTION_ROUNDS):
             rows, cols = np.nonzero(out == pos[:, None])

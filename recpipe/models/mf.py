@@ -27,19 +27,24 @@ score, and the rows' gradients (factors, biases, the L2 term on the looked-up ro
 are added into the tables' dense ``.grad`` with ``index_add_``, so the optimiser sees
 the gradient autograd would give, up to float rounding, with no graph built. Autograd
 over the same loss runs instead with hashed id tables, under DDP, or with
-``gradient: autograd``.
+``gradient: autograd``. With an optimiser whose update is row-sparse (``optimizer:
+adagrad``, or ``sgd`` with ``momentum: 0``; no weight decay) they hand the loop the same
+gradient as the distinct looked-up rows of each table instead (``_row_step``, on the
+CPU), and only those rows and their optimiser state move
+(:mod:`recpipe.train.sparse`).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 import torch
 from pydantic import Field, field_validator
 
+from recpipe.errors import TrainingError
 from recpipe.features.idmap import N_RESERVED
 from recpipe.features.inputs import TripletBatch, shard_order, triplet_batches
 from recpipe.features.sampling import NegativeSampler
@@ -67,9 +72,10 @@ from recpipe.models.torch_base import (
     TorchRecommender,
     user_item_csr,
 )
-from recpipe.train.device import to_device
+from recpipe.train.device import resolve_device, to_device
 from recpipe.train.distributed import row_bounds
-from recpipe.train.loop import GradStepFn
+from recpipe.train.loop import GradStepFn, RowSparseStepFn
+from recpipe.train.sparse import RowGrad, segments
 
 _USER = frozenset({"user"})
 #: The id tables of the MF models (``id_embedding.tables``).
@@ -417,7 +423,133 @@ class _SampledMF(_MF):
     def _closed_form_step(
         self, module: torch.nn.Module, batch: TripletBatch, device: torch.device
     ) -> tuple[torch.Tensor, int]:
-        """:meth:`_step`'s loss, with its gradient added into the tables' ``.grad``.
+        """:meth:`_step`'s loss, with its gradient added into the tables' ``.grad``
+        (:meth:`_closed_form` gives the looked-up rows' gradients): ``index_add_``
+        accumulates the rows of repeated ids, as the embeddings' backward pass does. The
+        tables' gradients are dense, as autograd leaves them, so the optimiser takes the
+        same step (up to float rounding)."""
+        assert isinstance(module, MFModule)
+        with torch.no_grad():
+            rows = self._closed_form(module, batch, device)
+            _dense_grad(module.user.weight).index_add_(0, rows.users, rows.g_u, alpha=rows.a)
+            _dense_grad(module.item.weight).index_add_(
+                0, rows.items, rows.g_v.view(rows.items.shape[0], -1), alpha=rows.c
+            )
+            _dense_grad(module.item_bias.weight).index_add_(0, rows.items, rows.g.view(-1, 1))
+            user_bias, global_bias = (
+                _dense_grad(module.user_bias.weight),
+                _dense_grad(module.global_bias),
+            )
+            if not self._row_shift_invariant:
+                user_bias.index_add_(0, rows.users, rows.g.sum(1, keepdim=True))
+                global_bias += rows.g.sum()
+        return rows.loss, len(batch)
+
+    def _row_sparse_step(self) -> RowSparseStepFn | None:
+        """:meth:`_row_step` wherever :meth:`_grad_step` is the closed form, on the CPU."""
+        if self._grad_step() is None or resolve_device(self.config.device).type != "cpu":
+            return None
+        return self._row_step
+
+    def _row_step(
+        self, module: torch.nn.Module, batch: TripletBatch, device: torch.device
+    ) -> tuple[torch.Tensor, int, list[RowGrad]]:
+        """:meth:`_step`'s loss and its gradient as the distinct looked-up rows of each
+        table (:class:`~recpipe.train.sparse.RowGrad`), for a row-sparse optimiser step.
+
+        The gradients are those of :meth:`_closed_form`, summed per distinct id rather
+        than per batch row: with ``g`` (B, W) the gradient of the loss with respect to
+        the scores (W = 1 + K), ``n_u`` / ``n_j`` how often a user / item occurs,
+
+        - user ``u``: ``a n_u p_u + sum over (b, j) with users[b] = u of g[b, j] q_j``;
+        - item ``j``: ``c n_j q_j + sum over (b, j') with items[b, j'] = j of g[b, j'] p_b``;
+        - item bias ``j``: the sum of those ``g[b, j']``; user bias, global bias: as
+          :meth:`_closed_form_step` (BPR: zero, left out).
+
+        Each sum is one ``embedding_bag`` over the ids grouped by
+        :func:`~recpipe.train.sparse.segments`: it gathers the other side's rows
+        straight from its table, weighted by ``g``, so the (B, W, D) per-row gradient is
+        never built. The same sums as the dense ``.grad`` up to float rounding.
+        """
+        assert isinstance(module, MFModule)
+        if device.type != "cpu":  # the grouping runs in numpy: a CPU step
+            raise TrainingError(f"{self.name}: the row-sparse step runs on the CPU, not {device}")
+        l2 = self.config.l2
+        bag = torch.nn.functional.embedding_bag
+        with torch.no_grad():
+            users_np = batch.users
+            items_np = np.column_stack((batch.positives, batch.negatives))  # (B, W)
+            flat_np = items_np.reshape(-1)
+            n_rows, width = items_np.shape  # W = 1 + K
+            # Gathers, scores and 1-D sums run in numpy on views of the tables' memory: a
+            # CPU step of small operations, where numpy's fixed cost per call is a
+            # fraction of torch's (and its einsum beats the batched matmul here).
+            # (detached: embedding_bag keeps its backward's buffers for a weight that
+            # requires grad, even under no_grad)
+            user_table, item_table = module.user.weight.detach(), module.item.weight.detach()
+            user_np, item_np = user_table.numpy(), item_table.numpy()
+            u = user_np.take(users_np, axis=0)  # (B, D)
+            v = item_np.take(flat_np, axis=0).reshape(n_rows, width, -1)  # (B, W, D)
+            scores_np = np.einsum("bwd,bd->bw", v, u)  # (B, W)
+            scores_np += module.item_bias.weight.detach().numpy().reshape(-1)[items_np]
+            scores = torch.from_numpy(scores_np)
+            if not self._row_shift_invariant:  # else they cancel out of the loss
+                user_bias = module.user_bias.weight.detach().numpy().reshape(-1)
+                scores += torch.from_numpy(user_bias[users_np])[:, None] + module.global_bias
+            loss, g = self._loss_and_grad(scores[:, 0], scores[:, 1:])  # g: (B, W)
+            g_np = g.numpy()  # (B, W)
+
+            # users: the (b, j) cells of each user's rows, grouped by user
+            by_user = segments(users_np, user_table.shape[0])
+            g_users = bag(
+                torch.from_numpy(items_np[by_user.order].reshape(-1)),
+                item_table,
+                torch.from_numpy(by_user.offsets * width),
+                mode="sum",
+                per_sample_weights=torch.from_numpy(g_np[by_user.order].reshape(-1)),
+            )  # (U, D)
+            p_rows = torch.from_numpy(user_np.take(by_user.rows.numpy(), axis=0))
+            # items: each item's cells, grouped by item
+            by_item = segments(flat_np, item_table.shape[0])
+            g_of_item = g_np.reshape(-1)[by_item.order]
+            g_items = bag(
+                torch.from_numpy(users_np[by_item.order // width]),
+                user_table,
+                torch.from_numpy(by_item.offsets),
+                mode="sum",
+                per_sample_weights=torch.from_numpy(g_of_item),
+            )  # (I, D)
+            q_rows = torch.from_numpy(item_np.take(by_item.rows.numpy(), axis=0))
+            if l2:
+                # the penalty's value, l2 (mean |p_u|^2 + mean |q_j|^2) over the batch's
+                # rows as _scores has it, from the distinct rows times their counts
+                squares = _weighted_squares(by_user.counts, p_rows.numpy()) / n_rows
+                squares += _weighted_squares(by_item.counts, q_rows.numpy()) / flat_np.shape[0]
+                loss = loss + l2 * squares
+                a = 2.0 * l2 / n_rows
+                c = 2.0 * l2 / flat_np.shape[0]
+                g_users.addcmul_(_column(by_user.counts * a), p_rows)
+                g_items.addcmul_(_column(by_item.counts * c), q_rows)
+            g_bias = np.add.reduceat(g_of_item, by_item.offsets)[:, None]  # (I, 1)
+            blocks = [
+                RowGrad(module.user.weight, by_user.rows, g_users, p_rows),
+                RowGrad(module.item.weight, by_item.rows, g_items, q_rows),
+                RowGrad(module.item_bias.weight, by_item.rows, torch.from_numpy(g_bias)),
+            ]
+            if not self._row_shift_invariant:
+                per_row = g.sum(1).numpy()[by_user.order]  # (B,) grouped by user
+                g_user_bias = np.add.reduceat(per_row, by_user.offsets)[:, None]
+                blocks.append(
+                    RowGrad(module.user_bias.weight, by_user.rows, torch.from_numpy(g_user_bias))
+                )
+                blocks.append(RowGrad(module.global_bias, None, g.sum().view(1)))
+        return loss, len(batch), blocks
+
+    def _closed_form(
+        self, module: MFModule, batch: TripletBatch, device: torch.device
+    ) -> _RowGradients:
+        """The loss of :meth:`_step` and the gradients of its looked-up rows, without
+        autograd (call under ``torch.no_grad()``).
 
         The scores and the penalty are those of :meth:`_scores`, computed without a
         graph. With ``g`` the (B, 1 + K) gradient of the loss with respect to the
@@ -427,13 +559,10 @@ class _SampledMF(_MF):
         - user factors ``p_u``: ``a p_u + sum_j g[b, j] q_j``;
         - item factors ``q_j``: ``c q_j + g[b, j] p_u``;
         - item biases: ``g[b, j]``; user biases: ``sum_j g[b, j]``; global: ``sum g``
-          (zero for a loss of score differences, BPR: :attr:`_row_shift_invariant`);
+          (zero for a loss of score differences, BPR: :attr:`_row_shift_invariant`).
 
-        and ``index_add_`` accumulates the rows of repeated ids, as the embeddings'
-        backward pass does. The tables' gradients are dense, as autograd leaves them,
-        so the optimiser takes the same step (up to float rounding).
+        The factor rows come scaled: their gradients are ``a * g_u`` and ``c * g_v``.
         """
-        assert isinstance(module, MFModule)
         l2 = self.config.l2
         # float32 throughout: the loop's bf16 autocast on CUDA would run the batched
         # product in bf16, where autograd's step (elementwise products) stays float32
@@ -442,7 +571,7 @@ class _SampledMF(_MF):
             if device.type == "cuda"
             else contextlib.nullcontext()
         )
-        with torch.no_grad(), fp32:
+        with fp32:
             users = to_device(batch.users, device)
             items = to_device(np.column_stack((batch.positives, batch.negatives)), device)
             flat = items.view(-1)  # (B (1 + K),): each row's positive, then its negatives
@@ -478,19 +607,26 @@ class _SampledMF(_MF):
                 u_flat, v_flat = u.view(-1), v.view(-1)
                 loss = loss.add(torch.dot(u_flat, u_flat), alpha=l2 / n_rows)
                 loss.add_(torch.dot(v_flat, v_flat), alpha=l2 / flat.shape[0])
-            _dense_grad(module.user.weight).index_add_(0, users, g_u, alpha=a)
-            _dense_grad(module.item.weight).index_add_(
-                0, flat, g_v.view(flat.shape[0], -1), alpha=c
-            )
-            _dense_grad(module.item_bias.weight).index_add_(0, flat, g.view(-1, 1))
-            user_bias, global_bias = (
-                _dense_grad(module.user_bias.weight),
-                _dense_grad(module.global_bias),
-            )
-            if not self._row_shift_invariant:
-                user_bias.index_add_(0, users, g.sum(1, keepdim=True))
-                global_bias += g.sum()
-        return loss, len(batch)
+        return _RowGradients(loss, users, flat, g_u, a, g_v, c, g)
+
+
+class _RowGradients(NamedTuple):
+    """What :meth:`_SampledMF._closed_form` gives: B rows, W = 1 + K items per row."""
+
+    loss: torch.Tensor
+    """() the loss, penalty included."""
+    users: torch.Tensor
+    """(B,) the user of each row."""
+    items: torch.Tensor
+    """(B W,) each row's positive, then its negatives."""
+    g_u: torch.Tensor
+    """(B, D) the user factors' gradients, divided by ``a``."""
+    a: float
+    g_v: torch.Tensor
+    """(B, W, D) the item factors' gradients, divided by ``c``."""
+    c: float
+    g: torch.Tensor
+    """(B, W) d loss / d score: the item biases' gradients."""
 
 
 #: Below this L2 factor the closed-form step adds the L2 rows on their own (1 / c
@@ -658,3 +794,13 @@ def _event_counts(data: Interactions, n_users: int, n_items: int) -> Any:
 
     ones = np.ones(len(data), dtype=np.float32)
     return sp.csr_matrix((ones, (data.user_idx, data.item_idx)), shape=(n_users, n_items))
+
+
+def _column(values: np.ndarray) -> torch.Tensor:
+    """(N,) float64 numpy values -> (N, 1) float32 tensor."""
+    return torch.from_numpy(values.astype(np.float32)[:, None])
+
+
+def _weighted_squares(counts: np.ndarray, rows: np.ndarray) -> float:
+    """``sum_k counts[k] |rows[k]|^2``: the batch's squared norms from its distinct rows."""
+    return float(np.dot(counts.astype(np.float64), np.einsum("kd,kd->k", rows, rows)))

@@ -15,7 +15,9 @@ for state that is not in the module (e.g. a lookup table), and ``_grad_step()``:
 that writes its loss's gradient into the parameters' ``.grad`` itself (e.g. in closed
 form, without an autograd graph), or None (the default) where autograd over ``_step``
 should run; the loop uses it in one process only (see :meth:`Trainer.fit
-<recpipe.train.loop.Trainer.fit>`).
+<recpipe.train.loop.Trainer.fit>`); and ``_row_sparse_step()``: a step that returns the
+gradient as the rows it touched, for optimisers whose update is row-sparse
+(:mod:`recpipe.train.sparse`).
 
 Under ``torchrun`` (DistributedDataParallel, :mod:`recpipe.train.distributed`), a
 model whose ``ddp_sharding`` is ``"rows"`` trains each rank on its rows of the same
@@ -55,6 +57,7 @@ from recpipe.train.distributed import shard_rows
 from recpipe.train.loop import (
     EpochCallback,
     GradStepFn,
+    RowSparseStepFn,
     TrainConfig,
     Trainer,
     TrainResult,
@@ -260,6 +263,14 @@ class TorchRecommender(Recommender):
         cover the config (the loop also ignores it under DDP)."""
         return None
 
+    def _row_sparse_step(self) -> RowSparseStepFn | None:
+        """A step that returns its loss's gradient as the distinct rows of each table it
+        touched (``(loss, n_examples, [RowGrad, ...])``, see
+        :mod:`recpipe.train.sparse`), or None (the default). The loop prefers it to
+        :meth:`_grad_step` where the optimiser's update is row-sparse (``adagrad``,
+        ``sgd`` with ``momentum: 0``, no weight decay) and one process trains."""
+        return None
+
     def _score_tensor(
         self, module: torch.nn.Module, queries: Queries, device: torch.device
     ) -> torch.Tensor:
@@ -359,6 +370,7 @@ class TorchRecommender(Recommender):
             n_batches=self._n_batches,
             shard=self._shard_batch if self.ddp_sharding == "rows" else None,
             grad_step=self._grad_step(),
+            sparse_step=self._row_sparse_step(),
         )
         trainer.clear_checkpoint()
         self.module = module

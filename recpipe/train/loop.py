@@ -13,9 +13,18 @@ loop does the rest:
   runs in one process only: under DDP the gradients must go through DDP's all-reduce,
   so ``step`` and autograd run there. ``TrainResult.extra["gradient"]`` says which
   (``"grad_step"`` or ``"autograd"``);
+- the update: the optimiser's dense step over every parameter, or, when the model
+  hands a ``sparse_step`` (it returns the gradient as the distinct rows of each table
+  it touched, :class:`~recpipe.train.sparse.RowGrad`) and the optimiser's update leaves
+  rows with zero gradient unchanged (``adagrad``, ``sgd`` with ``momentum: 0``, no
+  weight decay: :func:`~recpipe.train.sparse.row_sparse_reason`), the same update on
+  those rows only (:class:`~recpipe.train.sparse.RowSparseStep`), with the same
+  clipping and the optimiser's state updated in place (checkpointed as usual); in one
+  process only. ``TrainResult.extra["update"]`` says which (``"rows"`` or ``"dense"``);
 - device from the config (``auto``: CUDA when present), bf16 autocast on CUDA;
 - seeding; on the CPU the same seed gives the same weights;
-- optimiser (Adam, AdamW, Adagrad, SGD), gradient clipping by global norm;
+- optimiser (Adam, AdamW, Adagrad, SGD with ``momentum``), gradient clipping by
+  global norm;
 - a NaN or infinite loss raises :class:`~recpipe.errors.TrainingError` naming the
   epoch and the step;
 - validation after each epoch, early stopping on the monitored metric with
@@ -51,17 +60,18 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recpipe.errors import TrainingError
 from recpipe.train import distributed as ddp
 from recpipe.train.device import autocast, resolve_device, rng_state, seed_everything, set_rng_state
+from recpipe.train.sparse import RowGrad, RowSparseStep, row_sparse_reason
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +96,10 @@ Batch = Any
 StepFn = Callable[[torch.nn.Module, Batch, torch.device], tuple[torch.Tensor, int]]
 #: A step that fills the trainable parameters' ``.grad`` itself (see :meth:`Trainer.fit`).
 GradStepFn = StepFn
+#: A step that returns its gradient as the rows it touched (see :meth:`Trainer.fit`).
+RowSparseStepFn = Callable[
+    [torch.nn.Module, Batch, torch.device], tuple[torch.Tensor, int, Sequence[RowGrad]]
+]
 ValidateFn = Callable[[torch.nn.Module, torch.device], Mapping[str, float]]
 #: ``shard(batch, rank, world_size)``: this rank's part of a global minibatch.
 ShardFn = Callable[[Batch, int, int], Batch]
@@ -102,6 +116,13 @@ class TrainConfig(BaseModel):
     epochs: int = Field(default=20, ge=1, description="most epochs to train")
     batch_size: int = Field(default=1024, ge=1, description="examples per minibatch")
     optimizer: Literal["adam", "adamw", "adagrad", "sgd"] = "adam"
+    momentum: float = Field(
+        default=0.9,
+        ge=0,
+        lt=1,
+        description="SGD's momentum (optimizer: sgd only); 0: plain SGD, which (without "
+        "weight_decay) moves only the rows that have a gradient",
+    )
     learning_rate: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=0.0, ge=0, description="optimiser weight decay")
     grad_clip: float | None = Field(
@@ -112,6 +133,15 @@ class TrainConfig(BaseModel):
     )
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
     amp: bool = Field(default=True, description="bf16 autocast on CUDA (ignored on CPU)")
+
+    @model_validator(mode="after")
+    def _momentum_is_sgds(self) -> TrainConfig:
+        if self.optimizer != "sgd" and self.momentum != 0.9:
+            raise ValueError(
+                f"momentum {self.momentum} applies to optimizer 'sgd' only, not "
+                f"{self.optimizer!r} (expected optimizer: sgd, or momentum left at 0.9)"
+            )
+        return self
 
     def train_options(self) -> TrainConfig:
         """Just the loop's options (a model config subclassing this carries more)."""
@@ -172,7 +202,7 @@ def make_optimizer(config: TrainConfig, module: torch.nn.Module) -> torch.optim.
         return torch.optim.AdamW(params, **options)
     if config.optimizer == "adagrad":
         return torch.optim.Adagrad(params, **options)
-    return torch.optim.SGD(params, momentum=0.9, **options)
+    return torch.optim.SGD(params, momentum=config.momentum, **options)
 
 
 def clip_grad_norm(module: torch.nn.Module, max_norm: float) -> None:
@@ -402,6 +432,7 @@ class Trainer:
         n_batches: Callable[[int], int | None] | None = None,
         shard: ShardFn | None = None,
         grad_step: GradStepFn | None = None,
+        sparse_step: RowSparseStepFn | None = None,
     ) -> TrainResult:
         """Train ``module`` in place; returns the history. The best epoch's weights
         (by ``monitor``) are in ``module`` at the end.
@@ -415,6 +446,13 @@ class Trainer:
         every trainable parameter the gradient of the loss it returns (the loop sets
         the gradients to None before each step, then clips and steps the optimiser as
         usual). Under DDP (``world_size > 1``) it is not used: ``step`` runs inside DDP.
+
+        ``sparse_step(module, batch, device) -> (loss, n_examples, row_grads)``, when
+        given, replaces both in one process where the optimiser's update is row-sparse
+        (:func:`~recpipe.train.sparse.row_sparse_reason`): ``row_grads`` is the whole
+        gradient (every parameter and row they leave out has a zero gradient); the loop
+        clips them by their global norm and updates those rows only, without touching
+        ``.grad``.
 
         Raises
         ------
@@ -498,7 +536,23 @@ class Trainer:
                 return chosen(module, batch, device)
 
             local_batches = batches
-        log.debug("%s: gradients by %s", self.name, "grad_step" if manual_grad else "autograd")
+        # The update, chosen once: the model's row gradients and the optimiser's update
+        # on those rows where that equals its dense step (one process), else dense.
+        rows: _RowUpdate | None = None
+        if sparse_step is not None and self.world_size == 1:
+            reason = row_sparse_reason(optimizer)
+            if reason is None:  # (built after the checkpoint's optimiser state is loaded)
+                trainable = [p for p in module.parameters() if p.requires_grad]
+                rows = _RowUpdate(sparse_step, RowSparseStep(optimizer, trainable))
+                manual_grad = True
+            else:
+                log.debug("%s: dense optimiser step (%s)", self.name, reason)
+        log.debug(
+            "%s: gradients by %s, %s update",
+            self.name,
+            "grad_step" if manual_grad else "autograd",
+            "row-sparse" if rows is not None else "dense",
+        )
 
         main = self.rank == 0
         t_start = time.perf_counter()
@@ -508,7 +562,15 @@ class Trainer:
                 if stopped_early:
                     break
                 record = self._epoch(
-                    module, optimizer, epoch, local_batches, runner, bar, n_batches, manual_grad
+                    module,
+                    optimizer,
+                    epoch,
+                    local_batches,
+                    runner,
+                    bar,
+                    n_batches,
+                    manual_grad,
+                    rows,
                 )
                 if validate is not None:
                     module.eval()
@@ -570,6 +632,7 @@ class Trainer:
             extra={
                 "world_size": self.world_size,
                 "gradient": "grad_step" if manual_grad else "autograd",
+                "update": "rows" if rows is not None else "dense",
             },
         )
         if stopped_early and main:
@@ -593,21 +656,40 @@ class Trainer:
         bar: _Progress,
         n_batches: Callable[[int], int | None] | None,
         manual_grad: bool = False,
+        rows: _RowUpdate | None = None,
     ) -> dict[str, Any]:
         cfg = self.config
         device = self.device
         module.train()
         task = bar.epoch(epoch, cfg.epochs, n_batches(epoch) if n_batches else None)
-        total = torch.zeros((), dtype=torch.float64, device=device)
+        # The epoch's loss sum: a Python float on the CPU (reading a CPU tensor costs no
+        # sync; the same float64 sums as a tensor), a device tensor elsewhere (no sync
+        # per step).
+        on_cpu = device.type == "cpu"
+        total: torch.Tensor | float = (
+            0.0 if on_cpu else torch.zeros((), dtype=torch.float64, device=device)
+        )
         examples = 0
+        # on the CPU autocast is off: skip entering its context each step
+        amp = device.type == "cuda" and cfg.amp
+        show = bar._bar is not None
         t0 = time.perf_counter()
         world = self.world_size
         for i, batch in enumerate(batches(epoch)):
-            optimizer.zero_grad(set_to_none=True)
-            with autocast(device, cfg.amp):
-                loss, count = runner(batch)
+            blocks: Sequence[RowGrad] | None = None
+            if rows is not None:  # the row-sparse update: no dense .grad to clear
+                with autocast(device, cfg.amp) if amp else contextlib.nullcontext():
+                    loss, count, blocks = rows.step(module, batch, device)
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                with autocast(device, cfg.amp) if amp else contextlib.nullcontext():
+                    loss, count = runner(batch)
             loss = loss.float()
-            finite = bool(torch.isfinite(loss)) or (world > 1 and count == 0)
+            value = float(loss.detach()) if on_cpu else None
+            if on_cpu and world == 1:
+                finite = math.isfinite(value)  # type: ignore[arg-type]
+            else:
+                finite = bool(torch.isfinite(loss)) or (world > 1 and count == 0)
             objective = loss
             if world > 1:
                 # Weight by this rank's share of the step's examples: DDP averages the
@@ -634,21 +716,32 @@ class Trainer:
                     f"lower learning_rate (now {cfg.learning_rate}) or set grad_clip "
                     f"(now {cfg.grad_clip})"
                 )
-            if not manual_grad:  # a grad_step has filled .grad already
-                objective.backward()
-            if cfg.grad_clip is not None:
-                clip_grad_norm(module, cfg.grad_clip)
-            optimizer.step()
+            if blocks is not None:
+                assert rows is not None
+                if cfg.grad_clip is not None:
+                    rows.update.clip(blocks, cfg.grad_clip)
+                rows.update.step(blocks)
+            else:
+                if not manual_grad:  # a grad_step has filled .grad already
+                    objective.backward()
+                if cfg.grad_clip is not None:
+                    clip_grad_norm(module, cfg.grad_clip)
+                optimizer.step()
             if count:
-                total += loss.detach().double() * count
+                if on_cpu:
+                    total += value * count  # type: ignore[operator]
+                else:
+                    total += loss.detach().double() * count
             examples += int(count)
-            bar.advance(task, float(loss.detach()) if bar._bar is not None else None)
+            if show:
+                bar.advance(task, value if on_cpu else float(loss.detach()))
         if world > 1:  # the epoch's loss and examples over every rank
-            sums = torch.stack([total, total.new_tensor(float(examples))])
+            sums = torch.tensor([float(total), float(examples)], dtype=torch.float64)
+            sums = sums.to(device)
             ddp.all_reduce_sum(sums)
-            total, examples = sums[0], int(sums[1].item())
+            total, examples = float(sums[0].item()), int(sums[1].item())
         seconds = time.perf_counter() - t0
-        mean = float(total.item()) / examples if examples else float("nan")
+        mean = float(total) / examples if examples else float("nan")
         return {
             "epoch": epoch,
             "loss": mean,
@@ -671,6 +764,15 @@ class Trainer:
             record["seconds"],
             record["examples_per_s"],
         )
+
+
+@dataclass(frozen=True)
+class _RowUpdate:
+    """The row-sparse path: the model's step that returns row gradients, and the
+    optimiser's update of those rows."""
+
+    step: RowSparseStepFn
+    update: RowSparseStep
 
 
 def copy_config(config: TrainConfig, **changes: Any) -> TrainConfig:
