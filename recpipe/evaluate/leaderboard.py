@@ -22,6 +22,7 @@ from recpipe.evaluate.significance import paired_bootstrap
 from recpipe.features.context import EVENT_TYPE_INDEX
 from recpipe.models.base import Recommender
 from recpipe.models.data import DataMeta, Interactions
+from recpipe.models.dataset import BlockedPart, whole
 from recpipe.models.registry import build_model, get_model
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def split_query_kinds(split_kind: str) -> frozenset[str]:
 
 def evaluate_models(
     split_kind: str,
-    data: Mapping[str, Interactions],
+    data: Mapping[str, Interactions | BlockedPart],
     meta: DataMeta,
     models: Sequence[str],
     configs: Mapping[str, Mapping[str, Any]],
@@ -66,6 +67,10 @@ def evaluate_models(
     extra_metrics: Callable[[Recommender], dict[str, float]] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
     """Fit each model on ``data["train"]`` and evaluate it with the split's protocol.
+
+    ``data["test"]`` may be a :class:`~recpipe.models.dataset.BlockedPart`: the user
+    top-K protocol then ranks it block by block (the same figures and per-query arrays),
+    and the rating and CTR metrics read it whole, once per model that needs them.
 
     ``fitted`` adds models trained elsewhere (the train stage's candidates, by name),
     evaluated as they are. Returns ``{model: {"metrics", "slices", "n_queries",
@@ -125,9 +130,11 @@ def evaluate_models(
             continue
         metrics = dict(result.metrics)
         if getattr(model, "predicts_ratings", False):
-            metrics.update(_rating_metrics(model, data["test"], meta, name))
+            metrics.update(_rating_metrics(model, whole(data["test"]), meta, name))
         if "user" in needed & kinds and getattr(model, "predicts_ctr", False):
-            metrics.update(_ctr_metrics(model, data["train"], data["test"], meta, name))
+            test = whole(data["test"])  # read anew from a BlockedPart, dropped after
+            metrics.update(_ctr_metrics(model, data["train"], test, meta, name))
+            del test
         if extra_metrics is not None:
             metrics.update(extra_metrics(model))
         t2 = time.perf_counter()
