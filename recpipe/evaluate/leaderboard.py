@@ -65,6 +65,7 @@ def evaluate_models(
     test_user_keys: np.ndarray | None = None,
     cold_given: int = 5,
     extra_metrics: Callable[[Recommender], dict[str, float]] | None = None,
+    keep_per_query: Sequence[str] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
     """Fit each model on ``data["train"]`` and evaluate it with the split's protocol.
 
@@ -78,6 +79,10 @@ def evaluate_models(
     ``candidate``), or ``{model: {"skipped": reason}}`` for a model that cannot serve
     the protocol, and ``{model: per-query metric arrays}``, aligned across models, for
     significance tests.
+
+    ``keep_per_query`` (e.g. the bootstrapped metric), when given, are the only
+    per-query arrays kept of each model: every other one is dropped as soon as the
+    model is evaluated (a float64 per query and metric, for every model, otherwise).
 
     ``extra_metrics(model)``, when given, adds metrics to each evaluated model's (e.g.
     the labelled sampled-negatives ranking of :mod:`recpipe.evaluate.sampled`).
@@ -138,7 +143,11 @@ def evaluate_models(
         if extra_metrics is not None:
             metrics.update(extra_metrics(model))
         t2 = time.perf_counter()
-        per_query[name] = result.per_query
+        per_query[name] = (
+            result.per_query
+            if keep_per_query is None
+            else {k: v for k, v in result.per_query.items() if k in keep_per_query}
+        )
         out[name] = {
             "role": role,
             "protocol": result.protocol,

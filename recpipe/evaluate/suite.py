@@ -193,6 +193,7 @@ def evaluate_split(
         test_user_keys=data.test_user_keys,
         cold_given=ep.cold_users_given,
         extra_metrics=extra,
+        keep_per_query=[ep.primary_metric],  # what compare_to_best bootstraps
     )
     for name, seconds in trained_s.items():
         if "fit_s" in results.get(name, {}):

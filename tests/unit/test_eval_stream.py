@@ -125,6 +125,12 @@ def test_evaluate_models_by_blocks_equals_the_whole_test_part(features: Paths, k
             assert blocked_q[name].keys() == arrays.keys()
             for key, values in arrays.items():
                 np.testing.assert_array_equal(blocked_q[name][key], values, err_msg=key)
+        if block_rows == 3:  # the stage keeps only the bootstrapped metric's arrays
+            _, kept = evaluate_models(
+                kind, parts, split.meta, ["pop"], {}, (20,), keep_per_query=["recall@20"]
+            )
+            assert kept["pop"].keys() == {"recall@20"}
+            np.testing.assert_array_equal(kept["pop"]["recall@20"], whole_q["pop"]["recall@20"])
         # the gate's champion re-evaluation goes through evaluate_model as well
         for name in ("mf_bpr", "pop"):
             model = fitted.get(name) or build_model(name, {}, split.meta).fit(split.parts["train"])
