@@ -45,9 +45,7 @@ def test_a_split_is_read_once_and_again_after_a_rewrite(tmp_path, reads) -> None
     assert reads == ["session", "session"]
 
 
-def test_a_split_read_without_its_test_part_keeps_its_parts_when_completed(
-    tmp_path, reads
-) -> None:
+def test_a_split_read_without_its_test_part_keeps_its_parts_when_completed(tmp_path, reads) -> None:
     folder = build_workspace(tmp_path).features_dir / "session"
     partial = load_split(folder, ("train", "valid"))
     assert set(partial.parts) == {"train", "valid"}
