@@ -345,6 +345,20 @@ class EvaluateParams(StrictModel):
         "the user never touched (sampled<N>/hit@K; only to check against papers that report "
         "it: it mis-ranks models and is never gated); 0: off",
     )
+    stream_min_rows: int = Field(
+        default=10_000_000,
+        ge=0,
+        description="a user top-K split (user_temporal, global_temporal, leave_last_out) whose "
+        "test part holds this many rows or more is read and ranked a block of users at a time "
+        "(memory: the train part and one block; the same figures); smaller test parts are read "
+        "whole (0: always by blocks)",
+    )
+    stream_block_rows: int = Field(
+        default=2_000_000,
+        ge=1,
+        description="test events per block when the test part is read by blocks (a user's "
+        "events are never split: a user with more is a block alone)",
+    )
 
     @field_validator("ks")
     @classmethod

@@ -644,14 +644,14 @@ def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
     stage then writes the headline, ``reports/metrics.json``. A candidate of
     ``train.candidates`` with no artifact for a split (never trained, an empty folder,
     skipped by the train stage) is listed in both reports as skipped, with why. The work is
-    :func:`recpipe.evaluate.suite.evaluate_split` (on the ``cold_start`` split also the
+    :func:`recpipe.evaluate.suite.evaluate_folder` (a large user top-K test part is
+    ranked by blocks of users; on the ``cold_start`` split also the
     cold items and cold users protocols, metrics prefixed ``cold_items/`` and
     ``cold_users/``).
     """
     from recpipe.evaluate.leaderboard import leaderboard_markdown
     from recpipe.evaluate.plots import write_plots
-    from recpipe.evaluate.suite import evaluate_split, leaderboard_columns, load_candidates
-    from recpipe.models.dataset import load_split
+    from recpipe.evaluate.suite import evaluate_folder, leaderboard_columns
     from recpipe.tuning.configs import read_tuned
 
     ep = params.evaluate
@@ -670,19 +670,13 @@ def evaluate(params: Params, paths: Paths) -> dict[str, Any]:
             )
             log.info("evaluate: no %s split (%s)", kind, skipped[kind])
             continue
-        data = load_split(folder)
-        candidates, trained_s, missing = load_candidates(
-            params.train.candidates, paths.models_dir, kind, data.meta
-        )
         configs = dict(ep.model_configs)
         if params.tune.use:  # the baselines' tuned configs of this split, where tuned
             for name in ep.models:
                 configs[name] = read_tuned(paths.tuned_dir, kind, name) or configs.get(name, {})
-        results[kind], significance[kind] = evaluate_split(
-            kind, data, ep, candidates, trained_s, configs=configs
+        results[kind], significance[kind] = evaluate_folder(
+            folder, ep, params.train.candidates, paths.models_dir, configs
         )
-        for name, why in missing.items():  # listed with why, not left off silently
-            results[kind][name] = {"role": "candidate", "skipped": why}
     if not results:
         raise StageError(
             f"none of evaluate.splits={ep.splits} was built ({skipped}); "

@@ -22,6 +22,7 @@ from recpipe.evaluate.significance import paired_bootstrap
 from recpipe.features.context import EVENT_TYPE_INDEX
 from recpipe.models.base import Recommender
 from recpipe.models.data import DataMeta, Interactions
+from recpipe.models.dataset import BlockedPart, whole
 from recpipe.models.registry import build_model, get_model
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def split_query_kinds(split_kind: str) -> frozenset[str]:
 
 def evaluate_models(
     split_kind: str,
-    data: Mapping[str, Interactions],
+    data: Mapping[str, Interactions | BlockedPart],
     meta: DataMeta,
     models: Sequence[str],
     configs: Mapping[str, Mapping[str, Any]],
@@ -64,8 +65,13 @@ def evaluate_models(
     test_user_keys: np.ndarray | None = None,
     cold_given: int = 5,
     extra_metrics: Callable[[Recommender], dict[str, float]] | None = None,
+    keep_per_query: Sequence[str] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
     """Fit each model on ``data["train"]`` and evaluate it with the split's protocol.
+
+    ``data["test"]`` may be a :class:`~recpipe.models.dataset.BlockedPart`: the user
+    top-K protocol then ranks it block by block (the same figures and per-query arrays),
+    and the rating and CTR metrics read it whole, once per model that needs them.
 
     ``fitted`` adds models trained elsewhere (the train stage's candidates, by name),
     evaluated as they are. Returns ``{model: {"metrics", "slices", "n_queries",
@@ -73,6 +79,10 @@ def evaluate_models(
     ``candidate``), or ``{model: {"skipped": reason}}`` for a model that cannot serve
     the protocol, and ``{model: per-query metric arrays}``, aligned across models, for
     significance tests.
+
+    ``keep_per_query`` (e.g. the bootstrapped metric), when given, are the only
+    per-query arrays kept of each model: every other one is dropped as soon as the
+    model is evaluated (a float64 per query and metric, for every model, otherwise).
 
     ``extra_metrics(model)``, when given, adds metrics to each evaluated model's (e.g.
     the labelled sampled-negatives ranking of :mod:`recpipe.evaluate.sampled`).
@@ -125,13 +135,19 @@ def evaluate_models(
             continue
         metrics = dict(result.metrics)
         if getattr(model, "predicts_ratings", False):
-            metrics.update(_rating_metrics(model, data["test"], meta, name))
+            metrics.update(_rating_metrics(model, whole(data["test"]), meta, name))
         if "user" in needed & kinds and getattr(model, "predicts_ctr", False):
-            metrics.update(_ctr_metrics(model, data["train"], data["test"], meta, name))
+            test = whole(data["test"])  # read anew from a BlockedPart, dropped after
+            metrics.update(_ctr_metrics(model, data["train"], test, meta, name))
+            del test
         if extra_metrics is not None:
             metrics.update(extra_metrics(model))
         t2 = time.perf_counter()
-        per_query[name] = result.per_query
+        per_query[name] = (
+            result.per_query
+            if keep_per_query is None
+            else {k: v for k, v in result.per_query.items() if k in keep_per_query}
+        )
         out[name] = {
             "role": role,
             "protocol": result.protocol,

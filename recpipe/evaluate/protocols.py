@@ -65,6 +65,7 @@ from recpipe.features.context import EVENT_TYPE_INDEX
 from recpipe.features.idmap import N_RESERVED, UNK
 from recpipe.models.base import Recommender
 from recpipe.models.data import DataMeta, Interactions, Queries
+from recpipe.models.dataset import BlockedPart
 from recpipe.sessions.batching import prefixes
 
 log = logging.getLogger(__name__)
@@ -557,7 +558,7 @@ def cold_start(
 def evaluate_model(
     model: Recommender,
     split_kind: str,
-    data: Mapping[str, Interactions],
+    data: Mapping[str, Interactions | BlockedPart],
     meta: DataMeta,
     ks: Sequence[int] | None = None,
     *,
@@ -575,9 +576,12 @@ def evaluate_model(
         ``leave_last_out`` (:func:`user_topk`); or ``cold_start``
         (:func:`cold_start`: user_topk, cold_items and cold_users, each if the
         model scores its query kind).
-    data : mapping of str to Interactions
+    data : mapping of str to Interactions or BlockedPart
         The split's parts: ``"test"``, and ``"train"`` for :func:`user_topk` and
-        :func:`cold_start`.
+        :func:`cold_start`. A test part given as a
+        :class:`~recpipe.models.dataset.BlockedPart` is ranked block by block
+        (:func:`user_topk_blocks`, the same result) on the user top-K splits, and read
+        whole for the other protocols.
     meta : DataMeta
         Sizes and train popularity of the split.
     ks : sequence of int, optional
@@ -617,16 +621,21 @@ def evaluate_model(
     if missing:
         raise ValueError(f"evaluating the {split_kind!r} split needs part(s) {missing}")
     kw = {} if ks is None else {"ks": tuple(ks)}
+    test = data["test"]
+    if isinstance(test, BlockedPart):
+        if needed == {"user"}:
+            return user_topk_blocks(model, data["train"], test.blocks(), meta, **kw)
+        test = test.load()
     if split_kind in COLD_START_SPLITS:
         return cold_start(
             model,
             data["train"],
-            data["test"],
+            test,
             meta,
             given=given,
             user_keys=test_user_keys,
             **kw,
         )
     if needed == {"session"}:
-        return next_item(model, data["test"], meta, **kw)
-    return user_topk(model, data["train"], data["test"], meta, **kw)
+        return next_item(model, test, meta, **kw)
+    return user_topk(model, data["train"], test, meta, **kw)

@@ -6,8 +6,9 @@ refuses one trained on other features); :func:`evaluate_split` fits the configur
 baselines, evaluates every model (:func:`~recpipe.evaluate.leaderboard.evaluate_models`)
 and bootstraps the primary metric against the best model
 (:func:`~recpipe.evaluate.leaderboard.compare_to_best`); :func:`leaderboard_columns`
-lists the leaderboard's columns. The stage function (:func:`recpipe.stages.evaluate`)
-reads the splits and writes the reports and plots.
+lists the leaderboard's columns; :func:`open_split` reads a split for them, its test part
+by blocks of users when it is large. The stage function (:func:`recpipe.stages.evaluate`)
+writes the reports and plots.
 """
 
 from __future__ import annotations
@@ -22,9 +23,79 @@ from recpipe.config import EvaluateParams
 from recpipe.errors import StageError
 from recpipe.models.artifact import META_FILE
 from recpipe.models.data import DataMeta
-from recpipe.models.dataset import SplitData
+from recpipe.models.dataset import BlockedPart, SplitData, whole
 
 log = logging.getLogger(__name__)
+
+
+def evaluate_folder(
+    folder: Path,
+    ep: EvaluateParams,
+    candidates: Sequence[str],
+    models_dir: Path,
+    configs: Mapping[str, Mapping[str, Any]],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The evaluate stage's work on the split in ``folder``: read it (:func:`open_split`),
+    load the trained ``candidates`` (:func:`load_candidates`), fit and evaluate
+    (:func:`evaluate_split`, the baselines with ``configs``), and list each candidate
+    without an artifact as skipped, with why.
+
+    Returns
+    -------
+    (dict, dict)
+        As :func:`evaluate_split`.
+    """
+    kind = folder.name
+    data = open_split(folder, ep)
+    fitted, trained_s, missing = load_candidates(candidates, models_dir, kind, data.meta)
+    results, significance = evaluate_split(kind, data, ep, fitted, trained_s, configs=configs)
+    for name, why in missing.items():  # listed with why, not left off silently
+        results[name] = {"role": "candidate", "skipped": why}
+    return results, significance
+
+
+def open_split(folder: Path, ep: EvaluateParams) -> SplitData:
+    """The split in ``folder`` as the evaluate stage reads it.
+
+    A user top-K split (:data:`~recpipe.evaluate.protocols.USER_TOPK_SPLITS`) whose test
+    part holds ``ep.stream_min_rows`` rows or more (counted from the Parquet footer) gets
+    its test part as a :class:`~recpipe.models.dataset.BlockedPart` of
+    ``ep.stream_block_rows`` events a block, and only the train and valid parts are read:
+    the user top-K protocol then ranks it a block of users at a time, with the same
+    figures. Every other split is read whole (:func:`~recpipe.models.dataset.load_split`),
+    as is a test part already in memory (read by an earlier stage of this process).
+    """
+    import pyarrow.parquet as pq
+
+    from recpipe.evaluate.protocols import USER_TOPK_SPLITS
+    from recpipe.models.dataset import load_split
+
+    kind = folder.name
+    if kind not in USER_TOPK_SPLITS:
+        return load_split(folder)
+    path = folder / "test.parquet"
+    n_rows = pq.ParquetFile(path).metadata.num_rows if path.is_file() else 0
+    if n_rows < ep.stream_min_rows:
+        log.info(
+            "evaluate %s: %d test rows, read whole (evaluate.stream_min_rows %d)",
+            kind,
+            n_rows,
+            ep.stream_min_rows,
+        )
+        return load_split(folder)
+    data = load_split(folder, ("train", "valid"))
+    if "test" in data.parts:
+        log.info("evaluate %s: %d test rows, already in memory", kind, n_rows)
+        return data
+    test = BlockedPart(path, data.meta.n_users, ep.stream_block_rows)
+    log.info(
+        "evaluate %s: %d test rows, ranked by blocks of about %d (evaluate.stream_min_rows %d)",
+        kind,
+        n_rows,
+        ep.stream_block_rows,
+        ep.stream_min_rows,
+    )
+    return SplitData(meta=data.meta, parts={**data.parts, "test": test})
 
 
 def load_candidates(
@@ -122,6 +193,7 @@ def evaluate_split(
         test_user_keys=data.test_user_keys,
         cold_given=ep.cold_users_given,
         extra_metrics=extra,
+        keep_per_query=[ep.primary_metric],  # what compare_to_best bootstraps
     )
     for name, seconds in trained_s.items():
         if "fit_s" in results.get(name, {}):
@@ -141,9 +213,8 @@ def _sampled_metrics(data: SplitData, n: int, ks: list[int]) -> Callable[[Any], 
         if "user" not in model.query_kinds:
             return {}
         touched = [data.parts["train"], data.parts["valid"]]
-        result = sampled_user_topk(
-            model, data.parts["test"], data.meta, touched=touched, n_negatives=n, ks=ks
-        )
+        test = whole(data.parts["test"])  # a BlockedPart is read whole here
+        result = sampled_user_topk(model, test, data.meta, touched=touched, n_negatives=n, ks=ks)
         return result.metrics
 
     return metrics

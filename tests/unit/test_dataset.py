@@ -21,9 +21,9 @@ def reads(monkeypatch):
     seen: list[str] = []
     real = dataset._read
 
-    def counting(folder):
+    def counting(folder, *args):
         seen.append(folder.name)
-        return real(folder)
+        return real(folder, *args)
 
     monkeypatch.setattr(dataset, "_read", counting)
     yield seen
@@ -43,6 +43,20 @@ def test_a_split_is_read_once_and_again_after_a_rewrite(tmp_path, reads) -> None
     os.utime(meta, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     assert load_split(folder) is not first
     assert reads == ["session", "session"]
+
+
+def test_a_split_read_without_its_test_part_keeps_its_parts_when_completed(tmp_path, reads) -> None:
+    folder = build_workspace(tmp_path).features_dir / "session"
+    partial = load_split(folder, ("train", "valid"))
+    assert set(partial.parts) == {"train", "valid"}
+    assert load_split(folder, ("train",)) is partial
+    full = load_split(folder)
+    assert set(full.parts) == {"train", "valid", "test"}
+    assert full.parts["train"] is partial.parts["train"]  # only the test part was read
+    assert load_split(folder, ("train", "valid")) is full
+    assert reads == ["session", "session"]
+    with pytest.raises(ValueError, match="unknown part"):
+        load_split(folder, ("tset",))
 
 
 def test_the_train_evaluate_and_gate_stages_share_one_read(tmp_path, reads) -> None:
