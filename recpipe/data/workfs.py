@@ -52,6 +52,7 @@ __all__ = [
     "dataset",
     "dataset_files",
     "exists",
+    "fetch",
     "is_dir",
     "join",
     "load_npy",
@@ -60,6 +61,7 @@ __all__ = [
     "move_out",
     "name_of",
     "parquet_writer",
+    "put",
     "read_ipc",
     "read_pandas",
     "read_table",
@@ -163,6 +165,24 @@ def move_out(loc: WorkPath, to: Path) -> None:
     fs, path = _fs(loc)
     fs.get_file(path, str(to))
     fs.rm_file(path)
+
+
+def fetch(loc: WorkPath, to: Path) -> None:
+    """Copy the file ``loc`` to the local path ``to`` (a store's file: a download)."""
+    if isinstance(loc, Path):
+        shutil.copyfile(loc, to)
+        return
+    fs, path = _fs(loc)
+    fs.get_file(path, str(to))
+
+
+def put(source: Path, loc: WorkPath) -> None:
+    """Copy the local file ``source`` to ``loc`` (in a store: an upload)."""
+    if isinstance(loc, Path):
+        shutil.copyfile(source, loc)
+        return
+    fs, path = _fs(loc)
+    fs.put_file(str(source), path)
 
 
 def copy_into(source: Path, folder: WorkPath) -> WorkPath:

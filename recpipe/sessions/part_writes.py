@@ -50,22 +50,38 @@ _I64_MIN = np.iinfo(np.int64).min
 
 
 class SplitParts:
-    """Per-partition part codes (int8 per row), kept as ``.npy`` files in the work dir."""
+    """Per-partition part codes (int8 per row), kept as ``.npy`` files in the work dir.
+
+    With the work folder in a store, this process keeps them in its local folder (the
+    passes of a split save and load them several times) and :meth:`publish` uploads them
+    for the tasks that write the parts."""
 
     def __init__(self, store: _Store, kind: str) -> None:
         self.store, self.kind = store, kind
+        self.remote = not isinstance(store.work, Path)
 
     def path(self, k: int) -> WorkPath:
-        """Partition ``k``'s part codes."""
+        """Partition ``k``'s part codes in the work folder (what the tasks read)."""
         return work_path(self.store.work, f"part-{self.kind}", k, ".npy")
 
+    def _own(self, k: int) -> WorkPath:
+        return self.store.local / f"part-{self.kind}-{k:05d}.npy" if self.remote else self.path(k)
+
     def save(self, k: int, part: np.ndarray) -> None:
-        """Store partition ``k``'s part codes."""
-        workfs.save_npy(self.path(k), part)
+        """Keep partition ``k``'s part codes."""
+        workfs.save_npy(self._own(k), part)
 
     def load(self, k: int) -> np.ndarray:
         """Partition ``k``'s part codes."""
-        return workfs.load_npy(self.path(k))
+        return workfs.load_npy(self._own(k))
+
+    def publish(self) -> None:
+        """Put every partition's part codes in the work folder (in a store: upload)."""
+        if self.remote:
+            for k in range(self.store.n_partitions):
+                own = self._own(k)
+                assert isinstance(own, Path)
+                workfs.put(own, self.path(k))
 
 
 @dataclass
@@ -109,6 +125,8 @@ def write_split(
     n_items, n_sessions = max(len(store.item_ids), 1), max(len(store.session_ids), 1)
     has_sessions = store.missing_sessions < store.n
     sizes = (n_items, n_sessions, has_sessions)
+
+    parts.publish()
 
     def args(sink: Any) -> list[tuple[Any, ...]]:
         return [

@@ -51,6 +51,7 @@ equal to the ``session:<id>`` name cold-start gives an anonymous session.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import shutil
@@ -379,8 +380,23 @@ class _Store:
         return self.ref(k).frame(converted=converted)
 
     def arrays(self, k: int) -> PartitionArrays:
-        """Partition ``k``'s integer columns."""
-        return self.ref(k).arrays()
+        """Partition ``k``'s integer columns (of a work folder in a store: read from a
+        local copy, downloaded once; the passes of every split read them again)."""
+        ref = self.ref(k)
+        if not isinstance(self.work, Path):
+            ref = dataclasses.replace(ref, work=self._mirror(k))
+        return ref.arrays()
+
+    def _mirror(self, k: int) -> Path:
+        """The local folder holding copies of partition ``k``'s integer columns."""
+        folder = self.local / "mirror"
+        folder.mkdir(exist_ok=True)
+        names = [("arrays", ".npz"), ("session", ".npy")]
+        for name, suffix in names + ([("cuser", ".npy")] if self.converts else []):
+            copy = folder / f"{name}-{k:05d}{suffix}"
+            if not copy.exists():
+                workfs.fetch(self._path(name, k, suffix), copy)
+        return folder
 
     def cut(self, params: SessionsParams, kind: str, *, converted: bool) -> tuple[int, int, int]:
         """``(test_after, valid_after, m)`` of the global cut-off over rows with a user."""
