@@ -146,7 +146,7 @@ def import_in_pieces(
             for pieces in written:
                 for piece in pieces:
                     frame = workfs.read_ipc(piece).to_pandas()
-                    workfs.remove(piece)
+                    workfs.consumed(piece)
                     rows["n"] += len(frame)
                     yield frame
 

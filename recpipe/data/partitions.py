@@ -18,7 +18,6 @@ import pyarrow.parquet as pq
 
 from recpipe.data import workfs
 from recpipe.data.cluster import Mapper
-from recpipe.data.storage import parquet_file
 from recpipe.data.workfs import WorkPath
 from recpipe.errors import SplitError
 
@@ -116,7 +115,7 @@ def partition_in_pieces(
     workfs.make_dir(out)
     pieces: list[tuple[WorkPath, list[int]]] = []
     for file in workfs.dataset_files(workfs.work_path(source)):
-        meta = parquet_file(file).metadata
+        meta = workfs.parquet_file(file).metadata
         group: list[int] = []
         rows = 0
         for g in range(meta.num_row_groups):
@@ -137,7 +136,7 @@ def bucket_pieces(
 ) -> set[int]:
     """Write piece ``i`` (``row_groups`` of ``file``) into ``out_dir/bucket-<k>/`` by user
     hash, keeping the rows' order; returns the buckets that got rows."""
-    table = parquet_file(file).read_row_groups(row_groups)
+    table = workfs.parquet_file(file).read_row_groups(row_groups)
     if not table.num_rows:
         return set()
     return write_bucket_pieces(table, bucket_of(table, n_partitions), i, out_dir)

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "WorkPath",
+    "consumed",
     "copy_into",
     "dataset",
     "dataset_files",
@@ -60,6 +61,7 @@ __all__ = [
     "make_dir",
     "move_out",
     "name_of",
+    "parquet_file",
     "parquet_writer",
     "put",
     "read_ipc",
@@ -84,6 +86,10 @@ WorkPath = Path | str
 
 #: Protocols of this machine's own files: a ``file://`` work folder is a local path.
 _LOCAL = ("file", "local")
+
+#: Object stores: no folders (a key's prefix exists when a key is under it), so
+#: :func:`make_dir` makes nothing (s3fs would list the bucket each time to check it).
+_FLAT = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "oss"})
 
 
 def work_path(value: str | Path) -> WorkPath:
@@ -139,6 +145,8 @@ def make_dir(loc: WorkPath) -> None:
     if isinstance(loc, Path):
         loc.mkdir(parents=True, exist_ok=True)
         return
+    if loc.partition("://")[0] in _FLAT:
+        return
     fs, path = _fs(loc)
     fs.makedirs(path, exist_ok=True)
 
@@ -154,6 +162,14 @@ def remove(loc: WorkPath) -> None:
     fs, path = _fs(loc)
     with contextlib.suppress(FileNotFoundError):
         fs.rm(path, recursive=True)
+
+
+def consumed(loc: WorkPath) -> None:
+    """The file or folder ``loc`` has been read for the last time: removed at once on a
+    disk (its space goes to the next files); in a store, left to the removal of the
+    whole work folder (one listing and bulk deletes rather than requests per file)."""
+    if isinstance(loc, Path):
+        remove(loc)
 
 
 def move_out(loc: WorkPath, to: Path) -> None:
@@ -284,22 +300,42 @@ def write_table(loc: WorkPath, table: pa.Table) -> None:
     pq.write_table(table, path, filesystem=fs)
 
 
+def parquet_file(loc: WorkPath) -> pq.ParquetFile:
+    """``pq.ParquetFile`` of the file at ``loc``."""
+    path, fs = _arrow(loc)
+    return pq.ParquetFile(path, filesystem=fs) if fs is not None else pq.ParquetFile(loc)
+
+
 def parquet_writer(loc: WorkPath, schema: pa.Schema) -> pq.ParquetWriter:
     """A ``pq.ParquetWriter`` of ``schema`` at ``loc``."""
     path, fs = _arrow(loc)
     return pq.ParquetWriter(path, schema, filesystem=fs)
 
 
+def _whole_file(loc: str) -> Any:
+    """A store's Parquet file (a name ending ``.parquet``) read in one request, as a
+    file object; None for a folder of pieces (read through the filesystem). pyarrow
+    reading through fsspec asks for the footer and each column chunk apart."""
+    if not loc.endswith(".parquet"):
+        return None
+    fs, path = _fs(loc)
+    return pa.BufferReader(fs.cat_file(path))
+
+
 def read_table(loc: WorkPath, **kwargs: Any) -> pa.Table:
-    """``pq.read_table`` of the Parquet file or folder at ``loc``."""
+    """``pq.read_table`` of the Parquet file or folder (of pieces) at ``loc``."""
+    if not isinstance(loc, Path) and (whole := _whole_file(loc)) is not None:
+        return pq.read_table(whole, **kwargs)
     path, fs = _arrow(loc)
     return pq.read_table(path, filesystem=fs, **kwargs)
 
 
 def read_pandas(loc: WorkPath) -> pd.DataFrame:
-    """``pd.read_parquet`` of the Parquet file or folder at ``loc``."""
+    """``pd.read_parquet`` of the Parquet file or folder (of pieces) at ``loc``."""
     if isinstance(loc, Path):
         return pd.read_parquet(loc)
+    if (whole := _whole_file(loc)) is not None:
+        return pd.read_parquet(whole)
     fs, path = _fs(loc)
     return pd.read_parquet(path, filesystem=fs)
 

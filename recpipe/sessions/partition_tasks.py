@@ -79,14 +79,15 @@ def sessionize_bucket(
 ) -> tuple[pa.Array, np.ndarray, int, int]:
     """Select event types in one user-hash bucket (a Parquet file or folder of pieces),
     sessionize it, write it as partition ``k`` with its local item codes, and remove the
-    bucket. Returns ``(item uniques, count per unique, rows, rows dropped by type)``."""
+    bucket (:func:`~recpipe.data.workfs.consumed`). Returns ``(item uniques, count per
+    unique, rows, rows dropped by type)``."""
     frame, stats = select_event_types(workfs.read_pandas(bucket), params.event_types)
     frame = sessionize(frame, params)
     item = encode(frame["item_id"])
     workfs.write_pandas(work_path(work, "sess", k), frame)
     workfs.save_npy(work_path(work, "item", k, ".npy"), item.codes)
     counts = np.bincount(item.codes[item.codes >= 0], minlength=item.n_uniques)
-    workfs.remove(bucket)
+    workfs.consumed(bucket)
     return item.uniques, counts, len(frame), int(stats["dropped"])
 
 
@@ -127,8 +128,8 @@ def filter_partition(
         item=item,
         user=user.codes,
     )
-    workfs.remove(work_path(work, "sess", k))
-    workfs.remove(work_path(work, "item", k, ".npy"))
+    workfs.consumed(work_path(work, "sess", k))
+    workfs.consumed(work_path(work, "item", k, ".npy"))
     return Filtered(
         rows=len(frame),
         schema=table.schema,
@@ -272,7 +273,8 @@ def piece_name(part: str, k: int) -> str:
 
 def concat_pieces(pieces: list[WorkPath], out: WorkPath, schema: pa.Schema) -> int:
     """Append the Arrow IPC ``pieces`` (of :func:`write_partition`) in order to one
-    Parquet file ``out``, removing them; returns its rows."""
+    Parquet file ``out``, removing them (:func:`~recpipe.data.workfs.consumed`); returns
+    its rows."""
     rows = 0
     with workfs.parquet_writer(out, schema) as writer:
         for piece in pieces:
@@ -281,5 +283,5 @@ def concat_pieces(pieces: list[WorkPath], out: WorkPath, schema: pa.Schema) -> i
             writer.write_table(conform(table, schema, what))
             rows += table.num_rows
             del table
-            workfs.remove(piece)
+            workfs.consumed(piece)
     return rows

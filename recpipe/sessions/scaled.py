@@ -180,9 +180,11 @@ def prepare_sessions_arrow(
     copy_source : bool
         Partition a copy of ``source`` made in ``work_dir`` (the workers' shared store).
     local_dir : path, optional
-        A local folder for this process's own files (the sorted timestamps the cut-offs
-        bisect, memory-mapped) in a temporary folder made there (default: ``work_dir``
-        when it is local, else the system's temporary folder), removed at the end.
+        Where this process keeps its own files (the sorted timestamps the cut-offs
+        bisect, memory-mapped; with ``work_dir`` in a store, copies of the partitions'
+        integer columns and each split's part codes): a temporary folder made there,
+        removed at the end. Default: ``work_dir`` itself when it is local, else a
+        temporary folder of the system's.
 
     Returns
     -------

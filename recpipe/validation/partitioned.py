@@ -66,7 +66,6 @@ from recpipe.data.chunked import (
 from recpipe.data.cluster import Mapper, serial_map
 from recpipe.data.partitions import bucket_of, write_bucket_pieces, write_buckets
 from recpipe.data.schema import EVENTS_FILE, CanonicalTables, coerce_events
-from recpipe.data.storage import parquet_file
 from recpipe.data.workfs import WorkPath
 from recpipe.errors import ConfigError
 from recpipe.validation.report import QUARANTINE_EVENTS_FILE, QUARANTINE_SUMMARY_FILE
@@ -247,7 +246,7 @@ def partition_events(
         raise ConfigError(f"prep.partitions must be at least 1, got {n_partitions}")
     out = workfs.work_path(out_dir)
     workfs.make_dir(out)
-    source = parquet_file(events_path)
+    source = workfs.parquet_file(events_path)
     offset = 0
 
     def tagged() -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
@@ -286,7 +285,7 @@ def partition_events_in_pieces(
         raise ConfigError(f"prep.partitions must be at least 1, got {n_partitions}")
     out = workfs.work_path(out_dir)
     workfs.make_dir(out)
-    meta = parquet_file(events_path).metadata
+    meta = workfs.parquet_file(events_path).metadata
     pieces: list[tuple[list[int], int]] = []
     group: list[int] = []
     offset = start = 0
@@ -305,7 +304,7 @@ def _bucket_event_piece(
     path: WorkPath, row_groups: list[int], offset: int, i: int, out_dir: WorkPath, n_partitions: int
 ) -> set[int]:
     """Write piece ``i`` of the events file (rows from ``offset``) into the buckets."""
-    table = parquet_file(path).read_row_groups(row_groups)
+    table = workfs.parquet_file(path).read_row_groups(row_groups)
     if not table.num_rows:
         return set()
     table, bucket = _tag(table, offset, n_partitions)
@@ -317,7 +316,7 @@ def _read_partition(
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """A partition's events (as ``read_tables`` gives them, positional) and table rows."""
     if path is None:  # no events at all: one empty partition
-        schema = parquet_file(events_path).schema_arrow
+        schema = workfs.parquet_file(events_path).schema_arrow
         events = coerce_events(schema.empty_table().to_pandas())
         return positional(events), np.zeros(0, dtype=np.int64)
     table = workfs.read_table(path)

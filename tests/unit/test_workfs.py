@@ -84,6 +84,12 @@ def test_files_round_trip_alike_on_a_path_and_a_store(root: workfs.WorkPath) -> 
     frame = pd.DataFrame({"session_id": ["s1", "s2"], "ts": [3, 4]})
     workfs.write_pandas(workfs.join(folder, "f.parquet"), frame)
     pd.testing.assert_frame_equal(workfs.read_pandas(workfs.join(folder, "f.parquet")), frame)
+    pd.testing.assert_frame_equal(workfs.read_pandas(parts), table.to_pandas())  # a folder
+    piece = workfs.join(parts, "piece-000001.parquet")
+    assert workfs.read_table(piece).equals(table.slice(2))  # a file (a store's: one request)
+    assert workfs.parquet_file(piece).metadata.num_rows == 1
+    workfs.consumed(piece)  # removed from a disk at once; a store's, with its folder
+    assert workfs.exists(piece) is not isinstance(root, Path)
     workfs.remove(workfs.join(folder, "a.npy"))
     assert not workfs.exists(workfs.join(folder, "a.npy"))
     workfs.remove(workfs.join(folder, "a.npy"))  # nothing there: nothing to do
