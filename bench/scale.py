@@ -41,6 +41,7 @@ the stage process's peak RSS. The pandas engine is skipped above ``--pandas-max`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -49,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -205,12 +207,20 @@ def prep_events(n: int, path: Path, seed: int = 0, bad_fraction: float = 0.001) 
 
 
 def prep_stage(
-    engine: str, stage: str, workspace: Path, source: Path, partitions: int, workers: int = 1
+    engine: str,
+    stage: str,
+    workspace: Path,
+    source: Path,
+    partitions: int,
+    workers: int = 1,
+    work_url: str | None = None,
 ) -> dict:
     """Run one prep stage with one engine in this process; seconds and peak RSS.
 
     ``dask``: on a local cluster of ``workers`` single-threaded processes started here
     first (not timed); ``worker_peak_mib`` is the largest worker's peak RSS.
+    ``work_url``: ``prep.work_url`` (the workers inherit this process's environment,
+    an object store's endpoint and credentials included).
     """
     sys.path.insert(0, str(REPO / "bench"))
     from _common import peak_rss_mib
@@ -227,6 +237,8 @@ def prep_stage(
         f"prep.partitions={partitions}",
         "validate.on_failure=quarantine",
     ]
+    if work_url is not None:
+        overrides.append(f"prep.work_url={work_url}")
     if engine != "dask":
         params = load_params(None, overrides)
         t0 = time.perf_counter()
@@ -269,20 +281,42 @@ def bench_prep(
     stages: tuple[str, ...] = PREP_STAGES,
     engines: tuple[str, ...] = ("pandas", "arrow"),
     workers: tuple[int, ...] = (2,),
+    work_stores: tuple[str, ...] = ("data",),
+    rounds: int = 1,
 ) -> list:
     """For each size: write raw events, then run ingest, validate and sessions (all splits)
-    with each engine (dask: once per worker count), every stage in a fresh subprocess
-    (peak RSS: its VmHWM; dask: also each worker's); the load average beside each."""
+    with each engine (dask: once per worker count and work store, ``rounds`` times,
+    interleaved), every stage in a fresh subprocess (peak RSS: its VmHWM; dask: also each
+    worker's); the load average beside each.
+
+    Work stores (``prep.work_url`` of the dask runs): ``data`` (unset: under ``data/``),
+    ``local`` (a folder beside the workspace), ``s3`` (a bucket on a loopback S3 server,
+    moto, started here: a Python server sharing these cores, not a real store's speed)."""
     rows: list[dict[str, Any]] = []
-    runs = [(e, w) for e in engines for w in (workers if e == "dask" else (1,))]
-    with tempfile.TemporaryDirectory(prefix="recpipe-bench-prep-", dir=keep) as tmp:
+    runs = [
+        (e, w, store)
+        for _ in range(rounds if "dask" in engines else 1)
+        for e in engines
+        for w in (workers if e == "dask" else (1,))
+        for store in (work_stores if e == "dask" else ("data",))
+    ]
+    runs = list(dict.fromkeys(r for r in runs if r[0] != "dask")) + [
+        r for r in runs if r[0] == "dask"
+    ]  # the other engines once, first; the dask runs in rounds
+    with (
+        tempfile.TemporaryDirectory(prefix="recpipe-bench-prep-", dir=keep) as tmp,
+        _loopback_s3(enabled="s3" in work_stores) as bucket,
+    ):
         for n in sizes:
             source = Path(tmp) / f"raw-{n}.parquet"
             t0 = time.perf_counter()
             prep_events(n, source)
             log.warning("wrote %d raw events in %.1f s", n, time.perf_counter() - t0)
-            for engine, w in runs:
+            for engine, w, store in runs:
                 label = f"dask x{w}" if engine == "dask" else engine
+                work_url = {"data": None, "local": f"{tmp}/work", "s3": f"{bucket}/work"}[store]
+                if len(work_stores) > 1 and engine == "dask":
+                    label += f" {store}"
                 if engine == "pandas" and n > pandas_max:
                     rows.append({"events": n, "engine": label, "stage": "-", "skipped": True})
                     continue
@@ -294,6 +328,7 @@ def bench_prep(
                             *(sys.executable, __file__, "prep-stage", engine, stage),
                             *(str(workspace), str(source), "--partitions", str(partitions)),
                             *("--workers", str(w)),
+                            *(("--work-url", work_url) if work_url else ()),
                         ],
                         check=True,
                         capture_output=True,
@@ -308,6 +343,34 @@ def bench_prep(
                 shutil.rmtree(workspace, ignore_errors=True)
             source.unlink()
     return rows
+
+
+@contextlib.contextmanager
+def _loopback_s3(enabled: bool) -> Iterator[str | None]:
+    """A bucket's URL on a moto S3 server on loopback, its endpoint and credentials set
+    in this process's environment (which the stage subprocesses inherit); None when not
+    ``enabled``."""
+    if not enabled:
+        yield None
+        return
+    import fsspec
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    os.environ.update(
+        AWS_ENDPOINT_URL=f"http://{host}:{port}",
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    fsspec.filesystem("s3").mkdir("recpipe-bench")
+    try:
+        yield "s3://recpipe-bench"
+    finally:
+        server.stop()
 
 
 def print_prep(rows: list[dict[str, Any]], partitions: int) -> None:
@@ -427,6 +490,15 @@ def main(argv: list[str] | None = None) -> int:
     prep.add_argument(
         "--workers", nargs="+", type=int, default=[2], help="dask: local worker processes"
     )
+    prep.add_argument(
+        "--work-store",
+        nargs="+",
+        choices=["data", "local", "s3"],
+        default=["data"],
+        dest="work_stores",
+        help="dask: prep.work_url unset (data), a local folder, or a loopback S3 bucket (moto)",
+    )
+    prep.add_argument("--rounds", type=int, default=1, help="dask: runs of each, interleaved")
     prep_w = sub.add_parser("prep-stage", help="(internal) one stage, one engine")
     prep_w.add_argument("engine", choices=PREP_ENGINES)
     prep_w.add_argument("stage", choices=PREP_STAGES)
@@ -434,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     prep_w.add_argument("source", type=Path)
     prep_w.add_argument("--partitions", type=int, default=16)
     prep_w.add_argument("--workers", type=int, default=1)
+    prep_w.add_argument("--work-url", default=None)
     dev = sub.add_parser(
         "device", help="single-device training throughput (GRU4Rec, SASRec, DeepFM)"
     )
@@ -453,7 +526,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.section == "prep-stage":
         result = prep_stage(
-            args.engine, args.stage, args.workspace, args.source, args.partitions, args.workers
+            args.engine,
+            args.stage,
+            args.workspace,
+            args.source,
+            args.partitions,
+            args.workers,
+            args.work_url,
         )
         print(json.dumps(result))
         return 0
@@ -474,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
             stages,
             engines,
             tuple(args.workers),
+            tuple(args.work_stores),
+            args.rounds,
         )
         print_prep(rows, args.partitions)
         return 0

@@ -573,8 +573,9 @@ class PrepParams(StrictModel):
     scheduler at ``orchestration.dask_address``, else a temporary local cluster of
     ``workers`` processes. The per-partition work folders (the intermediate partitions
     the workers write and read) lie under ``data/``, or under ``work_url``: a folder
-    every worker reaches at the same path (e.g. an NFS mount), as a path or a
-    ``file:///abs/path`` URL. ``data.path`` may be an fsspec URL (``s3://...``) for
+    every worker reaches, a path (e.g. an NFS mount) or a ``file:///abs/path`` URL, or
+    a folder of an object store (``s3://bucket/prefix``, :mod:`recpipe.data.workfs`).
+    ``data.path`` may be an fsspec URL (``s3://...``) for
     ``csv`` and ``parquet`` sources.
     """
 
@@ -597,8 +598,9 @@ class PrepParams(StrictModel):
     )
     work_url: str | None = Field(
         default=None,
-        description="arrow, dask: the folder of the per-partition work files, a path or a "
-        "file:///abs/path URL every worker reaches (a shared mount); null = under data/",
+        description="arrow, dask: the folder of the per-partition work files every worker "
+        "reaches: a path or file:///abs/path URL (a shared mount), or an object store's "
+        "folder (s3://bucket/prefix; credentials from the environment); null = under data/",
     )
 
 

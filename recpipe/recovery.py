@@ -45,23 +45,28 @@ log = logging.getLogger(__name__)
 def tidy_workspace(paths: Paths, params: Params | None = None) -> dict[str, list[str]]:
     """Remove what killed processes left in the workspace at ``paths``: their staging
     folders (and half-written reports) under ``data/``, ``models/`` and ``reports/``
-    and, with ``params``, their work folders under ``prep.work_url`` (this machine's)
-    and their MLflow runs still RUNNING (marked KILLED). Returns what was tidied:
-    ``staging`` (paths) and ``mlflow_runs`` (ids). Call it holding the workspace lock."""
+    and, with ``params``, their work folders under ``prep.work_url`` (this machine's, on
+    a disk or in an object store) and their MLflow runs still RUNNING (marked KILLED).
+    Returns what was tidied: ``staging`` (paths or URLs) and ``mlflow_runs`` (ids). Call
+    it holding the workspace lock."""
     folders = [paths.data_dir, paths.models_dir, paths.reports_dir]
+    removed: list[Path | str] = [*sweep_stale(folders)]
     if params is not None and params.prep.work_url is not None:
-        from recpipe.data.storage import work_root
+        from recpipe.data.workfs import sweep_root, work_root
 
-        # a bad value is reported, naming it, by the stage that uses it
+        # a bad value (or a store out of reach) is reported, naming it, by the stage
+        # that uses it
         with contextlib.suppress(ConfigError):
-            folders.append(work_root(params.prep.work_url, paths.data_dir))
-    removed = sweep_stale(folders)
+            removed += sweep_root(work_root(params.prep.work_url, paths.data_dir))
     runs: list[str] = []
     if params is not None:
         from recpipe import tracking
 
         runs = tracking.end_stale_runs(params, paths)
-    shown = [paths.rel(p) if p.is_relative_to(paths.root) else str(p) for p in removed]
+    shown = [
+        paths.rel(p) if isinstance(p, Path) and p.is_relative_to(paths.root) else str(p)
+        for p in removed
+    ]
     return {"staging": shown, "mlflow_runs": runs}
 
 

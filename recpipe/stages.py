@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from recpipe.config import DEFAULT_ITEM_SUPPORT, Params
-from recpipe.data.storage import work_root
+from recpipe.data import workfs
 from recpipe.errors import MissingContentError, StageError
 from recpipe.paths import Paths
 from recpipe.workspace import (
@@ -76,7 +76,9 @@ def ingest(params: Params, paths: Paths) -> dict[str, Any]:
                     batch_rows=batch_rows,
                     address=address,
                     workers=workers,
-                    work_dir=staging_path(work_root(params.prep.work_url, staging) / "pieces"),
+                    work_dir=workfs.staging(
+                        workfs.work_root(params.prep.work_url, staging), "pieces"
+                    ),
                 )
             return import_chunked(data.source, path, data, staging, batch_rows=batch_rows)
     if params.prep.engine != "pandas":
@@ -133,7 +135,9 @@ def validate(params: Params, paths: Paths, source_dir: Path | None = None) -> di
         outcome: Any = check(
             in_dir,
             params.validate_,
-            staging_path(work_root(params.prep.work_url, paths.data_dir) / "validate-partitions"),
+            workfs.staging(
+                workfs.work_root(params.prep.work_url, paths.data_dir), "validate-partitions"
+            ),
             partitions=params.prep.partitions,
             batch_rows=params.prep.batch_rows,
         )
@@ -217,16 +221,21 @@ def sessions(params: Params, paths: Paths) -> dict[str, Any]:
                 prepare = partial(
                     prepare_sessions_dask, address=address, workers=workers, copy_source=copy
                 )
-            root = work_root(params.prep.work_url, paths.data_dir)  # data/ or the shared store
-            with scratch_dir(root, "sessions-scratch") as scratch:
+            # data/, or this host's folder of the shared store (a mount or an object store)
+            root = workfs.work_root(params.prep.work_url, paths.data_dir)
+            with (
+                workfs.scratch(root, "sessions-scratch") as work,
+                scratch_dir(paths.data_dir, "sessions-local") as local,
+            ):
                 report = prepare(
                     events_file(paths.validated_dir),  # a Parquet file or a folder of parts
                     events_dir / "events.parquet",
                     splits_dir,
-                    scratch,
+                    work,
                     sp,
                     n_partitions=params.prep.partitions,
                     batch_rows=params.prep.batch_rows,
+                    local_dir=local,  # this process's own scratch files (work may be a store)
                 )
         else:
             from recpipe.sessions.prepare import prepare_sessions

@@ -126,6 +126,13 @@ def read_json(path: Path) -> dict[str, Any] | None:
 _STAGING_NAME = re.compile(r"^\..+\.(new|old)-(\d+)$")
 
 
+def staging_pid(name: str) -> int | None:
+    """The process id in a staging name (``.<name>.new-<pid>``, ``.<name>.old-<pid>``);
+    None for any other name."""
+    match = _STAGING_NAME.match(name)
+    return None if match is None else int(match.group(2))
+
+
 _NEW_NAME = re.compile(r"^\.(.+)\.new-\d+$")
 
 

@@ -15,7 +15,6 @@ process: what the cluster shares is the parsing and canonicalizing.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,10 +24,12 @@ import pandas as pd
 import pyarrow as pa
 
 from recpipe.config import DataParams
+from recpipe.data import workfs
 from recpipe.data.chunked import CHUNKED_KINDS, empty_events, write_chunked_tables
 from recpipe.data.cluster import Mapper, dask_client, dask_mapper
 from recpipe.data.schema import CanonicalTables
 from recpipe.data.storage import Location, is_url, location, parquet_file
+from recpipe.data.workfs import WorkPath
 from recpipe.errors import ConfigError, DataImportError
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def import_dask(
     batch_rows: int = 1_000_000,
     address: str | None = None,
     workers: int = 2,
-    work_dir: str | Path | None = None,
+    work_dir: WorkPath | None = None,
 ) -> dict[str, Any]:
     """:func:`import_in_pieces` on the scheduler at ``address``, else on a temporary
     local cluster of ``workers`` processes; returns the manifest.
@@ -82,7 +83,7 @@ def import_in_pieces(
     *,
     batch_rows: int,
     mapper: Mapper,
-    work_dir: str | Path | None = None,
+    work_dir: WorkPath | None = None,
 ) -> dict[str, Any]:
     """Import a ``csv`` or ``parquet`` source into canonical tables in ``out_dir`` (a
     fresh staging folder) with the per-piece work run by ``mapper``; the files and
@@ -90,7 +91,8 @@ def import_in_pieces(
 
     ``path`` is a local path or an fsspec URL (:mod:`recpipe.data.storage`) that every
     worker reads. The workers write their canonical pieces into ``work_dir`` (default
-    ``out_dir/.pieces``; on several machines, a folder they all reach), removed after.
+    ``out_dir/.pieces``; on several machines, a folder they all reach: a mount, or the
+    URL of a store, :mod:`recpipe.data.workfs`), removed after.
 
     Raises
     ------
@@ -114,9 +116,9 @@ def import_in_pieces(
         raise DataImportError(f"batch_rows must be at least 1, got {batch_rows}")
     started = time.perf_counter()
     out = Path(out_dir)
-    work = Path(work_dir) if work_dir is not None else out / ".pieces"
-    shutil.rmtree(work, ignore_errors=True)  # a killed run's pieces
-    work.mkdir(parents=True)
+    work = workfs.work_path(work_dir) if work_dir is not None else out / ".pieces"
+    workfs.remove(work)  # a killed run's pieces
+    workfs.make_dir(work)
     try:
         if kind == "parquet":
             source = location(path, "data.path")
@@ -124,17 +126,17 @@ def import_in_pieces(
             columns = sorted({mapping[n] for n in present})
             files = _dataset_files(dataset, source)
             args = [
-                (file, groups, offset, options, columns, work / f"piece-{i:06d}.arrow")
+                (file, groups, offset, options, columns, workfs.join(work, f"piece-{i:06d}.arrow"))
                 for i, (file, groups, offset) in enumerate(_row_group_runs(files, batch_rows))
             ]
-            written: list[list[Path]] = mapper(parquet_piece, args)
+            written: list[list[WorkPath]] = mapper(parquet_piece, args)
             if not any(written):
                 raise DataImportError(f"parquet: {str(path)!r} has no rows")
             input_files = sorted(files)
         else:
             input_files = csv_input_files(path)
             args = [
-                (file, options, batch_rows, work / f"file-{i:05d}")
+                (file, options, batch_rows, workfs.join(work, f"file-{i:05d}"))
                 for i, file in enumerate(input_files)
             ]
             written = mapper(csv_file_pieces, args)
@@ -143,9 +145,8 @@ def import_in_pieces(
         def events() -> Iterator[pd.DataFrame]:
             for pieces in written:
                 for piece in pieces:
-                    with pa.memory_map(str(piece)) as source:
-                        frame = pa.ipc.open_file(source).read_all().to_pandas()
-                    piece.unlink()
+                    frame = workfs.read_ipc(piece).to_pandas()
+                    workfs.consumed(piece)
                     rows["n"] += len(frame)
                     yield frame
 
@@ -160,7 +161,7 @@ def import_in_pieces(
 
         manifest = write_chunked_tables(events(), out, side)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        workfs.remove(work)
     elapsed = time.perf_counter() - started
     log.info(
         "imported %s from %s in %d task(s): %d events in %.2f s",
@@ -194,10 +195,8 @@ def _row_group_runs(
     return runs
 
 
-def _write_piece(frame: pd.DataFrame, path: Path) -> Path:
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    with pa.ipc.new_file(path, table.schema) as writer:
-        writer.write_table(table)
+def _write_piece(frame: pd.DataFrame, path: WorkPath) -> WorkPath:
+    workfs.write_ipc(path, pa.Table.from_pandas(frame, preserve_index=False))
     return path
 
 
@@ -207,8 +206,8 @@ def parquet_piece(
     offset: int,
     options: DataParams,
     columns: list[str],
-    out: Path,
-) -> list[Path]:
+    out: WorkPath,
+) -> list[WorkPath]:
     """Canonical events of ``row_groups`` of ``file`` (rows from ``offset`` in the
     source), written to ``out``; ``[out]``, or ``[]`` when they hold no rows."""
     from recpipe.data.generic import parquet_chunk_events
@@ -223,12 +222,14 @@ def parquet_piece(
     return [_write_piece(parquet_chunk_events(table, options, where=where, offset=offset), out)]
 
 
-def csv_file_pieces(file: Location, options: DataParams, batch_rows: int, out: Path) -> list[Path]:
+def csv_file_pieces(
+    file: Location, options: DataParams, batch_rows: int, out: WorkPath
+) -> list[WorkPath]:
     """Canonical events of one delimited file (a local path or a URL), streamed in batches
     of ``batch_rows`` rows, each written as ``out-<j>.arrow``; the pieces in order."""
     from recpipe.data.generic import iter_csv_events
 
     return [
-        _write_piece(frame, out.with_name(f"{out.name}-{j:06d}.arrow"))
+        _write_piece(frame, workfs.with_suffix_name(out, f"-{j:06d}.arrow"))
         for j, frame in enumerate(iter_csv_events(file, options, batch_rows))
     ]

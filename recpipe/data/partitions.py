@@ -9,17 +9,16 @@ validation's duplicate rule, sessionization, the per-user splits.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from recpipe.data import workfs
 from recpipe.data.cluster import Mapper
+from recpipe.data.workfs import WorkPath
 from recpipe.errors import SplitError
 
 __all__ = [
@@ -47,8 +46,8 @@ def bucket_of(batch: pa.RecordBatch | pa.Table, n_partitions: int) -> np.ndarray
 
 
 def write_buckets(
-    batches: Iterable[tuple[pa.RecordBatch, np.ndarray]], out_dir: Path, n_partitions: int
-) -> list[Path]:
+    batches: Iterable[tuple[pa.RecordBatch, np.ndarray]], out_dir: WorkPath, n_partitions: int
+) -> list[WorkPath]:
     """Append each batch's rows to ``bucket-<k>.parquet`` in ``out_dir`` by its bucket
     array (one ``k`` in ``[0, n_partitions)`` per row), keeping the rows' order within a
     bucket. Returns the bucket files that got rows, by ``k``."""
@@ -63,29 +62,30 @@ def write_buckets(
                 if lo == hi:
                     continue
                 if k not in writers:
-                    writers[k] = pq.ParquetWriter(out_dir / f"bucket-{k:05d}.parquet", table.schema)
+                    name = f"bucket-{k:05d}.parquet"
+                    writers[k] = workfs.parquet_writer(workfs.join(out_dir, name), table.schema)
                 writers[k].write_table(table.slice(lo, hi - lo))
     finally:
         for writer in writers.values():
             writer.close()
-    return [out_dir / f"bucket-{k:05d}.parquet" for k in sorted(writers)]
+    return [workfs.join(out_dir, f"bucket-{k:05d}.parquet") for k in sorted(writers)]
 
 
 def partition_by_user(
-    source: str | Path, out_dir: str | Path, n_partitions: int, batch_rows: int = 1_000_000
-) -> list[Path]:
+    source: WorkPath, out_dir: WorkPath, n_partitions: int, batch_rows: int = 1_000_000
+) -> list[WorkPath]:
     """Split an events Parquet file or folder into ``n_partitions`` user-hash buckets.
 
     Rows keep their input order within a bucket. Returns the bucket files that got
-    rows (``bucket-<k>.parquet`` in ``out_dir``, which is emptied first).
+    rows (``bucket-<k>.parquet`` in ``out_dir``, which is emptied first). ``source`` and
+    ``out_dir`` are local paths or URLs of a store (:mod:`recpipe.data.workfs`).
     """
     if n_partitions < 1:
         raise SplitError(f"n_partitions must be at least 1, got {n_partitions}")
-    out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    dataset = ds.dataset(str(source), format="parquet")
+    out = workfs.work_path(out_dir)
+    workfs.remove(out)
+    workfs.make_dir(out)
+    dataset = workfs.dataset(workfs.work_path(source))
     # no read-ahead: the default (16 batches, 4 files) would hold ~16 batches at once
     batches = dataset.to_batches(batch_size=batch_rows, batch_readahead=0, fragment_readahead=0)
     return write_buckets(
@@ -94,12 +94,12 @@ def partition_by_user(
 
 
 def partition_in_pieces(
-    source: str | Path,
-    out_dir: str | Path,
+    source: WorkPath,
+    out_dir: WorkPath,
     n_partitions: int,
     batch_rows: int,
     mapper: Mapper,
-) -> list[Path]:
+) -> list[WorkPath]:
     """:func:`partition_by_user` with one task per piece of the input, run by ``mapper``
     (``mapper(fn, [args, ...])``: e.g. Dask futures), each writing its rows of every
     bucket as ``bucket-<k>/piece-<i>.parquet``: a shuffle by user through the store.
@@ -110,13 +110,12 @@ def partition_in_pieces(
     """
     if n_partitions < 1:
         raise SplitError(f"n_partitions must be at least 1, got {n_partitions}")
-    out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    pieces: list[tuple[str, list[int]]] = []
-    for file in ds.dataset(str(source), format="parquet").files:
-        meta = pq.ParquetFile(file).metadata
+    out = workfs.work_path(out_dir)
+    workfs.remove(out)
+    workfs.make_dir(out)
+    pieces: list[tuple[WorkPath, list[int]]] = []
+    for file in workfs.dataset_files(workfs.work_path(source)):
+        meta = workfs.parquet_file(file).metadata
         group: list[int] = []
         rows = 0
         for g in range(meta.num_row_groups):
@@ -129,21 +128,21 @@ def partition_in_pieces(
             pieces.append((file, group))
     args = [(file, groups, i, out, n_partitions) for i, (file, groups) in enumerate(pieces)]
     got = set().union(*mapper(bucket_pieces, args)) if args else set()
-    return [out / f"bucket-{k:05d}" for k in sorted(got)]
+    return [workfs.join(out, f"bucket-{k:05d}") for k in sorted(got)]
 
 
 def bucket_pieces(
-    file: str, row_groups: list[int], i: int, out_dir: Path, n_partitions: int
+    file: WorkPath, row_groups: list[int], i: int, out_dir: WorkPath, n_partitions: int
 ) -> set[int]:
     """Write piece ``i`` (``row_groups`` of ``file``) into ``out_dir/bucket-<k>/`` by user
     hash, keeping the rows' order; returns the buckets that got rows."""
-    table = pq.ParquetFile(file).read_row_groups(row_groups)
+    table = workfs.parquet_file(file).read_row_groups(row_groups)
     if not table.num_rows:
         return set()
-    return write_bucket_pieces(table, bucket_of(table, n_partitions), i, Path(out_dir))
+    return write_bucket_pieces(table, bucket_of(table, n_partitions), i, out_dir)
 
 
-def write_bucket_pieces(table: pa.Table, bucket: np.ndarray, i: int, out_dir: Path) -> set[int]:
+def write_bucket_pieces(table: pa.Table, bucket: np.ndarray, i: int, out_dir: WorkPath) -> set[int]:
     """Write ``table``'s rows of each bucket ``k`` (``bucket``: one per row) as
     ``out_dir/bucket-<k>/piece-<i>.parquet``, keeping their order; returns the ``k``s."""
     order = np.argsort(bucket, kind="stable")
@@ -151,7 +150,8 @@ def write_bucket_pieces(table: pa.Table, bucket: np.ndarray, i: int, out_dir: Pa
     ends = [*starts[1:], len(order)]
     table = table.take(pa.array(order))
     for k, lo, hi in zip(ks, starts, ends, strict=True):
-        folder = out_dir / f"bucket-{int(k):05d}"
-        folder.mkdir(exist_ok=True)
-        pq.write_table(table.slice(int(lo), int(hi - lo)), folder / f"piece-{i:06d}.parquet")
+        folder = workfs.join(out_dir, f"bucket-{int(k):05d}")
+        workfs.make_dir(folder)
+        piece = table.slice(int(lo), int(hi - lo))
+        workfs.write_table(workfs.join(folder, f"piece-{i:06d}.parquet"), piece)
     return {int(k) for k in ks}

@@ -13,16 +13,15 @@ and :func:`glob` work on both kinds, and :func:`arrow_path` and :func:`parquet_f
 give what pyarrow's readers take. Paths take the local code path unchanged (``open``,
 :mod:`pathlib`); URLs go through ``fsspec``.
 
-The dask engine's work folders (``prep.work_url``) are a local or mounted folder
-(:func:`local_folder`, :func:`work_root`): a path, or a ``file://`` URL.
+The dask engine's work folders (``prep.work_url``) are handled by
+:mod:`recpipe.data.workfs`: a local path, a ``file://`` URL (:func:`local_folder`) or
+the URL of an object store.
 """
 
 from __future__ import annotations
 
 import logging
 import posixpath
-import shutil
-import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,7 +33,6 @@ __all__ = [
     "Location",
     "arrow_path",
     "check_url",
-    "copy_into",
     "exists",
     "filesystem",
     "glob",
@@ -47,7 +45,6 @@ __all__ = [
     "open_file",
     "parquet_file",
     "url_under",
-    "work_root",
 ]
 
 #: A local path, or an fsspec URL (``protocol://path``) kept as a string.
@@ -219,34 +216,3 @@ def local_folder(value: str | Path, what: str = "path") -> Path:
         )
     _, path = filesystem(check_url(url, what))
     return Path(path)
-
-
-def work_root(work_url: str | None, default: Path) -> Path:
-    """The folder of this machine's per-partition work folders (``prep.work_url``):
-    ``default`` (the workspace's ``data/``) when ``work_url`` is None, else the
-    :func:`local_folder` of ``work_url`` / this host's name. Several machines may share
-    ``work_url``; the host's subfolder keeps each one's work folders (named by process
-    id, as the workspace's staging folders) apart, so that tidying after a kill
-    (:func:`recpipe.workspace.sweep_stale`) only judges this machine's processes."""
-    if work_url is None:
-        return default
-    import socket
-
-    return local_folder(work_url, "prep.work_url") / socket.gethostname()
-
-
-def copy_into(source: Path, folder: Path) -> Path:
-    """Copy the file or folder ``source`` into ``folder`` (made if missing); the copy.
-
-    How the dask engine gives its workers the one events file they read when the work
-    folders live in a shared store (``prep.work_url``): workers on other machines then
-    need no access to the workspace."""
-    started = time.perf_counter()
-    folder.mkdir(parents=True, exist_ok=True)
-    copy = folder / source.name
-    if source.is_dir():
-        shutil.copytree(source, copy)
-    else:
-        shutil.copy2(source, copy)
-    log.info("copied %s to %s in %.1f s", source, copy, time.perf_counter() - started)
-    return copy

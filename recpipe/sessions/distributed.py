@@ -15,7 +15,8 @@ steps run as Dask tasks (:mod:`recpipe.sessions.partition_tasks`):
 
 The outputs equal the arrow engine's (the same rows in the same order). Workers read
 and write the work folder (beside the outputs, or under ``prep.work_url``): on several
-machines it must be a filesystem every worker mounts.
+machines a filesystem every worker mounts, or a folder of an object store
+(``s3://bucket/prefix``) that every worker reaches.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 from recpipe.config import SessionsParams
 from recpipe.data.cluster import dask_client, dask_mapper
 from recpipe.data.partitions import partition_in_pieces
+from recpipe.data.workfs import WorkPath
 from recpipe.sessions.scaled import prepare_sessions_arrow
 
 __all__ = ["prepare_sessions_dask"]
@@ -36,7 +38,7 @@ def prepare_sessions_dask(
     source: str | Path,
     events_out: str | Path,
     splits_out: str | Path,
-    work_dir: str | Path,
+    work_dir: WorkPath,
     params: SessionsParams,
     n_partitions: int = 16,
     batch_rows: int = 1_000_000,
@@ -45,12 +47,14 @@ def prepare_sessions_dask(
     workers: int = 2,
     client: Any = None,
     copy_source: bool = False,
+    local_dir: Path | None = None,
 ) -> dict[str, Any]:
     """:func:`~recpipe.sessions.scaled.prepare_sessions_arrow` with its per-partition
     work as tasks on ``client``, else on the scheduler at ``address``, else on a
     temporary local cluster of ``workers`` processes. Same arguments, outputs, report
     and errors as the arrow engine. ``copy_source``: the tasks read a copy of
-    ``source`` in ``work_dir``, so that workers on other machines need no access to it."""
+    ``source`` in ``work_dir``, so that workers on other machines need no access to it;
+    ``work_dir`` may be the URL of a store (:mod:`recpipe.data.workfs`)."""
     if client is None:
         with dask_client(address, workers) as own:
             return prepare_sessions_dask(
@@ -63,6 +67,7 @@ def prepare_sessions_dask(
                 batch_rows,
                 client=own,
                 copy_source=copy_source,
+                local_dir=local_dir,
             )
     mapper = dask_mapper(client)
     return prepare_sessions_arrow(
@@ -76,4 +81,5 @@ def prepare_sessions_dask(
         mapper=mapper,
         partitioner=partial(partition_in_pieces, mapper=mapper),
         copy_source=copy_source,
+        local_dir=local_dir,
     )

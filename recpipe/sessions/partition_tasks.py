@@ -5,17 +5,16 @@ partition through a :data:`Mapper`: :func:`serial_map` (the arrow engine: one af
 other, in this process) or a Dask client's futures (the dask engine,
 :mod:`recpipe.sessions.distributed`; both in :mod:`recpipe.data.cluster`). The
 functions are module-level and take only picklable arguments (paths, arrays, params),
-read and write files in the shared work folder, and return small summaries; the global
+read and write files in the shared work folder (a local path or the URL of a store:
+:mod:`recpipe.data.workfs`), and return small summaries; the global
 reductions between steps (the item dictionary and support counts, the session
 dictionary, cut-offs, draws) stay with the caller.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,7 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recpipe.config import SessionsParams
+from recpipe.data import workfs
 from recpipe.data.cluster import Mapper, serial_map
+from recpipe.data.workfs import WorkPath
 from recpipe.errors import SplitError
 from recpipe.sessions._arrays import Codes, encode, take_rows, timestamps_ns
 from recpipe.sessions.cold import anonymous_as_users
@@ -48,9 +49,9 @@ _I64_MAX = np.iinfo(np.int64).max
 _I64_MIN = np.iinfo(np.int64).min
 
 
-def work_path(work: Path, name: str, k: int, suffix: str = ".parquet") -> Path:
+def work_path(work: WorkPath, name: str, k: int, suffix: str = ".parquet") -> WorkPath:
     """Partition ``k``'s file ``name`` in the work folder."""
-    return work / f"{name}-{k:05d}{suffix}"
+    return workfs.join(work, f"{name}-{k:05d}{suffix}")
 
 
 def conform(table: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
@@ -74,21 +75,19 @@ def conform(table: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
 
 # --------------------------------------------------------------------------- build
 def sessionize_bucket(
-    bucket: Path, k: int, work: Path, params: SessionsParams
+    bucket: WorkPath, k: int, work: WorkPath, params: SessionsParams
 ) -> tuple[pa.Array, np.ndarray, int, int]:
     """Select event types in one user-hash bucket (a Parquet file or folder of pieces),
     sessionize it, write it as partition ``k`` with its local item codes, and remove the
-    bucket. Returns ``(item uniques, count per unique, rows, rows dropped by type)``."""
-    frame, stats = select_event_types(pd.read_parquet(bucket), params.event_types)
+    bucket (:func:`~recpipe.data.workfs.consumed`). Returns ``(item uniques, count per
+    unique, rows, rows dropped by type)``."""
+    frame, stats = select_event_types(workfs.read_pandas(bucket), params.event_types)
     frame = sessionize(frame, params)
     item = encode(frame["item_id"])
-    frame.to_parquet(work_path(work, "sess", k), index=False)
-    np.save(work_path(work, "item", k, ".npy"), item.codes)
+    workfs.write_pandas(work_path(work, "sess", k), frame)
+    workfs.save_npy(work_path(work, "item", k, ".npy"), item.codes)
     counts = np.bincount(item.codes[item.codes >= 0], minlength=item.n_uniques)
-    if Path(bucket).is_dir():
-        shutil.rmtree(bucket)
-    else:
-        Path(bucket).unlink()
+    workfs.consumed(bucket)
     return item.uniques, counts, len(frame), int(stats["dropped"])
 
 
@@ -105,30 +104,32 @@ class Filtered:
     anonymous: bool
 
 
-def filter_partition(work: Path, k: int, item_map: np.ndarray, keep_item: np.ndarray) -> Filtered:
+def filter_partition(
+    work: WorkPath, k: int, item_map: np.ndarray, keep_item: np.ndarray
+) -> Filtered:
     """Drop partition ``k``'s rows of items below the support threshold (``keep_item``
     over global item codes; ``item_map``: the partition's local codes to global ones),
     and write its filtered events and integer columns (items global; sessions and users
     local) to the work folder."""
-    frame = pd.read_parquet(work_path(work, "sess", k))
-    local = np.load(work_path(work, "item", k, ".npy"))
+    frame = workfs.read_pandas(work_path(work, "sess", k))
+    local = workfs.load_npy(work_path(work, "item", k, ".npy"))
     item = np.where(local >= 0, item_map[np.maximum(local, 0)], -1)
     keep = (item >= 0) & keep_item[np.maximum(item, 0)]
     frame = take_rows(frame, keep)
     item = item[keep].astype(np.int32)
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    pq.write_table(table, work_path(work, "part", k))
+    workfs.write_table(work_path(work, "part", k), table)
     session = encode(frame["session_id"])
     user = encode(frame["user_id"])
-    np.save(work_path(work, "session", k, ".npy"), session.codes)  # local codes
-    np.savez(
+    workfs.save_npy(work_path(work, "session", k, ".npy"), session.codes)  # local codes
+    workfs.save_npz(
         work_path(work, "arrays", k, ".npz"),
         ts=timestamps_ns(frame["timestamp"]),
         item=item,
         user=user.codes,
     )
-    work_path(work, "sess", k).unlink()
-    work_path(work, "item", k, ".npy").unlink()
+    workfs.consumed(work_path(work, "sess", k))
+    workfs.consumed(work_path(work, "item", k, ".npy"))
     return Filtered(
         rows=len(frame),
         schema=table.schema,
@@ -156,7 +157,7 @@ class PartitionArrays:
 class PartitionRef:
     """What a task needs to read partition ``k`` of the work folder."""
 
-    work: Path
+    work: WorkPath
     k: int
     params: SessionsParams
     session_map: np.ndarray
@@ -166,7 +167,7 @@ class PartitionRef:
 
     def frame(self, *, converted: bool = False) -> pd.DataFrame:
         """The partition's events (cold start: anonymous sessions as users)."""
-        frame = pd.read_parquet(work_path(self.work, "part", self.k))
+        frame = workfs.read_pandas(work_path(self.work, "part", self.k))
         if converted and self.converts:
             out = anonymous_as_users(frame, self.params)
             if out is frame:  # the in-memory path converts the whole column's dtype
@@ -176,15 +177,17 @@ class PartitionRef:
 
     def arrays(self) -> PartitionArrays:
         """The partition's integer columns."""
-        with np.load(work_path(self.work, "arrays", self.k, ".npz")) as z:
-            ts, item, user = z["ts"], z["item"], z["user"]
-        local = np.load(work_path(self.work, "session", self.k, ".npy"))
+        z = workfs.load_npz(work_path(self.work, "arrays", self.k, ".npz"))
+        ts, item, user = z["ts"], z["item"], z["user"]
+        local = workfs.load_npy(work_path(self.work, "session", self.k, ".npy"))
         smap = self.session_map
         session = np.where(local >= 0, smap[np.maximum(local, 0)], -1).astype(np.int32)
         users = Codes(user, self.users)
         cuser = users
         if self.converts:
-            cuser = Codes(np.load(work_path(self.work, "cuser", self.k, ".npy")), self.cusers)
+            cuser = Codes(
+                workfs.load_npy(work_path(self.work, "cuser", self.k, ".npy")), self.cusers
+            )
         return PartitionArrays(ts, item, session, users, cuser)
 
 
@@ -203,12 +206,12 @@ class Written:
     checks: dict[str, bool] | None
 
 
-Sink = dict[str, pq.ParquetWriter] | Path
+Sink = dict[str, pq.ParquetWriter] | WorkPath
 
 
 def write_partition(
     ref: PartitionRef,
-    part_path: Path,
+    part_path: WorkPath,
     sink: Sink,
     schema: pa.Schema,
     sizes: tuple[int, int, bool],
@@ -225,7 +228,7 @@ def write_partition(
     """
     n_items, n_sessions, has_sessions = sizes
     a = ref.arrays()
-    part = np.load(part_path)
+    part = workfs.load_npy(part_path)
     frame = ref.frame(converted=converted)
     frames = [take_rows(frame, part == code) for code in (TRAIN, VALID, TEST)]
     del frame
@@ -235,11 +238,10 @@ def write_partition(
         table = conform(
             pa.Table.from_pandas(sub, preserve_index=False), schema, f"split part {name}"
         )
-        if isinstance(sink, Path):  # Arrow IPC: cheap to write, encoded once by concat
-            with pa.ipc.new_file(sink / piece_name(name, ref.k), table.schema) as piece:
-                piece.write_table(table)
-        else:
+        if isinstance(sink, dict):
             sink[name].write_table(table)
+        else:  # Arrow IPC: cheap to write, encoded once by concat
+            workfs.write_ipc(workfs.join(sink, piece_name(name, ref.k)), table)
         ts = a.ts[part == code]
         if len(ts):
             lo[code], hi[code] = int(ts.min()), int(ts.max())
@@ -269,16 +271,17 @@ def piece_name(part: str, k: int) -> str:
     return f"{part}-{k:05d}.arrow"
 
 
-def concat_pieces(pieces: list[Path], out: Path, schema: pa.Schema) -> int:
+def concat_pieces(pieces: list[WorkPath], out: WorkPath, schema: pa.Schema) -> int:
     """Append the Arrow IPC ``pieces`` (of :func:`write_partition`) in order to one
-    Parquet file ``out``, removing them; returns its rows."""
+    Parquet file ``out``, removing them (:func:`~recpipe.data.workfs.consumed`); returns
+    its rows."""
     rows = 0
-    with pq.ParquetWriter(out, schema) as writer:
+    with workfs.parquet_writer(out, schema) as writer:
         for piece in pieces:
-            with pa.memory_map(str(piece)) as source:
-                table = pa.ipc.open_file(source).read_all()
-            writer.write_table(conform(table, schema, f"{out.name} piece {piece.name}"))
+            table = workfs.read_ipc(piece)
+            what = f"{workfs.name_of(out)} piece {workfs.name_of(piece)}"
+            writer.write_table(conform(table, schema, what))
             rows += table.num_rows
             del table
-            piece.unlink()
+            workfs.consumed(piece)
     return rows

@@ -51,12 +51,13 @@ equal to the ``session:<id>`` name cold-start gives an anonymous session.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -65,12 +66,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from recpipe.config import SessionsParams
+from recpipe.data import workfs
 from recpipe.data.partitions import partition_by_user
-from recpipe.data.storage import copy_into
+from recpipe.data.workfs import WorkPath
 from recpipe.errors import SplitError, SplitNotApplicable
 from recpipe.sessions._arrays import encode
 from recpipe.sessions.cold import (
@@ -80,19 +81,16 @@ from recpipe.sessions.cold import (
     mask_rows,
     nothing_held,
 )
+from recpipe.sessions.part_writes import SplitParts, time_checks, write_split
 from recpipe.sessions.partition_tasks import (
     Mapper,
     PartitionArrays,
     PartitionRef,
-    Written,
-    concat_pieces,
     conform,
     filter_partition,
-    piece_name,
     serial_map,
     sessionize_bucket,
     work_path,
-    write_partition,
 )
 from recpipe.sessions.parts import (
     DROPPED,
@@ -104,7 +102,6 @@ from recpipe.sessions.parts import (
     assemble_stats,
     not_applicable,
     presence,
-    summarise_parts,
 )
 from recpipe.sessions.sessionize import support_stats
 from recpipe.sessions.splits import (
@@ -137,14 +134,14 @@ _I64_MAX = np.iinfo(np.int64).max
 _I64_MIN = np.iinfo(np.int64).min
 
 #: ``partitioner(source, out_dir, n_partitions, batch_rows)`` -> the bucket paths by ``k``
-Partitioner = Callable[[Path, Path, int, int], list[Path]]
+Partitioner = Callable[[WorkPath, WorkPath, int, int], list[WorkPath]]
 
 
 def prepare_sessions_arrow(
     source: str | Path,
     events_out: str | Path,
     splits_out: str | Path,
-    work_dir: str | Path,
+    work_dir: WorkPath,
     params: SessionsParams,
     n_partitions: int = 16,
     batch_rows: int = 1_000_000,
@@ -152,6 +149,7 @@ def prepare_sessions_arrow(
     mapper: Mapper | None = None,
     partitioner: Partitioner = partition_by_user,
     copy_source: bool = False,
+    local_dir: Path | None = None,
 ) -> dict[str, Any]:
     """The sessions stage, partition by partition (see the module notes).
 
@@ -164,9 +162,10 @@ def prepare_sessions_arrow(
     splits_out : path
         Gets ``<kind>/{train,valid,test}.parquet`` per split that applies (and the
         ``cold_start`` split's ``cold_items`` / ``cold_users`` tables).
-    work_dir : path
+    work_dir : path or URL
         Scratch folder for buckets and integer columns (emptied first; removed at the
-        end, also on error).
+        end, also on error): a local path, or the URL of a store the workers share
+        (:mod:`recpipe.data.workfs`).
     params : SessionsParams
     n_partitions : int
         User-hash partitions (memory ~ log / partitions).
@@ -180,6 +179,12 @@ def prepare_sessions_arrow(
         Writes the user-hash buckets (:func:`~recpipe.data.partitions.partition_by_user`).
     copy_source : bool
         Partition a copy of ``source`` made in ``work_dir`` (the workers' shared store).
+    local_dir : path, optional
+        Where this process keeps its own files (the sorted timestamps the cut-offs
+        bisect, memory-mapped; with ``work_dir`` in a store, copies of the partitions'
+        integer columns and each split's part codes): a temporary folder made there,
+        removed at the end. Default: ``work_dir`` itself when it is local, else a
+        temporary folder of the system's.
 
     Returns
     -------
@@ -196,16 +201,19 @@ def prepare_sessions_arrow(
     if n_partitions < 1:
         raise SplitError(f"n_partitions must be at least 1, got {n_partitions}")
     t0 = time.perf_counter()
-    work = Path(work_dir)
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    work = workfs.work_path(work_dir)
+    workfs.remove(work)
+    workfs.make_dir(work)
     Path(events_out).parent.mkdir(parents=True, exist_ok=True)
+    own = local_dir is not None or not isinstance(work, Path)
+    local = Path(tempfile.mkdtemp(prefix="recpipe-sessions-", dir=local_dir)) if own else work
+    assert isinstance(local, Path)
     try:
+        where: WorkPath = workfs.work_path(source)
         if copy_source:  # workers on other machines read it there, not in the workspace
-            source = copy_into(Path(source), work / "input")
+            where = workfs.copy_into(Path(source), workfs.join(work, "input"))
         store, head = _Store.build(
-            Path(source),
+            where,
             Path(events_out),
             work,
             params,
@@ -213,12 +221,15 @@ def prepare_sessions_arrow(
             batch_rows,
             mapper,
             partitioner,
+            local,
         )
         report: dict[str, Any] = {**head, "splits": {}}
         for kind in dict.fromkeys(params.splits):
             report["splits"][kind] = _one_split(store, kind, params, Path(splits_out) / kind)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        workfs.remove(work)
+        if own:
+            shutil.rmtree(local, ignore_errors=True)
     log.info(
         "sessions (arrow, %d partitions): %d events, %d splits in %.2f s",
         n_partitions,
@@ -233,8 +244,11 @@ def prepare_sessions_arrow(
 class _Store:
     """The sessionized, filtered partitions (Parquet) and their integer columns (npz)."""
 
-    def __init__(self, work: Path, params: SessionsParams, mapper: Mapper | None) -> None:
+    def __init__(
+        self, work: WorkPath, local: Path, params: SessionsParams, mapper: Mapper | None
+    ) -> None:
         self.work = work
+        self.local = local  # this process's own files
         self.params = params
         self.map: Mapper = mapper or serial_map
         self.parallel = mapper is not None
@@ -257,22 +271,26 @@ class _Store:
     @classmethod
     def build(
         cls,
-        source: Path,
+        source: WorkPath,
         events_out: Path,
-        work: Path,
+        work: WorkPath,
         params: SessionsParams,
         n_partitions: int,
         batch_rows: int,
         mapper: Mapper | None = None,
         partitioner: Partitioner = partition_by_user,
+        local: Path | None = None,
     ) -> tuple[_Store, dict[str, Any]]:
         """Partition, select event types, sessionize, filter item support, write events."""
-        self = cls(work, params, mapper)
-        buckets = partitioner(source, work / "buckets", n_partitions, batch_rows)
+        if local is None:
+            assert isinstance(work, Path), "a work folder in a store needs a local folder"
+            local = work
+        self = cls(work, local, params, mapper)
+        buckets = partitioner(source, workfs.join(work, "buckets"), n_partitions, batch_rows)
         if not buckets:  # an empty log: one empty partition with the source's schema
-            empty = work / "buckets" / "bucket-00000.parquet"
-            empty.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(ds.dataset(str(source), format="parquet").schema.empty_table(), empty)
+            empty = workfs.join(work, "buckets", "bucket-00000.parquet")
+            workfs.make_dir(workfs.join(work, "buckets"))
+            workfs.write_table(empty, workfs.dataset(source).schema.empty_table())
             buckets = [empty]
         type_filter: dict[str, Any] = {"kept": params.event_types, "dropped": 0}
         done = self.map(sessionize_bucket, [(b, k, work, params) for k, b in enumerate(buckets)])
@@ -292,7 +310,7 @@ class _Store:
         with pq.ParquetWriter(events_out, self.schema) as writer:
             for k, f in enumerate(filtered):
                 self.sizes[k] = f.rows
-                table = pq.read_table(self._path("part", k), schema=f.schema)
+                table = workfs.read_table(self._path("part", k), schema=f.schema)
                 writer.write_table(conform(table, self.schema, "events"))
                 self.users.append(f.users)
                 self.missing_sessions += f.missing_sessions
@@ -336,10 +354,10 @@ class _Store:
             cuser = encode(frame["user_id"])
             self.cusers.append(cuser.uniques)
             self.any_cuser |= bool((cuser.codes >= 0).any())
-            np.save(self._path("cuser", k, ".npy"), cuser.codes)
+            workfs.save_npy(self._path("cuser", k, ".npy"), cuser.codes)
 
     # ------------------------------------------------------------------ access
-    def _path(self, name: str, k: int, suffix: str = ".parquet") -> Path:
+    def _path(self, name: str, k: int, suffix: str = ".parquet") -> WorkPath:
         return work_path(self.work, name, k, suffix)
 
     @property
@@ -364,8 +382,23 @@ class _Store:
         return self.ref(k).frame(converted=converted)
 
     def arrays(self, k: int) -> PartitionArrays:
-        """Partition ``k``'s integer columns."""
-        return self.ref(k).arrays()
+        """Partition ``k``'s integer columns (of a work folder in a store: read from a
+        local copy, downloaded once; the passes of every split read them again)."""
+        ref = self.ref(k)
+        if not isinstance(self.work, Path):
+            ref = dataclasses.replace(ref, work=self._mirror(k))
+        return ref.arrays()
+
+    def _mirror(self, k: int) -> Path:
+        """The local folder holding copies of partition ``k``'s integer columns."""
+        folder = self.local / "mirror"
+        folder.mkdir(exist_ok=True)
+        names = [("arrays", ".npz"), ("session", ".npy")]
+        for name, suffix in names + ([("cuser", ".npy")] if self.converts else []):
+            copy = folder / f"{name}-{k:05d}{suffix}"
+            if not copy.exists():
+                workfs.fetch(self._path(name, k, suffix), copy)
+        return folder
 
     def cut(self, params: SessionsParams, kind: str, *, converted: bool) -> tuple[int, int, int]:
         """``(test_after, valid_after, m)`` of the global cut-off over rows with a user."""
@@ -376,8 +409,8 @@ class _Store:
                 a = self.arrays(k)
                 user = a.cuser if key else a.user
                 ts = np.sort(a.ts[user.codes >= 0])
-                if len(ts):
-                    path = self._path(f"cut{int(key)}", k, ".npy")
+                if len(ts):  # this process's own: memory-mapped below
+                    path = self.local / f"cut{int(key)}-{k:05d}.npy"
                     np.save(path, ts)
                     files.append(path)
                     m += len(ts)
@@ -434,134 +467,6 @@ def _one_split(store: _Store, kind: str, params: SessionsParams, out: Path) -> d
             shutil.rmtree(out, ignore_errors=True)
     log.info("split %s skipped: %s", kind, reason)
     return {"skipped": reason}
-
-
-class _Parts:
-    """Per-partition part codes (int8 per row), kept as ``.npy`` files in the work dir."""
-
-    def __init__(self, store: _Store, kind: str) -> None:
-        self.store, self.kind = store, kind
-
-    def path(self, k: int) -> Path:
-        return self.store._path(f"part-{self.kind}", k, ".npy")
-
-    def save(self, k: int, part: np.ndarray) -> None:
-        np.save(self.path(k), part)
-
-    def load(self, k: int) -> np.ndarray:
-        return np.load(self.path(k))
-
-
-@dataclass
-class _Written:
-    """What :func:`_write` gathers over the partitions of one split."""
-
-    rows: np.ndarray
-    parts: dict[str, Any]
-    cold: dict[str, int]
-    items: np.ndarray
-    sessions: np.ndarray | None
-    ranges: list[tuple[Any, Any]]
-    checks: dict[str, bool]
-
-
-PartitionHook = Callable[[int, PartitionArrays, np.ndarray], None]
-FrameCheck = Callable[[list[pd.DataFrame]], dict[str, bool]]
-
-
-def _write(
-    store: _Store,
-    parts: _Parts,
-    out: Path,
-    *,
-    converted: bool = False,
-    hook: PartitionHook | None = None,
-    frame_check: FrameCheck | None = None,
-) -> _Written:
-    """Write the parts partition by partition (through the store's mapper) and gather
-    their statistics.
-
-    ``hook(k, arrays, part)`` sees each partition's rows (here, after the writes);
-    ``frame_check([train, valid, test])`` runs with each partition's write, and each of
-    its checks holds when it holds in every partition. On a cluster each partition
-    writes its own pieces, then one task per part appends them into the part's file,
-    both in the work folder (the workers need no access to ``out``).
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    schema = store.cschema if converted and store.converts else store.schema
-    assert schema is not None
-    n_items, n_sessions = max(len(store.item_ids), 1), max(len(store.session_ids), 1)
-    has_sessions = store.missing_sessions < store.n
-    sizes = (n_items, n_sessions, has_sessions)
-
-    def args(sink: Any) -> list[tuple[Any, ...]]:
-        return [
-            (store.ref(k), parts.path(k), sink, schema, sizes, converted, frame_check)
-            for k in range(store.n_partitions)
-        ]
-
-    if store.parallel:  # the workers write in the (shared) work folder; moved to out here
-        pieces, files = store.work / f"pieces-{out.name}", store.work / f"files-{out.name}"
-        pieces.mkdir()
-        files.mkdir()
-        results: list[Written] = store.map(write_partition, args(pieces))
-        names = [[pieces / piece_name(n, k) for k in range(store.n_partitions)] for n in PART_NAMES]
-        store.map(
-            concat_pieces,
-            [(p, files / f"{n}.parquet", schema) for n, p in zip(PART_NAMES, names, strict=True)],
-        )
-        for name in PART_NAMES:  # a rename when the work folder is on out's filesystem
-            shutil.move(files / f"{name}.parquet", out / f"{name}.parquet")
-        shutil.rmtree(pieces)
-        files.rmdir()
-    else:
-        writers = {name: pq.ParquetWriter(out / f"{name}.parquet", schema) for name in PART_NAMES}
-        try:
-            results = store.map(write_partition, args(writers))
-        finally:
-            for writer in writers.values():
-                writer.close()
-    rows = np.zeros(4, np.int64)
-    items = np.zeros((4, n_items), bool)
-    sessions = np.zeros((4, n_sessions), bool) if has_sessions else None
-    item_rows = np.zeros((4, n_items), np.int64)
-    users = dict.fromkeys(results[0].users, 0)
-    lo, hi = [_I64_MAX] * 3, [_I64_MIN] * 3
-    checks: dict[str, bool] = {}
-    for k, r in enumerate(results):
-        rows += r.rows
-        lo = [min(x, y) for x, y in zip(lo, r.lo, strict=True)]
-        hi = [max(x, y) for x, y in zip(hi, r.hi, strict=True)]
-        for key, value in r.users.items():
-            users[key] += value
-        items.flat[r.item_keys] = True
-        item_rows.flat[r.item_keys] += r.item_counts
-        if sessions is not None and r.session_keys is not None:
-            sessions.flat[r.session_keys] = True
-        for name, value in (r.checks or {}).items():
-            checks[name] = checks.get(name, True) and value
-        if hook is not None:
-            hook(k, store.arrays(k), parts.load(k))
-    ranges = [(lo[c], hi[c]) if hi[c] != _I64_MIN else (None, None) for c in range(3)]
-
-    def new_item_rows(code: int, new_items: np.ndarray) -> int:
-        return int(item_rows[code][new_items].sum())
-
-    parts_stats, cold = summarise_parts(rows, users, items, sessions, ranges, new_item_rows)
-    return _Written(rows, parts_stats, cold, items, sessions, ranges, checks)
-
-
-def _time_checks(written: _Written) -> dict[str, bool]:
-    """``test_after_train`` / ``valid_after_train`` / ``test_after_valid`` on timestamps."""
-    checks = {}
-    for name, a, b in (
-        ("test_after_train", 0, 2),
-        ("valid_after_train", 0, 1),
-        ("test_after_valid", 1, 2),
-    ):
-        (_, hi_a), (lo_b, _) = written.ranges[a], written.ranges[b]
-        checks[name] = hi_a is None or lo_b is None or lo_b > hi_a
-    return checks
 
 
 def _result(kind: str, stats: dict[str, Any], leakage: dict[str, bool], out: Path) -> dict:
@@ -630,7 +535,7 @@ def _session(store: _Store, params: SessionsParams, kind: str, out: Path) -> dic
     session_part = np.where(
         start >= test_start, TEST, np.where(start >= valid_start, VALID, TRAIN)
     ).astype(np.int8)
-    parts = _Parts(store, kind)
+    parts = SplitParts(store, kind)
     seen = np.zeros(n_items, bool)
     in_valid = np.zeros(n_items, bool)
     for k in range(store.n_partitions):
@@ -687,7 +592,7 @@ def _session(store: _Store, params: SessionsParams, kind: str, out: Path) -> dic
             np.minimum.at(starts[code], a.session[rows], a.ts[rows])
             sizes[code] += np.bincount(a.session[rows], minlength=n_sessions)
 
-    written = _write(store, parts, out, hook=hook)
+    written = write_split(store, parts, out, hook=hook)
     cutoffs, used = session_cutoffs(tmax, valid_start, test_start, params)
     stats = assemble_stats(
         kind, store.n, written.parts, written.cold, used, cutoffs, dropped, {"filter": filter_stats}
@@ -721,24 +626,24 @@ def _session(store: _Store, params: SessionsParams, kind: str, out: Path) -> dic
 # ------------------------------------------------------------------ global temporal
 def _global_temporal(store: _Store, params: SessionsParams, kind: str, out: Path) -> dict[str, Any]:
     test_after, valid_after, m = store.cut(params, kind, converted=False)
-    parts = _Parts(store, kind)
+    parts = SplitParts(store, kind)
     for k in range(store.n_partitions):
         a = store.arrays(k)
         parts.save(k, cut_parts(a.ts, a.user.codes >= 0, test_after, valid_after))
-    written = _write(store, parts, out)
+    written = write_split(store, parts, out)
     cutoffs, used = cut_cutoffs(kind, test_after, valid_after, params)
     extra = {"fractions": cut_fractions(written.rows, m)}
     dropped = {"null_user": store.n - m}
     stats = assemble_stats(
         kind, store.n, written.parts, written.cold, used, cutoffs, dropped, extra
     )
-    leakage = {"test_nonempty": bool(written.rows[TEST] > 0), **_time_checks(written)}
+    leakage = {"test_nonempty": bool(written.rows[TEST] > 0), **time_checks(written)}
     return _result(kind, stats, leakage, out)
 
 
 # ------------------------------------------------------------------ per user
 def _per_user(store: _Store, params: SessionsParams, kind: str, out: Path) -> dict[str, Any]:
-    parts = _Parts(store, kind)
+    parts = SplitParts(store, kind)
     by_events = {"1": 0, "2": 0, "3+": 0}
     repeat_user, null_user = False, 0
     used: dict[str, Any] = {}
@@ -754,7 +659,7 @@ def _per_user(store: _Store, params: SessionsParams, kind: str, out: Path) -> di
     if not repeat_user:
         raise per_user_no_test(kind)
     # users lie in one partition: a per-user check holds iff it holds in each one
-    written = _write(store, parts, out, frame_check=partial(_frame_leakage, kind=kind))
+    written = write_split(store, parts, out, frame_check=partial(_frame_leakage, kind=kind))
     leakage = dict(written.checks)
     leakage["test_nonempty"] = bool(written.rows[TEST] > 0)
     extra = {"users_by_events": by_events}
@@ -774,7 +679,7 @@ def _frame_leakage(frames: list[pd.DataFrame], kind: str) -> dict[str, bool]:
 def _cold_start(store: _Store, params: SessionsParams, kind: str, out: Path) -> dict[str, Any]:
     test_after, valid_after, m = store.cut(params, kind, converted=True)
     n_items = max(len(store.item_ids), 1)
-    parts = _Parts(store, kind)
+    parts = SplitParts(store, kind)
     candidate_items = np.zeros(n_items, bool)
     candidate_users: list[pa.Array] = []
     for k in range(store.n_partitions):
@@ -860,7 +765,7 @@ def _cold_start(store: _Store, params: SessionsParams, kind: str, out: Path) -> 
         user_checks["valid"] &= not bool((present[VALID] & held_users[k][: present.shape[1]]).any())
         user_checks["test"] &= bool(present[TEST][cold_users[k]].all())
 
-    written = _write(store, parts, out, converted=True, hook=hook)
+    written = write_split(store, parts, out, converted=True, hook=hook)
     for name, table in (("cold_items", items_frame), ("cold_users", users_frame)):
         table.to_parquet(out / f"{name}.parquet", index=False)
     cutoffs, used = cut_cutoffs(kind, test_after, valid_after, params)
@@ -876,7 +781,7 @@ def _cold_start(store: _Store, params: SessionsParams, kind: str, out: Path) -> 
     )
     items = written.items
     cold_item_mask = cold_items[: items.shape[1]]
-    leakage = {"test_nonempty": bool(written.rows[TEST] > 0), **_time_checks(written)}
+    leakage = {"test_nonempty": bool(written.rows[TEST] > 0), **time_checks(written)}
     leakage |= {
         "cold_items_not_in_train": not bool((items[TRAIN] & cold_item_mask).any()),
         "held_out_items_not_in_valid": not bool((items[VALID] & item_held).any()),

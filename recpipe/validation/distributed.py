@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recpipe.data.cluster import dask_client, dask_mapper
+from recpipe.data.workfs import WorkPath
 from recpipe.validation.partitioned import PartitionedOutcome, validate_partitioned
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ __all__ = ["validate_dask"]
 def validate_dask(
     in_dir: str | Path,
     params: ValidateParams,
-    work_dir: str | Path,
+    work_dir: WorkPath,
     *,
     partitions: int = 16,
     batch_rows: int = 1_000_000,
@@ -42,8 +43,9 @@ def validate_dask(
     """:func:`~recpipe.validation.partitioned.validate_partitioned` with its partitions
     checked as tasks on ``client``, else on the scheduler at ``address``, else on a
     temporary local cluster of ``workers`` processes. ``work_dir`` must be a folder
-    every worker reaches; with ``copy_input`` the tasks read a copy of the events file
-    there, so that workers on other machines need no access to ``in_dir``."""
+    every worker reaches (a mount, or the URL of a store: :mod:`recpipe.data.workfs`);
+    with ``copy_input`` the tasks read a copy of the events file there, so that workers
+    on other machines need no access to ``in_dir``."""
     if client is None:
         with dask_client(address, workers) as own:
             return validate_dask(

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,8 +54,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from recpipe.data import workfs
 from recpipe.data.chunked import (
     EventsWriter,
     empty_events,
@@ -67,7 +66,7 @@ from recpipe.data.chunked import (
 from recpipe.data.cluster import Mapper, serial_map
 from recpipe.data.partitions import bucket_of, write_bucket_pieces, write_buckets
 from recpipe.data.schema import EVENTS_FILE, CanonicalTables, coerce_events
-from recpipe.data.storage import copy_into
+from recpipe.data.workfs import WorkPath
 from recpipe.errors import ConfigError
 from recpipe.validation.report import QUARANTINE_EVENTS_FILE, QUARANTINE_SUMMARY_FILE
 from recpipe.validation.runner import (
@@ -233,8 +232,8 @@ class PartitionedOutcome:
 
 
 def partition_events(
-    events_path: str | Path, out_dir: str | Path, n_partitions: int, batch_rows: int
-) -> tuple[list[Path], int]:
+    events_path: WorkPath, out_dir: WorkPath, n_partitions: int, batch_rows: int
+) -> tuple[list[WorkPath], int]:
     """Split a canonical events file into user-hash bucket files, tagging row numbers.
 
     Like :func:`recpipe.data.partitions.partition_by_user` (the same bucket of each
@@ -245,9 +244,9 @@ def partition_events(
     """
     if n_partitions < 1:
         raise ConfigError(f"prep.partitions must be at least 1, got {n_partitions}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    source = pq.ParquetFile(events_path)
+    out = workfs.work_path(out_dir)
+    workfs.make_dir(out)
+    source = workfs.parquet_file(events_path)
     offset = 0
 
     def tagged() -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
@@ -276,17 +275,17 @@ def _tag(
 
 
 def partition_events_in_pieces(
-    events_path: str | Path, out_dir: str | Path, n_partitions: int, batch_rows: int, mapper: Mapper
-) -> tuple[list[Path], int]:
+    events_path: WorkPath, out_dir: WorkPath, n_partitions: int, batch_rows: int, mapper: Mapper
+) -> tuple[list[WorkPath], int]:
     """:func:`partition_events` as one task per piece of the file (whole row groups,
     about ``batch_rows`` rows) run by ``mapper``, each writing its rows of every bucket
     as ``bucket-<k>/piece-<i>.parquet``: the same rows, row numbers and order per bucket.
     Returns the bucket folders with rows and the number of rows."""
     if n_partitions < 1:
         raise ConfigError(f"prep.partitions must be at least 1, got {n_partitions}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = pq.ParquetFile(events_path).metadata
+    out = workfs.work_path(out_dir)
+    workfs.make_dir(out)
+    meta = workfs.parquet_file(events_path).metadata
     pieces: list[tuple[list[int], int]] = []
     group: list[int] = []
     offset = start = 0
@@ -296,28 +295,31 @@ def partition_events_in_pieces(
         if offset - start >= batch_rows or g == meta.num_row_groups - 1:
             pieces.append((group, start))
             group, start = [], offset
-    args = [(str(events_path), gs, o, i, out, n_partitions) for i, (gs, o) in enumerate(pieces)]
+    args = [(events_path, gs, o, i, out, n_partitions) for i, (gs, o) in enumerate(pieces)]
     got = set().union(*mapper(_bucket_event_piece, args)) if args else set()
-    return [out / f"bucket-{k:05d}" for k in sorted(got)], offset
+    return [workfs.join(out, f"bucket-{k:05d}") for k in sorted(got)], offset
 
 
 def _bucket_event_piece(
-    path: str, row_groups: list[int], offset: int, i: int, out_dir: Path, n_partitions: int
+    path: WorkPath, row_groups: list[int], offset: int, i: int, out_dir: WorkPath, n_partitions: int
 ) -> set[int]:
     """Write piece ``i`` of the events file (rows from ``offset``) into the buckets."""
-    table = pq.ParquetFile(path).read_row_groups(row_groups)
+    table = workfs.parquet_file(path).read_row_groups(row_groups)
     if not table.num_rows:
         return set()
     table, bucket = _tag(table, offset, n_partitions)
-    return write_bucket_pieces(table, bucket, i, Path(out_dir))
+    return write_bucket_pieces(table, bucket, i, out_dir)
 
 
-def _read_partition(path: Path | None, events_path: Path) -> tuple[pd.DataFrame, np.ndarray]:
+def _read_partition(
+    path: WorkPath | None, events_path: WorkPath
+) -> tuple[pd.DataFrame, np.ndarray]:
     """A partition's events (as ``read_tables`` gives them, positional) and table rows."""
     if path is None:  # no events at all: one empty partition
-        events = coerce_events(pq.read_schema(events_path).empty_table().to_pandas())
+        schema = workfs.parquet_file(events_path).schema_arrow
+        events = coerce_events(schema.empty_table().to_pandas())
         return positional(events), np.zeros(0, dtype=np.int64)
-    table = pq.read_table(path)
+    table = workfs.read_table(path)
     rows = table.column(ROW_COLUMN).to_numpy()
     events = coerce_events(table.drop_columns([ROW_COLUMN]).to_pandas())
     return positional(events), np.asarray(rows, dtype=np.int64)
@@ -329,7 +331,7 @@ def _read_partition(path: Path | None, events_path: Path) -> tuple[pd.DataFrame,
 def validate_partitioned(
     in_dir: str | Path,
     params: ValidateParams,
-    work_dir: str | Path,
+    work_dir: WorkPath,
     *,
     partitions: int = 16,
     batch_rows: int = 1_000_000,
@@ -346,20 +348,20 @@ def validate_partitioned(
     fixes the "future timestamp" bound as in ``validate_tables``. ``mapper`` runs the
     per-piece partitioning and the per-partition checks (:func:`check_partition`) as
     tasks, e.g. on a Dask cluster (:func:`recpipe.data.cluster.dask_mapper`;
-    ``work_dir`` must then be a folder every worker reaches); ``None``: one after the
-    other in this process. ``copy_input``: the tasks read a copy of the events file in
-    ``work_dir`` (workers on other machines then need no access to ``in_dir``).
+    ``work_dir`` must then be a folder every worker reaches: a mount, or the URL of a
+    store, :mod:`recpipe.data.workfs`); ``None``: one after the other in this process.
+    ``copy_input``: the tasks read a copy of the events file in ``work_dir`` (workers on
+    other machines then need no access to ``in_dir``).
     """
-    work = Path(work_dir)
-    if work.exists():
-        shutil.rmtree(work)
+    work = workfs.work_path(work_dir)
+    workfs.remove(work)
     with _SESSION_LOCK:  # one validation at a time uses the process's GX context
         try:
             return _validate(
                 Path(in_dir), params, work, partitions, batch_rows, now, mapper, copy_input
             )
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            workfs.remove(work)
 
 
 @dataclass
@@ -375,7 +377,7 @@ class _Merged:
 def _validate(
     in_dir: Path,
     params: ValidateParams,
-    work: Path,
+    work: WorkPath,
     partitions: int,
     batch_rows: int,
     now: dt.datetime | None,
@@ -385,9 +387,9 @@ def _validate(
     started = time.perf_counter()
     now_ts = resolve_now(now)
     side = read_side_tables(in_dir)
-    events_path = in_dir / EVENTS_FILE
+    events_path: WorkPath = in_dir / EVENTS_FILE
     if copy_input:  # what the tasks read; the outcome streams from in_dir
-        events_path = copy_into(events_path, work / "input")
+        events_path = workfs.copy_into(in_dir / EVENTS_FILE, workfs.join(work, "input"))
     check_refs = checks_references(side, params)
     session = _session()
     order = {
@@ -535,8 +537,8 @@ class PartitionCheck:
 
 
 def check_partition(
-    path: Path | None,
-    events_path: Path,
+    path: WorkPath | None,
+    events_path: WorkPath,
     params: ValidateParams,
     now_ts: pd.Timestamp,
     check_refs: bool,

@@ -173,7 +173,7 @@ def test_dask_with_file_url_input_and_work_url_on_two_workers(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     store = tmp_path / "shared-store"  # another folder than the workspace's data/
-    caplog.set_level(logging.INFO, logger="recpipe.data.storage")
+    caplog.set_level(logging.INFO, logger="recpipe.data.workfs")
     with _cluster() as address:
         if address is None:  # pragma: no cover - dask is a dev dependency
             pytest.skip("dask.distributed is not installed")
@@ -360,7 +360,6 @@ def test_dask_refuses_a_memory_url_its_workers_cannot_read(tmp_path: Path, memor
     ("work_url", "expected"),
     [
         ("memory://scratch", "a memory:// store cannot hold it"),
-        ("s3://bucket/scratch", "a s3:// store cannot hold it"),
         ("file://scratch", "needs an absolute path"),
     ],
 )
@@ -469,3 +468,134 @@ def test_with_a_work_folder_the_tasks_touch_nothing_in_the_workspace(
         p for p in seen if not p.startswith((str(store), str(raw)))
     ]
     assert any(p.startswith(str(store / "sessions")) for p in seen)
+
+
+# ------------------------------------------------------------------ an object store ---
+@pytest.fixture(scope="module")
+def s3_bucket() -> Iterator[str]:
+    """A bucket on a loopback S3 server (moto), its endpoint and credentials in the
+    environment (which the dask workers started after inherit); the bucket's URL."""
+    moto_server = pytest.importorskip("moto.server")
+    s3fs = pytest.importorskip("s3fs")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the server's request log
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in (
+            ("AWS_ENDPOINT_URL", f"http://{host}:{port}"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+        ):
+            mp.setenv(name, value)
+        s3fs.S3FileSystem.clear_instance_cache()  # none made for another endpoint
+        fsspec.filesystem("s3").mkdir("recpipe-work")
+        try:
+            yield "s3://recpipe-work"
+        finally:
+            s3fs.S3FileSystem.clear_instance_cache()
+            server.stop()
+
+
+def _keys(url: str) -> list[str]:
+    fs = fsspec.filesystem("s3", use_listings_cache=False)
+    return sorted(fs.find(url.removeprefix("s3://")))
+
+
+@pytest.mark.slow  # 25-30 s at load 2 (a cluster's start, every file through the server)
+def test_dask_with_the_work_folders_on_an_object_store(
+    tmp_path: Path,
+    local: Paths,
+    raw: Path,
+    s3_bucket: str,
+    pinned: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    work_url = f"{s3_bucket}/runs"
+    caplog.set_level(logging.INFO, logger="recpipe.data.workfs")
+    with _cluster() as address:  # started with the store's environment
+        if address is None:  # pragma: no cover - dask is a dev dependency
+            pytest.skip("dask.distributed is not installed")
+        paths = _run(
+            tmp_path / "ws",
+            str(raw),
+            "dask",
+            f"orchestration.dask_address={address}",
+            f"prep.work_url={work_url}",
+        )
+    _assert_same_outputs(local, paths, input_url=None)
+    # the workers read copies of the inputs in this host's folder of the store ...
+    host = f"{work_url}/{socket.gethostname()}"
+    copied = [r.getMessage() for r in caplog.records if r.getMessage().startswith("copied")]
+    assert len(copied) == 2, copied
+    for message, name in zip(copied, ("interim", "validated"), strict=True):
+        assert f"{paths.data_dir / name}/events.parquet to {host}/." in message, message
+    # ... and every work file was removed after: nothing is left in the bucket
+    assert _keys(s3_bucket) == []
+    assert not [p for p in paths.data_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_the_arrow_engine_with_the_work_folders_on_an_object_store(
+    tmp_path: Path, local: Paths, raw: Path, s3_bucket: str, pinned: None
+) -> None:
+    paths = _run(tmp_path, str(raw), "arrow", f"prep.work_url={s3_bucket}/arrow")
+    _assert_same_outputs(local, paths, input_url=None)
+    assert _keys(s3_bucket) == []
+
+
+def test_a_killed_runs_work_folders_on_an_object_store_are_tidied(
+    tmp_path: Path, s3_bucket: str
+) -> None:
+    work_url = f"{s3_bucket}/tidy"
+    params = load_params(None, [f"prep.work_url={work_url}"])
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead = int(done.stdout)  # a process that has ended
+    host = f"{work_url}/{socket.gethostname()}"
+    left = f"{host}/.sessions-scratch.new-{dead}"
+    live = f"{host}/.validate-partitions.new-{os.getpid()}"
+    other = f"{work_url}/another-host/.sessions-scratch.new-{dead}"  # not this machine's
+    for folder in (left, live, other):
+        with fsspec.open(f"{folder}/buckets/bucket-00000/piece-000000.parquet", "wb") as fh:
+            fh.write(b"x")
+    tidied = tidy_workspace(Paths.at(tmp_path / "ws"), params)
+    assert tidied["staging"] == [left]
+    keys = _keys(work_url)
+    assert not [k for k in keys if k.startswith(left.removeprefix("s3://"))]
+    assert [k for k in keys if k.startswith(live.removeprefix("s3://"))]
+    assert [k for k in keys if k.startswith(other.removeprefix("s3://"))]
+    fsspec.filesystem("s3").rm(work_url.removeprefix("s3://"), recursive=True)
+
+
+def test_a_store_out_of_reach_is_a_clear_error(
+    tmp_path: Path, raw: Path, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import s3fs
+
+    paths = Paths.at(tmp_path)
+    run_stage("ingest", _params(str(raw), "arrow"), paths)  # no work folder
+    missing = "s3://no-such-bucket/work"
+    with pytest.raises(ConfigError) as info:
+        run_stage("validate", _params(str(raw), "dask", f"prep.work_url={missing}"), paths)
+    message = str(info.value)
+    assert f"prep.work_url {missing!r}: cannot write to the store" in message, message
+    assert "bucket does not exist" in message and "an existing bucket" in message
+    # no server at the endpoint (one try, not botocore's retries)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    s3fs.S3FileSystem.clear_instance_cache()
+    work_url = f"{s3_bucket}/work"
+    try:
+        with pytest.raises(ConfigError) as info:
+            run_stage("sessions", _params(str(raw), "dask", f"prep.work_url={work_url}"), paths)
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+    message = str(info.value)
+    assert f"prep.work_url {work_url!r}: cannot write to the store" in message, message
+    assert "http://127.0.0.1:9" in message  # the endpoint it could not reach
+    assert not paths.validated_dir.exists()  # validate failed before writing anything

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,22 +75,3 @@ def test_a_protocol_whose_package_is_missing_says_what_to_install(
     monkeypatch.setattr(fsspec, "get_filesystem_class", missing)
     with pytest.raises(ConfigError, match=r"the 'gcs' filesystem is not installed .*gcsfs"):
         storage.check_url("gcs://bucket/events.csv", "data.path")
-
-
-def test_the_work_root_is_this_hosts_folder_of_a_mounted_store(tmp_path: Path) -> None:
-    host = socket.gethostname()
-    assert storage.work_root(None, tmp_path / "data") == tmp_path / "data"
-    assert storage.work_root(str(tmp_path / "w"), tmp_path) == tmp_path / "w" / host
-    assert storage.work_root((tmp_path / "w").as_uri(), tmp_path) == tmp_path / "w" / host
-    with pytest.raises(ConfigError, match=r"prep.work_url 's3://b/w': a s3:// store cannot"):
-        storage.work_root("s3://b/w", tmp_path)
-
-
-def test_copy_into_copies_a_file_or_a_folder(tmp_path: Path) -> None:
-    (tmp_path / "parts").mkdir()
-    (tmp_path / "parts" / "p-0.parquet").write_bytes(b"0")
-    (tmp_path / "one.parquet").write_bytes(b"1")
-    to = tmp_path / "store" / "input"
-    assert storage.copy_into(tmp_path / "one.parquet", to).read_bytes() == b"1"
-    copied = storage.copy_into(tmp_path / "parts", to)
-    assert copied == to / "parts" and (copied / "p-0.parquet").read_bytes() == b"0"
