@@ -39,6 +39,7 @@ from recpipe.sessions._arrays import (
     remember_codes,
     string_array,
     take_rows,
+    take_strings,
     timestamps_ns,
 )
 
@@ -256,7 +257,7 @@ def _session_names(
     kept = np.flatnonzero(kind == _SOURCE)
     if len(kept):
         assert src is not None
-        pieces.append((kept, large(src.uniques.take(pa.array(src.codes[first_row[kept]])))))
+        pieces.append((kept, take_strings(src.uniques, src.codes[first_row[kept]])))
     generated = np.flatnonzero(kind != _SOURCE)
     if len(generated):
         g_kind, g_row = kind[generated], first_row[generated]
@@ -293,7 +294,7 @@ def _generated_names(
         sel = np.flatnonzero(kind == k)
         if len(sel):
             assert codes is not None
-            pieces.append((sel, large(codes.uniques.take(pa.array(codes.codes[first_row[sel]])))))
+            pieces.append((sel, take_strings(codes.uniques, codes.codes[first_row[sel]])))
     lone = np.flatnonzero(kind == _LONE)
     if len(lone):
         pieces.append((lone, pa.array([""] * len(lone), pa.large_string())))
