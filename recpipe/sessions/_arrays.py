@@ -219,7 +219,9 @@ def fixed_width(values: pa.Array) -> int | None:
     return width if bool((np.diff(offsets) == width).all()) else None
 
 
-def take_strings(values: pa.Array, indices: np.ndarray, nulls: np.ndarray | None = None) -> pa.Array:
+def take_strings(
+    values: pa.Array, indices: np.ndarray, nulls: np.ndarray | None = None
+) -> pa.Array:
     """``values.take(indices)`` (``large_string``; ``nulls``: rows to set null).
 
     Values of one fixed byte length (:func:`fixed_width`; zero-padded ids) are
@@ -233,9 +235,9 @@ def take_strings(values: pa.Array, indices: np.ndarray, nulls: np.ndarray | None
         return values.take(pa.array(indices, mask=nulls))
     n = len(indices)
     start = int(np.frombuffer(values.buffers()[1], np.int64, 1, values.offset * 8)[0])
-    records = np.frombuffer(
-        values.buffers()[2], np.uint8, len(values) * width, start
-    ).view(f"V{width}")
+    records = np.frombuffer(values.buffers()[2], np.uint8, len(values) * width, start).view(
+        f"V{width}"
+    )
     data = records[indices]  # bounds-checked like Arrow's take (an IndexError otherwise)
     offsets = np.arange(0, (n + 1) * width, width, dtype=np.int64)
     return pa.Array.from_buffers(
