@@ -76,7 +76,8 @@ class Codes:
     def n_distinct(self, rows: np.ndarray | None = None) -> int:
         """Distinct non-null values among ``rows`` (all rows when ``None``)."""
         c = self.codes if rows is None else self.codes[rows]
-        c = c[c >= 0]
+        if self.has_null:
+            c = c[c >= 0]
         if not len(c):
             return 0
         seen = np.zeros(self.n_uniques, bool)
@@ -119,13 +120,20 @@ def encode(series: pd.Series) -> Codes:
     if (changes or 0) * 2 < len(sample):
         ree = pc.run_end_encode(arr)
         enc = ree.values.dictionary_encode()
-        run_codes = pc.fill_null(enc.indices, -1).to_numpy()
+        run_codes = _indices(enc)
         lengths = np.diff(ree.run_ends.to_numpy(), prepend=0)
         codes = np.repeat(run_codes, lengths)
     else:
         enc = arr.dictionary_encode()
-        codes = pc.fill_null(enc.indices, -1).to_numpy()
+        codes = _indices(enc)
     return Codes(codes.astype(np.int32, copy=False), large(enc.dictionary))
+
+
+def _indices(enc: pa.DictionaryArray) -> np.ndarray:
+    """A dictionary array's indices as NumPy, ``-1`` for a null (no copy without nulls)."""
+    if enc.indices.null_count == 0:
+        return enc.indices.to_numpy()
+    return pc.fill_null(enc.indices, -1).to_numpy()
 
 
 def first_appearance(codes: np.ndarray, uniques: pa.Array) -> Codes:
