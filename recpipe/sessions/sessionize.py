@@ -181,19 +181,20 @@ def _session_order(
     input row of its first event, its length and its number within its stream."""
     n = len(ts)
     order = group_time_order(stream, n_streams, ts)
-    s_sorted = stream[order]
     ts_sorted = ts[order]
-    cut = np.empty(n, bool)
-    cut[0] = True
-    np.not_equal(s_sorted[1:], s_sorted[:-1], out=cut[1:])
-    new_stream = cut.copy()
+    # sorted by stream, each stream's rows start where the streams before it end
+    counts = np.bincount(stream, minlength=n_streams)
+    new_stream = np.zeros(n, bool)
+    new_stream[(np.cumsum(counts) - counts)[counts > 0]] = True
+    del counts
+    cut = new_stream.copy()
     if gap_ns is not None:
         gap_cut = np.diff(ts_sorted) > gap_ns
         if kind is not None:
             gap_cut &= kind[order[1:]] != _SOURCE
         cut[1:] |= gap_cut
     first = np.flatnonzero(cut)  # sorted position of each session's first event
-    del cut, s_sorted
+    del cut
     n_sessions = len(first)
     lengths = np.diff(first, append=n)
     stream_start = np.flatnonzero(new_stream[first])
