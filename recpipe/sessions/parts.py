@@ -359,9 +359,9 @@ def _rank_by_runs(
     later[order] = np.cumsum(counts)[sorted_user] - through
     # a row at offset o of a run starting at row r: later + (length - 1 - o) events after
     # it, i.e. (later + length - 1 + r) - its row
-    after = np.repeat(later + lengths - 1 + starts, lengths)
-    after -= np.arange(n, dtype=np.int64)
-    return after.astype(np.int32)
+    after = np.repeat((later + lengths - 1 + starts).astype(np.int32), lengths)
+    after -= np.arange(n, dtype=np.int32)
+    return after
 
 
 def table_not_applicable(kind: str, table: Table) -> str | None:
