@@ -122,16 +122,17 @@ def sessionize(events: pd.DataFrame, params: SessionsParams) -> pd.DataFrame:
     position = events.columns.get_loc("session_id")
     with ThreadPoolExecutor(1, thread_name_prefix="recpipe-sessions") as pool:
         # id columns are hashed once: the source sessions and the users, which cut the
-        # streams, on this thread; the items on the second thread meanwhile (they only
-        # gather the output's item column). The user and item codes gather the output's
-        # columns from their dictionaries (a fraction of the time of gathering the
-        # strings), and the output's codes are remembered for the filter and the splits
-        items = None
-        if "item_id" in events and isinstance(events["item_id"].array, pd.arrays.ArrowStringArray):
-            items = pool.submit(encode, events["item_id"])
+        # streams, then the items on the second thread while this one orders the rows
+        # (not two hashes at once: on a busy 2-core machine that was slower than one
+        # after the other). The user and item codes gather the output's columns from
+        # their dictionaries (a fraction of the time of gathering the strings), and the
+        # output's codes are remembered for the filter and the splits
         src = encode(events["session_id"]) if src_present.any() else None
         coded = {"user_id": encode(events["user_id"])}
         user = None if all_src else coded["user_id"]
+        items = None
+        if "item_id" in events and isinstance(events["item_id"].array, pd.arrays.ArrowStringArray):
+            items = pool.submit(encode, events["item_id"])
         kind, stream, n_streams = _streams(n, src, user, keep_src, src_present)
         final, first_row, lengths, n_in_stream = _session_order(
             stream, n_streams, kind, ts, None if all_src else gap_ns
