@@ -166,7 +166,7 @@ def _session_split(table: Table, params: SessionsParams) -> SplitResult:
     if not keep.any():
         raise session_filter_empty()
     ts, session = table.ts, table.session.codes
-    tmax = int(ts[keep].max())
+    tmax = int(ts.max(where=keep, initial=np.iinfo(np.int64).min))  # no copy of ts[keep]
     test_start, valid_start = session_bounds(tmax, params)
     start = np.full(table.session.n_uniques, np.iinfo(np.int64).max, np.int64)
     np.minimum.at(start, session[keep], ts[keep])
