@@ -302,7 +302,7 @@ _SPLITS: dict[str, Callable[[Table, SessionsParams], SplitResult]] = {
     "leave_last_out": lambda t, p: per_user_split(t, p, "leave_last_out"),
     "cold_start": cold_start_split_table,
 }
-#: Relative cost of each split (CPU seconds measured on a 10M-event log, gap sessions):
+#: Rough relative cost of each split (CPU seconds profiled on a 10M-event log, gap sessions):
 #: :func:`iter_splits` starts the costlier ones first. The global temporal and
 #: cold-start splits share their cut-off, the per-user splits their user ranks: a pair's
 #: second one, started later, reuses what the first computed.
