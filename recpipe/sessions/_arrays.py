@@ -76,7 +76,8 @@ class Codes:
     def n_distinct(self, rows: np.ndarray | None = None) -> int:
         """Distinct non-null values among ``rows`` (all rows when ``None``)."""
         c = self.codes if rows is None else self.codes[rows]
-        c = c[c >= 0]
+        if self.has_null:
+            c = c[c >= 0]
         if not len(c):
             return 0
         seen = np.zeros(self.n_uniques, bool)
@@ -119,13 +120,20 @@ def encode(series: pd.Series) -> Codes:
     if (changes or 0) * 2 < len(sample):
         ree = pc.run_end_encode(arr)
         enc = ree.values.dictionary_encode()
-        run_codes = pc.fill_null(enc.indices, -1).to_numpy()
+        run_codes = _indices(enc)
         lengths = np.diff(ree.run_ends.to_numpy(), prepend=0)
         codes = np.repeat(run_codes, lengths)
     else:
         enc = arr.dictionary_encode()
-        codes = pc.fill_null(enc.indices, -1).to_numpy()
+        codes = _indices(enc)
     return Codes(codes.astype(np.int32, copy=False), large(enc.dictionary))
+
+
+def _indices(enc: pa.DictionaryArray) -> np.ndarray:
+    """A dictionary array's indices as NumPy, ``-1`` for a null (no copy without nulls)."""
+    if enc.indices.null_count == 0:
+        return enc.indices.to_numpy()
+    return pc.fill_null(enc.indices, -1).to_numpy()
 
 
 def first_appearance(codes: np.ndarray, uniques: pa.Array) -> Codes:
@@ -203,6 +211,46 @@ def encode_parts(series: list[pd.Series]) -> list[Codes]:
     codes = encode(pd.Series(pd.arrays.ArrowStringArray(chunks)))
     bounds = np.cumsum([0] + [len(s) for s in series])
     return [codes.subset(slice(a, b)) for a, b in itertools.pairwise(bounds)]
+
+
+def fixed_width(values: pa.Array) -> int | None:
+    """The byte length shared by every value of a ``large_string`` array without nulls
+    (zero-padded ids, hashes, UUIDs), or ``None`` when lengths differ or a value is null."""
+    n = len(values)
+    if not n or values.null_count or not pa.types.is_large_string(values.type):
+        return None
+    offsets = np.frombuffer(values.buffers()[1], np.int64, n + 1, values.offset * 8)
+    width = int(offsets[1] - offsets[0])
+    if width == 0 or int(offsets[-1] - offsets[0]) != n * width:
+        return None
+    # equal total is necessary, not sufficient: compare every length (a pass over n + 1 ints)
+    return width if bool((np.diff(offsets) == width).all()) else None
+
+
+def take_strings(
+    values: pa.Array, indices: np.ndarray, nulls: np.ndarray | None = None
+) -> pa.Array:
+    """``values.take(indices)`` (``large_string``; ``nulls``: rows to set null).
+
+    Values of one fixed byte length (:func:`fixed_width`; zero-padded ids) are
+    gathered by NumPy as fixed-size byte records, about three times faster than
+    Arrow's variable-length ``take`` on millions of rows; any other array is taken by
+    Arrow. The result's values are the same either way. ``indices`` must be
+    non-negative (a null is asked for through ``nulls``)."""
+    values = large(values)
+    width = fixed_width(values) if nulls is None and len(indices) >= 1024 else None
+    if width is None:
+        return values.take(pa.array(indices, mask=nulls))
+    n = len(indices)
+    start = int(np.frombuffer(values.buffers()[1], np.int64, 1, values.offset * 8)[0])
+    records = np.frombuffer(values.buffers()[2], np.uint8, len(values) * width, start).view(
+        f"V{width}"
+    )
+    data = records[indices]  # bounds-checked like Arrow's take (an IndexError otherwise)
+    offsets = np.arange(0, (n + 1) * width, width, dtype=np.int64)
+    return pa.Array.from_buffers(
+        pa.large_string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
 
 
 def large(values: pa.Array) -> pa.Array:
@@ -384,7 +432,7 @@ def take_rows(
         if codes is not None:
             picked = codes.codes[positions]
             nulls = picked < 0 if codes.has_null else None
-            arr = codes.uniques.take(pa.array(picked, mask=nulls))
+            arr = take_strings(codes.uniques, picked, nulls)
 
             def reorder(picked: np.ndarray = picked, uniques: pa.Array = codes.uniques) -> Codes:
                 return first_appearance(picked, uniques)
@@ -402,8 +450,7 @@ def take_rows(
                 picked = ints.view(raw.dtype)
             else:
                 picked = raw[positions]
-            utc = pd.Series(picked, copy=False).dt.tz_localize("UTC")
-            return utc.dt.tz_convert(col.dt.tz).array, None
+            return datetime_array(picked, col.dtype), None
         if isinstance(col.dtype, np.dtype):
             raw = col.to_numpy()
             if mask is not None and raw.dtype.kind in "biuf":  # Arrow's filter: no copy in
@@ -420,6 +467,19 @@ def take_rows(
         if codes is not None:
             remember_codes(out[name], codes)
     return out
+
+
+def datetime_array(values: np.ndarray, dtype: pd.DatetimeTZDtype) -> Any:
+    """A pandas array of ``dtype`` over UTC ``datetime64`` ``values``, without a copy
+    where pandas allows (its ``DatetimeArray._simple_new``); otherwise localised."""
+    simple_new = getattr(pd.arrays.DatetimeArray, "_simple_new", None)
+    if simple_new is not None and values.dtype == np.dtype(f"datetime64[{dtype.unit}]"):
+        try:
+            return simple_new(values, dtype=dtype)
+        except (TypeError, ValueError):  # pragma: no cover - a changed private signature
+            pass
+    utc = pd.Series(values, copy=False).dt.tz_localize("UTC")
+    return utc.dt.tz_convert(dtype.tz).array
 
 
 def _is_run(positions: np.ndarray) -> bool:

@@ -129,9 +129,14 @@ def _cold_table(
     """
     k = max(codes.n_uniques, 1)
     c = codes.codes
-    ok = c >= 0
-    test_rows = np.bincount(c[ok & (part == TEST)], minlength=k)
-    in_train = np.bincount(c[ok & (part == TRAIN)], minlength=k) > 0
+    test, train = part == TEST, part == TRAIN
+    if codes.has_null:
+        ok = c >= 0
+        test &= ok
+        train &= ok
+    test_rows = np.bincount(c[test], minlength=k)
+    in_train = np.zeros(k, bool)
+    in_train[c[train]] = True
     return cold_frame(column, codes.uniques, test_rows, in_train, held)
 
 
@@ -180,9 +185,21 @@ def cold_train_empty(params: SessionsParams) -> SplitError:
     )
 
 
-def mask_rows(codes: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(n,) bool: the row's code is marked in ``mask`` (null codes never are)."""
+def mask_rows(codes: np.ndarray, mask: np.ndarray, *, has_null: bool = True) -> np.ndarray:
+    """(n,) bool: the row's code is marked in ``mask`` (null codes never are);
+    ``has_null=False`` (no code is ``-1``) skips the null handling."""
+    if not has_null:
+        return mask[codes]
     return (codes >= 0) & mask[np.maximum(codes, 0)]
+
+
+def _present(codes: Codes, rows: np.ndarray) -> np.ndarray:
+    """The distinct non-null codes of ``rows`` (a mask), sorted, as ``int64``
+    (``np.unique`` of them, by flags instead of a sort)."""
+    picked = codes.codes[rows]
+    seen = np.zeros(max(codes.n_uniques, 1), bool)
+    seen[picked[picked >= 0] if codes.has_null else picked] = True
+    return np.flatnonzero(seen).astype(np.int64)
 
 
 def cold_start_split_table(table: Table, params: SessionsParams) -> SplitResult:
@@ -195,8 +212,8 @@ def cold_start_split_table(table: Table, params: SessionsParams) -> SplitResult:
     part, test_after, valid_after = global_cut(table, params, kind)
     item, user = table.item.codes, table.user.codes
     test = part == TEST
-    cand_items = np.unique(item[test & (item >= 0)]).astype(np.int64)
-    cand_users = np.unique(user[test]).astype(np.int64)  # test rows all have a user
+    cand_items = _present(table.item, test)
+    cand_users = _present(table.user, test)  # test rows all have a user
     held_items = _draw(
         table.item,
         cand_items,
@@ -216,14 +233,18 @@ def cold_start_split_table(table: Table, params: SessionsParams) -> SplitResult:
     user_held = np.zeros(max(table.user.n_uniques, 1), bool)
     user_held[held_users] = True
     earlier = (part == TRAIN) | (part == VALID)
-    cold_item_rows = earlier & mask_rows(item, item_held)
-    cold_user_rows = earlier & ~cold_item_rows & mask_rows(user, user_held)
+    item_null, user_null = table.item.has_null, table.user.has_null
+    cold_item_rows = earlier & mask_rows(item, item_held, has_null=item_null)
+    cold_user_rows = earlier & ~cold_item_rows & mask_rows(user, user_held, has_null=user_null)
     part[cold_item_rows | cold_user_rows] = DROPPED
     if not (part == TRAIN).any():
         raise cold_train_empty(params)
     items_frame, item_counts, cold_items = _cold_table("item_id", table.item, part, held_items)
     users_frame, user_counts, cold_users = _cold_table("user_id", table.user, part, held_users)
-    either = (part == TEST) & (mask_rows(item, cold_items) | mask_rows(user, cold_users))
+    either = (part == TEST) & (
+        mask_rows(item, cold_items, has_null=item_null)
+        | mask_rows(user, cold_users, has_null=user_null)
+    )
     m = int(np.count_nonzero(table.has_user))
     cutoffs, used = cut_cutoffs(kind, test_after, valid_after, params)
     extra = {

@@ -28,6 +28,7 @@ from recpipe.sessions._arrays import (
     group_time_order,
     iso,
     parallel_map,
+    stable_argsort,
     take_rows,
     timestamps_ns,
 )
@@ -305,6 +306,10 @@ def user_rank(user: Codes, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rows = None if bool(has.all()) else np.flatnonzero(has)
     keys = codes if rows is None else codes[rows]
     counts = np.bincount(keys, minlength=n_users)
+    if rows is None:
+        after_runs = _rank_by_runs(codes, n_users, counts, ts)
+        if after_runs is not None:
+            return after_runs, counts
     order = group_time_order(keys, n_users, ts if rows is None else ts[rows])
     ends = np.cumsum(counts).astype(np.int32)  # one past each user's last position
     # sorted by user, position i holds a row of the user whose rows end at repeat(ends)[i]
@@ -312,6 +317,51 @@ def user_rank(user: Codes, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     after = np.full(len(codes), -1, np.int32)
     after[order if rows is None else rows[order]] = rank
     return after, counts
+
+
+def _rank_by_runs(
+    codes: np.ndarray, n_users: int, counts: np.ndarray, ts: np.ndarray
+) -> np.ndarray | None:
+    """:func:`user_rank`'s per-row counts without sorting the rows, for a table whose
+    rows come in runs of one user (a sessionized table: one run per session), each
+    user's rows in time order; ``None`` when the rows are not so (or too many runs).
+
+    Checked in one pass over the rows (time order within each run) and one over the
+    runs sorted by user (each run starts at or after the end of the user's run
+    before); then a row's later events are those after it in its run plus the
+    lengths of its user's later runs. The same result as the sorting path, as ties
+    are in row order either way."""
+    n = len(codes)
+    if n < 2 or n >= 2**31:
+        return None
+    change = codes[1:] != codes[:-1]
+    n_runs = 1 + int(np.count_nonzero(change))
+    if n_runs > n // 2:  # few rows per run: sorting the rows is as cheap
+        return None
+    if not bool(((ts[1:] >= ts[:-1]) | change).all()):
+        return None
+    starts = np.empty(n_runs, np.int64)
+    starts[0] = 0
+    starts[1:] = np.flatnonzero(change) + 1
+    del change
+    lengths = np.diff(starts, append=n)
+    run_user = codes[starts]
+    order = stable_argsort(run_user, n_users)
+    sorted_user = run_user[order]
+    first_ts, last_ts = ts[starts][order], ts[starts + lengths - 1][order]
+    same_user = sorted_user[1:] == sorted_user[:-1]
+    if not bool(((first_ts[1:] >= last_ts[:-1]) | ~same_user).all()):
+        return None
+    # rows of the user after each run: the user's end (runs sorted by user) minus the
+    # rows up to and including this run
+    through = np.cumsum(lengths[order])
+    later = np.empty(n_runs, np.int64)
+    later[order] = np.cumsum(counts)[sorted_user] - through
+    # a row at offset o of a run starting at row r: later + (length - 1 - o) events after
+    # it, i.e. (later + length - 1 + r) - its row
+    after = np.repeat((later + lengths - 1 + starts).astype(np.int32), lengths)
+    after -= np.arange(n, dtype=np.int32)
+    return after
 
 
 def table_not_applicable(kind: str, table: Table) -> str | None:

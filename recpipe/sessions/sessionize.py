@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,7 @@ from recpipe.sessions._arrays import (
     remember_codes,
     string_array,
     take_rows,
+    take_strings,
     timestamps_ns,
 )
 
@@ -117,63 +119,39 @@ def sessionize(events: pd.DataFrame, params: SessionsParams) -> pd.DataFrame:
     src_present = events["session_id"].notna().to_numpy()
     keep_src = src_present if params.use_source_sessions else np.zeros(n, bool)
     all_src = bool(keep_src.all())
-    # id columns are hashed once, one after the other (two threads hashing strings at
-    # once were slower than one on a busy 2-core machine): the source sessions and the
-    # users cut the streams; the user and item codes gather the output's columns from
-    # their dictionaries (below), and the filter and the splits reuse them
-    src = encode(events["session_id"]) if src_present.any() else None
-    coded = {"user_id": encode(events["user_id"])}
-    if "item_id" in events and isinstance(events["item_id"].array, pd.arrays.ArrowStringArray):
-        coded["item_id"] = encode(events["item_id"])
-    user = None if all_src else coded["user_id"]
-
-    kind, stream, n_streams = _streams(n, src, user, keep_src, src_present)
-
-    # rows by (stream, time, row); a session ends at a stream change or a long gap
-    order = group_time_order(stream, n_streams, ts)
-    s_sorted = stream[order]
-    ts_sorted = ts[order]
-    cut = np.empty(n, bool)
-    cut[0] = True
-    np.not_equal(s_sorted[1:], s_sorted[:-1], out=cut[1:])
-    new_stream = cut.copy()
-    if not all_src:
-        gap_cut = np.diff(ts_sorted) > gap_ns
-        if kind is not None:
-            gap_cut &= kind[order[1:]] != _SOURCE
-        cut[1:] |= gap_cut
-    first = np.flatnonzero(cut)  # sorted position of each session's first event
-    del cut, s_sorted
-    n_sessions = len(first)
-    lengths = np.diff(first, append=n)
-    stream_start = np.flatnonzero(new_stream[first])
-    n_in_stream = np.arange(n_sessions) - np.repeat(
-        stream_start, np.diff(stream_start, append=n_sessions)
-    )
-
-    # sessions by (start time, input position of their first event)
-    first_row = order[first]
-    by_start = _by_start(first_row, ts_sorted[first], ts, n)
-    del ts_sorted
-    lengths = lengths[by_start]
-    new_first = np.cumsum(lengths) - lengths
-    final = order[np.arange(n) + np.repeat(first[by_start] - new_first, lengths)]
-    del order
-    first_row = first_row[by_start]
-    session_kind = (
-        np.full(n_sessions, _SOURCE if all_src else _USER, np.int8)
-        if kind is None
-        else kind[first_row]
-    )
-    names = _session_names(session_kind, first_row, n_in_stream[by_start], src, user, keep_src)
-    session_of_row = np.repeat(np.arange(n_sessions, dtype=np.int32), lengths)
-
     position = events.columns.get_loc("session_id")
-    # the user and item strings gathered from their dictionaries by code (a fraction of
-    # the time of gathering the strings themselves), and the output's codes remembered
-    # with the session ids' for the filter and the splits
-    out = take_rows(events.drop(columns="session_id"), final, coded)
-    out.insert(position, "session_id", string_array(names.take(pa.array(session_of_row))))
+    with ThreadPoolExecutor(1, thread_name_prefix="recpipe-sessions") as pool:
+        # id columns are hashed once: the source sessions and the users, which cut the
+        # streams, then the items on the second thread while this one orders the rows
+        # (not two hashes at once: on a busy 2-core machine that was slower than one
+        # after the other). The user and item codes gather the output's columns from
+        # their dictionaries (a fraction of the time of gathering the strings), and the
+        # output's codes are remembered for the filter and the splits
+        src = encode(events["session_id"]) if src_present.any() else None
+        coded = {"user_id": encode(events["user_id"])}
+        user = None if all_src else coded["user_id"]
+        items = None
+        if "item_id" in events and isinstance(events["item_id"].array, pd.arrays.ArrowStringArray):
+            items = pool.submit(encode, events["item_id"])
+        kind, stream, n_streams = _streams(n, src, user, keep_src, src_present)
+        final, first_row, lengths, n_in_stream = _session_order(
+            stream, n_streams, kind, ts, None if all_src else gap_ns
+        )
+        n_sessions = len(lengths)
+        session_kind = (
+            np.full(n_sessions, _SOURCE if all_src else _USER, np.int8)
+            if kind is None
+            else kind[first_row]
+        )
+        names = _session_names(session_kind, first_row, n_in_stream, src, user, keep_src)
+        session_of_row = np.repeat(np.arange(n_sessions, dtype=np.int32), lengths)
+        if items is not None:
+            coded["item_id"] = items.result()
+        # the session ids (an Arrow take of runs) on the second thread, beside the column
+        # gathers of take_rows (NumPy and Arrow release the GIL)
+        ids = pool.submit(lambda: string_array(names.take(pa.array(session_of_row))))
+        out = take_rows(events.drop(columns="session_id"), final, coded)
+        out.insert(position, "session_id", ids.result())
     remember_codes(out["session_id"], Codes(session_of_row, large(names)))
     if params.collapse_repeats:
         out = _collapse_repeats(out, session_of_row)
@@ -186,6 +164,52 @@ def sessionize(events: pd.DataFrame, params: SessionsParams) -> pd.DataFrame:
         time.perf_counter() - t0,
     )
     return out
+
+
+def _session_order(
+    stream: np.ndarray,
+    n_streams: int,
+    kind: np.ndarray | None,
+    ts: np.ndarray,
+    gap_ns: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The output's rows and sessions: ``(final, first_row, lengths, n_in_stream)``.
+
+    Rows are ordered by (stream, time, row) and cut into sessions at a stream change
+    or (``gap_ns`` not ``None``; not within kept source sessions) a gap longer than
+    ``gap_ns``; sessions are then ordered by start (see :func:`_by_start`).
+    ``final``: the input row of each output row; per session in output order, the
+    input row of its first event, its length and its number within its stream."""
+    n = len(ts)
+    order = group_time_order(stream, n_streams, ts)
+    ts_sorted = ts[order]
+    # sorted by stream, each stream's rows start where the streams before it end
+    counts = np.bincount(stream, minlength=n_streams)
+    new_stream = np.zeros(n, bool)
+    new_stream[(np.cumsum(counts) - counts)[counts > 0]] = True
+    del counts
+    cut = new_stream.copy()
+    if gap_ns is not None:
+        gap_cut = np.diff(ts_sorted) > gap_ns
+        if kind is not None:
+            gap_cut &= kind[order[1:]] != _SOURCE
+        cut[1:] |= gap_cut
+    first = np.flatnonzero(cut)  # sorted position of each session's first event
+    del cut
+    n_sessions = len(first)
+    lengths = np.diff(first, append=n)
+    stream_start = np.flatnonzero(new_stream[first])
+    n_in_stream = np.arange(n_sessions) - np.repeat(
+        stream_start, np.diff(stream_start, append=n_sessions)
+    )
+    # sessions by (start time, input position of their first event)
+    first_row = order[first]
+    by_start = _by_start(first_row, ts_sorted[first], ts, n)
+    del ts_sorted
+    lengths = lengths[by_start]
+    new_first = np.cumsum(lengths) - lengths
+    final = order[np.arange(n) + np.repeat(first[by_start] - new_first, lengths)]
+    return final, first_row[by_start], lengths, n_in_stream[by_start]
 
 
 def _by_start(first_row: np.ndarray, first_ts: np.ndarray, ts: np.ndarray, n: int) -> np.ndarray:
@@ -256,7 +280,7 @@ def _session_names(
     kept = np.flatnonzero(kind == _SOURCE)
     if len(kept):
         assert src is not None
-        pieces.append((kept, large(src.uniques.take(pa.array(src.codes[first_row[kept]])))))
+        pieces.append((kept, take_strings(src.uniques, src.codes[first_row[kept]])))
     generated = np.flatnonzero(kind != _SOURCE)
     if len(generated):
         g_kind, g_row = kind[generated], first_row[generated]
@@ -293,7 +317,7 @@ def _generated_names(
         sel = np.flatnonzero(kind == k)
         if len(sel):
             assert codes is not None
-            pieces.append((sel, large(codes.uniques.take(pa.array(codes.codes[first_row[sel]])))))
+            pieces.append((sel, take_strings(codes.uniques, codes.codes[first_row[sel]])))
     lone = np.flatnonzero(kind == _LONE)
     if len(lone):
         pieces.append((lone, pa.array([""] * len(lone), pa.large_string())))

@@ -101,7 +101,7 @@ def global_cut(table: Table, params: SessionsParams, kind: str) -> tuple[np.ndar
 
 def _global_cut(table: Table, params: SessionsParams, kind: str) -> tuple[np.ndarray, int, int]:
     has_user = table.has_user
-    ts_u = table.ts[has_user]
+    ts_u = table.ts if bool(has_user.all()) else table.ts[has_user]  # partition copies
 
     def kth(ks: list[int]) -> list[int]:
         values = np.partition(ts_u, sorted(set(ks)))
