@@ -55,3 +55,41 @@ def build_features(overrides: list[str], split: str, workspace: Any) -> Any:
     for stage in ("ingest", "validate", "sessions", "features"):
         run_stage(stage, params, paths)
     return paths.features_dir / split
+
+
+def prepare_workspace(
+    n_events: int, workspace: Path, tmp: Path, stages: tuple[str, ...], extra: list[str]
+) -> None:
+    """Write ``n_events`` synthetic raw events (``bench/scale.py``'s generator) under
+    ``tmp`` and run ``stages`` on them in ``workspace`` with the arrow engine (plus the
+    ``extra`` overrides, ``key=value``); each stage's time is logged. The raw file is
+    removed after."""
+    import logging
+    import sys
+    import time
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from scale import prep_events
+
+    from recpipe.config import load_params
+    from recpipe.paths import Paths
+    from recpipe.pipeline import run_stage
+
+    source = tmp / "raw.parquet"
+    prep_events(n_events, source)
+    params = load_params(
+        None,
+        [
+            "data.source=parquet",
+            f"data.path={source}",
+            "data.timestamp_unit=s",
+            "prep.engine=arrow",
+            "validate.on_failure=quarantine",
+            *extra,
+        ],
+    )
+    for stage in stages:
+        t0 = time.perf_counter()
+        run_stage(stage, params, Paths.at(workspace))
+        logging.getLogger("bench").warning("%s: %.1f s", stage, time.perf_counter() - t0)
+    source.unlink()

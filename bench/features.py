@@ -84,30 +84,9 @@ def encode(mode: str, workspace: Path, out: Path) -> dict:
 
 def prepare(n: int, workspace: Path, tmp: Path) -> None:
     """Child: raw events, then ingest, validate and sessions (arrow engine)."""
-    sys.path.insert(0, str(REPO / "bench"))
-    from scale import prep_events
+    from _common import prepare_workspace
 
-    from recpipe.config import load_params
-    from recpipe.paths import Paths
-    from recpipe.pipeline import run_stage
-
-    source = tmp / "raw.parquet"
-    prep_events(n, source)
-    params = load_params(
-        None,
-        [
-            "data.source=parquet",
-            f"data.path={source}",
-            "data.timestamp_unit=s",
-            "prep.engine=arrow",
-            "validate.on_failure=quarantine",
-        ],
-    )
-    for stage in ("ingest", "validate", "sessions"):
-        t0 = time.perf_counter()
-        run_stage(stage, params, Paths.at(workspace))
-        log.warning("%s: %.1f s", stage, time.perf_counter() - t0)
-    source.unlink()
+    prepare_workspace(n, workspace, tmp, ("ingest", "validate", "sessions"), [])
 
 
 def compare(a: Path, b: Path) -> int:
