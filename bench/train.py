@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         "--bpr-sparse-batches",
         type=int,
         nargs="+",
-        default=[1024, 4096],
+        default=[1024, 4096, 8192],
         help="batch sizes of the adagrad variants (the default config's is 1024)",
     )
     parser.add_argument("--data", type=Path, default=None, help="MovieLens 100K folder")
