@@ -93,3 +93,23 @@ def prepare_workspace(
         run_stage(stage, params, Paths.at(workspace))
         logging.getLogger("bench").warning("%s: %.1f s", stage, time.perf_counter() - t0)
     source.unlink()
+
+
+def prepare_in_child(script: str, n_events: int, workspace: Path, tmp: str) -> None:
+    """Run ``script prepare N WORKSPACE TMP`` (the bench's own ``prepare`` command, which
+    calls :func:`prepare_workspace`) in a child process, so its memory is not counted in
+    the measured runs; logs how long it took."""
+    import logging
+    import subprocess
+    import sys
+    import time
+
+    t0 = time.perf_counter()
+    subprocess.run(
+        [sys.executable, script, "prepare", str(n_events), str(workspace), tmp],
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    logging.getLogger("bench").warning(
+        "prepared %d events in %.1f s", n_events, time.perf_counter() - t0
+    )

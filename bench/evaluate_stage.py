@@ -128,13 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="recpipe-bench-evaluate-", dir=args.tmp) as tmp:
         workspace = args.workspace or Path(tmp) / "ws"
         if args.workspace is None:
-            t0 = time.perf_counter()
-            subprocess.run(
-                [sys.executable, __file__, "prepare", str(args.events), str(workspace), tmp],
-                check=True,
-                cwd=REPO,
-            )
-            log.warning("prepared %d events in %.1f s", args.events, time.perf_counter() - t0)
+            from _common import prepare_in_child
+
+            prepare_in_child(__file__, args.events, workspace, tmp)
         import pyarrow.parquet as pq
 
         folder = workspace / "data" / "features" / SPLIT

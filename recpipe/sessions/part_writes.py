@@ -24,6 +24,8 @@ import pyarrow.parquet as pq
 from recpipe.data import workfs
 from recpipe.data.workfs import WorkPath
 from recpipe.sessions.partition_tasks import (
+    _I64_MAX,
+    _I64_MIN,
     PartitionArrays,
     Written,
     concat_pieces,
@@ -44,9 +46,6 @@ __all__ = [
     "time_checks",
     "write_split",
 ]
-
-_I64_MAX = np.iinfo(np.int64).max
-_I64_MIN = np.iinfo(np.int64).min
 
 
 class SplitParts:
