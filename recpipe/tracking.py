@@ -72,6 +72,9 @@ def tracking_uri(params: Params, paths: Paths) -> str:
     its workspace is first made to point at this workspace's ``mlruns/``
     (:func:`relocate_store`), so it never reads or writes the original's files.
     """
+    from recpipe.recovery import hold_sigterm_in_database_work
+
+    hold_sigterm_in_database_work()  # a SIGTERM never cuts a store call in the middle
     if params.tracking.tracking_uri:
         return params.tracking.tracking_uri
     relocate_store(paths, params.tracking.experiment)
