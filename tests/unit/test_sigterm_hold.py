@@ -1,4 +1,4 @@
-"""A SIGTERM never cuts a database call in the middle (recpipe.recovery).
+"""A SIGTERM never cuts a database call in the middle (recpipe.tracking, recpipe.recovery).
 
 The case behind it: SIGTERM landed while MLflow's SQLite store was reading; the
 half-read cursor kept SQLite's lock, and every clean-up write after it (ending the MLflow
