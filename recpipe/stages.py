@@ -469,13 +469,13 @@ def _train_split(
     (None: a rank that writes nothing). Returns its ``training.json`` entry (None on such
     a rank)."""
     from recpipe import tracking
-    from recpipe.models.dataset import load_split
+    from recpipe.models.dataset import FIT_PARTS, load_split
     from recpipe.models.fitting import candidate_options, fit_and_save
     from recpipe.models.registry import build_model
     from recpipe.tuning.configs import read_tuned
 
     tp = params.train
-    data = load_split(paths.features_dir / kind)
+    data = load_split(paths.features_dir / kind, FIT_PARTS)  # never the test part
     tuned = read_tuned(paths.tuned_dir, kind, name) if params.tune.use else None
     if tuned is not None:  # tune.use: the tuned config of this split
         options = candidate_options(name, tuned, tp.device, tp.max_epochs)
@@ -535,7 +535,7 @@ def tune(
     """
     from recpipe import tracking
     from recpipe.evaluate.leaderboard import split_query_kinds
-    from recpipe.models.dataset import load_split
+    from recpipe.models.dataset import FIT_PARTS, load_split
     from recpipe.models.registry import get_model
     from recpipe.tuning.configs import read_tuned_file
     from recpipe.tuning.policy import retune_reasons, split_fingerprint
@@ -570,7 +570,7 @@ def tune(
             results = tune_split(
                 due,
                 split,
-                load_split(folder),
+                load_split(folder, FIT_PARTS),  # trials score the valid part only
                 base_options=base,
                 needed=split_query_kinds(split),
                 metric=metric,

@@ -68,7 +68,7 @@ def open_split(folder: Path, ep: EvaluateParams) -> SplitData:
     import pyarrow.parquet as pq
 
     from recpipe.evaluate.protocols import USER_TOPK_SPLITS
-    from recpipe.models.dataset import load_split
+    from recpipe.models.dataset import FIT_PARTS, load_split
 
     kind = folder.name
     if kind not in USER_TOPK_SPLITS:
@@ -83,7 +83,7 @@ def open_split(folder: Path, ep: EvaluateParams) -> SplitData:
             ep.stream_min_rows,
         )
         return load_split(folder)
-    data = load_split(folder, ("train", "valid"))
+    data = load_split(folder, FIT_PARTS)
     if "test" in data.parts:
         log.info("evaluate %s: %d test rows, already in memory", kind, n_rows)
         return data

@@ -316,6 +316,11 @@ def _read(folder: Path, parts: Sequence[str], known: SplitData | None) -> SplitD
     return SplitData(meta=meta, parts=read, test_user_keys=keys)
 
 
+#: The parts a model is fitted and validated on: what the train and tune stages read
+#: (the test part is the evaluate stage's alone; a large one stays on disk until then).
+FIT_PARTS = ("train", "valid")
+
+
 def load_split(folder: Path | str, parts: Sequence[str] = PART_NAMES) -> SplitData:
     """The split in ``folder`` (a features-stage output), read once per process.
 

@@ -202,7 +202,7 @@ def run_trials(
 def worker_main(job: Job, worker: int, n_trials: int | None) -> int:
     """A worker process's share of a study (:func:`run_trials` on the split in
     ``job.folder``); the entry point of :mod:`recpipe.tuning.parallel`."""
-    from recpipe.models.dataset import load_split
+    from recpipe.models.dataset import FIT_PARTS, load_split
 
     if job.threads is not None:
         import torch
@@ -210,7 +210,7 @@ def worker_main(job: Job, worker: int, n_trials: int | None) -> int:
         torch.set_num_threads(job.threads)
     if job.folder is None:
         raise ConfigError("a tuning worker needs the split's features folder (Job.folder)")
-    return run_trials(job, load_split(job.folder), n_trials=n_trials, worker=worker)
+    return run_trials(job, load_split(job.folder, FIT_PARTS), n_trials=n_trials, worker=worker)
 
 
 def plain_options(options: Mapping[str, Any]) -> dict[str, Any]:

@@ -64,3 +64,38 @@ def test_a_failing_candidate_leaves_its_previous_artifact_and_the_others_whole(
     monkeypatch.setattr(fitting, "fit_candidate", real)
     stages.train(params, paths)
     assert (paths.model_dir("sr") / SPLIT / "meta.json").is_file() and earlier.is_file()
+
+
+def test_the_train_and_tune_stages_never_read_the_test_part(tmp_path, monkeypatch) -> None:
+    """A model is fitted and tuned on the train and valid parts only: the test part (the
+    evaluate stage's, possibly larger than memory) is never read before evaluation."""
+    pytest.importorskip("optuna")
+    import mlflow
+
+    from recpipe.models.dataset import clear_cache
+
+    paths = build_workspace(tmp_path)
+    test_part = paths.features_dir / SPLIT / "test.parquet"
+    test_part.write_bytes(b"not parquet: reading it fails")
+    clear_cache()
+    params = small_params(
+        tmp_path,
+        "train.candidates=[markov, sr]",
+        "train.model_splits={}",
+        "evaluate.models=[pop]",
+        "tune.models=[sr]",
+        "tune.trials=1",
+    )
+    before = mlflow.get_tracking_uri()
+    try:
+        tuned = stages.tune(params, paths)
+        stages.train(params, paths)
+    finally:
+        mlflow.set_tracking_uri(before)
+        clear_cache()
+    assert tuned["tuned"] == ["sr"]
+    for name in ("markov", "sr"):
+        assert (paths.model_dir(name) / SPLIT / "meta.json").is_file()
+    # and the evaluate stage is the one that reads it
+    with pytest.raises(Exception, match=r"(?i)parquet|magic"):
+        stages.evaluate(params, paths)
