@@ -30,10 +30,20 @@ def _mlflow_runs(paths: Paths) -> pd.DataFrame:
     return runs[runs["tags.mlflow.parentRunId"].isna()].reset_index(drop=True)
 
 
-def test_retrain_flow_ingests_validates_and_tracks(workspace: Paths) -> None:
+@pytest.fixture(scope="module")
+def small_run(
+    tmp_path_factory: pytest.TempPathFactory, prefect_harness: None
+) -> tuple[Paths, dict]:
+    """One retraining run on the small synthetic data, in a workspace of its own; the
+    tests below only read what it wrote (one run instead of three, about 13 s each)."""
     from flows.retrain import retrain
 
-    summary = retrain(overrides=SMALL, root=str(workspace.root))
+    workspace = Paths.at(tmp_path_factory.mktemp("small_run"))
+    return workspace, retrain(overrides=SMALL, root=str(workspace.root))
+
+
+def test_retrain_flow_ingests_validates_and_tracks(small_run: tuple[Paths, dict]) -> None:
+    workspace, summary = small_run
 
     manifest = json.loads((workspace.interim_dir / "manifest.json").read_text())
     assert manifest["source"] == "synthetic"
@@ -116,10 +126,10 @@ def test_retrain_flow_stops_at_failed_validation(workspace: Paths) -> None:
     assert runs.iloc[0]["tags.validation.passed"] == "False"
 
 
-def test_retrain_flow_writes_leak_free_splits_and_features(workspace: Paths) -> None:
-    from flows.retrain import retrain
-
-    summary = retrain(overrides=SMALL, root=str(workspace.root))
+def test_retrain_flow_writes_leak_free_splits_and_features(
+    small_run: tuple[Paths, dict],
+) -> None:
+    workspace, summary = small_run
     report = json.loads(workspace.splits_json.read_text())
     for kind, entry in report["splits"].items():
         assert summary["splits"][kind] == "built"
@@ -159,12 +169,13 @@ def test_retrain_flow_writes_leak_free_splits_and_features(workspace: Paths) -> 
     assert runs.iloc[0]["metrics.session.markov.recall_at_20"] == session["markov"]["recall@20"]
 
 
-def test_retrain_flow_gates_and_registers_every_candidate(workspace: Paths) -> None:
-    from flows.retrain import retrain
+def test_retrain_flow_gates_and_registers_every_candidate(
+    small_run: tuple[Paths, dict],
+) -> None:
     from recpipe.gates.registry import Registry
     from recpipe.pipeline import workspace_params
 
-    summary = retrain(overrides=SMALL, root=str(workspace.root))
+    workspace, summary = small_run
     gate = json.loads(workspace.gate_json.read_text())
     assert {"passed", "reasons", "candidate", "champion", "rules"} <= set(gate)
     assert gate["split"] == "user_temporal" and gate["reasons"]
