@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 
 from recpipe.config import Params, load_params
+from recpipe.data.chunked import read_side_tables
 from recpipe.errors import DataImportError, DataValidationError
 from recpipe.paths import Paths
 from recpipe.stages import ingest, validate
@@ -218,6 +219,53 @@ def test_dirty_data_quarantined_same_tables(tmp_path: Path, kind: str, partition
     assert want["report"]["counts"]["quarantined"] == len(want["quarantine"]["events"]) > 10
     kept = want["validated"]["events.parquet"]
     assert len(kept) == len(want["interim"]["events"]) - want["report"]["counts"]["quarantined"]
+
+
+def test_check_partition_frees_its_frames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GX run leaves the partition's frames in reference cycles (pydantic v1's union
+    parsing keeps exceptions whose tracebacks hold the running calls' frames): once
+    ``COLLECT_ROWS`` rows were checked, check_partition collects them before returning,
+    so a worker checking partition after partition does not hold earlier ones."""
+    import gc
+    import weakref
+
+    from recpipe.validation import partitioned
+    from recpipe.validation.runner import _expectations, _session
+    from recpipe.validation.suites import build_suites, checks_references
+
+    events, items = _synthetic()
+    overrides = _write_raw(_dirty(events), items, tmp_path / "raw", "parquet")
+    params = load_params(None, [*overrides, "validate.on_failure=quarantine"])
+    paths = Paths.at(tmp_path / "ws")
+    ingest(params, paths)
+    events_path = paths.interim_dir / "events.parquet"
+    files, n = partitioned.partition_events(events_path, tmp_path / "work", 1, 1000)
+    side = read_side_tables(paths.interim_dir)
+    check_refs = checks_references(side, params.validate_)
+    with partitioned._SESSION_LOCK:
+        _session()  # GX suites are built in a context
+        suites = build_suites(params.validate_, now=NOW, check_references=check_refs)
+        order = [e.meta["rule"] for e in _expectations(suites)]
+    made: list[weakref.ref[pd.DataFrame]] = []
+    read = partitioned._read_partition
+
+    def reading(path: Any, source: Any) -> tuple[pd.DataFrame, np.ndarray]:
+        frame, rows = read(path, source)
+        made.append(weakref.ref(frame))
+        return frame, rows
+
+    monkeypatch.setattr(partitioned, "_read_partition", reading)
+    monkeypatch.setattr(partitioned, "COLLECT_ROWS", n)  # one partition's rows
+    gc.collect()
+    gc.disable()  # only check_partition's collection may free the cycles
+    try:
+        check = partitioned.check_partition(
+            files[0], events_path, params.validate_, NOW, check_refs, side.items, order
+        )
+        assert len(made) == 1 and made[0]() is None
+        assert check.rows == n and len(check.bad_rows) > 10
+    finally:
+        gc.enable()
 
 
 def test_failed_validation_leaves_validated_and_cleans_work_dir(tmp_path: Path) -> None:
