@@ -43,13 +43,14 @@ pass/fail decision (on the totals); rows per rule (sum, in suite order). GX's
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import gc
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec
 
 import numpy as np
 import pandas as pd
@@ -106,6 +107,8 @@ if TYPE_CHECKING:
     from recpipe.config import ValidateParams
 
 log = logging.getLogger(__name__)
+
+_P = ParamSpec("_P")
 
 __all__ = [
     "PartitionCheck",
@@ -538,6 +541,48 @@ class PartitionCheck:
     rows: int = 0  # events in the partition
 
 
+#: Rows of partitions checked in a process between two collections of the cycles the GX
+#: runs leave (:func:`check_partition`): what the process may hold of them, at most.
+COLLECT_ROWS = 2_000_000
+
+_uncollected_rows = 0
+
+
+def _collects_cycles(
+    check: Callable[_P, PartitionCheck],
+) -> Callable[_P, PartitionCheck]:
+    """``check``, then a collection once the partitions checked since the last one hold
+    :data:`COLLECT_ROWS` rows.
+
+    A GX run leaves the partition's frames in reference cycles: GX parses its
+    expectations and checkpoints with pydantic v1, whose union fields keep the failed
+    attempts' exceptions, and their tracebacks hold the frames of the calls that were
+    running (the check's among them). Only a collection frees them, and Python's own
+    full collections come after a count of new objects, not of bytes, so a worker kept
+    several partitions' frames (100M events in 32 partitions on one worker: a peak of
+    2.7 GiB, 1.3 GiB with this collection). The collection runs once the check's frame
+    has returned; not after every small partition, as a full one costs ~0.15 s.
+    """
+
+    @functools.wraps(check)
+    def checked(*args: _P.args, **kwargs: _P.kwargs) -> PartitionCheck:
+        global _uncollected_rows
+        result = check(*args, **kwargs)
+        with _SESSION_LOCK:
+            _uncollected_rows += result.rows
+            due = _uncollected_rows >= COLLECT_ROWS
+            if due:
+                _uncollected_rows = 0
+        if due:
+            started = time.perf_counter()
+            found = gc.collect()
+            log.debug("collected %d objects in %.2f s", found, time.perf_counter() - started)
+        return result
+
+    return checked
+
+
+@_collects_cycles
 def check_partition(
     path: WorkPath | None,
     events_path: WorkPath,
@@ -549,52 +594,8 @@ def check_partition(
 ) -> PartitionCheck:
     """Run the events suites on one bucket (a file or folder of pieces; ``None``: no
     events) with this process's GX session; its results, bad rows and report entries.
-
-    A GX run leaves the partition's frames in reference cycles: GX parses its
-    expectations and checkpoints with pydantic v1, whose union fields keep the failed
-    attempts' exceptions, and their tracebacks hold the frames of the calls that were
-    running (this one's among them). Only a collection frees them, and Python's own
-    full collections come after a count of new objects, not of bytes, so a worker kept
-    several partitions' frames (100M events in 32 partitions on one worker: a peak of
-    2.7 GiB, 1.3 GiB with this collection). Here this process collects once the
-    partitions checked since its last collection hold :data:`COLLECT_ROWS` rows (a full
-    collection costs ~0.15 s, so not after every small partition).
-    """
-    check = _check_partition(path, events_path, params, now_ts, check_refs, items, rule_order)
-    _collect_after(check.rows)
-    return check
-
-
-#: Rows of partitions checked in a process between two collections of the cycles the GX
-#: runs leave (:func:`check_partition`): what the process may hold of them, at most.
-COLLECT_ROWS = 2_000_000
-
-_uncollected_rows = 0
-
-
-def _collect_after(rows: int) -> None:
-    """Count ``rows`` more rows checked; collect the garbage once :data:`COLLECT_ROWS` are."""
-    global _uncollected_rows
-    with _SESSION_LOCK:
-        _uncollected_rows += rows
-        if _uncollected_rows < COLLECT_ROWS:
-            return
-        _uncollected_rows = 0
-    started = time.perf_counter()
-    found = gc.collect()
-    log.debug("collected %d objects in %.2f s", found, time.perf_counter() - started)
-
-
-def _check_partition(
-    path: WorkPath | None,
-    events_path: WorkPath,
-    params: ValidateParams,
-    now_ts: pd.Timestamp,
-    check_refs: bool,
-    items: pd.DataFrame,
-    rule_order: list[str],
-) -> PartitionCheck:
-    """:func:`check_partition` without the collection of the GX run's cycles."""
+    The cycles GX leaves are collected every :data:`COLLECT_ROWS` rows
+    (:func:`_collects_cycles`)."""
     timer = {"check": 0.0, "detail": 0.0}
     events, rows = _read_partition(path, events_path)
     frames: dict[str, pd.DataFrame] = {
