@@ -9,8 +9,8 @@
 - :func:`sigterm_as_exit`: SIGTERM raises :class:`Terminated` in the main thread, so the
   ``finally`` and ``with`` blocks that remove staging folders, end MLflow runs and
   release the lock run before the process exits (Python's default is to die at once).
-  Within it a SIGTERM that arrives during a database call is acted on once the call is
-  done (:func:`recpipe.tracking.hold_sigterm_in_database_work`).
+  Within it a SIGTERM that arrives during a database call or a checkpoint write is
+  acted on once that is done (:func:`recpipe.workspace.sigterm_held`).
 
 Nothing here imports prefect; the CLI starts the retraining flow's temporary Prefect
 server with :func:`start_temporary_server`, in a session of its own (a SIGTERM to the

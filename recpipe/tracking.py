@@ -7,18 +7,14 @@ server instead. Nothing is configured at import time.
 
 from __future__ import annotations
 
-import _thread
 import json
 import logging
 import os
-import signal
 import socket
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from types import FrameType
 from typing import Any
 
 from recpipe.config import Params
@@ -71,97 +67,40 @@ _LOCATION_COLUMNS = (
 # ------------------------------------------- SIGTERM and the store's SQLite database ---
 
 
-class _DatabaseHold:
-    """Holds SIGTERM while the main thread has SQLAlchemy connections checked out.
-
-    Why: a SIGTERM handler that raises (:func:`recpipe.recovery.sigterm_as_exit`'s, or
-    Prefect's inside a flow run) can land in the middle of a SQLite query. SQLAlchemy
-    then invalidates the connection, but the half-read cursor lives on in the
-    exception's traceback and keeps SQLite's shared lock, so every write of the clean-up
-    that follows (ending the MLflow runs as KILLED) waits out MLflow's 20 s busy timeout
-    and fails: the run exited 1 after a minute instead of 143 at once.
-
-    How: at the first main-thread checkout the SIGTERM handler is swapped for one that
-    only notes the signal; when the last of those connections is back in its pool the
-    handler is put back and a noted signal is passed to it (it raises there, with no
-    cursor open and the transaction rolled back). A second SIGTERM while held is acted
-    on at once, so a connection that never comes back cannot make the process deaf.
-    """
-
-    def __init__(self) -> None:
-        self.held: set[int] = set()  # ids of the main thread's checked-out connections
-        self.previous: Any = None  # the handler put back on release
-        self.pending: int | None = None
-        self.lock = threading.RLock()  # on_signal may run inside checkout's block
-
-    def on_signal(self, signum: int, frame: FrameType | None) -> None:
-        with self.lock:
-            previous, act = self.previous, not self.held or self.pending is not None
-            if not act:
-                self.pending = signum
-                log.warning("SIGTERM during a database call: acted on when it returns")
-                return
-            self.pending = None
-        _deliver(previous, signum, frame)
-
-    def checkout(self, _dbapi: Any, record: Any, _proxy: Any) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        with self.lock:
-            if not self.held:
-                current = signal.getsignal(signal.SIGTERM)
-                if current != self.on_signal:
-                    self.previous = current
-                    signal.signal(signal.SIGTERM, self.on_signal)
-            self.held.add(id(record))
-
-    def checkin(self, _dbapi: Any, record: Any) -> None:
-        with self.lock:
-            if id(record) not in self.held:
-                return
-            self.held.discard(id(record))
-            if self.held:
-                return
-            pending, self.pending = self.pending, None
-            previous = self.previous
-            if threading.current_thread() is threading.main_thread():
-                if signal.getsignal(signal.SIGTERM) == self.on_signal:
-                    signal.signal(signal.SIGTERM, previous)
-            elif pending is not None:  # a connection closed by another thread (gc)
-                _thread.interrupt_main(pending)  # runs on_signal, which now passes it on
-                return
-        if pending is not None:
-            _deliver(previous, pending, None)
-
-
-def _deliver(handler: Any, signum: int, frame: FrameType | None) -> None:
-    """Act on ``signum`` as ``handler`` (a callable, ``SIG_IGN`` or ``SIG_DFL``) would."""
-    if callable(handler):
-        handler(signum, frame)
-    elif handler != signal.SIG_IGN:  # SIG_DFL (or unknown: None): the default, to die
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-
-
-_HOLD: _DatabaseHold | None = None
-
-
 def hold_sigterm_in_database_work() -> None:
     """From now on in this process, a SIGTERM that arrives while the main thread has a
     SQLAlchemy connection checked out (MLflow's tracking and registry stores, Optuna's)
-    is acted on when the connection returns to its pool (see :class:`_DatabaseHold`).
-    Idempotent; :func:`recpipe.recovery.sigterm_as_exit` and :func:`tracking_uri` call it."""
-    global _HOLD
-    if _HOLD is not None:
+    is acted on when the connection returns to its pool
+    (:func:`recpipe.workspace.hold_sigterm`).
+
+    Why: a SIGTERM handler that raises (:func:`recpipe.recovery.sigterm_as_exit`'s, or
+    Prefect's inside a flow run) could land in the middle of a SQLite query. SQLAlchemy
+    then invalidates the connection, but the half-read cursor lives on in the
+    exception's traceback and keeps SQLite's shared lock, so every write of the clean-up
+    that follows (ending the MLflow runs as KILLED) waited out MLflow's 20 s busy timeout
+    and failed: the run exited 1 after a minute instead of 143 at once. Idempotent;
+    :func:`recpipe.recovery.sigterm_as_exit` and :func:`tracking_uri` call it."""
+    global _LISTENING
+    if _LISTENING:
         return
     from sqlalchemy import event
     from sqlalchemy.pool import Pool
 
-    hold = _DatabaseHold()
-    event.listen(Pool, "checkout", hold.checkout)
-    event.listen(Pool, "checkin", hold.checkin)
-    event.listen(Pool, "detach", hold.checkin)
-    _HOLD = hold
+    from recpipe.workspace import hold_sigterm, release_sigterm
+
+    def checkout(_dbapi: Any, record: Any, _proxy: Any) -> None:
+        hold_sigterm(id(record))
+
+    def checkin(_dbapi: Any, record: Any) -> None:
+        release_sigterm(id(record))
+
+    event.listen(Pool, "checkout", checkout)
+    event.listen(Pool, "checkin", checkin)
+    event.listen(Pool, "detach", checkin)
+    _LISTENING = True
+
+
+_LISTENING = False
 
 
 def tracking_uri(params: Params, paths: Paths) -> str:

@@ -1,17 +1,22 @@
 """Workspace file helpers shared by the stage functions: readable file-system errors,
-outputs replaced only when complete, and JSON reports.
+outputs replaced only when complete, JSON reports, and writes a SIGTERM does not cut
+(:func:`sigterm_held`).
 """
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import json
 import logging
 import os
 import re
 import shutil
+import signal
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from recpipe.errors import WorkspaceError
@@ -185,3 +190,106 @@ def sweep_stale(folders: Iterable[Path]) -> list[Path]:
             log.info("removed %s, left by process %s, which no longer runs", entry, match.group(2))
             removed.append(entry)
     return removed
+
+
+# ------------------------------------------------------ work a SIGTERM must not cut ---
+
+
+class _SigtermHold:
+    """Holds SIGTERM while the main thread is inside work that must not be cut: a file
+    write (:func:`sigterm_held`), a database call
+    (:func:`recpipe.tracking.hold_sigterm_in_database_work`).
+
+    Why: the SIGTERM handlers of a run raise (:func:`recpipe.recovery.sigterm_as_exit`'s,
+    Prefect's inside a flow run), and an exception raised in the middle of a library's
+    write leaves its state broken: torch's zip writer, cut, raised its own
+    ``RuntimeError`` instead (the run failed, exit 1), and a cut SQLite read kept its
+    lock for the clean-up's writes to wait on.
+
+    How: at the first hold the SIGTERM handler is swapped for one that only notes the
+    signal; when the last hold is released the handler is put back and a noted signal is
+    passed to it (it raises there, after the work). A second SIGTERM while held is acted
+    on at once, so a hold that is never released cannot make the process deaf. Holds
+    are keyed (re-entrant, nested); only the main thread's count (signals run there).
+    """
+
+    def __init__(self) -> None:
+        self.held: set[int] = set()  # the keys of the main thread's holds
+        self.previous: Any = None  # the handler put back on release
+        self.pending: int | None = None
+        self.lock = threading.RLock()  # on_signal may run inside hold's block
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        with self.lock:
+            previous, act = self.previous, not self.held or self.pending is not None
+            if not act:
+                self.pending = signum
+                log.warning("SIGTERM during a write: acted on when it is done")
+                return
+            self.pending = None
+        _deliver(previous, signum, frame)
+
+    def hold(self, key: int) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        with self.lock:
+            if not self.held:
+                current = signal.getsignal(signal.SIGTERM)
+                if current != self.on_signal:
+                    self.previous = current
+                    signal.signal(signal.SIGTERM, self.on_signal)
+            self.held.add(key)
+
+    def release(self, key: int) -> None:
+        with self.lock:
+            if key not in self.held:
+                return
+            self.held.discard(key)
+            if self.held:
+                return
+            pending, self.pending = self.pending, None
+            previous = self.previous
+            if threading.current_thread() is threading.main_thread():
+                if signal.getsignal(signal.SIGTERM) == self.on_signal:
+                    signal.signal(signal.SIGTERM, previous)
+            elif pending is not None:  # released by another thread (a gc'd connection)
+                _thread.interrupt_main(pending)  # runs on_signal, which now passes it on
+                return
+        if pending is not None:
+            _deliver(previous, pending, None)
+
+
+def _deliver(handler: Any, signum: int, frame: FrameType | None) -> None:
+    """Act on ``signum`` as ``handler`` (a callable, ``SIG_IGN`` or ``SIG_DFL``) would."""
+    if callable(handler):
+        handler(signum, frame)
+    elif handler != signal.SIG_IGN:  # SIG_DFL (or unknown: None): the default, to die
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+
+_HOLD = _SigtermHold()
+
+
+def hold_sigterm(key: int) -> None:
+    """Hold SIGTERM (main thread only) until :func:`release_sigterm` of every key held;
+    see :class:`_SigtermHold`. Prefer :func:`sigterm_held`."""
+    _HOLD.hold(key)
+
+
+def release_sigterm(key: int) -> None:
+    """Release the hold ``key``; the last release passes a held SIGTERM on (it may raise
+    here). An unknown key is ignored."""
+    _HOLD.release(key)
+
+
+@contextlib.contextmanager
+def sigterm_held() -> Iterator[None]:
+    """A SIGTERM that arrives in the block is acted on when the block is done (a write
+    that must not be cut: a checkpoint, a database call); see :class:`_SigtermHold`."""
+    token = object()
+    hold_sigterm(id(token))
+    try:
+        yield
+    finally:
+        release_sigterm(id(token))

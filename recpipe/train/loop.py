@@ -226,15 +226,20 @@ def clip_grad_norm(module: torch.nn.Module, max_norm: float) -> None:
 
 
 def save_file(obj: Any, path: Path | str) -> None:
-    """``torch.save(obj)`` into the file ``path``, failing with the ``OSError`` itself.
+    """``torch.save(obj)`` into the file ``path``, failing with the ``OSError`` itself; a
+    SIGTERM during the write is acted on once it is done.
 
     Saving to a path, torch reports a permission or disk-full error as a
     ``RuntimeError`` without the path; through an open file they stay ``OSError``
     (``PermissionError``, ``ENOSPC``) and carry ``path``, which
     :class:`~recpipe.errors.WorkspaceError` turns into a readable message.
     """
+    from recpipe.workspace import sigterm_held
+
     try:
-        with open(path, "wb") as fh:
+        # a SIGTERM raised inside torch's zip writer broke it (its own RuntimeError
+        # replaced the signal's exception): it is acted on once the file is written
+        with sigterm_held(), open(path, "wb") as fh:
             torch.save(obj, fh)
     except OSError as exc:
         if exc.filename is None:

@@ -118,3 +118,41 @@ def test_outside_sigterm_as_exit_the_previous_handler_is_back(engine: sa.Engine)
     with engine.connect() as conn:  # the hold stays installed, passing signals through
         conn.execute(sa.text("select 1"))
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+class _SigtermWhenPickled:
+    """Sends SIGTERM to this process while torch's zip writer pickles it."""
+
+    def __reduce__(self) -> tuple:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # the handler would run here, were it not held
+        return (dict, ())
+
+
+def test_a_sigterm_during_a_checkpoint_write_is_acted_on_once_the_file_is_whole(
+    tmp_path: Path,
+) -> None:
+    """The second way CI saw a stopped run exit 1: the signal's exception raised inside
+    torch.save broke its zip writer, whose own RuntimeError replaced it."""
+    import torch
+
+    from recpipe.train.loop import save_file
+
+    path = tmp_path / "checkpoint.pt"
+    with pytest.raises(Terminated), sigterm_as_exit():
+        save_file({"epoch": 3, "weights": torch.arange(4), "x": _SigtermWhenPickled()}, path)
+    saved = torch.load(path, weights_only=False)
+    assert saved["epoch"] == 3 and saved["weights"].tolist() == [0, 1, 2, 3]
+
+
+def test_sigterm_held_nests_and_acts_when_the_outer_block_ends() -> None:
+    from recpipe.workspace import sigterm_held
+
+    reached = []
+    with pytest.raises(Terminated), sigterm_as_exit():
+        with sigterm_held():
+            with sigterm_held():
+                _sigterm_self()
+            reached.append("inner done, outer still held")
+        reached.append("after")
+    assert reached == ["inner done, outer still held"]
